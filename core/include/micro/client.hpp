@@ -1,0 +1,153 @@
+// micro/client.hpp — the calling side: the client pipeline and publishing.
+//
+// A call runs: client wrappers (once per logical call) → registry cache lookup → selector
+// picks a node → call wrappers (once per attempt) → transport. Transport errors, 408 and
+// 503 are retried with exponential backoff while the deadline allows; every attempt's
+// outcome and latency go back to the selector.
+#pragma once
+
+#include <chrono>
+#include <future>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <boost/asio/any_io_executor.hpp>
+#include <boost/asio/async_result.hpp>
+
+#include <nlohmann/json.hpp>
+
+#include <micro/broker.hpp>
+#include <micro/codec.hpp>
+#include <micro/registry_cache.hpp>
+#include <micro/selector.hpp>
+#include <micro/transport.hpp>
+#include <micro/wrapper.hpp>
+
+namespace micro {
+
+struct CallOptions {
+  // The whole call's budget, retries included; it travels to the server. Zero: the
+  // client's default. A deadline already on the request's context is kept if tighter.
+  std::chrono::milliseconds timeout{0};
+  int retries = -1;  // extra attempts after the first; -1: the client's default
+  // Call this address directly, skipping registry and selector.
+  std::string address;
+};
+
+struct ClientOptions {
+  std::chrono::milliseconds timeout{std::chrono::seconds(5)};
+  int retries = 1;
+  std::chrono::milliseconds backoff{std::chrono::milliseconds(10)};  // doubled per retry
+  std::chrono::milliseconds max_backoff{std::chrono::seconds(1)};
+  std::vector<std::int32_t> retry_on{408, 503};  // error codes worth another attempt
+  std::string content_type{json_content_type};
+  std::string id = "micro.client";  // the Error id the client's own errors carry
+};
+
+struct ClientStatistics {
+  std::uint64_t calls = 0, attempts = 0, retries = 0, failures = 0;
+};
+
+class Client {
+ public:
+  Client(ClientOptions options, std::shared_ptr<Transport> transport,
+         std::shared_ptr<RegistryCache> registry, std::shared_ptr<Selector> selector,
+         std::shared_ptr<Broker> broker, WrapperChains wrappers,
+         boost::asio::any_io_executor executor);
+  ~Client();
+  Client(const Client&) = delete;
+  Client& operator=(const Client&) = delete;
+
+  // Raw asynchronous call. `done` runs once, on an I/O thread.
+  void async_call(Request request, ResponseHandler done, const CallOptions& options = {});
+
+  // Any Asio completion token: a callback, boost::asio::use_awaitable (co_await it),
+  // boost::asio::use_future. Completes with a Response (check response.error).
+  template <class CompletionToken>
+  auto async_call(Request request, const CallOptions& options, CompletionToken&& token) {
+    return boost::asio::async_initiate<CompletionToken, void(Response)>(
+        [this, options](auto handler, Request request) {
+          auto shared = std::make_shared<decltype(handler)>(std::move(handler));
+          async_call(
+              std::move(request),
+              [shared](Response&& response) { (*shared)(std::move(response)); }, options);
+        },
+        token, std::move(request));
+  }
+
+  // Blocking raw call; throws micro::Exception on failure. Never call it from an I/O thread.
+  Response call(Request request, const CallOptions& options = {});
+
+  // Typed blocking call: encodes `request` with the client's content type, decodes Resp.
+  template <class Resp, class Req>
+  Resp call(std::string service, std::string endpoint, const Req& request,
+            const CallOptions& options = {}, Context context = {});
+
+  // Publishes through the publish wrappers to the broker. Throws micro::Exception.
+  void publish(Context& context, Message message);
+  template <class T>
+  void publish(std::string topic, const T& value, Context context = {});
+
+  // Builds a Request with the client's content type from a value convertible to JSON.
+  template <class Req>
+  Request make_request(std::string service, std::string endpoint, const Req& value,
+                       Context context = {}) const;
+
+  const ClientOptions& options() const noexcept;
+  ClientStatistics statistics() const;
+  // The executor completions run on.
+  boost::asio::any_io_executor executor() const;
+
+  // Decodes a successful response's body as T; throws micro::Exception for an error response.
+  template <class T>
+  static T decode_response(const Response& response);
+
+ private:
+  struct State;
+  std::shared_ptr<State> state_;
+};
+
+template <class Req>
+Request Client::make_request(std::string service, std::string endpoint, const Req& value,
+                             Context context) const {
+  Request request;
+  request.service = std::move(service);
+  request.endpoint = std::move(endpoint);
+  request.content_type = options().content_type;
+  request.context = std::move(context);
+  codec_for(request.content_type).encode(nlohmann::json(value), request.body);
+  return request;
+}
+
+template <class T>
+T Client::decode_response(const Response& response) {
+  if (response.error) throw Exception(*response.error);
+  const Codec& codec = codec_for(response.content_type.empty() ? json_content_type
+                                                               : std::string_view(response.content_type));
+  try {
+    return codec.decode(response.body).template get<T>();
+  } catch (const nlohmann::json::exception& e) {
+    throw Exception(Error("micro.client", ErrorCode::internal,
+                          std::string("cannot read the response: ") + e.what()));
+  }
+}
+
+template <class Resp, class Req>
+Resp Client::call(std::string service, std::string endpoint, const Req& request,
+                  const CallOptions& options, Context context) {
+  return decode_response<Resp>(
+      call(make_request(std::move(service), std::move(endpoint), request, std::move(context)),
+           options));
+}
+
+template <class T>
+void Client::publish(std::string topic, const T& value, Context context) {
+  Message message;
+  message.topic = std::move(topic);
+  message.headers.set("Content-Type", options().content_type);
+  codec_for(options().content_type).encode(nlohmann::json(value), message.body);
+  publish(context, std::move(message));
+}
+
+}  // namespace micro

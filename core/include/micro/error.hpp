@@ -1,0 +1,75 @@
+// micro/error.hpp — the one error type that crosses process and language boundaries.
+//
+// An Error is Go-Micro's {id, code, detail, status}: `code` is HTTP-like, `status` its
+// reason phrase, `id` names who raised it (a service or "micro.client"). Its JSON form
+// is Go-Micro's, so a Go service and a C++ service understand each other's failures.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <stdexcept>
+#include <string>
+#include <string_view>
+
+namespace micro {
+
+// The documented code set. Other values are carried through unchanged.
+enum class ErrorCode : std::int32_t {
+  bad_request = 400,
+  unauthorized = 401,
+  forbidden = 403,
+  not_found = 404,
+  timeout = 408,  // the call's deadline passed
+  conflict = 409,
+  too_many_requests = 429,
+  internal = 500,
+  bad_gateway = 502,
+  unavailable = 503,  // no node, connection refused or lost
+  gateway_timeout = 504,
+};
+
+// The reason phrase Go-Micro puts into `status` for a code ("Request Timeout" for 408).
+std::string_view status_text(std::int32_t code) noexcept;
+
+struct Error {
+  std::string id;
+  std::int32_t code = 500;
+  std::string detail;
+  std::string status;
+
+  Error() = default;
+  Error(std::string id, std::int32_t code, std::string detail);
+  Error(std::string id, ErrorCode code, std::string detail)
+      : Error(std::move(id), static_cast<std::int32_t>(code), std::move(detail)) {}
+
+  // Go-Micro's JSON: {"id":"…","code":408,"detail":"…","status":"Request Timeout"}.
+  std::string to_json() const;
+  // Parses Go-Micro's JSON. Text that is not such an object becomes a 500 whose detail
+  // is the text itself, as Go-Micro does, so nothing a peer said is lost.
+  static Error from_json(std::string_view text);
+
+  // "greeter: 404 Not Found: no endpoint Greeter.Helo" — for logs and exceptions.
+  std::string message() const;
+
+  friend bool operator==(const Error&, const Error&) = default;
+};
+
+// Shorthands for the common codes.
+Error bad_request(std::string id, std::string detail);
+Error not_found(std::string id, std::string detail);
+Error timeout_error(std::string id, std::string detail);
+Error internal_error(std::string id, std::string detail);
+Error unavailable(std::string id, std::string detail);
+
+// Thrown by the blocking API and by handlers that want to answer with a specific code.
+// Anything else a handler throws becomes a 500 with the exception's what().
+class Exception : public std::runtime_error {
+ public:
+  explicit Exception(Error error);
+  const Error& error() const noexcept { return error_; }
+
+ private:
+  Error error_;
+};
+
+}  // namespace micro

@@ -1,0 +1,112 @@
+// micro/registry.hpp — where services are registered and found.
+//
+// The data model is Go-Micro's: a Service has a name, a version, metadata, endpoints and
+// the nodes (running instances) that serve it. Its JSON uses Go-Micro's field names, so
+// a Go-Micro service reading the same registry understands ours.
+#pragma once
+
+#include <chrono>
+#include <functional>
+#include <map>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include <nlohmann/json_fwd.hpp>
+
+#include <micro/plugin.hpp>
+
+namespace micro {
+
+using MetadataMap = std::map<std::string, std::string>;
+
+// Describes a request or response type, recursively (Go-Micro's registry.Value).
+struct Value {
+  std::string name;
+  std::string type;
+  std::vector<Value> values;
+  friend bool operator==(const Value&, const Value&) = default;
+};
+
+struct Endpoint {
+  std::string name;  // "Greeter.Hello"
+  Value request;
+  Value response;
+  MetadataMap metadata;
+  friend bool operator==(const Endpoint&, const Endpoint&) = default;
+};
+
+struct Node {
+  std::string id;       // unique per running instance: "greeter-5f0c…"
+  std::string address;  // "127.0.0.1:40123"
+  MetadataMap metadata;  // includes "protocol", "transport", "broker", "registry", "server"
+  friend bool operator==(const Node&, const Node&) = default;
+};
+
+struct Service {
+  std::string name;
+  std::string version;
+  MetadataMap metadata;
+  std::vector<Endpoint> endpoints;
+  std::vector<Node> nodes;
+  friend bool operator==(const Service&, const Service&) = default;
+};
+
+void to_json(nlohmann::json& json, const Value& value);
+void from_json(const nlohmann::json& json, Value& value);
+void to_json(nlohmann::json& json, const Endpoint& endpoint);
+void from_json(const nlohmann::json& json, Endpoint& endpoint);
+void to_json(nlohmann::json& json, const Node& node);
+void from_json(const nlohmann::json& json, Node& node);
+void to_json(nlohmann::json& json, const Service& service);
+void from_json(const nlohmann::json& json, Service& service);
+
+// Merges registrations of the same service: nodes of equal (name, version) are grouped
+// into one Service, as GetService returns them. Later entries replace earlier nodes with
+// the same id.
+std::vector<Service> merge_services(std::vector<Service> registrations);
+
+struct RegisterOptions {
+  // How long the registration lives without a refresh. Zero: until deregistered.
+  std::chrono::milliseconds ttl{0};
+};
+
+enum class WatchAction { create, update, remove };
+std::string_view to_string(WatchAction action) noexcept;
+
+// One change: `service` carries the node(s) concerned.
+struct WatchEvent {
+  WatchAction action;
+  Service service;
+};
+
+struct WatchOptions {
+  std::string service;  // empty: every service
+};
+
+// Stops its watch when destroyed or stopped; after stop() returns no callback runs.
+class Watch {
+ public:
+  virtual ~Watch() = default;
+  virtual void stop() = 0;
+};
+
+// Threading contract: every method may be called from any thread at once. Methods may
+// block on I/O (an etcd round trip), so the client pipeline reaches a Registry through
+// RegistryCache, which keeps lookups off the I/O threads. Failures throw micro::Exception
+// (503 when the backend is unreachable, 404 from get_service for an unknown name).
+class Registry : public PluginObject {
+ public:
+  virtual void register_service(const Service& service, const RegisterOptions& options) = 0;
+  virtual void deregister_service(const Service& service) = 0;
+  // Every registered version of `name`, each with its live nodes.
+  virtual std::vector<Service> get_service(std::string_view name) = 0;
+  // Every service, by name and version; nodes may be omitted.
+  virtual std::vector<Service> list_services() = 0;
+  // Calls `on_event` (from a thread of the registry's) for each change from now on.
+  virtual std::unique_ptr<Watch> watch(const WatchOptions& options,
+                                       std::function<void(const WatchEvent&)> on_event) = 0;
+};
+
+}  // namespace micro

@@ -1,0 +1,158 @@
+// micro/server.hpp — the serving side: endpoint routing, handler wrappers, subscribers,
+// registration with a TTL, and a graceful stop.
+#pragma once
+
+#include <chrono>
+#include <functional>
+#include <memory>
+#include <string>
+#include <type_traits>
+
+#include <nlohmann/json.hpp>
+
+#include <micro/broker.hpp>
+#include <micro/codec.hpp>
+#include <micro/error.hpp>
+#include <micro/registry.hpp>
+#include <micro/transport.hpp>
+#include <micro/wrapper.hpp>
+
+namespace micro {
+
+struct ServerOptions {
+  std::string name;     // the service name, "greeter"
+  std::string version = "latest";
+  std::string address = "127.0.0.1:0";  // where to listen; port 0 picks a free one
+  std::string advertise;  // the address put into the registry; empty: the bound one
+  MetadataMap metadata;   // node metadata (protocol/transport/… are added)
+  std::chrono::milliseconds register_ttl{std::chrono::seconds(30)};
+  std::chrono::milliseconds register_interval{std::chrono::seconds(10)};
+  std::chrono::milliseconds drain_timeout{std::chrono::seconds(10)};
+};
+
+struct EndpointOptions {
+  MetadataMap metadata;
+  Value request;   // described in the registry for `micro describe`
+  Value response;
+};
+
+// Counters readable at any time.
+struct ServerStatistics {
+  std::uint64_t handled = 0;    // requests answered (any outcome)
+  std::uint64_t failed = 0;     // answered with an error
+  std::uint64_t refused = 0;    // refused: unknown endpoint, past deadline, stopping
+  std::uint64_t in_flight = 0;  // being handled now
+};
+
+class Server {
+ public:
+  Server(ServerOptions options, std::shared_ptr<Transport> transport,
+         std::shared_ptr<Registry> registry, std::shared_ptr<Broker> broker,
+         WrapperChains wrappers, boost::asio::any_io_executor executor);
+  ~Server();  // stops if running
+  Server(const Server&) = delete;
+  Server& operator=(const Server&) = delete;
+
+  // Raw handler: bytes in, Response out. Register before start().
+  void handle(std::string endpoint, HandlerFunction handler, EndpointOptions options = {});
+
+  // Typed handler: `Req` and `Resp` convert with nlohmann to_json/from_json and travel in
+  // whatever codec the request's content type names. Throw micro::Exception to answer
+  // with a code; other exceptions become 500.
+  template <class Req, class Resp>
+  void handle(std::string endpoint, std::function<Resp(Context&, const Req&)> function,
+              EndpointOptions options = {});
+  template <class Function>
+    requires(!std::is_invocable_v<Function&, Request&, ResponseHandler>)
+  void handle(std::string endpoint, Function function, EndpointOptions options = {});
+
+  // Delivers messages on `topic` through the subscriber wrappers; queue: one member of the
+  // group per message. Register before start().
+  void subscribe(std::string topic, SubscriberFunction handler, std::string queue = {});
+
+  // Listens, subscribes, registers, and re-registers every register_interval.
+  void start();
+  // Graceful stop: deregister, stop accepting, answer new requests with 503 (clients retry
+  // elsewhere), wait for in-flight ones up to drain_timeout, unsubscribe, close.
+  // Returns the number of requests still unfinished at the deadline (0 when drained).
+  std::size_t stop();
+
+  bool running() const noexcept;
+  std::string address() const;           // the bound address once started
+  Service registration() const;          // what is put into the registry
+  const ServerOptions& options() const noexcept;
+  ServerStatistics statistics() const;
+
+ private:
+  struct State;
+  std::shared_ptr<State> state_;
+};
+
+namespace detail {
+
+template <class T>
+struct handler_traits : handler_traits<decltype(&T::operator())> {};
+template <class C, class R, class Req>
+struct handler_traits<R (C::*)(Context&, const Req&) const> {
+  using request = Req;
+  using response = R;
+};
+template <class C, class R, class Req>
+struct handler_traits<R (C::*)(Context&, const Req&)> {
+  using request = Req;
+  using response = R;
+};
+template <class R, class Req>
+struct handler_traits<R (*)(Context&, const Req&)> {
+  using request = Req;
+  using response = R;
+};
+
+// Decodes the request body into Req, runs the function, encodes Resp with the same codec.
+template <class Req, class Resp>
+HandlerFunction make_typed_handler(std::function<Resp(Context&, const Req&)> function) {
+  return [function = std::move(function)](Request& request, ResponseHandler respond) {
+    Response response;
+    try {
+      const Codec& codec = codec_for(request.content_type.empty() ? json_content_type
+                                                                  : std::string_view(request.content_type));
+      Req typed_request;
+      try {
+        typed_request = codec.decode(request.body).template get<Req>();
+      } catch (const nlohmann::json::exception& e) {
+        throw Exception(bad_request(request.service, std::string("cannot read the request of ") +
+                                                         request.endpoint + ": " + e.what()));
+      }
+      Resp typed_response = function(request.context, typed_request);
+      response.content_type = std::string(codec.content_type());
+      codec.encode(nlohmann::json(std::move(typed_response)), response.body);
+    } catch (const Exception& e) {
+      response = Response::failure(e.error());
+    } catch (const std::exception& e) {
+      response = Response::failure(internal_error(request.service, e.what()));
+    }
+    respond(std::move(response));
+  };
+}
+
+}  // namespace detail
+
+template <class Req, class Resp>
+void Server::handle(std::string endpoint, std::function<Resp(Context&, const Req&)> function,
+                    EndpointOptions options) {
+  handle(std::move(endpoint), detail::make_typed_handler<Req, Resp>(std::move(function)),
+         std::move(options));
+}
+
+template <class Function>
+  requires(!std::is_invocable_v<Function&, Request&, ResponseHandler>)
+void Server::handle(std::string endpoint, Function function, EndpointOptions options) {
+  using traits = detail::handler_traits<std::decay_t<Function>>;
+  using Req = std::decay_t<typename traits::request>;
+  using Resp = typename traits::response;
+  handle(std::move(endpoint),
+         detail::make_typed_handler<Req, Resp>(std::function<Resp(Context&, const Req&)>(std::move(function))),
+         std::move(options));
+}
+
+}  // namespace micro

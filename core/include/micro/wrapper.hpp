@@ -1,0 +1,97 @@
+// micro/wrapper.hpp — cross-cutting behaviour as chains of functions.
+//
+// Five chains, each a function type and a wrapper that maps the next function to a new
+// one. A chain configured as "a,b" runs a first: a is outermost.
+//   handler    — server side, one handled request
+//   client     — client side, one logical call across all its retries
+//   call       — client side, one attempt on one node
+//   publish    — one published message
+//   subscriber — one delivered message
+#pragma once
+
+#include <functional>
+#include <string>
+#include <vector>
+
+#include <micro/broker.hpp>
+#include <micro/plugin.hpp>
+#include <micro/registry.hpp>
+#include <micro/transport.hpp>
+
+namespace micro {
+
+struct Attempt {
+  const Node& node;
+  int number;  // 1 for the first try
+};
+
+using HandlerFunction = std::function<void(Request& request, ResponseHandler respond)>;
+using ClientFunction = std::function<void(Request& request, ResponseHandler done)>;
+using CallFunction =
+    std::function<void(Request& request, const Attempt& attempt, ResponseHandler done)>;
+// Publish throws micro::Exception on failure.
+using PublishFunction = std::function<void(Context& context, Message& message)>;
+// Throwing reports the delivery as failed.
+using SubscriberFunction = std::function<void(Context& context, Message& message)>;
+
+using HandlerWrapper = std::function<HandlerFunction(HandlerFunction next)>;
+using ClientWrapper = std::function<ClientFunction(ClientFunction next)>;
+using CallWrapper = std::function<CallFunction(CallFunction next)>;
+using PublishWrapper = std::function<PublishFunction(PublishFunction next)>;
+using SubscriberWrapper = std::function<SubscriberFunction(SubscriberFunction next)>;
+
+// What one wrapper contributes; any member may be empty.
+struct WrapperSet {
+  HandlerWrapper handler;
+  ClientWrapper client;
+  CallWrapper call;
+  PublishWrapper publish;
+  SubscriberWrapper subscriber;
+};
+
+// Who the wrappers are for, so they can name spans, label metrics and so on.
+struct WrapperScope {
+  std::string service_name;
+  std::string service_version;
+};
+
+// A wrapper plugin's object.
+class Wrapper : public PluginObject {
+ public:
+  virtual WrapperSet wrappers(const WrapperScope& scope) = 0;
+};
+
+// The five chains, in configured order (first = outermost).
+class WrapperChains {
+ public:
+  void add(const WrapperSet& set);
+  void add_handler(HandlerWrapper wrapper) { handler_.push_back(std::move(wrapper)); }
+  void add_client(ClientWrapper wrapper) { client_.push_back(std::move(wrapper)); }
+  void add_call(CallWrapper wrapper) { call_.push_back(std::move(wrapper)); }
+  void add_publish(PublishWrapper wrapper) { publish_.push_back(std::move(wrapper)); }
+  void add_subscriber(SubscriberWrapper wrapper) { subscriber_.push_back(std::move(wrapper)); }
+
+  HandlerFunction wrap_handler(HandlerFunction inner) const { return apply(handler_, std::move(inner)); }
+  ClientFunction wrap_client(ClientFunction inner) const { return apply(client_, std::move(inner)); }
+  CallFunction wrap_call(CallFunction inner) const { return apply(call_, std::move(inner)); }
+  PublishFunction wrap_publish(PublishFunction inner) const { return apply(publish_, std::move(inner)); }
+  SubscriberFunction wrap_subscriber(SubscriberFunction inner) const {
+    return apply(subscriber_, std::move(inner));
+  }
+
+ private:
+  // Applied innermost first, so the first configured ends up outermost.
+  template <class Function, class Wrappers>
+  static Function apply(const Wrappers& wrappers, Function inner) {
+    for (auto it = wrappers.rbegin(); it != wrappers.rend(); ++it) inner = (*it)(std::move(inner));
+    return inner;
+  }
+
+  std::vector<HandlerWrapper> handler_;
+  std::vector<ClientWrapper> client_;
+  std::vector<CallWrapper> call_;
+  std::vector<PublishWrapper> publish_;
+  std::vector<SubscriberWrapper> subscriber_;
+};
+
+}  // namespace micro

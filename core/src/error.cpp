@@ -1,0 +1,82 @@
+// Error: Go-Micro's error model and its JSON.
+#include <micro/error.hpp>
+
+#include <nlohmann/json.hpp>
+
+namespace micro {
+
+std::string_view status_text(std::int32_t code) noexcept {
+  switch (code) {
+    case 400: return "Bad Request";
+    case 401: return "Unauthorized";
+    case 403: return "Forbidden";
+    case 404: return "Not Found";
+    case 408: return "Request Timeout";
+    case 409: return "Conflict";
+    case 413: return "Payload Too Large";
+    case 429: return "Too Many Requests";
+    case 500: return "Internal Server Error";
+    case 501: return "Not Implemented";
+    case 502: return "Bad Gateway";
+    case 503: return "Service Unavailable";
+    case 504: return "Gateway Timeout";
+    default: return "";
+  }
+}
+
+Error::Error(std::string id_, std::int32_t code_, std::string detail_)
+    : id(std::move(id_)), code(code_), detail(std::move(detail_)), status(status_text(code_)) {}
+
+std::string Error::to_json() const {
+  nlohmann::json json{{"id", id}, {"code", code}, {"detail", detail}, {"status", status}};
+  return json.dump();
+}
+
+Error Error::from_json(std::string_view text) {
+  Error error;
+  error.code = 500;
+  try {
+    auto json = nlohmann::json::parse(text);
+    if (json.is_object() && (json.contains("code") || json.contains("detail"))) {
+      error.id = json.value("id", "");
+      error.code = json.value("code", 500);
+      error.detail = json.value("detail", "");
+      error.status = json.value("status", std::string(status_text(error.code)));
+      return error;
+    }
+  } catch (const nlohmann::json::exception&) {
+    // Not JSON: the text itself is the detail, below.
+  }
+  error.detail = std::string(text);
+  error.status = std::string(status_text(500));
+  return error;
+}
+
+std::string Error::message() const {
+  std::string text;
+  if (!id.empty()) text += id + ": ";
+  text += std::to_string(code);
+  if (!status.empty()) text += " " + status;
+  if (!detail.empty()) text += ": " + detail;
+  return text;
+}
+
+Error bad_request(std::string id, std::string detail) {
+  return Error(std::move(id), ErrorCode::bad_request, std::move(detail));
+}
+Error not_found(std::string id, std::string detail) {
+  return Error(std::move(id), ErrorCode::not_found, std::move(detail));
+}
+Error timeout_error(std::string id, std::string detail) {
+  return Error(std::move(id), ErrorCode::timeout, std::move(detail));
+}
+Error internal_error(std::string id, std::string detail) {
+  return Error(std::move(id), ErrorCode::internal, std::move(detail));
+}
+Error unavailable(std::string id, std::string detail) {
+  return Error(std::move(id), ErrorCode::unavailable, std::move(detail));
+}
+
+Exception::Exception(Error error) : std::runtime_error(error.message()), error_(std::move(error)) {}
+
+}  // namespace micro
