@@ -1,1 +1,256 @@
-// placeholder
+// Client: the call pipeline (client wrappers → registry cache → selector → call wrappers →
+// transport, with retries inside the deadline) and publishing through the publish wrappers.
+#include <micro/client.hpp>
+
+#include <algorithm>
+#include <atomic>
+
+#include <boost/asio/steady_timer.hpp>
+
+namespace micro {
+
+namespace {
+using Clock = std::chrono::steady_clock;
+}
+
+struct Client::State : std::enable_shared_from_this<Client::State> {
+  ClientOptions options;
+  std::shared_ptr<Transport> transport;
+  std::shared_ptr<RegistryCache> registry;
+  std::shared_ptr<Selector> selector;
+  std::shared_ptr<Broker> broker;
+  boost::asio::any_io_executor executor;
+  ClientFunction client_chain;
+  CallFunction call_chain;
+  PublishFunction publish_chain;
+
+  std::atomic<std::uint64_t> calls{0}, attempts{0}, retries{0}, failures{0};
+
+  bool retryable(std::int32_t code) const {
+    return std::find(options.retry_on.begin(), options.retry_on.end(), code) !=
+           options.retry_on.end();
+  }
+};
+
+namespace {
+
+// One logical call: looks the service up once, then makes attempts until one succeeds, the
+// error is not retryable, attempts run out, or the deadline passes.
+class LogicalCall : public std::enable_shared_from_this<LogicalCall> {
+ public:
+  LogicalCall(std::shared_ptr<Client::State> state, Request& request, const CallOptions& options,
+              ResponseHandler done)
+      : state_(std::move(state)),
+        request_(request),
+        address_(options.address),
+        done_(std::move(done)),
+        backoff_timer_(state_->executor) {
+    int retries = options.retries >= 0 ? options.retries : state_->options.retries;
+    max_attempts_ = 1 + std::max(0, retries);
+  }
+
+  void start() {
+    if (!address_.empty()) {
+      direct_node_.id = address_;
+      direct_node_.address = address_;
+      nodes_ = std::span<const Node>(&direct_node_, 1);
+      attempt();
+      return;
+    }
+    state_->registry->async_get_service(
+        request_.service, [self = shared_from_this()](ServiceSnapshot snapshot,
+                                                      std::optional<Error> error) {
+          self->on_lookup(std::move(snapshot), std::move(error));
+        });
+  }
+
+ private:
+  void on_lookup(ServiceSnapshot snapshot, std::optional<Error> error) {
+    if (error) {
+      finish(Response::failure(Error(state_->options.id, ErrorCode::unavailable,
+                                     "cannot look up service '" + request_.service +
+                                         "': " + error->detail)));
+      return;
+    }
+    snapshot_ = std::move(snapshot);
+    // The common case, one version, is read in place; several versions are flattened once.
+    if (snapshot_->size() == 1) {
+      nodes_ = (*snapshot_)[0].nodes;
+    } else {
+      for (const auto& service : *snapshot_)
+        flattened_.insert(flattened_.end(), service.nodes.begin(), service.nodes.end());
+      nodes_ = flattened_;
+    }
+    if (nodes_.empty()) {
+      finish(Response::failure(Error(state_->options.id, ErrorCode::unavailable,
+                                     "service '" + request_.service + "' has no nodes")));
+      return;
+    }
+    attempt();
+  }
+
+  void attempt() {
+    ++attempt_;
+    if (request_.context.expired()) {
+      finish(Response::failure(Error(
+          state_->options.id, ErrorCode::timeout,
+          "deadline passed calling " + request_.service + "." + request_.endpoint + " after " +
+              std::to_string(attempt_ - 1) + " attempt(s)" +
+              (last_error_ ? "; last error: " + last_error_->message() : std::string()))));
+      return;
+    }
+    state_->attempts.fetch_add(1, std::memory_order_relaxed);
+    std::size_t index = state_->selector->select_node(request_.service, nodes_, request_.context,
+                                                      attempt_);
+    if (index >= nodes_.size()) index = 0;  // a misbehaving selector must not crash the call
+    attempt_started_ = Clock::now();
+    const Node& node = nodes_[index];
+    state_->call_chain(request_, Attempt{node, attempt_},
+                       [self = shared_from_this(), index](Response&& response) {
+                         self->on_attempt(index, std::move(response));
+                       });
+  }
+
+  void on_attempt(std::size_t index, Response&& response) {
+    Outcome outcome;
+    outcome.latency = Clock::now() - attempt_started_;
+    if (response.error) {
+      outcome.code = response.error->code;
+      outcome.ok = !(outcome.code >= 500 || outcome.code == 408);
+    }
+    state_->selector->report(request_.service, nodes_[index], outcome);
+
+    if (response.error && state_->retryable(response.error->code) && attempt_ < max_attempts_ &&
+        !request_.context.expired()) {
+      last_error_ = response.error;
+      state_->retries.fetch_add(1, std::memory_order_relaxed);
+      auto delay = state_->options.backoff * (1LL << std::min(attempt_ - 1, 20));
+      delay = std::min<std::chrono::milliseconds>(delay, state_->options.max_backoff);
+      auto remaining = std::chrono::duration_cast<std::chrono::milliseconds>(
+          request_.context.remaining());
+      if (delay >= remaining) delay = remaining / 2;  // leave the last attempt some time
+      backoff_timer_.expires_after(delay);
+      backoff_timer_.async_wait([self = shared_from_this()](boost::system::error_code) {
+        self->attempt();
+      });
+      return;
+    }
+    finish(std::move(response));
+  }
+
+  void finish(Response&& response) {
+    if (response.error) state_->failures.fetch_add(1, std::memory_order_relaxed);
+    ResponseHandler done = std::move(done_);
+    done(std::move(response));
+  }
+
+  std::shared_ptr<Client::State> state_;
+  Request& request_;
+  std::string address_;
+  ResponseHandler done_;
+  boost::asio::steady_timer backoff_timer_;
+  ServiceSnapshot snapshot_;
+  std::vector<Node> flattened_;
+  Node direct_node_;
+  std::span<const Node> nodes_;
+  int attempt_ = 0;
+  int max_attempts_ = 1;
+  Clock::time_point attempt_started_;
+  std::optional<Error> last_error_;
+};
+
+// Owns the Request of a raw async_call until its response arrives.
+struct OwnedCall {
+  Request request;
+  ResponseHandler done;
+};
+
+}  // namespace
+
+Client::Client(ClientOptions options, std::shared_ptr<Transport> transport,
+               std::shared_ptr<RegistryCache> registry, std::shared_ptr<Selector> selector,
+               std::shared_ptr<Broker> broker, WrapperChains wrappers,
+               boost::asio::any_io_executor executor)
+    : state_(std::make_shared<State>()) {
+  state_->options = std::move(options);
+  state_->transport = std::move(transport);
+  state_->registry = std::move(registry);
+  state_->selector = std::move(selector);
+  state_->broker = std::move(broker);
+  state_->executor = std::move(executor);
+
+  std::weak_ptr<State> weak = state_;
+  state_->call_chain = wrappers.wrap_call(
+      [weak](Request& request, const Attempt& attempt, ResponseHandler done) {
+        auto state = weak.lock();
+        if (!state || !state->transport) {
+          done(Response::failure(Error("micro.client", ErrorCode::unavailable,
+                                       "the client has no transport")));
+          return;
+        }
+        state->transport->async_call(attempt.node.address, request, std::move(done));
+      });
+  state_->client_chain = wrappers.wrap_client(
+      [weak](Request& request, const CallOptions& options, ResponseHandler done) {
+        auto state = weak.lock();
+        if (!state) {
+          done(Response::failure(
+              Error("micro.client", ErrorCode::unavailable, "the client was destroyed")));
+          return;
+        }
+        std::make_shared<LogicalCall>(std::move(state), request, options, std::move(done))
+            ->start();
+      });
+  state_->publish_chain = wrappers.wrap_publish([weak](Context& context, Message& message) {
+    auto state = weak.lock();
+    if (!state || !state->broker)
+      throw Exception(Error("micro.client", ErrorCode::unavailable, "no broker to publish to"));
+    // The context's metadata travels as headers, as Go-Micro does; explicit headers win.
+    for (const auto& [key, value] : context.metadata())
+      if (!message.headers.contains(key)) message.headers.set(key, value);
+    if (!message.headers.contains("Micro-Topic")) message.headers.set("Micro-Topic", message.topic);
+    state->broker->publish(message);
+  });
+}
+
+Client::~Client() = default;
+
+void Client::async_call(Request request, ResponseHandler done, const CallOptions& options) {
+  state_->calls.fetch_add(1, std::memory_order_relaxed);
+  auto timeout = options.timeout.count() > 0 ? options.timeout : state_->options.timeout;
+  if (timeout.count() > 0) request.context.set_timeout(timeout);
+  if (request.content_type.empty()) request.content_type = state_->options.content_type;
+  auto owned = std::make_shared<OwnedCall>(OwnedCall{std::move(request), std::move(done)});
+  state_->client_chain(owned->request, options, [owned](Response&& response) {
+    ResponseHandler done = std::move(owned->done);
+    done(std::move(response));
+  });
+}
+
+Response Client::call(Request request, const CallOptions& options) {
+  std::promise<Response> promise;
+  auto future = promise.get_future();
+  async_call(
+      std::move(request),
+      [&promise](Response&& response) { promise.set_value(std::move(response)); }, options);
+  Response response = future.get();
+  if (response.error) throw Exception(*response.error);
+  return response;
+}
+
+void Client::publish(Context& context, Message message) { state_->publish_chain(context, message); }
+
+const ClientOptions& Client::options() const noexcept { return state_->options; }
+
+ClientStatistics Client::statistics() const {
+  ClientStatistics statistics;
+  statistics.calls = state_->calls.load(std::memory_order_relaxed);
+  statistics.attempts = state_->attempts.load(std::memory_order_relaxed);
+  statistics.retries = state_->retries.load(std::memory_order_relaxed);
+  statistics.failures = state_->failures.load(std::memory_order_relaxed);
+  return statistics;
+}
+
+boost::asio::any_io_executor Client::executor() const { return state_->executor; }
+
+}  // namespace micro

@@ -1,1 +1,775 @@
-// placeholder
+// The plugin loader: finds micro-<kind>-<name>.so files along the search path, checks
+// their descriptor (ABI version first, then kind and name), validates options against
+// it, calls the factory and keeps the shared object loaded while anything it made lives.
+// Also the small helpers declared beside it: plugin kinds, durations, PluginArguments.
+#include <micro/plugin.hpp>
+
+#include <dlfcn.h>
+#include <cxxabi.h>
+
+#include <algorithm>
+#include <charconv>
+#include <cmath>
+#include <cstdlib>
+#include <mutex>
+#include <set>
+#include <system_error>
+#include <typeinfo>
+#include <utility>
+
+#include <micro/broker.hpp>
+#include <micro/error.hpp>
+#include <micro/registry.hpp>
+#include <micro/selector.hpp>
+#include <micro/transport.hpp>
+#include <micro/wrapper.hpp>
+
+namespace micro {
+
+namespace {
+
+constexpr std::string_view error_id = "micro.plugin";
+
+[[noreturn]] void throw_error(ErrorCode code, std::string detail) {
+  throw Exception(Error(std::string(error_id), code, std::move(detail)));
+}
+
+constexpr PluginKind all_kinds[] = {PluginKind::registry, PluginKind::selector, PluginKind::broker,
+                                    PluginKind::transport, PluginKind::wrapper};
+
+// Build-tree folder holding plugins of a kind; transports live under plugins/ for history.
+std::string_view build_folder(PluginKind kind) {
+  switch (kind) {
+    case PluginKind::registry: return "registry";
+    case PluginKind::selector: return "selector";
+    case PluginKind::broker: return "broker";
+    case PluginKind::transport: return "plugins";
+    case PluginKind::wrapper: return "wrappers";
+  }
+  return "plugins";
+}
+
+// The C++ class a plugin of the kind must return, for messages.
+std::string_view interface_name(PluginKind kind) {
+  switch (kind) {
+    case PluginKind::registry: return "micro::Registry";
+    case PluginKind::selector: return "micro::Selector";
+    case PluginKind::broker: return "micro::Broker";
+    case PluginKind::transport: return "micro::Transport";
+    case PluginKind::wrapper: return "micro::Wrapper";
+  }
+  return "micro::PluginObject";
+}
+
+bool is_of_kind(PluginObject* object, PluginKind kind) {
+  switch (kind) {
+    case PluginKind::registry: return dynamic_cast<Registry*>(object) != nullptr;
+    case PluginKind::selector: return dynamic_cast<Selector*>(object) != nullptr;
+    case PluginKind::broker: return dynamic_cast<Broker*>(object) != nullptr;
+    case PluginKind::transport: return dynamic_cast<Transport*>(object) != nullptr;
+    case PluginKind::wrapper: return dynamic_cast<Wrapper*>(object) != nullptr;
+  }
+  return false;
+}
+
+std::string demangled_type_name(const std::type_info& type) {
+  int status = 0;
+  char* readable = abi::__cxa_demangle(type.name(), nullptr, nullptr, &status);
+  std::string result = (status == 0 && readable != nullptr) ? readable : type.name();
+  std::free(readable);
+  return result;
+}
+
+// A plain identifier: a lower-case letter, then lower-case letters, digits or '_'. This is
+// what keeps "../evil" or "a/b" from ever reaching the file system.
+bool is_plain_identifier(std::string_view text) {
+  if (text.empty() || text.size() > 64) return false;
+  if (text.front() < 'a' || text.front() > 'z') return false;
+  return std::all_of(text.begin(), text.end(), [](char character) {
+    return (character >= 'a' && character <= 'z') || (character >= '0' && character <= '9') ||
+           character == '_';
+  });
+}
+
+std::size_t edit_distance(std::string_view a, std::string_view b) {
+  std::vector<std::size_t> previous(b.size() + 1), current(b.size() + 1);
+  for (std::size_t j = 0; j <= b.size(); ++j) previous[j] = j;
+  for (std::size_t i = 1; i <= a.size(); ++i) {
+    current[0] = i;
+    for (std::size_t j = 1; j <= b.size(); ++j) {
+      std::size_t substitution = previous[j - 1] + (a[i - 1] == b[j - 1] ? 0 : 1);
+      current[j] = std::min({previous[j] + 1, current[j - 1] + 1, substitution});
+    }
+    std::swap(previous, current);
+  }
+  return previous[b.size()];
+}
+
+// " (did you mean 'x'?)" for the closest candidate when it is close enough, else "".
+std::string did_you_mean(std::string_view wrong, const std::vector<std::string>& candidates) {
+  std::string best;
+  std::size_t best_distance = std::max<std::size_t>(2, wrong.size() / 3) + 1;
+  for (const auto& candidate : candidates) {
+    std::size_t distance = edit_distance(wrong, candidate);
+    if (distance < best_distance) {
+      best_distance = distance;
+      best = candidate;
+    }
+  }
+  return best.empty() ? std::string() : " (did you mean '" + best + "'?)";
+}
+
+std::string join(const std::vector<std::string>& items, std::string_view separator = ", ") {
+  std::string text;
+  for (const auto& item : items) {
+    if (!text.empty()) text += separator;
+    text += item;
+  }
+  return text;
+}
+
+std::string file_name_for(PluginKind kind, std::string_view name) {
+  return "micro-" + std::string(to_string(kind)) + "-" + std::string(name) + ".so";
+}
+
+// Splits "micro-registry-etcd.so" into its kind and name; false for other file names.
+bool parse_file_name(std::string_view file_name, std::string& kind, std::string& name) {
+  constexpr std::string_view prefix = "micro-";
+  constexpr std::string_view suffix = ".so";
+  if (file_name.size() <= prefix.size() + suffix.size() || !file_name.starts_with(prefix) ||
+      !file_name.ends_with(suffix)) {
+    return false;
+  }
+  std::string_view middle =
+      file_name.substr(prefix.size(), file_name.size() - prefix.size() - suffix.size());
+  auto dash = middle.find('-');
+  if (dash == std::string_view::npos || dash == 0 || dash + 1 == middle.size()) return false;
+  kind = std::string(middle.substr(0, dash));
+  name = std::string(middle.substr(dash + 1));
+  return true;
+}
+
+bool parse_bool_text(std::string_view text, bool& value) {
+  if (text == "true") {
+    value = true;
+    return true;
+  }
+  if (text == "false") {
+    value = false;
+    return true;
+  }
+  return false;
+}
+
+bool parse_int_text(std::string_view text, std::int64_t& value) {
+  if (text.starts_with('+')) text.remove_prefix(1);
+  if (text.empty()) return false;
+  auto [end, error] = std::from_chars(text.data(), text.data() + text.size(), value);
+  return error == std::errc() && end == text.data() + text.size();
+}
+
+bool parse_double_text(std::string_view text, double& value) {
+  if (text.starts_with('+')) text.remove_prefix(1);
+  if (text.empty()) return false;
+  auto [end, error] = std::from_chars(text.data(), text.data() + text.size(), value);
+  return error == std::errc() && end == text.data() + text.size() && std::isfinite(value);
+}
+
+// What a value of each option type looks like, for messages.
+std::string_view type_expectation(std::string_view type) {
+  if (type == "int") return "a whole number like 42";
+  if (type == "bool") return "true or false";
+  if (type == "double") return "a number like 0.25";
+  if (type == "duration") return "a duration like 250ms, 30s, 5m or 1h";
+  return "a string";
+}
+
+bool value_fits_type(std::string_view type, std::string_view value) {
+  if (type == "int") {
+    std::int64_t parsed = 0;
+    return parse_int_text(value, parsed);
+  }
+  if (type == "bool") {
+    bool parsed = false;
+    return parse_bool_text(value, parsed);
+  }
+  if (type == "double") {
+    double parsed = 0;
+    return parse_double_text(value, parsed);
+  }
+  if (type == "duration") return parse_duration(value).has_value();
+  return true;  // "string" and anything unknown take any text
+}
+
+// One dlopen'ed file. Objects made by its factory hold a shared_ptr to it, so dlclose
+// runs only after the last of them is destroyed.
+struct SharedLibrary {
+  void* handle = nullptr;
+  std::filesystem::path path;
+  const PluginDescriptor* descriptor = nullptr;
+  SharedLibrary() = default;
+  SharedLibrary(const SharedLibrary&) = delete;
+  SharedLibrary& operator=(const SharedLibrary&) = delete;
+  ~SharedLibrary() {
+    if (handle != nullptr) dlclose(handle);
+  }
+};
+
+// A place to look: a flat directory of micro-*.so files, or the build tree, where each
+// plugin sits in <root>/<folder>/<name>/.
+struct SearchEntry {
+  std::filesystem::path directory;
+  bool is_build_tree = false;
+};
+
+// A file that could be the plugin (kind, name), found by scanning.
+struct FoundFile {
+  std::string kind;
+  std::string name;
+  std::filesystem::path path;
+};
+
+bool is_file(const std::filesystem::path& path) {
+  std::error_code error;
+  return std::filesystem::is_regular_file(path, error);
+}
+
+// Plugin-looking files directly inside `directory`, in name order for stable output.
+std::vector<FoundFile> scan_directory(const std::filesystem::path& directory) {
+  std::vector<FoundFile> found;
+  std::error_code error;
+  std::filesystem::directory_iterator iterator(directory, error);
+  if (error) return found;
+  for (const auto& entry : iterator) {
+    std::error_code entry_error;
+    if (!entry.is_regular_file(entry_error)) continue;
+    FoundFile file;
+    if (!parse_file_name(entry.path().filename().string(), file.kind, file.name)) continue;
+    file.path = entry.path();
+    found.push_back(std::move(file));
+  }
+  std::sort(found.begin(), found.end(),
+            [](const FoundFile& a, const FoundFile& b) { return a.path < b.path; });
+  return found;
+}
+
+}  // namespace
+
+// ---- kinds, durations, arguments ----
+
+std::string_view to_string(PluginKind kind) noexcept {
+  switch (kind) {
+    case PluginKind::registry: return "registry";
+    case PluginKind::selector: return "selector";
+    case PluginKind::broker: return "broker";
+    case PluginKind::transport: return "transport";
+    case PluginKind::wrapper: return "wrapper";
+  }
+  return "unknown";
+}
+
+std::optional<PluginKind> plugin_kind_from_string(std::string_view text) noexcept {
+  for (PluginKind kind : all_kinds) {
+    if (to_string(kind) == text) return kind;
+  }
+  return std::nullopt;
+}
+
+std::optional<std::chrono::milliseconds> parse_duration(std::string_view text) noexcept {
+  if (text.empty()) return std::nullopt;
+  // Accepts one or more number+unit parts ("1m30s", as Go does), or one bare number of
+  // seconds. Summed in nanoseconds as a double, then bounded, so nothing overflows.
+  double total_nanoseconds = 0;
+  std::size_t position = 0;
+  bool bare_number = false;
+  while (position < text.size()) {
+    std::size_t number_start = position;
+    bool seen_digit = false;
+    bool seen_point = false;
+    while (position < text.size()) {
+      char character = text[position];
+      if (character >= '0' && character <= '9') {
+        seen_digit = true;
+      } else if (character == '.' && !seen_point) {
+        seen_point = true;
+      } else {
+        break;
+      }
+      ++position;
+    }
+    if (!seen_digit) return std::nullopt;
+    double number = 0;
+    std::string_view number_text = text.substr(number_start, position - number_start);
+    auto [end, error] =
+        std::from_chars(number_text.data(), number_text.data() + number_text.size(), number);
+    if (error != std::errc() || end != number_text.data() + number_text.size()) {
+      return std::nullopt;
+    }
+    std::size_t unit_start = position;
+    while (position < text.size() && ((text[position] >= 'a' && text[position] <= 'z') ||
+                                      text[position] == '\xc2' || text[position] == '\xb5')) {
+      ++position;
+    }
+    std::string_view unit = text.substr(unit_start, position - unit_start);
+    double scale = 0;
+    if (unit.empty()) {
+      // A bare number is seconds, and only on its own.
+      if (number_start != 0 || position != text.size()) return std::nullopt;
+      bare_number = true;
+      scale = 1e9;
+    } else if (unit == "ns") {
+      scale = 1;
+    } else if (unit == "us" || unit == "\xc2\xb5s") {
+      scale = 1e3;
+    } else if (unit == "ms") {
+      scale = 1e6;
+    } else if (unit == "s") {
+      scale = 1e9;
+    } else if (unit == "m") {
+      scale = 60e9;
+    } else if (unit == "h") {
+      scale = 3600e9;
+    } else {
+      return std::nullopt;
+    }
+    total_nanoseconds += number * scale;
+    if (bare_number) break;
+  }
+  // About 290 years in milliseconds fits easily; anything beyond is surely a mistake.
+  constexpr double limit_nanoseconds = 1e19 / 2;
+  if (!std::isfinite(total_nanoseconds) || total_nanoseconds > limit_nanoseconds) {
+    return std::nullopt;
+  }
+  return std::chrono::milliseconds(static_cast<std::int64_t>(total_nanoseconds / 1e6));
+}
+
+PluginArguments::PluginArguments(std::string address, std::map<std::string, std::string> options,
+                                 boost::asio::any_io_executor executor)
+    : address_(std::move(address)), options_(std::move(options)), executor_(std::move(executor)) {}
+
+bool PluginArguments::has(std::string_view name) const {
+  return options_.find(std::string(name)) != options_.end();
+}
+
+std::string PluginArguments::get_string(std::string_view name, std::string_view fallback) const {
+  auto found = options_.find(std::string(name));
+  return found == options_.end() ? std::string(fallback) : found->second;
+}
+
+std::int64_t PluginArguments::get_int(std::string_view name, std::int64_t fallback) const {
+  auto found = options_.find(std::string(name));
+  std::int64_t value = 0;
+  if (found == options_.end() || !parse_int_text(found->second, value)) return fallback;
+  return value;
+}
+
+double PluginArguments::get_double(std::string_view name, double fallback) const {
+  auto found = options_.find(std::string(name));
+  double value = 0;
+  if (found == options_.end() || !parse_double_text(found->second, value)) return fallback;
+  return value;
+}
+
+bool PluginArguments::get_bool(std::string_view name, bool fallback) const {
+  auto found = options_.find(std::string(name));
+  bool value = false;
+  if (found == options_.end() || !parse_bool_text(found->second, value)) return fallback;
+  return value;
+}
+
+std::chrono::milliseconds PluginArguments::get_duration(std::string_view name,
+                                                        std::chrono::milliseconds fallback) const {
+  auto found = options_.find(std::string(name));
+  if (found == options_.end()) return fallback;
+  return parse_duration(found->second).value_or(fallback);
+}
+
+// ---- the loader ----
+
+class PluginLoaderImpl {
+ public:
+  explicit PluginLoaderImpl(std::vector<SearchEntry> entries) : entries_(std::move(entries)) {
+    for (const auto& entry : entries_) search_path_.push_back(entry.directory);
+  }
+
+  const std::vector<std::filesystem::path>& search_path() const noexcept { return search_path_; }
+
+  std::shared_ptr<PluginObject> create(PluginKind kind, std::string_view name,
+                                       std::string_view address,
+                                       const std::vector<std::pair<std::string, std::string>>& options,
+                                       boost::asio::any_io_executor executor) {
+    std::shared_ptr<SharedLibrary> library;
+    {
+      std::lock_guard lock(mutex_);
+      library = find_and_load(kind, name);
+    }
+    const PluginDescriptor& descriptor = *library->descriptor;
+    auto arguments = PluginArguments(std::string(address), validate_options(descriptor, kind, name, options),
+                                     std::move(executor));
+    std::string what = describe_plugin(kind, name, library->path);
+
+    // The factory runs outside the lock: it may block (connect to etcd) or load plugins itself.
+    PluginObject* object = nullptr;
+    try {
+      object = descriptor.create(arguments);
+    } catch (const Exception& error) {
+      Error wrapped = error.error();
+      wrapped.detail = what + " failed to start: " + wrapped.detail;
+      throw Exception(std::move(wrapped));
+    } catch (const std::exception& error) {
+      throw_error(ErrorCode::internal, what + " failed to start: " + error.what());
+    } catch (...) {
+      throw_error(ErrorCode::internal, what + " failed to start: unknown exception");
+    }
+    if (object == nullptr) throw_error(ErrorCode::internal, what + " returned no object");
+    if (!is_of_kind(object, kind)) {
+      std::string actual = demangled_type_name(typeid(*object));
+      delete object;  // the library is still loaded: `library` is held here
+      throw_error(ErrorCode::bad_request, what + " made an object of type " + actual +
+                                              ", which is not a " +
+                                              std::string(interface_name(kind)) +
+                                              "; expected the factory to return a " +
+                                              std::string(interface_name(kind)));
+    }
+    // The deleter owns a reference to the library: the code of the object's destructor
+    // stays mapped until it has run.
+    return std::shared_ptr<PluginObject>(object, [library](PluginObject* owned) { delete owned; });
+  }
+
+  PluginInfo describe(PluginKind kind, std::string_view name) {
+    std::lock_guard lock(mutex_);
+    auto library = find_and_load(kind, name);
+    return info_of(*library);
+  }
+
+  std::vector<PluginInfo> list(std::vector<std::string>* problems) {
+    std::lock_guard lock(mutex_);
+    std::vector<PluginInfo> plugins;
+    std::set<std::pair<std::string, std::string>> seen;
+    for (const auto& file : scan_all()) {
+      auto kind = plugin_kind_from_string(file.kind);
+      if (!kind) {
+        if (problems) {
+          problems->push_back(file.path.string() + ": unknown plugin kind '" + file.kind +
+                              "'; expected one of: registry, selector, broker, transport, wrapper");
+        }
+        continue;
+      }
+      if (!is_plain_identifier(file.name)) {
+        if (problems) {
+          problems->push_back(file.path.string() + ": '" + file.name +
+                              "' is not a plain plugin name; expected a lower-case letter "
+                              "followed by lower-case letters, digits or '_'");
+        }
+        continue;
+      }
+      // The first file in search order wins, as it would for create().
+      if (!seen.insert({file.kind, file.name}).second) continue;
+      try {
+        auto library = load_checked(file.path, *kind, file.name);
+        plugins.push_back(info_of(*library));
+      } catch (const Exception& error) {
+        if (problems) problems->push_back(error.error().detail);
+      }
+    }
+    std::sort(plugins.begin(), plugins.end(), [](const PluginInfo& a, const PluginInfo& b) {
+      return std::pair(a.kind, a.name) < std::pair(b.kind, b.name);
+    });
+    return plugins;
+  }
+
+ private:
+  // Candidate paths for (kind, name), in search order.
+  std::vector<std::filesystem::path> candidate_directories(PluginKind kind,
+                                                           std::string_view name) const {
+    std::vector<std::filesystem::path> directories;
+    for (const auto& entry : entries_) {
+      if (entry.is_build_tree) {
+        directories.push_back(entry.directory / build_folder(kind) / std::string(name));
+      } else {
+        directories.push_back(entry.directory);
+      }
+    }
+    return directories;
+  }
+
+  // Every plugin-looking file along the search path, in search order.
+  std::vector<FoundFile> scan_all() const {
+    std::vector<FoundFile> found;
+    for (const auto& entry : entries_) {
+      if (!entry.is_build_tree) {
+        auto files = scan_directory(entry.directory);
+        found.insert(found.end(), files.begin(), files.end());
+        continue;
+      }
+      // Build tree: <root>/<folder>/<plugin folder>/micro-*.so, kinds in a fixed order.
+      std::set<std::string> folders_done;
+      for (PluginKind kind : all_kinds) {
+        std::string folder(build_folder(kind));
+        if (!folders_done.insert(folder).second) continue;
+        std::error_code error;
+        std::vector<std::filesystem::path> plugin_folders;
+        std::filesystem::directory_iterator iterator(entry.directory / folder, error);
+        if (error) continue;
+        for (const auto& child : iterator) {
+          std::error_code child_error;
+          if (child.is_directory(child_error)) plugin_folders.push_back(child.path());
+        }
+        std::sort(plugin_folders.begin(), plugin_folders.end());
+        for (const auto& plugin_folder : plugin_folders) {
+          auto files = scan_directory(plugin_folder);
+          found.insert(found.end(), files.begin(), files.end());
+        }
+      }
+    }
+    return found;
+  }
+
+  std::shared_ptr<SharedLibrary> find_and_load(PluginKind kind, std::string_view name) {
+    if (!is_plain_identifier(name)) {
+      throw_error(ErrorCode::bad_request,
+                  "'" + std::string(name) + "' is not a plain " + std::string(to_string(kind)) +
+                      " plugin name; expected a lower-case letter followed by lower-case letters, "
+                      "digits or '_' (like 'etcd' or 'round_robin'), at most 64 characters");
+    }
+    std::string file_name = file_name_for(kind, name);
+    auto directories = candidate_directories(kind, name);
+    for (const auto& directory : directories) {
+      auto path = directory / file_name;
+      if (is_file(path)) return load_checked(path, kind, name);
+    }
+
+    // Not found: say where we looked and what there is instead.
+    std::vector<std::string> found_names;
+    for (const auto& file : scan_all()) {
+      if (file.kind == to_string(kind) &&
+          std::find(found_names.begin(), found_names.end(), file.name) == found_names.end()) {
+        found_names.push_back(file.name);
+      }
+    }
+    std::sort(found_names.begin(), found_names.end());
+    std::vector<std::string> looked_in;
+    for (const auto& directory : directories) looked_in.push_back(directory.string());
+    std::string detail = "no " + std::string(to_string(kind)) + " plugin named '" +
+                         std::string(name) + "'" + did_you_mean(name, found_names) + ": no " +
+                         file_name + " in " +
+                         (looked_in.empty() ? std::string("(an empty search path)") : join(looked_in)) +
+                         "; expected one of the " + std::string(to_string(kind)) +
+                         " plugins found: " +
+                         (found_names.empty() ? std::string("(none)") : join(found_names));
+    throw_error(ErrorCode::not_found, detail);
+  }
+
+  // Opens `path` (or reuses it) and checks its descriptor: ABI version, then kind, then name.
+  std::shared_ptr<SharedLibrary> load_checked(const std::filesystem::path& path, PluginKind kind,
+                                              std::string_view name) {
+    auto library = open(path);
+    const PluginDescriptor& descriptor = *library->descriptor;
+    std::string where = path.string();
+    std::string declared_kind = descriptor.kind ? descriptor.kind : "(null)";
+    std::string declared_name = descriptor.name ? descriptor.name : "(null)";
+    if (declared_kind != to_string(kind)) {
+      throw_error(ErrorCode::bad_request,
+                  where + ": the file is named as a " + std::string(to_string(kind)) +
+                      " plugin but its descriptor declares kind '" + declared_kind +
+                      "'; expected kind '" + std::string(to_string(kind)) + "'");
+    }
+    if (declared_name != name) {
+      throw_error(ErrorCode::bad_request,
+                  where + ": the file is named for " + std::string(to_string(kind)) + " plugin '" +
+                      std::string(name) + "' but its descriptor declares name '" + declared_name +
+                      "'; expected name '" + std::string(name) + "'");
+    }
+    if (descriptor.create == nullptr) {
+      throw_error(ErrorCode::bad_request,
+                  where + ": the descriptor has no factory; expected a create function");
+    }
+    if (descriptor.option_count > 0 && descriptor.options == nullptr) {
+      throw_error(ErrorCode::bad_request, where + ": the descriptor declares " +
+                                              std::to_string(descriptor.option_count) +
+                                              " options but no option table; expected both");
+    }
+    return library;
+  }
+
+  // dlopen + entry point + ABI check, cached by path. The cache keeps a library loaded for
+  // the loader's lifetime, so a second create() does not reopen it.
+  std::shared_ptr<SharedLibrary> open(const std::filesystem::path& path) {
+    std::error_code error;
+    auto canonical = std::filesystem::weakly_canonical(path, error);
+    std::string key = error ? path.string() : canonical.string();
+    if (auto cached = libraries_.find(key); cached != libraries_.end()) return cached->second;
+
+    auto library = std::make_shared<SharedLibrary>();
+    library->path = path;
+    dlerror();  // clear any stale message
+    library->handle = dlopen(path.c_str(), RTLD_NOW | RTLD_LOCAL);
+    if (library->handle == nullptr) {
+      const char* reason = dlerror();
+      throw_error(ErrorCode::bad_request, path.string() + ": cannot load it: " +
+                                              (reason ? reason : "unknown dlopen error") +
+                                              "; expected a shared object built against libmicro");
+    }
+    using EntryPoint = const PluginDescriptor* (*)();
+    void* symbol = dlsym(library->handle, plugin_entry_point);
+    if (symbol == nullptr) {
+      throw_error(ErrorCode::bad_request,
+                  path.string() + ": no entry point '" + plugin_entry_point +
+                      "'; expected a plugin defined with MICRO_PLUGIN or MICRO_PLUGIN_NO_OPTIONS");
+    }
+    auto entry_point = reinterpret_cast<EntryPoint>(symbol);
+    const PluginDescriptor* descriptor = entry_point();
+    if (descriptor == nullptr) {
+      throw_error(ErrorCode::bad_request,
+                  path.string() + ": '" + plugin_entry_point +
+                      "' returned no descriptor; expected a pointer to a static descriptor");
+    }
+    // Only abi_version is read before this check: the rest of the layout may differ.
+    if (descriptor->abi_version != plugin_abi_version) {
+      throw_error(ErrorCode::bad_request,
+                  path.string() + ": plugin ABI version " +
+                      std::to_string(descriptor->abi_version) + "; expected ABI version " +
+                      std::to_string(plugin_abi_version) +
+                      " (rebuild the plugin against this libmicro)");
+    }
+    library->descriptor = descriptor;
+    libraries_.emplace(key, library);
+    return library;
+  }
+
+  static std::string describe_plugin(PluginKind kind, std::string_view name,
+                                     const std::filesystem::path& path) {
+    return std::string(to_string(kind)) + " plugin '" + std::string(name) + "' (" + path.string() +
+           ")";
+  }
+
+  static PluginInfo info_of(const SharedLibrary& library) {
+    const PluginDescriptor& descriptor = *library.descriptor;
+    PluginInfo info;
+    info.kind = plugin_kind_from_string(descriptor.kind).value_or(PluginKind::registry);
+    info.name = descriptor.name;
+    info.summary = descriptor.summary ? descriptor.summary : "";
+    if (descriptor.options != nullptr) {
+      info.options.assign(descriptor.options, descriptor.options + descriptor.option_count);
+    }
+    info.path = library.path;
+    return info;
+  }
+
+  // Checks `given` against the descriptor and fills in defaults.
+  static std::map<std::string, std::string> validate_options(
+      const PluginDescriptor& descriptor, PluginKind kind, std::string_view name,
+      const std::vector<std::pair<std::string, std::string>>& given) {
+    std::string plugin = std::string(to_string(kind)) + " plugin '" + std::string(name) + "'";
+    std::vector<std::string> accepted;
+    for (std::size_t index = 0; index < descriptor.option_count; ++index) {
+      accepted.push_back(descriptor.options[index].name);
+    }
+    auto find_option = [&](std::string_view option_name) -> const PluginOption* {
+      for (std::size_t index = 0; index < descriptor.option_count; ++index) {
+        if (option_name == descriptor.options[index].name) return &descriptor.options[index];
+      }
+      return nullptr;
+    };
+
+    std::map<std::string, std::string> values;
+    for (const auto& [key, value] : given) {
+      const PluginOption* option = find_option(key);
+      if (option == nullptr) {
+        throw_error(ErrorCode::bad_request,
+                    plugin + " has no option '" + key + "'; expected " +
+                        (accepted.empty() ? std::string("no options at all")
+                                          : "one of: " + join(accepted)) +
+                        did_you_mean(key, accepted));
+      }
+      if (values.count(key) != 0) {
+        throw_error(ErrorCode::bad_request,
+                    plugin + ": option '" + key + "' is given twice; expected it at most once");
+      }
+      std::string_view type = option->type ? option->type : "string";
+      if (!value_fits_type(type, value)) {
+        throw_error(ErrorCode::bad_request,
+                    plugin + ": option '" + key + "' is " + std::string(type) + ", got '" + value +
+                        "'; expected " + std::string(type_expectation(type)));
+      }
+      values.emplace(key, value);
+    }
+    for (std::size_t index = 0; index < descriptor.option_count; ++index) {
+      const PluginOption& option = descriptor.options[index];
+      if (option.default_value != nullptr && values.count(option.name) == 0) {
+        values.emplace(option.name, option.default_value);
+      }
+    }
+    return values;
+  }
+
+  std::mutex mutex_;
+  std::vector<SearchEntry> entries_;
+  std::vector<std::filesystem::path> search_path_;
+  std::map<std::string, std::shared_ptr<SharedLibrary>> libraries_;
+};
+
+namespace {
+
+// MICRO_PLUGIN_PATH, then the install directory, then the build tree.
+std::vector<SearchEntry> default_search_entries() {
+  std::vector<SearchEntry> entries;
+  if (const char* plugin_path = std::getenv("MICRO_PLUGIN_PATH")) {
+    std::string_view rest(plugin_path);
+    while (true) {
+      auto colon = rest.find(':');
+      std::string_view directory = rest.substr(0, colon);
+      if (!directory.empty()) entries.push_back({std::filesystem::path(directory), false});
+      if (colon == std::string_view::npos) break;
+      rest.remove_prefix(colon + 1);
+    }
+  }
+#ifdef MICRO_PLUGIN_INSTALL_DIR
+  entries.push_back({std::filesystem::path(MICRO_PLUGIN_INSTALL_DIR), false});
+#endif
+#ifdef MICRO_BUILD_ROOT
+  entries.push_back({std::filesystem::path(MICRO_BUILD_ROOT), true});
+#endif
+  return entries;
+}
+
+std::vector<SearchEntry> flat_entries(std::vector<std::filesystem::path> directories) {
+  std::vector<SearchEntry> entries;
+  for (auto& directory : directories) entries.push_back({std::move(directory), false});
+  return entries;
+}
+
+}  // namespace
+
+PluginLoader::PluginLoader() : impl_(std::make_unique<PluginLoaderImpl>(default_search_entries())) {}
+
+PluginLoader::PluginLoader(std::vector<std::filesystem::path> search_path)
+    : impl_(std::make_unique<PluginLoaderImpl>(flat_entries(std::move(search_path)))) {}
+
+PluginLoader::~PluginLoader() = default;
+
+PluginLoader& PluginLoader::instance() {
+  static PluginLoader loader;
+  return loader;
+}
+
+const std::vector<std::filesystem::path>& PluginLoader::search_path() const noexcept {
+  return impl_->search_path();
+}
+
+std::shared_ptr<PluginObject> PluginLoader::create(
+    PluginKind kind, std::string_view name, std::string_view address,
+    const std::vector<std::pair<std::string, std::string>>& options,
+    boost::asio::any_io_executor executor) {
+  return impl_->create(kind, name, address, options, std::move(executor));
+}
+
+PluginInfo PluginLoader::describe(PluginKind kind, std::string_view name) {
+  return impl_->describe(kind, name);
+}
+
+std::vector<PluginInfo> PluginLoader::list(std::vector<std::string>* problems) {
+  return impl_->list(problems);
+}
+
+}  // namespace micro

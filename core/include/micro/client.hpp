@@ -26,15 +26,6 @@
 
 namespace micro {
 
-struct CallOptions {
-  // The whole call's budget, retries included; it travels to the server. Zero: the
-  // client's default. A deadline already on the request's context is kept if tighter.
-  std::chrono::milliseconds timeout{0};
-  int retries = -1;  // extra attempts after the first; -1: the client's default
-  // Call this address directly, skipping registry and selector.
-  std::string address;
-};
-
 struct ClientOptions {
   std::chrono::milliseconds timeout{std::chrono::seconds(5)};
   int retries = 1;
@@ -103,8 +94,9 @@ class Client {
   template <class T>
   static T decode_response(const Response& response);
 
+  struct State;  // implementation detail, shared with the pipeline's call objects
+
  private:
-  struct State;
   std::shared_ptr<State> state_;
 };
 

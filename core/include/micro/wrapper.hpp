@@ -9,6 +9,7 @@
 //   subscriber — one delivered message
 #pragma once
 
+#include <chrono>
 #include <functional>
 #include <string>
 #include <vector>
@@ -20,13 +21,24 @@
 
 namespace micro {
 
+// Per-call options, seen by client wrappers (Go-Micro passes its CallOptions the same way).
+struct CallOptions {
+  // The whole call's budget, retries included; it travels to the server. Zero: the
+  // client's default. A deadline already on the request's context is kept if tighter.
+  std::chrono::milliseconds timeout{0};
+  int retries = -1;  // extra attempts after the first; -1: the client's default
+  // Call this address directly, skipping registry and selector.
+  std::string address;
+};
+
 struct Attempt {
   const Node& node;
   int number;  // 1 for the first try
 };
 
 using HandlerFunction = std::function<void(Request& request, ResponseHandler respond)>;
-using ClientFunction = std::function<void(Request& request, ResponseHandler done)>;
+using ClientFunction =
+    std::function<void(Request& request, const CallOptions& options, ResponseHandler done)>;
 using CallFunction =
     std::function<void(Request& request, const Attempt& attempt, ResponseHandler done)>;
 // Publish throws micro::Exception on failure.
