@@ -4,8 +4,8 @@
 // Also the small helpers declared beside it: plugin kinds, durations, PluginArguments.
 #include <micro/plugin.hpp>
 
-#include <dlfcn.h>
 #include <cxxabi.h>
+#include <dlfcn.h>
 
 #include <algorithm>
 #include <charconv>
@@ -40,11 +40,16 @@ constexpr PluginKind all_kinds[] = {PluginKind::registry, PluginKind::selector, 
 // Build-tree folder holding plugins of a kind; transports live under plugins/ for history.
 std::string_view build_folder(PluginKind kind) {
   switch (kind) {
-    case PluginKind::registry: return "registry";
-    case PluginKind::selector: return "selector";
-    case PluginKind::broker: return "broker";
-    case PluginKind::transport: return "plugins";
-    case PluginKind::wrapper: return "wrappers";
+    case PluginKind::registry:
+      return "registry";
+    case PluginKind::selector:
+      return "selector";
+    case PluginKind::broker:
+      return "broker";
+    case PluginKind::transport:
+      return "plugins";
+    case PluginKind::wrapper:
+      return "wrappers";
   }
   return "plugins";
 }
@@ -52,22 +57,32 @@ std::string_view build_folder(PluginKind kind) {
 // The C++ class a plugin of the kind must return, for messages.
 std::string_view interface_name(PluginKind kind) {
   switch (kind) {
-    case PluginKind::registry: return "micro::Registry";
-    case PluginKind::selector: return "micro::Selector";
-    case PluginKind::broker: return "micro::Broker";
-    case PluginKind::transport: return "micro::Transport";
-    case PluginKind::wrapper: return "micro::Wrapper";
+    case PluginKind::registry:
+      return "micro::Registry";
+    case PluginKind::selector:
+      return "micro::Selector";
+    case PluginKind::broker:
+      return "micro::Broker";
+    case PluginKind::transport:
+      return "micro::Transport";
+    case PluginKind::wrapper:
+      return "micro::Wrapper";
   }
   return "micro::PluginObject";
 }
 
 bool is_of_kind(PluginObject* object, PluginKind kind) {
   switch (kind) {
-    case PluginKind::registry: return dynamic_cast<Registry*>(object) != nullptr;
-    case PluginKind::selector: return dynamic_cast<Selector*>(object) != nullptr;
-    case PluginKind::broker: return dynamic_cast<Broker*>(object) != nullptr;
-    case PluginKind::transport: return dynamic_cast<Transport*>(object) != nullptr;
-    case PluginKind::wrapper: return dynamic_cast<Wrapper*>(object) != nullptr;
+    case PluginKind::registry:
+      return dynamic_cast<Registry*>(object) != nullptr;
+    case PluginKind::selector:
+      return dynamic_cast<Selector*>(object) != nullptr;
+    case PluginKind::broker:
+      return dynamic_cast<Broker*>(object) != nullptr;
+    case PluginKind::transport:
+      return dynamic_cast<Transport*>(object) != nullptr;
+    case PluginKind::wrapper:
+      return dynamic_cast<Wrapper*>(object) != nullptr;
   }
   return false;
 }
@@ -259,11 +274,16 @@ std::vector<FoundFile> scan_directory(const std::filesystem::path& directory) {
 
 std::string_view to_string(PluginKind kind) noexcept {
   switch (kind) {
-    case PluginKind::registry: return "registry";
-    case PluginKind::selector: return "selector";
-    case PluginKind::broker: return "broker";
-    case PluginKind::transport: return "transport";
-    case PluginKind::wrapper: return "wrapper";
+    case PluginKind::registry:
+      return "registry";
+    case PluginKind::selector:
+      return "selector";
+    case PluginKind::broker:
+      return "broker";
+    case PluginKind::transport:
+      return "transport";
+    case PluginKind::wrapper:
+      return "wrapper";
   }
   return "unknown";
 }
@@ -394,18 +414,19 @@ class PluginLoaderImpl {
 
   const std::vector<std::filesystem::path>& search_path() const noexcept { return search_path_; }
 
-  std::shared_ptr<PluginObject> create(PluginKind kind, std::string_view name,
-                                       std::string_view address,
-                                       const std::vector<std::pair<std::string, std::string>>& options,
-                                       boost::asio::any_io_executor executor) {
+  std::shared_ptr<PluginObject> create(
+      PluginKind kind, std::string_view name, std::string_view address,
+      const std::vector<std::pair<std::string, std::string>>& options,
+      boost::asio::any_io_executor executor) {
     std::shared_ptr<SharedLibrary> library;
     {
       std::lock_guard lock(mutex_);
       library = find_and_load(kind, name);
     }
     const PluginDescriptor& descriptor = *library->descriptor;
-    auto arguments = PluginArguments(std::string(address), validate_options(descriptor, kind, name, options),
-                                     std::move(executor));
+    auto arguments =
+        PluginArguments(std::string(address), validate_options(descriptor, kind, name, options),
+                        std::move(executor));
     std::string what = describe_plugin(kind, name, library->path);
 
     // The factory runs outside the lock: it may block (connect to etcd) or load plugins itself.
@@ -425,11 +446,10 @@ class PluginLoaderImpl {
     if (!is_of_kind(object, kind)) {
       std::string actual = demangled_type_name(typeid(*object));
       delete object;  // the library is still loaded: `library` is held here
-      throw_error(ErrorCode::bad_request, what + " made an object of type " + actual +
-                                              ", which is not a " +
-                                              std::string(interface_name(kind)) +
-                                              "; expected the factory to return a " +
-                                              std::string(interface_name(kind)));
+      throw_error(ErrorCode::bad_request,
+                  what + " made an object of type " + actual + ", which is not a " +
+                      std::string(interface_name(kind)) + "; expected the factory to return a " +
+                      std::string(interface_name(kind)));
     }
     // The deleter owns a reference to the library: the code of the object's destructor
     // stays mapped until it has run.
@@ -550,13 +570,12 @@ class PluginLoaderImpl {
     std::sort(found_names.begin(), found_names.end());
     std::vector<std::string> looked_in;
     for (const auto& directory : directories) looked_in.push_back(directory.string());
-    std::string detail = "no " + std::string(to_string(kind)) + " plugin named '" +
-                         std::string(name) + "'" + did_you_mean(name, found_names) + ": no " +
-                         file_name + " in " +
-                         (looked_in.empty() ? std::string("(an empty search path)") : join(looked_in)) +
-                         "; expected one of the " + std::string(to_string(kind)) +
-                         " plugins found: " +
-                         (found_names.empty() ? std::string("(none)") : join(found_names));
+    std::string detail =
+        "no " + std::string(to_string(kind)) + " plugin named '" + std::string(name) + "'" +
+        did_you_mean(name, found_names) + ": no " + file_name + " in " +
+        (looked_in.empty() ? std::string("(an empty search path)") : join(looked_in)) +
+        "; expected one of the " + std::string(to_string(kind)) +
+        " plugins found: " + (found_names.empty() ? std::string("(none)") : join(found_names));
     throw_error(ErrorCode::not_found, detail);
   }
 
@@ -626,11 +645,11 @@ class PluginLoaderImpl {
     }
     // Only abi_version is read before this check: the rest of the layout may differ.
     if (descriptor->abi_version != plugin_abi_version) {
-      throw_error(ErrorCode::bad_request,
-                  path.string() + ": plugin ABI version " +
-                      std::to_string(descriptor->abi_version) + "; expected ABI version " +
-                      std::to_string(plugin_abi_version) +
-                      " (rebuild the plugin against this libmicro)");
+      throw_error(ErrorCode::bad_request, path.string() + ": plugin ABI version " +
+                                              std::to_string(descriptor->abi_version) +
+                                              "; expected ABI version " +
+                                              std::to_string(plugin_abi_version) +
+                                              " (rebuild the plugin against this libmicro)");
     }
     library->descriptor = descriptor;
     libraries_.emplace(key, library);
@@ -676,11 +695,10 @@ class PluginLoaderImpl {
     for (const auto& [key, value] : given) {
       const PluginOption* option = find_option(key);
       if (option == nullptr) {
-        throw_error(ErrorCode::bad_request,
-                    plugin + " has no option '" + key + "'; expected " +
-                        (accepted.empty() ? std::string("no options at all")
-                                          : "one of: " + join(accepted)) +
-                        did_you_mean(key, accepted));
+        throw_error(ErrorCode::bad_request, plugin + " has no option '" + key + "'; expected " +
+                                                (accepted.empty() ? std::string("no options at all")
+                                                                  : "one of: " + join(accepted)) +
+                                                did_you_mean(key, accepted));
       }
       if (values.count(key) != 0) {
         throw_error(ErrorCode::bad_request,
@@ -741,7 +759,8 @@ std::vector<SearchEntry> flat_entries(std::vector<std::filesystem::path> directo
 
 }  // namespace
 
-PluginLoader::PluginLoader() : impl_(std::make_unique<PluginLoaderImpl>(default_search_entries())) {}
+PluginLoader::PluginLoader()
+    : impl_(std::make_unique<PluginLoaderImpl>(default_search_entries())) {}
 
 PluginLoader::PluginLoader(std::vector<std::filesystem::path> search_path)
     : impl_(std::make_unique<PluginLoaderImpl>(flat_entries(std::move(search_path)))) {}
