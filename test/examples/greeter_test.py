@@ -1,0 +1,76 @@
+#!/usr/bin/env python3
+"""The greeter example across processes: two servers found through the file registry, the
+client's calls alternating between them (roundrobin), and a SIGTERM'd server leaving the
+registry at once so later calls go to the one left."""
+import os
+import re
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+
+server_binary, client_binary = sys.argv[1], sys.argv[2]
+failures = []
+
+
+def check(condition, message):
+    if not condition:
+        failures.append(message)
+        print("FAIL:", message)
+
+
+def wait_for_line(process, pattern, timeout):
+    deadline = time.monotonic() + timeout
+    lines = []
+    while time.monotonic() < deadline:
+        line = process.stdout.readline()
+        if not line:
+            break
+        lines.append(line)
+        if re.search(pattern, line):
+            return line
+    raise RuntimeError(f"no line matching {pattern!r} within {timeout}s; got {lines!r}")
+
+
+def run_client(flags, count):
+    result = subprocess.run([client_binary, *flags, str(count), "Tester"], capture_output=True,
+                            text=True, timeout=30)
+    check(result.returncode == 0, f"client exited {result.returncode}: {result.stderr}")
+    return re.findall(r"Hello, Tester! \(served by (\S+)\)", result.stdout)
+
+
+with tempfile.TemporaryDirectory() as registry_dir:
+    flags = [f"--registry=file?dir={registry_dir}"]
+    servers = []
+    try:
+        addresses = []
+        for _ in range(2):
+            server = subprocess.Popen([server_binary, *flags], stdout=subprocess.PIPE,
+                                      stderr=subprocess.STDOUT, text=True)
+            servers.append(server)
+            line = wait_for_line(server, r"listening on", 10)
+            addresses.append(line.split()[-1])
+        print("servers:", addresses)
+
+        served = run_client(flags + ["--selector=roundrobin"], 6)
+        print("served by:", served)
+        check(len(served) == 6, f"expected 6 answers, got {len(served)}")
+        check(sorted(set(served)) == sorted(addresses), f"calls did not reach both servers: {served}")
+        check(all(a != b for a, b in zip(served, served[1:])), f"calls did not alternate: {served}")
+        check(served.count(addresses[0]) == 3, f"uneven split: {served}")
+
+        # SIGTERM: deregister at once and exit cleanly.
+        servers[0].send_signal(signal.SIGTERM)
+        wait_for_line(servers[0], r"greeter stopped", 15)
+        check(servers[0].wait(timeout=15) == 0, "SIGTERM'd server did not exit 0")
+        served = run_client(flags + ["--selector=roundrobin"], 4)
+        check(served == [addresses[1]] * 4, f"calls after SIGTERM went to {served}")
+    finally:
+        for server in servers:
+            if server.poll() is None:
+                server.kill()
+            server.wait(timeout=10)
+
+print("greeter example:", "FAILED" if failures else "ok")
+sys.exit(1 if failures else 0)
