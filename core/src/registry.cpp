@@ -124,9 +124,12 @@ std::vector<Service> merge_services(std::vector<Service> registrations) {
 
 std::string_view to_string(WatchAction action) noexcept {
   switch (action) {
-    case WatchAction::create: return "create";
-    case WatchAction::update: return "update";
-    case WatchAction::remove: return "delete";
+    case WatchAction::create:
+      return "create";
+    case WatchAction::update:
+      return "update";
+    case WatchAction::remove:
+      return "delete";
   }
   return "unknown";
 }

@@ -278,7 +278,9 @@ std::vector<Service> RegistryCache::get_service(std::string_view name_view) {
   return result.get();
 }
 
-std::vector<Service> RegistryCache::list_services() { return state_->backend->list_services(); }
+std::vector<Service> RegistryCache::list_services() {
+  return state_->backend->list_services();
+}
 
 std::unique_ptr<Watch> RegistryCache::watch(const WatchOptions& options,
                                             std::function<void(const WatchEvent&)> on_event) {

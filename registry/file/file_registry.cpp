@@ -29,8 +29,7 @@ constexpr const char* error_id = "micro.registry.file";
 constexpr const char* expiry_field = "expiry_unix_ms";
 
 std::int64_t now_unix_ms() {
-  return std::chrono::duration_cast<std::chrono::milliseconds>(
-             WallClock::now().time_since_epoch())
+  return std::chrono::duration_cast<std::chrono::milliseconds>(WallClock::now().time_since_epoch())
       .count();
 }
 
@@ -49,7 +48,7 @@ std::string sanitize(std::string_view name) {
 struct NodeFile {
   micro::Service service;  // with exactly one node
   std::int64_t expiry = 0;
-  std::string content;     // the JSON without the expiry: what a change is judged by
+  std::string content;  // the JSON without the expiry: what a change is judged by
 
   bool expired(std::int64_t now) const { return expiry != 0 && expiry <= now; }
 };
@@ -76,8 +75,7 @@ std::optional<NodeFile> read_node_file(const fs::path& path) {
 // Reads every node file under `directory` (one service's folder).
 void read_service_folder(const fs::path& directory, std::map<fs::path, NodeFile>& files) {
   std::error_code error;
-  for (fs::directory_iterator it(directory, error), end; !error && it != end;
-       it.increment(error)) {
+  for (fs::directory_iterator it(directory, error), end; !error && it != end; it.increment(error)) {
     const auto& path = it->path();
     const auto file_name = path.filename().string();
     if (file_name.empty() || file_name.front() == '.' || path.extension() != ".json") continue;
@@ -274,8 +272,9 @@ class FileRegistry final : public micro::Registry {
     return micro::merge_services(std::move(registrations));
   }
 
-  std::unique_ptr<micro::Watch> watch(const micro::WatchOptions& options,
-                                      std::function<void(const micro::WatchEvent&)> on_event) override {
+  std::unique_ptr<micro::Watch> watch(
+      const micro::WatchOptions& options,
+      std::function<void(const micro::WatchEvent&)> on_event) override {
     return std::make_unique<FileWatch>(
         std::make_shared<Poller>(root_, options.service, poll_interval_, std::move(on_event)));
   }
@@ -321,8 +320,7 @@ class FileRegistry final : public micro::Registry {
       if (!output) {
         std::error_code ignored;
         fs::remove(temporary, ignored);
-        throw micro::Exception(
-            micro::unavailable(error_id, "cannot write " + temporary.string()));
+        throw micro::Exception(micro::unavailable(error_id, "cannot write " + temporary.string()));
       }
     }
     std::error_code error;

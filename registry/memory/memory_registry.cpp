@@ -150,8 +150,9 @@ class MemoryRegistry final : public micro::Registry {
     const auto now = Clock::now();
     for (const auto& [name, versions] : services_) {
       for (const auto& [version_name, version] : versions) {
-        const bool alive = std::any_of(version.nodes.begin(), version.nodes.end(),
-                                       [&](const auto& entry) { return !entry.second.expired(now); });
+        const bool alive =
+            std::any_of(version.nodes.begin(), version.nodes.end(),
+                        [&](const auto& entry) { return !entry.second.expired(now); });
         if (!alive) continue;
         micro::Service service;
         service.name = name;
@@ -162,14 +163,16 @@ class MemoryRegistry final : public micro::Registry {
     return result;
   }
 
-  std::unique_ptr<micro::Watch> watch(const micro::WatchOptions& options,
-                                      std::function<void(const micro::WatchEvent&)> on_event) override {
+  std::unique_ptr<micro::Watch> watch(
+      const micro::WatchOptions& options,
+      std::function<void(const micro::WatchEvent&)> on_event) override {
     auto watcher = std::make_shared<Watcher>();
     watcher->service = options.service;
     watcher->on_event = std::move(on_event);
     std::lock_guard lock(mutex_);
     // Drop watchers already stopped so the list does not grow with every watch made.
-    watchers_.remove_if([](const std::shared_ptr<Watcher>& existing) { return existing->stopped.load(); });
+    watchers_.remove_if(
+        [](const std::shared_ptr<Watcher>& existing) { return existing->stopped.load(); });
     watchers_.push_back(watcher);
     return std::make_unique<MemoryWatch>(std::move(watcher), worker_.get_id());
   }
@@ -249,7 +252,9 @@ class MemoryRegistry final : public micro::Registry {
         continue;
       }
       if (stopping_) return;
-      auto ready = [this] { return stopping_ || !events_.empty(); };
+      auto ready = [this] {
+        return stopping_ || !events_.empty();
+      };
       if (next_expiry) {
         wake_.wait_until(lock, *next_expiry, ready);
       } else {
