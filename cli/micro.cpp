@@ -1,0 +1,136 @@
+// The `micro` command: look at and talk to a system of services from a terminal.
+//
+//   micro [--registry=… --broker=… …] <command> [arguments]
+//     plugins                         every plugin found, with its options
+//     services                        every registered service
+//     describe <service>              versions, endpoints and nodes of a service
+//     call <service> <endpoint> [json]  call an endpoint with a JSON request (default {})
+//     publish <topic> <json>          publish a JSON message
+//     subscribe <topic> [count]       print messages on a topic (count: stop after that many)
+#include <csignal>
+#include <condition_variable>
+#include <iostream>
+#include <mutex>
+
+#include <micro/service.hpp>
+
+namespace {
+
+constexpr const char* usage = R"(usage: micro [--key=value …] <command> [arguments]
+
+commands:
+  plugins                            list every plugin found, with its options
+  services                           list registered services
+  describe <service>                 show versions, endpoints and nodes of a service
+  call <service> <endpoint> [json]   call an endpoint with a JSON request (default {})
+  publish <topic> <json>             publish a JSON message to a topic
+  subscribe <topic> [count]          print messages on a topic; stop after count (default: never)
+
+configuration flags (also MICRO_* variables): --registry=file?dir=/tmp/x --broker=memory
+  --selector=roundrobin --transport=tcp --wrappers=log --client_request_timeout=5s …
+)";
+
+int list_plugins() {
+  std::vector<std::string> problems;
+  auto plugins = micro::PluginLoader::instance().list(&problems);
+  for (const auto& plugin : plugins) {
+    std::cout << micro::to_string(plugin.kind) << "/" << plugin.name << " — " << plugin.summary
+              << "\n";
+    for (const auto& option : plugin.options) {
+      std::cout << "    " << option.name << " (" << option.type;
+      if (option.default_value) std::cout << ", default " << option.default_value;
+      std::cout << "): " << option.help << "\n";
+    }
+    std::cout << "    from " << plugin.path.string() << "\n";
+  }
+  for (const auto& problem : problems) std::cerr << "problem: " << problem << "\n";
+  if (plugins.empty()) {
+    std::cerr << "no plugins found; searched:\n";
+    for (const auto& dir : micro::PluginLoader::instance().search_path())
+      std::cerr << "  " << dir.string() << "\n";
+    return 1;
+  }
+  return 0;
+}
+
+int subscribe(micro::Microservice& service, const std::string& topic, long count) {
+  std::mutex mutex;
+  std::condition_variable done;
+  long received = 0;
+  service.broker().connect();
+  auto subscription = service.broker().subscribe(topic, [&](micro::Message& message) {
+    std::lock_guard lock(mutex);
+    std::cout << message.topic;
+    for (const auto& [key, value] : message.headers) std::cout << " " << key << "=" << value;
+    std::cout << "\n" << message.body << std::endl;
+    if (++received == count) done.notify_all();
+  });
+  static std::atomic<bool> interrupted{false};
+  std::signal(SIGINT, [](int) { interrupted = true; });
+  std::signal(SIGTERM, [](int) { interrupted = true; });
+  std::unique_lock lock(mutex);
+  while (!interrupted && (count <= 0 || received < count))
+    done.wait_for(lock, std::chrono::milliseconds(100));
+  subscription->unsubscribe();
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) try {
+  auto config = micro::Config::load(argc, argv);
+  if (argc < 2 || std::string_view(argv[1]) == "help" || std::string_view(argv[1]) == "--help") {
+    std::cout << usage;
+    return argc < 2 ? 2 : 0;
+  }
+  std::string command = argv[1];
+  std::vector<std::string> args(argv + 2, argv + argc);
+  auto need = [&](std::size_t count, const char* form) {
+    if (args.size() < count) throw std::invalid_argument(std::string("usage: micro ") + form);
+  };
+
+  if (command == "plugins") return list_plugins();
+
+  micro::Microservice service("", config);
+  if (command == "services") {
+    for (const auto& found : service.registry().list_services())
+      std::cout << found.name << (found.version.empty() ? "" : " " + found.version) << "\n";
+    return 0;
+  }
+  if (command == "describe") {
+    need(1, "describe <service>");
+    nlohmann::json json = service.registry().backend()->get_service(args[0]);
+    std::cout << json.dump(2) << "\n";
+    return 0;
+  }
+  if (command == "call") {
+    need(2, "call <service> <endpoint> [json]");
+    nlohmann::json body = nlohmann::json::parse(args.size() > 2 ? args[2] : "{}");
+    auto response = service.client().call(service.client().make_request(args[0], args[1], body));
+    auto decoded = micro::codec_for(response.content_type.empty() ? "application/json"
+                                                                  : response.content_type)
+                       .decode(response.body);
+    std::cout << decoded.dump(2) << "\n";
+    return 0;
+  }
+  if (command == "publish") {
+    need(2, "publish <topic> <json>");
+    service.broker().connect();
+    micro::Context context;
+    service.client().publish(args[0], nlohmann::json::parse(args[1]), context);
+    service.broker().disconnect();
+    return 0;
+  }
+  if (command == "subscribe") {
+    need(1, "subscribe <topic> [count]");
+    return subscribe(service, args[0], args.size() > 1 ? std::stol(args[1]) : 0);
+  }
+  std::cerr << "micro: unknown command '" << command << "'\n\n" << usage;
+  return 2;
+} catch (const micro::Exception& e) {
+  std::cerr << "micro: " << e.error().message() << "\n";
+  return 1;
+} catch (const std::exception& e) {
+  std::cerr << "micro: " << e.what() << "\n";
+  return 1;
+}
