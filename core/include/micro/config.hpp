@@ -42,6 +42,8 @@ struct PluginChoice {
 class ConfigError : public Exception {
  public:
   ConfigError(std::string origin, std::size_t position, std::string message);
+  // The message alone, without Exception's "micro.config: 400 Bad Request: " prefix.
+  const char* what() const noexcept override;
   const std::string& origin() const noexcept { return origin_; }
   // 0-based offset into the text that was parsed; npos when not applicable.
   std::size_t position() const noexcept { return position_; }
