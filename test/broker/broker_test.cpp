@@ -1,0 +1,502 @@
+// Broker conformance: every broker plugin named in `broker_names` must pass these cases
+// (only "memory" today; NATS joins when its plugin lands, against a real nats-server).
+// Then memory-specific cases: exact round robin, topic syntax errors, no executor.
+#include <doctest/doctest.h>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <functional>
+#include <map>
+#include <mutex>
+#include <set>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <micro/broker.hpp>
+#include <micro/error.hpp>
+#include <micro/plugin.hpp>
+#include <micro/runtime.hpp>
+
+using namespace std::chrono_literals;
+
+namespace {
+
+const std::vector<std::string> broker_names = {"memory"};
+
+// Polls `condition` until it holds or `limit` passes; returns whether it held.
+bool wait_until(const std::function<bool()>& condition, std::chrono::milliseconds limit = 10s) {
+  auto deadline = std::chrono::steady_clock::now() + limit;
+  while (!condition()) {
+    if (std::chrono::steady_clock::now() >= deadline) return false;
+    std::this_thread::sleep_for(1ms);
+  }
+  return true;
+}
+
+struct BrokerFixture {
+  explicit BrokerFixture(const std::string& name) {
+    broker = micro::PluginLoader::instance().create_as<micro::Broker>(
+        micro::PluginKind::broker, name, "", {}, runtime.executor());
+    broker->connect();
+  }
+  ~BrokerFixture() {
+    broker->disconnect();
+    broker.reset();
+    runtime.stop();
+  }
+
+  micro::Runtime runtime{4};
+  std::shared_ptr<micro::Broker> broker;
+};
+
+// Runs `body` once per broker plugin, each with a fresh connected broker.
+void for_each_broker(const std::function<void(micro::Broker&)>& body) {
+  for (const std::string& name : broker_names) {
+    CAPTURE(name);
+    BrokerFixture fixture(name);
+    body(*fixture.broker);
+  }
+}
+
+micro::Message message_on(std::string topic, std::string body) {
+  micro::Message message;
+  message.topic = std::move(topic);
+  message.body = std::move(body);
+  return message;
+}
+
+// Counts deliveries, thread-safely.
+struct Counter {
+  std::atomic<int> count{0};
+  micro::MessageHandler handler() {
+    return [this](micro::Message&) {
+      count.fetch_add(1);
+    };
+  }
+};
+
+}  // namespace
+
+TEST_CASE("broker conformance: every plain subscriber gets every message") {
+  for_each_broker([](micro::Broker& broker) {
+    constexpr int messages = 1000;
+    std::array<Counter, 3> counters;
+    std::vector<std::shared_ptr<micro::Subscription>> subscriptions;
+    for (auto& counter : counters)
+      subscriptions.push_back(broker.subscribe("orders.created", counter.handler()));
+    CHECK(subscriptions[0]->topic() == "orders.created");
+    CHECK(subscriptions[0]->queue().empty());
+
+    for (int i = 0; i < messages; ++i)
+      broker.publish(message_on("orders.created", std::to_string(i)));
+    for (auto& counter : counters)
+      CHECK(wait_until([&] { return counter.count.load() == messages; }));
+    broker.disconnect();  // drains: nothing more may arrive
+    for (auto& counter : counters) CHECK(counter.count.load() == messages);
+  });
+}
+
+TEST_CASE("broker conformance: a queue group splits messages across its members") {
+  for_each_broker([](micro::Broker& broker) {
+    constexpr int messages = 3000;
+    std::array<Counter, 3> members;
+    std::vector<std::shared_ptr<micro::Subscription>> subscriptions;
+    for (auto& member : members)
+      subscriptions.push_back(
+          broker.subscribe("jobs", member.handler(), micro::SubscribeOptions{"workers"}));
+    CHECK(subscriptions[0]->queue() == "workers");
+
+    for (int i = 0; i < messages; ++i) broker.publish(message_on("jobs", std::to_string(i)));
+    auto total = [&] {
+      int sum = 0;
+      for (auto& member : members) sum += member.count.load();
+      return sum;
+    };
+    CHECK(wait_until([&] { return total() == messages; }));
+    broker.disconnect();
+    CHECK(total() == messages);  // exactly once each, none delivered twice
+    for (auto& member : members) CHECK(member.count.load() > 0);
+  });
+}
+
+TEST_CASE("broker conformance: queue groups and plain subscribers mixed on one topic") {
+  for_each_broker([](micro::Broker& broker) {
+    constexpr int messages = 600;
+    Counter plain_one, plain_two;
+    std::array<Counter, 3> workers;
+    std::array<Counter, 2> auditors;
+    std::vector<std::shared_ptr<micro::Subscription>> subscriptions;
+    subscriptions.push_back(broker.subscribe("events", plain_one.handler()));
+    subscriptions.push_back(broker.subscribe("events", plain_two.handler()));
+    for (auto& worker : workers)
+      subscriptions.push_back(
+          broker.subscribe("events", worker.handler(), micro::SubscribeOptions{"workers"}));
+    for (auto& auditor : auditors)
+      subscriptions.push_back(
+          broker.subscribe("events", auditor.handler(), micro::SubscribeOptions{"audit"}));
+
+    for (int i = 0; i < messages; ++i) broker.publish(message_on("events", "x"));
+    auto sum = [](auto& counters) {
+      int total = 0;
+      for (auto& counter : counters) total += counter.count.load();
+      return total;
+    };
+    CHECK(wait_until([&] {
+      return plain_one.count.load() == messages && plain_two.count.load() == messages &&
+             sum(workers) == messages && sum(auditors) == messages;
+    }));
+    broker.disconnect();
+    CHECK(plain_one.count.load() == messages);
+    CHECK(plain_two.count.load() == messages);
+    CHECK(sum(workers) == messages);
+    CHECK(sum(auditors) == messages);
+    for (auto& worker : workers) CHECK(worker.count.load() > 0);
+    for (auto& auditor : auditors) CHECK(auditor.count.load() > 0);
+  });
+}
+
+TEST_CASE("broker conformance: topic, headers and body round-trip, header case kept") {
+  for_each_broker([](micro::Broker& broker) {
+    std::mutex mutex;
+    std::vector<micro::Message> received;
+    auto subscription = broker.subscribe("greetings", [&](micro::Message& message) {
+      std::lock_guard lock(mutex);
+      received.push_back(message);
+    });
+    micro::Message message = message_on("greetings", std::string("hello\0world\xff", 12));
+    message.headers.set("X-Request-Id", "req-42");
+    message.headers.set("traceparent", "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01");
+    message.headers.set("Content-Type", "application/json");
+    broker.publish(message);
+
+    REQUIRE(wait_until([&] {
+      std::lock_guard lock(mutex);
+      return received.size() == 1;
+    }));
+    std::lock_guard lock(mutex);
+    const micro::Message& got = received[0];
+    CHECK(got.topic == "greetings");
+    CHECK(got.body == message.body);
+    CHECK(got.body.size() == 12);
+    CHECK(got.headers.size() == 3);
+    std::set<std::string> keys;
+    for (const auto& [key, value] : got.headers) keys.insert(key);
+    CHECK(keys == std::set<std::string>{"X-Request-Id", "traceparent", "Content-Type"});
+    CHECK(got.headers.get("x-request-id") == "req-42");
+    CHECK(got.headers.get("TRACEPARENT") == message.headers.get("traceparent"));
+  });
+}
+
+TEST_CASE("broker conformance: a handler changing its message does not affect others") {
+  for_each_broker([](micro::Broker& broker) {
+    std::mutex mutex;
+    std::vector<std::string> bodies;
+    auto record = [&](micro::Message& message) {
+      std::lock_guard lock(mutex);
+      bodies.push_back(message.body);
+      message.body = "changed";
+      message.headers.set("mutated", "yes");
+    };
+    auto first = broker.subscribe("shared", record);
+    auto second = broker.subscribe("shared", record);
+    auto third = broker.subscribe("shared", record);
+    micro::Message message = message_on("shared", "original");
+    broker.publish(message);
+    CHECK(message.body == "original");  // publish leaves the caller's message alone
+    REQUIRE(wait_until([&] {
+      std::lock_guard lock(mutex);
+      return bodies.size() == 3;
+    }));
+    std::lock_guard lock(mutex);
+    for (const auto& body : bodies) CHECK(body == "original");
+  });
+}
+
+TEST_CASE("broker conformance: unsubscribe stops delivery") {
+  for_each_broker([](micro::Broker& broker) {
+    Counter leaving, staying;
+    auto leaving_subscription = broker.subscribe("news", leaving.handler());
+    auto staying_subscription = broker.subscribe("news", staying.handler());
+    for (int i = 0; i < 10; ++i) broker.publish(message_on("news", "a"));
+    REQUIRE(wait_until([&] { return leaving.count.load() == 10 && staying.count.load() == 10; }));
+
+    leaving_subscription->unsubscribe();
+    leaving_subscription->unsubscribe();  // idempotent
+    for (int i = 0; i < 10; ++i) broker.publish(message_on("news", "b"));
+    CHECK(wait_until([&] { return staying.count.load() == 20; }));
+    broker.disconnect();
+    CHECK(leaving.count.load() == 10);
+    CHECK(staying.count.load() == 20);
+  });
+}
+
+TEST_CASE("broker conformance: after unsubscribe returns, the handler is not called again") {
+  for_each_broker([](micro::Broker& broker) {
+    std::atomic<bool> unsubscribed{false};
+    std::atomic<int> late_calls{0};
+    std::atomic<int> calls{0};
+    auto subscription = broker.subscribe("busy", [&](micro::Message&) {
+      if (unsubscribed.load()) late_calls.fetch_add(1);
+      calls.fetch_add(1);
+      std::this_thread::sleep_for(100us);  // keeps deliveries queued while we unsubscribe
+    });
+    for (int i = 0; i < 500; ++i) broker.publish(message_on("busy", "x"));
+    REQUIRE(wait_until([&] { return calls.load() > 10; }));
+    subscription->unsubscribe();
+    unsubscribed.store(true);
+    broker.disconnect();  // lets every queued delivery run (or be skipped)
+    CHECK(late_calls.load() == 0);
+    CHECK(calls.load() < 500);
+  });
+}
+
+TEST_CASE("broker conformance: a handler may unsubscribe itself") {
+  for_each_broker([](micro::Broker& broker) {
+    std::atomic<int> calls{0};
+    std::shared_ptr<micro::Subscription> subscription;
+    std::mutex mutex;
+    std::unique_lock lock(mutex);
+    subscription = broker.subscribe("once", [&](micro::Message&) {
+      calls.fetch_add(1);
+      std::lock_guard inner(mutex);
+      subscription->unsubscribe();
+    });
+    lock.unlock();
+    for (int i = 0; i < 20; ++i) broker.publish(message_on("once", "x"));
+    CHECK(wait_until([&] { return calls.load() >= 1; }));
+    broker.disconnect();
+    CHECK(calls.load() == 1);
+  });
+}
+
+TEST_CASE("broker conformance: handler exceptions are reported and the subscription goes on") {
+  for_each_broker([](micro::Broker& broker) {
+    std::mutex mutex;
+    std::vector<std::pair<std::string, std::string>> errors;  // (body, what)
+    broker.set_error_handler([&](const micro::Message& message, std::string_view what) {
+      std::lock_guard lock(mutex);
+      errors.emplace_back(message.body, std::string(what));
+    });
+    std::atomic<int> calls{0};
+    auto subscription = broker.subscribe("flaky", [&](micro::Message& message) {
+      calls.fetch_add(1);
+      int number = std::stoi(message.body);
+      if (number % 2 == 1) throw std::runtime_error("odd message " + message.body);
+    });
+    for (int i = 0; i < 10; ++i) broker.publish(message_on("flaky", std::to_string(i)));
+    CHECK(wait_until([&] {
+      std::lock_guard lock(mutex);
+      return calls.load() == 10 && errors.size() == 5;
+    }));
+    std::lock_guard lock(mutex);
+    std::sort(errors.begin(), errors.end());
+    REQUIRE(errors.size() == 5);
+    CHECK(errors[0] == std::pair<std::string, std::string>{"1", "odd message 1"});
+    CHECK(errors[4] == std::pair<std::string, std::string>{"9", "odd message 9"});
+  });
+}
+
+TEST_CASE("broker conformance: disconnect drains messages already accepted") {
+  for_each_broker([](micro::Broker& broker) {
+    constexpr int messages = 200;
+    std::atomic<int> handled{0};
+    auto slow = broker.subscribe("slow", [&](micro::Message&) {
+      std::this_thread::sleep_for(200us);  // the work a real handler would do
+      handled.fetch_add(1);
+    });
+    auto other = broker.subscribe("slow", [&](micro::Message&) { handled.fetch_add(1); });
+    for (int i = 0; i < messages; ++i) broker.publish(message_on("slow", "x"));
+    broker.disconnect();
+    // No waiting here: disconnect itself returns only once every accepted one is done.
+    CHECK(handled.load() == 2 * messages);
+  });
+}
+
+TEST_CASE("broker conformance: publish when not connected fails with 503") {
+  for_each_broker([](micro::Broker& broker) {
+    Counter counter;
+    auto subscription = broker.subscribe("topic", counter.handler());
+    broker.disconnect();
+    try {
+      broker.publish(message_on("topic", "late"));
+      FAIL("publish after disconnect was accepted");
+    } catch (const micro::Exception& error) {
+      CHECK(error.error().code == 503);
+      CHECK(error.error().status == "Service Unavailable");
+    }
+    // Connecting again brings publishing (and the existing subscription) back.
+    broker.connect();
+    broker.publish(message_on("topic", "again"));
+    CHECK(wait_until([&] { return counter.count.load() == 1; }));
+  });
+}
+
+TEST_CASE("broker conformance: each subscription sees messages in publish order") {
+  for_each_broker([](micro::Broker& broker) {
+    constexpr int per_publisher = 5000;
+    constexpr int publishers = 2;
+    std::mutex mutex;
+    std::map<std::string, std::vector<int>> first_seen, second_seen;
+    auto recorder = [&mutex](std::map<std::string, std::vector<int>>& seen) {
+      return [&mutex, &seen](micro::Message& message) {
+        std::lock_guard lock(mutex);
+        seen[message.headers.get("publisher")].push_back(std::stoi(message.body));
+      };
+    };
+    auto first = broker.subscribe("ordered", recorder(first_seen));
+    auto second = broker.subscribe("ordered", recorder(second_seen));
+    std::vector<std::thread> threads;
+    for (int p = 0; p < publishers; ++p) {
+      threads.emplace_back([&broker, p] {
+        for (int i = 0; i < per_publisher; ++i) {
+          micro::Message message = message_on("ordered", std::to_string(i));
+          message.headers.set("publisher", std::to_string(p));
+          broker.publish(message);
+        }
+      });
+    }
+    for (auto& thread : threads) thread.join();
+    broker.disconnect();
+    std::lock_guard lock(mutex);
+    for (auto* seen : {&first_seen, &second_seen}) {
+      REQUIRE(seen->size() == publishers);
+      for (const auto& [publisher, sequence] : *seen) {
+        CAPTURE(publisher);
+        REQUIRE(sequence.size() == per_publisher);
+        CHECK(std::is_sorted(sequence.begin(), sequence.end()));
+        CHECK(std::adjacent_find(sequence.begin(), sequence.end()) == sequence.end());
+      }
+    }
+  });
+}
+
+TEST_CASE("broker conformance: wildcards '*' (one token) and '>' (the rest)") {
+  for_each_broker([](micro::Broker& broker) {
+    Counter one_token, rest, exact;
+    auto a = broker.subscribe("orders.*", one_token.handler());
+    auto b = broker.subscribe("orders.>", rest.handler());
+    auto c = broker.subscribe("orders.created", exact.handler());
+    broker.publish(message_on("orders.created", "1"));     // all three
+    broker.publish(message_on("orders.eu.created", "2"));  // only '>'
+    broker.publish(message_on("orders", "3"));             // none: both need one more token
+    broker.publish(message_on("payments.created", "4"));   // none
+    broker.disconnect();
+    CHECK(one_token.count.load() == 1);
+    CHECK(rest.count.load() == 2);
+    CHECK(exact.count.load() == 1);
+  });
+}
+
+TEST_CASE("broker conformance: bad topics are refused with 400") {
+  for_each_broker([](micro::Broker& broker) {
+    auto refused = [&](const std::function<void()>& action) {
+      try {
+        action();
+      } catch (const micro::Exception& error) {
+        return error.error().code == 400;
+      }
+      return false;
+    };
+    auto ignore = [](micro::Message&) {
+    };
+    CHECK(refused([&] { broker.subscribe("", ignore); }));
+    CHECK(refused([&] { broker.subscribe("a..b", ignore); }));
+    CHECK(refused([&] { broker.subscribe("a.>.b", ignore); }));
+    CHECK(refused([&] { broker.publish(message_on("", "x")); }));
+    CHECK(refused([&] { broker.publish(message_on("orders.*", "x")); }));
+  });
+}
+
+// ---- memory-specific ----
+
+namespace {
+std::string refusal_detail(const std::function<void()>& action) {
+  try {
+    action();
+  } catch (const micro::Exception& error) {
+    return error.error().detail;
+  }
+  return "(accepted)";
+}
+}  // namespace
+
+TEST_CASE("memory broker: topic errors say what is wrong") {
+  BrokerFixture fixture("memory");
+  micro::Broker& broker = *fixture.broker;
+  auto ignore = [](micro::Message&) {
+  };
+  CHECK(refusal_detail([&] { broker.subscribe("", ignore); }) == "topic is empty");
+  CHECK(refusal_detail([&] { broker.subscribe("a..b", ignore); }) ==
+        "topic 'a..b' has an empty token");
+  CHECK(refusal_detail([&] { broker.subscribe("orders.", ignore); }) ==
+        "topic 'orders.' has an empty token");
+  CHECK(refusal_detail([&] { broker.subscribe("a.>.b", ignore); }) ==
+        "topic 'a.>.b': '>' must be the last token");
+  CHECK(refusal_detail([&] { broker.subscribe("a", micro::MessageHandler{}); }) ==
+        "handler is empty");
+  CHECK(refusal_detail([&] { broker.publish(message_on("orders.*", "x")); }) ==
+        "cannot publish to 'orders.*': it contains a wildcard");
+  broker.disconnect();
+  CHECK(refusal_detail([&] { broker.publish(message_on("orders", "x")); }) ==
+        "broker is not connected");
+}
+
+TEST_CASE("memory broker: a queue group rotates exactly over its members") {
+  BrokerFixture fixture("memory");
+  micro::Broker& broker = *fixture.broker;
+  std::array<Counter, 3> members;
+  std::vector<std::shared_ptr<micro::Subscription>> subscriptions;
+  for (auto& member : members)
+    subscriptions.push_back(
+        broker.subscribe("jobs", member.handler(), micro::SubscribeOptions{"workers"}));
+  for (int i = 0; i < 300; ++i) broker.publish(message_on("jobs", "x"));
+  broker.disconnect();
+  for (auto& member : members) CHECK(member.count.load() == 100);
+}
+
+TEST_CASE("memory broker: the default error handler keeps the subscription going") {
+  BrokerFixture fixture("memory");
+  micro::Broker& broker = *fixture.broker;
+  std::atomic<int> calls{0};
+  auto subscription = broker.subscribe("throws", [&](micro::Message&) {
+    calls.fetch_add(1);
+    throw 42;  // not even a std::exception
+  });
+  broker.publish(message_on("throws", "1"));
+  broker.publish(message_on("throws", "2"));
+  broker.disconnect();
+  CHECK(calls.load() == 2);
+}
+
+TEST_CASE("memory broker: works without a runtime executor") {
+  auto broker = micro::PluginLoader::instance().create_as<micro::Broker>(
+      micro::PluginKind::broker, "memory", "", {}, boost::asio::any_io_executor{});
+  broker->connect();
+  Counter counter;
+  auto subscription = broker->subscribe("solo", counter.handler());
+  for (int i = 0; i < 100; ++i) broker->publish(message_on("solo", "x"));
+  broker->disconnect();
+  CHECK(counter.count.load() == 100);
+}
+
+TEST_CASE("memory broker: publish rate (informational)") {
+  BrokerFixture fixture("memory");
+  micro::Broker& broker = *fixture.broker;
+  Counter counter;
+  auto subscription = broker.subscribe("fast", counter.handler());
+  constexpr int messages = 200000;
+  micro::Message message = message_on("fast", std::string(64, 'x'));
+  auto start = std::chrono::steady_clock::now();
+  for (int i = 0; i < messages; ++i) broker.publish(message);
+  auto published = std::chrono::steady_clock::now();
+  broker.disconnect();
+  auto delivered = std::chrono::steady_clock::now();
+  CHECK(counter.count.load() == messages);
+  auto rate = [&](auto elapsed) {
+    return static_cast<long long>(messages / std::chrono::duration<double>(elapsed).count());
+  };
+  MESSAGE("publish: " << rate(published - start) << " msg/s, delivered: " << rate(delivered - start)
+                      << " msg/s");
+}
