@@ -1,0 +1,264 @@
+// plugins/tcp/frame.cpp — encoding and decoding of tcp transport frames (see README.md).
+// All integers are little-endian; strings are a u32 length then that many bytes; the body
+// is whatever remains of the frame after the last field.
+#include "frame.hpp"
+
+#include <cstring>
+
+namespace micro::tcp {
+
+namespace {
+
+// Byte-wise stores and loads: portable to any host order, and compilers turn them into
+// single moves on little-endian machines.
+template <class Integer>
+void store(char* at, Integer value) noexcept {
+  for (std::size_t i = 0; i < sizeof(Integer); ++i)
+    at[i] = static_cast<char>(static_cast<std::uint8_t>(value >> (8 * i)));
+}
+
+template <class Integer>
+Integer load(const char* at) noexcept {
+  Integer value = 0;
+  for (std::size_t i = 0; i < sizeof(Integer); ++i)
+    value |= static_cast<Integer>(static_cast<std::uint8_t>(at[i])) << (8 * i);
+  return value;
+}
+
+std::string hex_byte(std::uint8_t byte) {
+  static constexpr char digits[] = "0123456789abcdef";
+  return std::string("0x") + digits[byte >> 4] + digits[byte & 15];
+}
+
+// Appends fields at a cursor into a buffer already sized for the whole frame.
+class Writer {
+ public:
+  explicit Writer(char* at) noexcept : at_(at) {}
+  template <class Integer>
+  void integer(Integer value) noexcept {
+    store(at_, value);
+    at_ += sizeof(Integer);
+  }
+  void string(std::string_view text) noexcept {
+    integer(static_cast<std::uint32_t>(text.size()));
+    bytes(text);
+  }
+  void bytes(std::string_view text) noexcept {
+    if (!text.empty()) std::memcpy(at_, text.data(), text.size());
+    at_ += text.size();
+  }
+
+ private:
+  char* at_;
+};
+
+// Reads fields of one frame, turning any overrun into a description with the offset.
+struct DecodeProblem {
+  std::string what;
+};
+
+class Reader {
+ public:
+  explicit Reader(std::string_view frame) noexcept : frame_(frame), offset_(header_size) {}
+
+  template <class Integer>
+  Integer integer(const char* field) {
+    need(sizeof(Integer), field);
+    Integer value = load<Integer>(frame_.data() + offset_);
+    offset_ += sizeof(Integer);
+    return value;
+  }
+
+  std::string_view string(const char* field) {
+    std::size_t length_offset = offset_;
+    auto length = integer<std::uint32_t>(field);
+    if (length > left()) {
+      throw DecodeProblem{std::string(field) + " length " + std::to_string(length) + " at offset " +
+                          std::to_string(length_offset) + " runs past the end of the frame (" +
+                          std::to_string(left()) + " bytes left of " +
+                          std::to_string(frame_.size()) + ")"};
+    }
+    std::string_view text = frame_.substr(offset_, length);
+    offset_ += length;
+    return text;
+  }
+
+  std::uint32_t count(const char* field, std::size_t smallest_entry) {
+    std::size_t count_offset = offset_;
+    auto value = integer<std::uint32_t>(field);
+    // Each entry needs at least `smallest_entry` bytes; refuse counts that cannot fit
+    // rather than looping over a peer's huge number.
+    if (static_cast<std::uint64_t>(value) * smallest_entry > left()) {
+      throw DecodeProblem{std::string(field) + " " + std::to_string(value) + " at offset " +
+                          std::to_string(count_offset) + " cannot fit in the " +
+                          std::to_string(left()) + " bytes left of the frame"};
+    }
+    return value;
+  }
+
+  std::string_view rest() noexcept {
+    std::string_view text = frame_.substr(offset_);
+    offset_ = frame_.size();
+    return text;
+  }
+
+ private:
+  std::size_t left() const noexcept { return frame_.size() - offset_; }
+  void need(std::size_t size, const char* field) {
+    if (size > left()) {
+      throw DecodeProblem{"truncated " + std::string(field) + " at offset " +
+                          std::to_string(offset_) + ": needs " + std::to_string(size) + " bytes, " +
+                          std::to_string(left()) + " left of " + std::to_string(frame_.size())};
+    }
+  }
+
+  std::string_view frame_;
+  std::size_t offset_;
+};
+
+std::size_t metadata_size(const Metadata& metadata) noexcept {
+  std::size_t size = 4;
+  for (const auto& [key, value] : metadata) size += 8 + key.size() + value.size();
+  return size;
+}
+
+void write_header(Writer& writer, FrameType type, std::uint16_t flags, std::uint64_t request_id,
+                  std::size_t length) noexcept {
+  writer.bytes(std::string_view("MT", 2));
+  writer.integer(protocol_version);
+  writer.integer(static_cast<std::uint8_t>(type));
+  writer.integer(flags);
+  writer.integer(std::uint16_t{0});
+  writer.integer(request_id);
+  writer.integer(static_cast<std::uint32_t>(length));
+}
+
+void write_metadata(Writer& writer, const Metadata& metadata) noexcept {
+  writer.integer(static_cast<std::uint32_t>(metadata.size()));
+  for (const auto& [key, value] : metadata) {
+    writer.string(key);
+    writer.string(value);
+  }
+}
+
+void read_metadata(Reader& reader, Metadata& metadata) {
+  auto count = reader.count("metadata count", 8);
+  for (std::uint32_t i = 0; i < count; ++i) {
+    std::string_view key = reader.string("metadata key");
+    std::string_view value = reader.string("metadata value");
+    metadata.set(key, std::string(value));
+  }
+}
+
+}  // namespace
+
+std::optional<HeaderProblem> parse_header(const char* data, FrameType expected,
+                                          std::uint32_t max_frame, FrameHeader& header) {
+  if (data[0] != magic_first || data[1] != magic_second) {
+    return HeaderProblem{"bad magic " + hex_byte(static_cast<std::uint8_t>(data[0])) + " " +
+                         hex_byte(static_cast<std::uint8_t>(data[1])) +
+                         " at offset 0 (expected \"MT\", 0x4d 0x54)"};
+  }
+  auto version = load<std::uint8_t>(data + 2);
+  if (version != protocol_version) {
+    return HeaderProblem{"unsupported version " + std::to_string(version) +
+                         " at offset 2 (this side speaks version " +
+                         std::to_string(protocol_version) + ")"};
+  }
+  auto type = load<std::uint8_t>(data + 3);
+  if (type != static_cast<std::uint8_t>(expected)) {
+    return HeaderProblem{"unexpected frame type " + std::to_string(type) +
+                         " at offset 3 (expected " +
+                         std::to_string(static_cast<std::uint8_t>(expected)) +
+                         (expected == FrameType::request ? ", a request)" : ", a response)")};
+  }
+  auto reserved = load<std::uint16_t>(data + 6);
+  if (reserved != 0) {
+    return HeaderProblem{"reserved field at offset 6 is " + std::to_string(reserved) +
+                         " (must be 0)"};
+  }
+  header.type = expected;
+  header.flags = load<std::uint16_t>(data + 4);
+  header.request_id = load<std::uint64_t>(data + 8);
+  header.length = load<std::uint32_t>(data + 16);
+  if (header.length < header_size) {
+    return HeaderProblem{"frame length " + std::to_string(header.length) +
+                         " at offset 16 is smaller than the " + std::to_string(header_size) +
+                         "-byte header"};
+  }
+  if (header.length > max_frame) {
+    return HeaderProblem{"frame of " + std::to_string(header.length) + " bytes exceeds max_frame " +
+                             std::to_string(max_frame),
+                         true};
+  }
+  return std::nullopt;
+}
+
+std::size_t request_frame_size(const Request& request) noexcept {
+  return header_size + 4 + request.service.size() + 4 + request.endpoint.size() + 4 +
+         request.content_type.size() + 8 + metadata_size(request.context.metadata()) +
+         request.body.size();
+}
+
+std::size_t response_frame_size(const Response& response, std::string_view error_json) noexcept {
+  return header_size + 4 + error_json.size() + 4 + response.content_type.size() +
+         metadata_size(response.metadata) + response.body.size();
+}
+
+void encode_request(std::string& out, std::uint64_t request_id, const Request& request,
+                    std::uint64_t timeout_nanoseconds) {
+  std::size_t size = request_frame_size(request);
+  out.resize(size);
+  Writer writer(out.data());
+  write_header(writer, FrameType::request, 0, request_id, size);
+  writer.string(request.service);
+  writer.string(request.endpoint);
+  writer.string(request.content_type);
+  writer.integer(timeout_nanoseconds);
+  write_metadata(writer, request.context.metadata());
+  writer.bytes(request.body);
+}
+
+void encode_response(std::string& out, std::uint64_t request_id, std::uint16_t flags,
+                     const Response& response, std::string_view error_json) {
+  std::size_t size = response_frame_size(response, error_json);
+  out.resize(size);
+  Writer writer(out.data());
+  write_header(writer, FrameType::response, flags, request_id, size);
+  writer.string(error_json);
+  writer.string(response.content_type);
+  write_metadata(writer, response.metadata);
+  writer.bytes(response.body);
+}
+
+std::optional<std::string> decode_request(std::string_view frame, Request& request,
+                                          std::uint64_t& timeout_nanoseconds) {
+  try {
+    Reader reader(frame);
+    request.service = reader.string("service");
+    request.endpoint = reader.string("endpoint");
+    request.content_type = reader.string("content type");
+    timeout_nanoseconds = reader.integer<std::uint64_t>("timeout");
+    read_metadata(reader, request.context.metadata());
+    request.body = reader.rest();
+  } catch (const DecodeProblem& problem) {
+    return problem.what;
+  }
+  return std::nullopt;
+}
+
+std::optional<std::string> decode_response(std::string_view frame, Response& response) {
+  try {
+    Reader reader(frame);
+    std::string_view error_json = reader.string("error");
+    response.content_type = reader.string("content type");
+    read_metadata(reader, response.metadata);
+    response.body = reader.rest();
+    if (!error_json.empty()) response.error = Error::from_json(error_json);
+  } catch (const DecodeProblem& problem) {
+    return problem.what;
+  }
+  return std::nullopt;
+}
+
+}  // namespace micro::tcp

@@ -1,0 +1,91 @@
+// plugins/tcp/framed_connection.hpp — one TCP socket carrying frames, shared by both sides:
+// the read loop (length checked before any allocation, many frames parsed per read) and
+// the write queue (frames queued while a write is in flight go out together in one
+// gather write). Everything here runs on the connection's strand.
+#pragma once
+
+#include <cstddef>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include <boost/asio/buffer.hpp>
+#include <boost/asio/ip/tcp.hpp>
+
+#include "common.hpp"
+#include "frame.hpp"
+
+namespace micro::tcp {
+
+class FramedConnection : public std::enable_shared_from_this<FramedConnection> {
+ public:
+  virtual ~FramedConnection() = default;
+  FramedConnection(const FramedConnection&) = delete;
+  FramedConnection& operator=(const FramedConnection&) = delete;
+
+  const Strand& strand() const noexcept { return strand_; }
+
+ protected:
+  // `incoming` is the frame type this side reads (requests on a server).
+  FramedConnection(Strand strand, asio::ip::tcp::socket socket, FrameType incoming,
+                   std::uint32_t max_frame);
+  FramedConnection(Strand strand, FrameType incoming, std::uint32_t max_frame);
+
+  // Begins the read loop.
+  void start_reading();
+  // Lets queued frames go out (a client queues while still connecting).
+  void start_writing();
+  // Queues a whole frame; frames queued while a frame batch is being read, or while a
+  // write is in flight, are coalesced into the next write.
+  void send_frame(std::string frame);
+  // Stops reading, and closes once every queued frame is written.
+  void close_after_flush();
+  // Closes now; queued frames are dropped. Calls on_closed once.
+  void close_socket();
+  bool socket_closed() const noexcept { return closed_; }
+
+  // A whole, well-framed frame (header included). May send or close.
+  virtual void on_frame(const FrameHeader& header, std::string_view frame) = 0;
+  // The header at the read position was refused; reading has stopped. `header.request_id`
+  // is meaningful only when `problem.too_large`.
+  virtual void on_header_problem(const FrameHeader& header, const HeaderProblem& problem) = 0;
+  // The peer closed or the socket failed; the socket is already closed.
+  virtual void on_disconnect(const boost::system::error_code& error) = 0;
+  // After the socket is closed, for whatever reason.
+  virtual void on_closed() {}
+
+  Strand strand_;
+  asio::ip::tcp::socket socket_;
+  std::uint32_t max_frame_;
+
+ private:
+  void read_more();
+  void on_read(const boost::system::error_code& error, std::size_t bytes);
+  void flush();
+  void on_written(const boost::system::error_code& error);
+  void fail(const boost::system::error_code& error);
+  void make_room();
+
+  FrameType incoming_;
+  // The read buffer: bytes [read_begin_, read_end_) are received and not yet consumed;
+  // `wanted_` is how many bytes the frame being assembled needs in total.
+  std::unique_ptr<char[]> read_buffer_;
+  std::size_t read_capacity_ = 0;
+  std::size_t read_begin_ = 0;
+  std::size_t read_end_ = 0;
+  std::size_t wanted_ = header_size;
+
+  std::vector<std::string> queued_;   // waiting for the next write
+  std::vector<std::string> writing_;  // owned by the write in flight
+  std::vector<asio::const_buffer> write_buffers_;
+
+  bool reading_stopped_ = false;
+  bool in_batch_ = false;  // parsing frames of one read: hold writes until the batch ends
+  bool writable_ = false;
+  bool write_in_flight_ = false;
+  bool close_when_flushed_ = false;
+  bool closed_ = false;
+};
+
+}  // namespace micro::tcp

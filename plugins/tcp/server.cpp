@@ -1,0 +1,317 @@
+// plugins/tcp/server.cpp — accepting connections, turning request frames into
+// micro::Request objects for the core's handler, and writing the response frames back.
+#include "server.hpp"
+
+#include <atomic>
+#include <chrono>
+#include <mutex>
+#include <unordered_map>
+
+#include <boost/asio/dispatch.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/steady_timer.hpp>
+
+#include "framed_connection.hpp"
+
+namespace micro::tcp {
+
+namespace {
+
+using asio::ip::tcp;
+
+class ServerConnection;
+
+// What every connection of one listener shares; outlives the Listener object so that
+// connections still draining can reach the handler.
+struct ListenerState {
+  ListenerState(RequestHandler handler_, Settings settings_)
+      : handler(std::move(handler_)), settings(settings_) {}
+
+  RequestHandler handler;
+  Settings settings;
+  std::atomic<bool> closed{false};
+  std::mutex mutex;  // guards `connections`; never held across I/O
+  std::unordered_map<ServerConnection*, std::weak_ptr<ServerConnection>> connections;
+};
+
+// One request between its frame arriving and its response being queued. The handler's
+// ResponseHandler owns it, so `request` stays valid until respond is called.
+struct RequestSlot {
+  Request request;
+  std::shared_ptr<ServerConnection> connection;
+  std::uint64_t request_id = 0;
+  std::atomic<bool> answered{false};
+
+  void respond(Response&& response);
+};
+
+class ServerConnection final : public FramedConnection {
+ public:
+  ServerConnection(Strand strand, tcp::socket socket, std::shared_ptr<ListenerState> state)
+      : FramedConnection(std::move(strand), std::move(socket), FrameType::request,
+                         state->settings.max_frame),
+        state_(std::move(state)) {
+    boost::system::error_code error;
+    auto remote = socket_.remote_endpoint(error);
+    if (!error) remote_ = format_endpoint(remote);
+    auto local = socket_.local_endpoint(error);
+    if (!error) local_ = format_endpoint(local);
+  }
+
+  void start() {
+    asio::dispatch(strand_, [self = shared()] {
+      self->start_writing();
+      self->start_reading();
+    });
+  }
+
+  // Any thread.
+  void close() {
+    asio::dispatch(strand_, [self = shared()] { self->close_socket(); });
+  }
+
+  // Any thread: encodes here, so the strand only queues bytes.
+  void send_response(std::uint64_t request_id, Response&& response) {
+    std::string error_json;
+    if (response.error) error_json = response.error->to_json();
+    std::size_t size = response_frame_size(response, error_json);
+    if (size > max_frame_) {
+      response =
+          Response::failure(Error(server_error_id, 413,
+                                  "tcp: response of " + std::to_string(size) +
+                                      " bytes exceeds max_frame " + std::to_string(max_frame_)));
+      error_json = response.error->to_json();
+    }
+    std::string frame;
+    encode_response(frame, request_id, 0, response, error_json);
+    asio::dispatch(strand_, [self = shared(), frame = std::move(frame)]() mutable {
+      self->send_frame(std::move(frame));
+    });
+  }
+
+ private:
+  std::shared_ptr<ServerConnection> shared() {
+    return std::static_pointer_cast<ServerConnection>(shared_from_this());
+  }
+
+  void on_frame(const FrameHeader& header, std::string_view frame) override {
+    if (state_->closed.load(std::memory_order_acquire)) return;
+    auto slot = std::make_shared<RequestSlot>();
+    slot->request_id = header.request_id;
+    std::uint64_t timeout_nanoseconds = 0;
+    if (auto problem = decode_request(frame, slot->request, timeout_nanoseconds)) {
+      // The framing is intact, so only this request is refused; the connection goes on.
+      send_error(header.request_id, 0,
+                 bad_request(server_error_id, "tcp: malformed request frame: " + *problem));
+      return;
+    }
+    if (timeout_nanoseconds != 0) {
+      // Re-based on our clock; absurd budgets (over ~30 years) count as none.
+      constexpr std::uint64_t longest = 1'000'000'000'000'000'000ULL;
+      if (timeout_nanoseconds <= longest) {
+        slot->request.context.set_deadline(
+            Context::Clock::now() +
+            std::chrono::duration_cast<Context::Clock::duration>(
+                std::chrono::nanoseconds(static_cast<std::int64_t>(timeout_nanoseconds))));
+      }
+    }
+    // Go-Micro's servers tell handlers who is on each end of the socket.
+    slot->request.context.metadata().set("Local", local_);
+    slot->request.context.metadata().set("Remote", remote_);
+    slot->connection = shared();
+
+    ResponseHandler respond = [slot](Response&& response) {
+      slot->respond(std::move(response));
+    };
+    try {
+      state_->handler(slot->request, std::move(respond));
+    } catch (const Exception& e) {
+      slot->respond(Response::failure(e.error()));
+    } catch (const std::exception& e) {
+      slot->respond(Response::failure(internal_error(server_error_id, e.what())));
+    }
+  }
+
+  void on_header_problem(const FrameHeader& header, const HeaderProblem& problem) override {
+    // The stream cannot be followed past this header: answer if we can, then close.
+    if (problem.too_large) {
+      send_error(header.request_id, flag_closing,
+                 Error(server_error_id, 413, "tcp: " + problem.what));
+    } else {
+      send_error(0, flag_closing,
+                 bad_request(server_error_id, "tcp: malformed request frame: " + problem.what));
+    }
+    close_after_flush();
+  }
+
+  void on_disconnect(const boost::system::error_code&) override {}
+
+  void on_closed() override {
+    std::lock_guard lock(state_->mutex);
+    state_->connections.erase(this);
+  }
+
+  void send_error(std::uint64_t request_id, std::uint16_t flags, Error error) {
+    Response response = Response::failure(std::move(error));
+    std::string frame;
+    encode_response(frame, request_id, flags, response, response.error->to_json());
+    send_frame(std::move(frame));
+  }
+
+  std::shared_ptr<ListenerState> state_;
+  std::string local_;
+  std::string remote_;
+};
+
+void RequestSlot::respond(Response&& response) {
+  if (answered.exchange(true, std::memory_order_acq_rel)) return;  // called exactly once
+  connection->send_response(request_id, std::move(response));
+}
+
+class AcceptLoop : public std::enable_shared_from_this<AcceptLoop> {
+ public:
+  AcceptLoop(asio::any_io_executor executor, std::shared_ptr<ListenerState> state)
+      : executor_(executor),
+        strand_(asio::make_strand(executor)),
+        acceptor_(asio::any_io_executor(strand_)),
+        retry_timer_(asio::any_io_executor(strand_)),
+        state_(std::move(state)) {}
+
+  // Opens, binds and listens; returns the bound address. Throws micro::Exception.
+  std::string open(const tcp::endpoint& endpoint, std::string_view asked) {
+    boost::system::error_code error;
+    acceptor_.open(endpoint.protocol(), error);
+    if (!error) acceptor_.set_option(tcp::acceptor::reuse_address(true), error);
+    if (!error) acceptor_.bind(endpoint, error);
+    if (!error) acceptor_.listen(asio::socket_base::max_listen_connections, error);
+    tcp::endpoint bound;
+    if (!error) bound = acceptor_.local_endpoint(error);
+    if (error) {
+      throw Exception(internal_error(
+          server_error_id, "tcp: cannot listen on " + std::string(asked) + ": " + error.message()));
+    }
+    return format_endpoint(bound);
+  }
+
+  void start() {
+    asio::dispatch(strand_, [self = shared_from_this()] { self->accept(); });
+  }
+
+  // Any thread.
+  void stop() {
+    asio::dispatch(strand_, [self = shared_from_this()] {
+      boost::system::error_code ignored;
+      self->acceptor_.close(ignored);
+      self->retry_timer_.cancel();
+    });
+  }
+
+ private:
+  void accept() {
+    if (!acceptor_.is_open()) return;
+    // Each connection gets its own strand: its reads, writes and responses never race.
+    Strand connection_strand = asio::make_strand(executor_);
+    acceptor_.async_accept(asio::any_io_executor(connection_strand),
+                           [self = shared_from_this(), connection_strand](
+                               const boost::system::error_code& error, tcp::socket socket) mutable {
+                             self->on_accept(error, std::move(connection_strand),
+                                             std::move(socket));
+                           });
+  }
+
+  void on_accept(const boost::system::error_code& error, Strand connection_strand,
+                 tcp::socket socket) {
+    if (!acceptor_.is_open() || error == asio::error::operation_aborted) return;
+    if (error) {
+      // Out of descriptors and the like: back off briefly instead of spinning.
+      retry_timer_.expires_after(std::chrono::milliseconds(50));
+      retry_timer_.async_wait([self = shared_from_this()](const boost::system::error_code& e) {
+        if (!e) self->accept();
+      });
+      return;
+    }
+    if (!state_->closed.load(std::memory_order_acquire)) {
+      if (state_->settings.nodelay) {
+        boost::system::error_code ignored;
+        socket.set_option(tcp::no_delay(true), ignored);
+      }
+      auto connection = std::make_shared<ServerConnection>(std::move(connection_strand),
+                                                           std::move(socket), state_);
+      {
+        std::lock_guard lock(state_->mutex);
+        state_->connections.emplace(connection.get(), connection);
+      }
+      connection->start();
+    }
+    accept();
+  }
+
+  asio::any_io_executor executor_;
+  Strand strand_;
+  tcp::acceptor acceptor_;
+  asio::steady_timer retry_timer_;
+  std::shared_ptr<ListenerState> state_;
+};
+
+class TcpListener final : public Listener {
+ public:
+  TcpListener(std::shared_ptr<AcceptLoop> loop, std::shared_ptr<ListenerState> state,
+              std::string address)
+      : loop_(std::move(loop)), state_(std::move(state)), address_(std::move(address)) {}
+  ~TcpListener() override { close(); }
+
+  std::string address() const override { return address_; }
+
+  void stop_accepting() override { loop_->stop(); }
+
+  void close() override {
+    state_->closed.store(true, std::memory_order_release);
+    loop_->stop();
+    std::vector<std::shared_ptr<ServerConnection>> open;
+    {
+      std::lock_guard lock(state_->mutex);
+      for (auto& [pointer, weak] : state_->connections)
+        if (auto connection = weak.lock()) open.push_back(std::move(connection));
+    }
+    for (auto& connection : open) connection->close();
+  }
+
+ private:
+  std::shared_ptr<AcceptLoop> loop_;
+  std::shared_ptr<ListenerState> state_;
+  std::string address_;
+};
+
+}  // namespace
+
+std::unique_ptr<Listener> make_listener(asio::any_io_executor executor, const Settings& settings,
+                                        std::string_view address, RequestHandler handler) {
+  auto parts = split_address(address);
+  if (!parts) {
+    throw Exception(bad_request(server_error_id, "tcp: cannot listen on \"" + std::string(address) +
+                                                     "\": expected host:port"));
+  }
+  tcp::endpoint endpoint;
+  boost::system::error_code error;
+  if (parts->host.empty()) {
+    endpoint = tcp::endpoint(tcp::v4(), parts->port);
+  } else if (auto ip = asio::ip::make_address(parts->host, error); !error) {
+    endpoint = tcp::endpoint(ip, parts->port);
+  } else {
+    tcp::resolver resolver(executor);
+    auto results = resolver.resolve(parts->host, std::to_string(parts->port), error);
+    if (error || results.empty()) {
+      throw Exception(bad_request(
+          server_error_id,
+          "tcp: cannot listen on \"" + std::string(address) + "\": " + error.message()));
+    }
+    endpoint = results.begin()->endpoint();
+  }
+  auto state = std::make_shared<ListenerState>(std::move(handler), settings);
+  auto loop = std::make_shared<AcceptLoop>(executor, state);
+  std::string bound = loop->open(endpoint, address);
+  loop->start();
+  return std::make_unique<TcpListener>(std::move(loop), std::move(state), std::move(bound));
+}
+
+}  // namespace micro::tcp

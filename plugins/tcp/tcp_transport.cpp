@@ -1,0 +1,135 @@
+// plugins/tcp/tcp_transport.cpp — the tcp transport plugin: option checking, the
+// micro::Transport object tying the client pools and listeners together, and the entry
+// point the loader finds.
+#include <chrono>
+#include <limits>
+
+#include <boost/asio/post.hpp>
+
+#include <micro/plugin.hpp>
+#include <micro/transport.hpp>
+
+#include "client.hpp"
+#include "frame.hpp"
+#include "server.hpp"
+
+namespace micro::tcp {
+
+namespace {
+
+Settings read_settings(const PluginArguments& arguments) {
+  Settings settings;
+  std::int64_t max_frame = arguments.get_int("max_frame", settings.max_frame);
+  // Room for a header plus a few fields; the u32 length field bounds the other end.
+  constexpr std::int64_t smallest_frame = 64;
+  if (max_frame < smallest_frame || max_frame > std::numeric_limits<std::uint32_t>::max()) {
+    throw Exception(bad_request(
+        "tcp", "tcp: option max_frame must be between " + std::to_string(smallest_frame) + " and " +
+                   std::to_string(std::numeric_limits<std::uint32_t>::max()) + " bytes, got " +
+                   std::to_string(max_frame)));
+  }
+  settings.max_frame = static_cast<std::uint32_t>(max_frame);
+  std::int64_t pool_size =
+      arguments.get_int("pool_size", static_cast<std::int64_t>(settings.pool_size));
+  if (pool_size < 1 || pool_size > 64) {
+    throw Exception(bad_request(
+        "tcp", "tcp: option pool_size must be between 1 and 64, got " + std::to_string(pool_size)));
+  }
+  settings.pool_size = static_cast<std::size_t>(pool_size);
+  settings.connect_timeout = arguments.get_duration("connect_timeout", settings.connect_timeout);
+  if (settings.connect_timeout.count() <= 0) {
+    throw Exception(bad_request("tcp", "tcp: option connect_timeout must be positive, got " +
+                                           std::to_string(settings.connect_timeout.count()) +
+                                           "ms"));
+  }
+  settings.nodelay = arguments.get_bool("nodelay", settings.nodelay);
+  return settings;
+}
+
+class TcpTransport final : public Transport {
+ public:
+  explicit TcpTransport(const PluginArguments& arguments)
+      : executor_(arguments.executor()),
+        settings_(std::make_shared<const Settings>(read_settings(arguments))),
+        pools_(std::make_shared<ClientPools>(executor_, settings_)) {
+    if (!executor_) {
+      throw Exception(bad_request("tcp", "tcp: the transport needs the runtime's executor"));
+    }
+  }
+
+  ~TcpTransport() override { close(); }
+
+  std::unique_ptr<Listener> listen(std::string_view address, RequestHandler handler) override {
+    return make_listener(executor_, *settings_, address, std::move(handler));
+  }
+
+  void async_call(std::string_view address, Request& request, ResponseHandler done) override {
+    OutgoingCall call;
+    std::uint64_t timeout_nanoseconds = 0;
+    if (request.context.has_deadline()) {
+      auto left = request.context.deadline() - Context::Clock::now();
+      if (left.count() <= 0) {
+        fail(std::move(done),
+             timeout_error(client_error_id, "tcp: deadline passed before the call to " +
+                                                std::string(address) + " was sent"));
+        return;
+      }
+      timeout_nanoseconds = static_cast<std::uint64_t>(std::max<std::int64_t>(
+          1, std::chrono::duration_cast<std::chrono::nanoseconds>(left).count()));
+      call.deadline = request.context.deadline();
+    }
+    std::size_t size = request_frame_size(request);
+    if (size > settings_->max_frame) {
+      fail(std::move(done),
+           Error(client_error_id, 413,
+                 "tcp: request of " + std::to_string(size) + " bytes exceeds max_frame " +
+                     std::to_string(settings_->max_frame) + "; not sent to " +
+                     std::string(address)));
+      return;
+    }
+    std::string problem;
+    auto connection = pools_->pick(address, problem);
+    if (!connection) {
+      fail(std::move(done), bad_request(client_error_id, problem));
+      return;
+    }
+    call.request_id = pools_->next_request_id();
+    encode_request(call.frame, call.request_id, request, timeout_nanoseconds);
+    call.done = std::move(done);
+    submit_call(connection, std::move(call));
+  }
+
+  void close() override { pools_->close_all(); }
+
+ private:
+  // Completions run on the executor, never inside async_call.
+  void fail(ResponseHandler done, Error error) {
+    asio::post(executor_, [done = std::move(done), error = std::move(error)]() mutable {
+      done(Response::failure(std::move(error)));
+    });
+  }
+
+  asio::any_io_executor executor_;
+  std::shared_ptr<const Settings> settings_;
+  std::shared_ptr<ClientPools> pools_;
+};
+
+const PluginOption tcp_options[] = {
+    {"max_frame", "int", "4194304",
+     "largest frame sent or accepted, in bytes, header included (refused with 413)"},
+    {"pool_size", "int", "2", "connections kept per node address; calls are spread across them"},
+    {"connect_timeout", "duration", "5s",
+     "how long connecting may take before calls fail with 503"},
+    {"nodelay", "bool", "true", "set TCP_NODELAY on every connection"},
+};
+
+}  // namespace
+
+}  // namespace micro::tcp
+
+MICRO_PLUGIN(transport, tcp,
+             "framed binary protocol over TCP: pooled, multiplexed, the fast default",
+             micro::tcp::tcp_options,
+             [](const micro::PluginArguments& arguments) -> micro::PluginObject* {
+               return new micro::tcp::TcpTransport(arguments);
+             })
