@@ -721,6 +721,54 @@ TEST_CASE("malformed and oversize response frames give the client clear errors")
   }
 }
 
+TEST_CASE("the client writes exactly the bytes the README example shows") {
+  Runtime runtime;
+  asio::io_context io;
+  asio::ip::tcp::acceptor acceptor(io, {asio::ip::make_address("127.0.0.1"), 0});
+  std::string address = "127.0.0.1:" + std::to_string(acceptor.local_endpoint().port());
+  std::string received;
+  std::thread server([&] {
+    asio::ip::tcp::socket socket(io);
+    acceptor.accept(socket);
+    std::string head(20, '\0');
+    asio::read(socket, asio::buffer(head));
+    std::string rest(get(head, 16, 4) - 20, '\0');
+    asio::read(socket, asio::buffer(rest));
+    received = head + rest;
+    asio::write(socket, asio::buffer(frame(2, get(head, 8, 8), response_payload("", "", ""))));
+    char byte;
+    boost::system::error_code ignored;
+    socket.read_some(asio::buffer(&byte, 1), ignored);
+  });
+  auto transport = make_tcp(runtime, {{"pool_size", "1"}});
+  micro::Request request;
+  request.service = "greeter";
+  request.endpoint = "Greeter.Hello";
+  request.content_type = "application/json";
+  request.body = "{}";
+  request.context.metadata().set("Trace", "1");
+  request.context.set_timeout(250ms);
+  auto response = call_and_wait(*transport, address, request);
+  transport->close();
+  server.join();
+  CHECK_FALSE(response.error);
+
+  REQUIRE(received.size() == 96);
+  // The README's bytes, except the request id (the client's choice) and the timeout
+  // (whatever was left of the 250 ms when the frame was encoded).
+  std::string expected =
+      header(1, 0, 96) +
+      request_payload("greeter", "Greeter.Hello", "application/json", 0, {{"Trace", "1"}}, "{}");
+  std::string masked = received;
+  masked.replace(8, 8, std::string(8, '\0'));
+  masked.replace(68, 8, std::string(8, '\0'));
+  CHECK(masked == expected);
+  CHECK(get(received, 8, 8) != 0);
+  auto timeout = get(received, 68, 8);
+  CHECK(timeout > 200'000'000u);
+  CHECK(timeout <= 250'000'000u);
+}
+
 TEST_CASE("options are checked") {
   Runtime runtime;
   // The loader wraps the factory's error with where the plugin came from; ours is inside.
