@@ -231,20 +231,33 @@ TEST_CASE("registry: a node not refreshed within its TTL disappears") {
 
 TEST_CASE("registry: re-registering refreshes the TTL") {
   for_each_registry([](micro::Registry& registry, const RegistryUnderTest&) {
+    EventRecorder recorder;
+    auto watch = registry.watch({}, recorder.callback());
     const auto service = make_service("greeter", "1", {"heartbeat"});
-    const micro::RegisterOptions options{.ttl = 400ms};
+    const micro::RegisterOptions options{.ttl = 500ms};
     registry.register_service(service, options);
-    // Heartbeats every 50ms for three TTLs: the node must stay the whole time.
-    const auto until = std::chrono::steady_clock::now() + 1200ms;
+    // Heartbeats every 50ms for three TTLs. Presence is checked just before each heartbeat,
+    // when the node is oldest: it must never have lapsed.
+    const auto until = std::chrono::steady_clock::now() + 1500ms;
     bool always_present = true;
     while (std::chrono::steady_clock::now() < until) {
-      registry.register_service(service, options);
+      std::this_thread::sleep_for(50ms);  // the heartbeat period, not a wait for a result
       always_present = always_present && has_node(registry, "greeter", "heartbeat");
-      std::this_thread::sleep_for(50ms);
+      registry.register_service(service, options);
     }
     CHECK(always_present);
-    // Heartbeats stopped: the node goes.
+    // Heartbeats stopped: the node goes, and that is the only delete watchers saw.
     CHECK(wait_until([&] { return !has_node(registry, "greeter", "heartbeat"); }));
+    REQUIRE(recorder.wait_for_event(
+        [](const micro::WatchEvent& event) { return event.action == WatchAction::remove; }));
+    auto events = recorder.events();
+    CHECK(std::count_if(events.begin(), events.end(), [](const micro::WatchEvent& event) {
+            return event.action == WatchAction::remove;
+          }) == 1);
+    CHECK(std::count_if(events.begin(), events.end(), [](const micro::WatchEvent& event) {
+            return event.action == WatchAction::update;
+          }) == 0);
+    watch->stop();
   });
 }
 
