@@ -30,6 +30,7 @@
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/post.hpp>
 #include <boost/asio/strand.hpp>
+#include <boost/container/small_vector.hpp>
 
 #include <micro/broker.hpp>
 #include <micro/error.hpp>
@@ -321,7 +322,7 @@ struct Core : std::enable_shared_from_this<Core> {
     std::shared_ptr<const Table> snapshot = table.load();
 
     // Collect the recipients first: the count lets the last delivery move the message.
-    std::vector<Subscriber*> recipients;
+    boost::container::small_vector<Subscriber*, 8> recipients;  // no allocation for most topics
     auto collect = [&](const TopicEntry& entry) {
       for (const auto& subscriber : entry.plain) recipients.push_back(subscriber.get());
       for (const QueueGroup& group : entry.groups) {
