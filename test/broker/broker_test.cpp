@@ -1,4 +1,4 @@
-// Broker conformance: every broker plugin named in `broker_names` must pass these cases
+// Broker conformance: every broker plugin in `brokers_under_test` must pass these cases
 // (only "memory" today; NATS joins when its plugin lands, against a real nats-server).
 // Then memory-specific cases: exact round robin, topic syntax errors, no executor.
 #include <doctest/doctest.h>
@@ -23,7 +23,15 @@ using namespace std::chrono_literals;
 
 namespace {
 
-const std::vector<std::string> broker_names = {"memory"};
+// A broker plugin under test and how to reach it. A broker that needs a server (NATS)
+// adds an entry here whose address points at a real server the test starts.
+struct BrokerUnderTest {
+  std::string name;
+  std::string address;
+  std::vector<std::pair<std::string, std::string>> options;
+};
+
+const std::vector<BrokerUnderTest> brokers_under_test = {{"memory", "", {}}};
 
 // Polls `condition` until it holds or `limit` passes; returns whether it held.
 bool wait_until(const std::function<bool()>& condition, std::chrono::milliseconds limit = 10s) {
@@ -36,9 +44,10 @@ bool wait_until(const std::function<bool()>& condition, std::chrono::millisecond
 }
 
 struct BrokerFixture {
-  explicit BrokerFixture(const std::string& name) {
+  explicit BrokerFixture(const BrokerUnderTest& under_test) {
     broker = micro::PluginLoader::instance().create_as<micro::Broker>(
-        micro::PluginKind::broker, name, "", {}, runtime.executor());
+        micro::PluginKind::broker, under_test.name, under_test.address, under_test.options,
+        runtime.executor());
     broker->connect();
   }
   ~BrokerFixture() {
@@ -53,9 +62,9 @@ struct BrokerFixture {
 
 // Runs `body` once per broker plugin, each with a fresh connected broker.
 void for_each_broker(const std::function<void(micro::Broker&)>& body) {
-  for (const std::string& name : broker_names) {
-    CAPTURE(name);
-    BrokerFixture fixture(name);
+  for (const BrokerUnderTest& under_test : brokers_under_test) {
+    CAPTURE(under_test.name);
+    BrokerFixture fixture(under_test);
     body(*fixture.broker);
   }
 }
@@ -423,7 +432,7 @@ std::string refusal_detail(const std::function<void()>& action) {
 }  // namespace
 
 TEST_CASE("memory broker: topic errors say what is wrong") {
-  BrokerFixture fixture("memory");
+  BrokerFixture fixture({"memory", "", {}});
   micro::Broker& broker = *fixture.broker;
   auto ignore = [](micro::Message&) {
   };
@@ -444,7 +453,7 @@ TEST_CASE("memory broker: topic errors say what is wrong") {
 }
 
 TEST_CASE("memory broker: a queue group rotates exactly over its members") {
-  BrokerFixture fixture("memory");
+  BrokerFixture fixture({"memory", "", {}});
   micro::Broker& broker = *fixture.broker;
   std::array<Counter, 3> members;
   std::vector<std::shared_ptr<micro::Subscription>> subscriptions;
@@ -457,7 +466,7 @@ TEST_CASE("memory broker: a queue group rotates exactly over its members") {
 }
 
 TEST_CASE("memory broker: the default error handler keeps the subscription going") {
-  BrokerFixture fixture("memory");
+  BrokerFixture fixture({"memory", "", {}});
   micro::Broker& broker = *fixture.broker;
   std::atomic<int> calls{0};
   auto subscription = broker.subscribe("throws", [&](micro::Message&) {
@@ -482,7 +491,7 @@ TEST_CASE("memory broker: works without a runtime executor") {
 }
 
 TEST_CASE("memory broker: publish rate (informational)") {
-  BrokerFixture fixture("memory");
+  BrokerFixture fixture({"memory", "", {}});
   micro::Broker& broker = *fixture.broker;
   Counter counter;
   auto subscription = broker.subscribe("fast", counter.handler());
