@@ -5,10 +5,13 @@
 #include <dlfcn.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <optional>
 #include <string>
+#include <thread>
 
 #include <micro/error.hpp>
 #include <micro/plugin.hpp>
@@ -49,6 +52,18 @@ struct ScratchDirectory {
   ~ScratchDirectory() {
     std::error_code ignored;
     std::filesystem::remove_all(path, ignored);
+  }
+};
+
+// Clears MICRO_PLUGIN_PATH for a test and restores it afterwards.
+struct EnvironmentFreeLoader {
+  std::optional<std::string> saved;
+  EnvironmentFreeLoader() {
+    if (const char* value = std::getenv("MICRO_PLUGIN_PATH")) saved = value;
+    ::unsetenv("MICRO_PLUGIN_PATH");
+  }
+  ~EnvironmentFreeLoader() {
+    if (saved) ::setenv("MICRO_PLUGIN_PATH", saved->c_str(), 1);
   }
 };
 
@@ -373,4 +388,59 @@ TEST_CASE("the default search path is MICRO_PLUGIN_PATH, the install dir, then t
   auto error = create_error(build_tree_loader, micro::PluginKind::transport, "nosuchthing");
   CHECK(error.code == 404);
   CHECK(error.detail.find("/plugins/nosuchthing") != std::string::npos);
+}
+
+TEST_CASE("the default loader finds plugins the project builds in the build tree") {
+  EnvironmentFreeLoader scope;
+  micro::PluginLoader loader;
+  auto registry =
+      loader.create_as<micro::Registry>(micro::PluginKind::registry, "memory", "", {}, {});
+  REQUIRE(registry);
+  CHECK(registry->list_services().empty());
+
+  auto info = loader.describe(micro::PluginKind::registry, "memory");
+  CHECK(info.path.filename() == "micro-registry-memory.so");
+  CHECK(info.path.parent_path().filename() == "memory");
+  CHECK(info.path.parent_path().parent_path().filename() == "registry");
+
+  std::vector<std::string> problems;
+  auto plugins = loader.list(&problems);
+  std::string all_problems;
+  for (const auto& problem : problems) all_problems += problem + "\n";
+  CHECK_MESSAGE(problems.empty(), all_problems);
+  bool listed = false;
+  for (const auto& plugin : plugins) {
+    if (plugin.kind == micro::PluginKind::registry && plugin.name == "memory") listed = true;
+  }
+  CHECK(listed);
+  // Sorted by kind, then name.
+  for (std::size_t index = 1; index < plugins.size(); ++index) {
+    CHECK(std::pair(plugins[index - 1].kind, plugins[index - 1].name) <
+          std::pair(plugins[index].kind, plugins[index].name));
+  }
+}
+
+TEST_CASE("one loader serves many threads at once") {
+  micro::PluginLoader loader({fixture_dir});
+  std::atomic<int> made{0};
+  std::atomic<int> refused{0};
+  std::vector<std::thread> threads;
+  for (int thread = 0; thread < 4; ++thread) {
+    threads.emplace_back([&, thread] {
+      for (int round = 0; round < 25; ++round) {
+        auto registry = loader.create_as<micro::Registry>(
+            micro::PluginKind::registry, "good", "", {{"label", "t" + std::to_string(thread)}}, {});
+        if (registry->list_services().at(0).name == "t" + std::to_string(thread)) ++made;
+        try {
+          loader.create(micro::PluginKind::registry, "badabi", "", {}, {});
+        } catch (const micro::Exception&) {
+          ++refused;
+        }
+        loader.list();
+      }
+    });
+  }
+  for (auto& thread : threads) thread.join();
+  CHECK(made == 100);
+  CHECK(refused == 100);
 }
