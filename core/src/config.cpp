@@ -740,7 +740,9 @@ void Config::apply_flags(int& argc, char** argv) {
       latest[spec] = {spec, std::string(body.substr(equals + 1)), flag, 0};
       remove_arguments(argc, argv, index, 1);
     } else {
-      if (index + 1 >= argc || argv[index + 1] == nullptr) {
+      // "--selector --threads=2" is a missing value, not a selector named "--threads=2".
+      if (index + 1 >= argc || argv[index + 1] == nullptr ||
+          std::string_view(argv[index + 1]).starts_with("--")) {
         fail(flag, 0,
              "no value; expected --" + std::string(body) + "=VALUE or --" + std::string(body) +
                  " VALUE");

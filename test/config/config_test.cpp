@@ -479,6 +479,10 @@ TEST_CASE("flags set keys, accept '-' for '_', and are removed from argv") {
   CHECK_THROWS_WITH(config.apply_flags(missing.argc, missing.argv()),
                     "flag --selector, position 0: no value; expected --selector=VALUE or "
                     "--selector VALUE");
+  Arguments followed_by_flag({"program", "--selector", "--threads=2"});
+  CHECK_THROWS_WITH(config.apply_flags(followed_by_flag.argc, followed_by_flag.argv()),
+                    "flag --selector, position 0: no value; expected --selector=VALUE or "
+                    "--selector VALUE");
   Arguments no_file({"program", "--config=/nonexistent/micro.json"});
   CHECK_THROWS_WITH(config.apply_flags(no_file.argc, no_file.argv()),
                     "flag --config, position 0: cannot read config file "
