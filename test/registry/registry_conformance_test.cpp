@@ -14,6 +14,7 @@
 #include <micro/plugin.hpp>
 #include <micro/registry.hpp>
 
+#include "registry/etcd/etcd_fixture.hpp"
 #include "registry/registry_test_support.hpp"
 
 using namespace registry_test;
@@ -45,6 +46,11 @@ const std::vector<RegistryUnderTest>& registries_under_test() {
          auto directory = std::make_shared<TemporaryDirectory>();
          return RegistrySetup{
              "", {{"dir", directory->path().string()}, {"poll", "20ms"}}, directory};
+       }},
+      {"etcd",
+       [] {
+         auto server = etcd_test::shared_server();
+         return RegistrySetup{server->address(), {{"prefix", etcd_test::unique_prefix()}}, server};
        }},
   };
   return registries;

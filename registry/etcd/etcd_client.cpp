@@ -1,0 +1,474 @@
+// etcd_client.cpp — base64, endpoint parsing, bounded HTTP/1.1 connections and the failover
+// client for etcd's JSON gateway.
+#include "etcd_client.hpp"
+
+#include <algorithm>
+#include <array>
+#include <charconv>
+#include <thread>
+
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/post.hpp>
+#include <boost/beast/http/read.hpp>
+#include <boost/beast/http/write.hpp>
+
+#include <micro/error.hpp>
+
+namespace micro::etcd {
+
+namespace beast = boost::beast;
+namespace http = boost::beast::http;
+using Clock = std::chrono::steady_clock;
+using std::chrono::milliseconds;
+
+namespace {
+
+constexpr const char* error_id = "micro.registry.etcd";
+constexpr std::string_view base64_alphabet =
+    "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+
+// gRPC status codes the gateway reports that mean "this member cannot serve now".
+constexpr int grpc_deadline_exceeded = 4;
+constexpr int grpc_unavailable = 14;
+constexpr int grpc_unauthenticated = 16;
+
+bool member_cannot_serve(int code, const std::string& message) {
+  return code == grpc_unavailable || code == grpc_deadline_exceeded ||
+         message.find("no leader") != std::string::npos ||
+         message.find("leader changed") != std::string::npos ||
+         message.find("timed out") != std::string::npos;
+}
+
+bool token_rejected(int code, const std::string& message) {
+  return code == grpc_unauthenticated || message.find("invalid auth token") != std::string::npos;
+}
+
+milliseconds remaining_until(Clock::time_point deadline) {
+  return std::chrono::duration_cast<milliseconds>(deadline - Clock::now());
+}
+
+}  // namespace
+
+std::string base64_encode(std::string_view bytes) {
+  std::string text;
+  text.reserve((bytes.size() + 2) / 3 * 4);
+  std::size_t index = 0;
+  for (; index + 3 <= bytes.size(); index += 3) {
+    const std::uint32_t group = (std::uint32_t(std::uint8_t(bytes[index])) << 16) |
+                                (std::uint32_t(std::uint8_t(bytes[index + 1])) << 8) |
+                                std::uint32_t(std::uint8_t(bytes[index + 2]));
+    text += base64_alphabet[(group >> 18) & 63];
+    text += base64_alphabet[(group >> 12) & 63];
+    text += base64_alphabet[(group >> 6) & 63];
+    text += base64_alphabet[group & 63];
+  }
+  const std::size_t rest = bytes.size() - index;
+  if (rest > 0) {
+    std::uint32_t group = std::uint32_t(std::uint8_t(bytes[index])) << 16;
+    if (rest == 2) group |= std::uint32_t(std::uint8_t(bytes[index + 1])) << 8;
+    text += base64_alphabet[(group >> 18) & 63];
+    text += base64_alphabet[(group >> 12) & 63];
+    text += rest == 2 ? base64_alphabet[(group >> 6) & 63] : '=';
+    text += '=';
+  }
+  return text;
+}
+
+std::string base64_decode(std::string_view text) {
+  std::string bytes;
+  bytes.reserve(text.size() / 4 * 3);
+  std::uint32_t group = 0;
+  int bits = 0;
+  for (char character : text) {
+    if (character == '=') break;
+    const auto position = base64_alphabet.find(character);
+    if (position == std::string_view::npos) {
+      throw std::invalid_argument("not base64: unexpected character '" + std::string(1, character) +
+                                  "'");
+    }
+    group = (group << 6) | std::uint32_t(position);
+    bits += 6;
+    if (bits >= 8) {
+      bits -= 8;
+      bytes += char((group >> bits) & 0xFF);
+    }
+  }
+  return bytes;
+}
+
+std::string prefix_range_end(std::string_view prefix) {
+  std::string end(prefix);
+  // Drop trailing 0xFF bytes and increment the last remaining one (etcd's rule).
+  while (!end.empty()) {
+    auto& last = reinterpret_cast<unsigned char&>(end.back());
+    if (last < 0xFF) {
+      ++last;
+      return end;
+    }
+    end.pop_back();
+  }
+  return std::string(1, '\0');  // every key
+}
+
+std::int64_t json_int64(const nlohmann::json& object, const char* field) {
+  if (!object.is_object()) return 0;
+  auto found = object.find(field);
+  if (found == object.end()) return 0;
+  if (found->is_number()) return found->get<std::int64_t>();
+  if (found->is_string()) {
+    const auto& text = found->get_ref<const std::string&>();
+    std::int64_t value = 0;
+    std::from_chars(text.data(), text.data() + text.size(), value);
+    return value;
+  }
+  return 0;
+}
+
+std::vector<EndpointAddress> parse_endpoints(std::string_view address) {
+  std::vector<EndpointAddress> endpoints;
+  if (address.empty()) return {{"127.0.0.1", "2379"}};
+  std::size_t start = 0;
+  while (start <= address.size()) {
+    const auto comma = address.find(',', start);
+    std::string_view item =
+        address.substr(start, comma == std::string_view::npos ? address.npos : comma - start);
+    const std::string original(item);
+    if (item.starts_with("http://")) item.remove_prefix(7);
+    if (item.starts_with("https://")) {
+      throw micro::Exception(micro::bad_request(
+          error_id, "endpoint \"" + original +
+                        "\" asks for https, which this plugin does not support yet (TLS)"));
+    }
+    const auto colon = item.rfind(':');
+    if (item.empty() || colon == std::string_view::npos || colon == 0) {
+      throw micro::Exception(micro::bad_request(error_id, "bad endpoint \"" + original +
+                                                              "\" in \"" + std::string(address) +
+                                                              "\": expected host:port"));
+    }
+    const std::string_view port = item.substr(colon + 1);
+    int number = 0;
+    auto [end, error] = std::from_chars(port.data(), port.data() + port.size(), number);
+    if (port.empty() || error != std::errc() || end != port.data() + port.size() || number < 1 ||
+        number > 65535) {
+      throw micro::Exception(micro::bad_request(
+          error_id,
+          "bad port in endpoint \"" + original + "\": expected a number from 1 to 65535"));
+    }
+    endpoints.push_back({std::string(item.substr(0, colon)), std::string(port)});
+    if (comma == std::string_view::npos) break;
+    start = comma + 1;
+  }
+  return endpoints;
+}
+
+std::vector<nlohmann::json> take_json_lines(std::string& pending) {
+  std::vector<nlohmann::json> messages;
+  std::size_t start = 0;
+  while (true) {
+    const auto newline = pending.find('\n', start);
+    if (newline == std::string::npos) break;
+    std::string_view line(pending.data() + start, newline - start);
+    while (!line.empty() && (line.back() == '\r' || line.back() == ' ')) line.remove_suffix(1);
+    if (!line.empty()) {
+      auto message = nlohmann::json::parse(line, nullptr, false);
+      if (message.is_discarded()) {
+        throw TransportError("etcd sent a message that is not JSON: " + std::string(line));
+      }
+      messages.push_back(std::move(message));
+    }
+    start = newline + 1;
+  }
+  pending.erase(0, start);
+  return messages;
+}
+
+// ---------------------------------------------------------------------------------------------
+// HttpConnection
+
+void HttpConnection::run_until(const bool& done) {
+  io_context_.restart();
+  while (!done) {
+    if (io_context_.run_one() == 0) {
+      if (done) break;
+      throw TransportError("connection's event loop stopped");
+    }
+  }
+}
+
+void HttpConnection::connect(const EndpointAddress& endpoint, milliseconds timeout) {
+  boost::asio::ip::tcp::resolver resolver(io_context_);
+  bool done = false;
+  beast::error_code result;
+  boost::asio::ip::tcp::resolver::results_type addresses;
+  resolver.async_resolve(endpoint.host, endpoint.port, [&](beast::error_code error, auto found) {
+    result = error;
+    addresses = std::move(found);
+    done = true;
+  });
+  run_until(done);
+  if (result) throw TransportError("cannot resolve " + endpoint.text() + ": " + result.message());
+  done = false;
+  stream_.expires_after(timeout);
+  stream_.async_connect(addresses, [&](beast::error_code error, const auto&) {
+    result = error;
+    done = true;
+  });
+  run_until(done);
+  if (result)
+    throw TransportError("cannot connect to " + endpoint.text() + ": " + result.message());
+  stream_.socket().set_option(boost::asio::ip::tcp::no_delay(true));
+}
+
+http::response<http::string_body> HttpConnection::round_trip(
+    http::request<http::string_body>& request, milliseconds timeout) {
+  bool done = false;
+  beast::error_code result;
+  stream_.expires_after(timeout);
+  http::async_write(stream_, request, [&](beast::error_code error, std::size_t) {
+    result = error;
+    done = true;
+  });
+  run_until(done);
+  if (result) throw TransportError("cannot send to etcd: " + result.message());
+  http::response_parser<http::string_body> parser;
+  parser.body_limit(boost::none);
+  done = false;
+  http::async_read(stream_, buffer_, parser, [&](beast::error_code error, std::size_t) {
+    result = error;
+    done = true;
+  });
+  run_until(done);
+  stream_.expires_never();
+  if (result) throw TransportError("no answer from etcd: " + result.message());
+  return parser.release();
+}
+
+unsigned HttpConnection::stream(http::request<http::string_body>& request,
+                                milliseconds header_timeout,
+                                const std::function<void(std::string_view)>& on_data) {
+  bool done = false;
+  beast::error_code result;
+  stream_.expires_after(header_timeout);
+  http::async_write(stream_, request, [&](beast::error_code error, std::size_t) {
+    result = error;
+    done = true;
+  });
+  run_until(done);
+  if (result) throw TransportError("cannot send to etcd: " + result.message());
+
+  http::response_parser<http::string_body> parser;
+  parser.body_limit(boost::none);
+  done = false;
+  http::async_read_header(stream_, buffer_, parser, [&](beast::error_code error, std::size_t) {
+    result = error;
+    done = true;
+  });
+  run_until(done);
+  if (result) throw TransportError("no answer from etcd: " + result.message());
+  const unsigned status = parser.get().result_int();
+  if (status != 200 || !parser.chunked()) return status;
+
+  // The stream lives as long as the member does: no timeout, cancel() ends it.
+  stream_.expires_never();
+  auto on_chunk = [&](std::uint64_t, beast::string_view body, beast::error_code&) {
+    on_data(std::string_view(body.data(), body.size()));
+    return body.size();
+  };
+  parser.on_chunk_body(on_chunk);
+  while (!parser.is_done()) {
+    done = false;
+    http::async_read_some(stream_, buffer_, parser, [&](beast::error_code error, std::size_t) {
+      result = error;
+      done = true;
+    });
+    run_until(done);
+    if (result) throw TransportError("etcd stream ended: " + result.message());
+  }
+  return status;
+}
+
+void HttpConnection::cancel() {
+  boost::asio::post(io_context_, [this] {
+    beast::error_code ignored;
+    stream_.socket().shutdown(boost::asio::ip::tcp::socket::shutdown_both, ignored);
+    stream_.socket().close(ignored);
+  });
+}
+
+// ---------------------------------------------------------------------------------------------
+// Client
+
+Client::Client(ClientOptions options) : options_(std::move(options)) {
+  if (options_.endpoints.empty()) options_.endpoints = parse_endpoints("");
+}
+
+void Client::endpoint_failed(std::size_t failed) {
+  std::size_t expected = failed;
+  preferred_.compare_exchange_strong(expected, (failed + 1) % options_.endpoints.size());
+  // Connections to a member that failed are likely dead too.
+  std::lock_guard lock(pool_mutex_);
+  std::erase_if(idle_,
+                [&](const auto& connection) { return connection->endpoint_index() == failed; });
+}
+
+std::unique_ptr<HttpConnection> Client::take_connection(std::size_t endpoint,
+                                                        milliseconds timeout) {
+  {
+    std::lock_guard lock(pool_mutex_);
+    for (auto it = idle_.rbegin(); it != idle_.rend(); ++it) {
+      if ((*it)->endpoint_index() == endpoint) {
+        auto connection = std::move(*it);
+        idle_.erase(std::next(it).base());
+        return connection;
+      }
+    }
+  }
+  auto connection = std::make_unique<HttpConnection>(endpoint);
+  connection->connect(options_.endpoints[endpoint], timeout);
+  return connection;
+}
+
+void Client::return_connection(std::unique_ptr<HttpConnection> connection) {
+  constexpr std::size_t max_idle = 32;
+  std::lock_guard lock(pool_mutex_);
+  if (idle_.size() < max_idle) idle_.push_back(std::move(connection));
+}
+
+http::request<http::string_body> Client::make_request(std::string_view path, std::string body,
+                                                      const EndpointAddress& endpoint) {
+  http::request<http::string_body> request{http::verb::post, std::string(path), 11};
+  request.set(http::field::host, endpoint.text());
+  request.set(http::field::content_type, "application/json");
+  request.keep_alive(true);
+  if (!options_.username.empty()) request.set(http::field::authorization, token());
+  request.body() = std::move(body);
+  request.prepare_payload();
+  return request;
+}
+
+std::string Client::token() {
+  {
+    std::lock_guard lock(token_mutex_);
+    if (token_valid_) return token_;
+  }
+  authenticate();
+  std::lock_guard lock(token_mutex_);
+  return token_;
+}
+
+void Client::authenticate() {
+  if (options_.username.empty()) return;
+  const nlohmann::json credentials = {{"name", options_.username}, {"password", options_.password}};
+  const auto deadline = Clock::now() + options_.request_timeout;
+  std::string last_error = "no endpoint tried";
+  while (remaining_until(deadline).count() > 0) {
+    const std::size_t endpoint = preferred_.load() % options_.endpoints.size();
+    try {
+      auto connection =
+          take_connection(endpoint, std::min(options_.dial_timeout, remaining_until(deadline)));
+      http::request<http::string_body> request{http::verb::post, "/v3/auth/authenticate", 11};
+      request.set(http::field::host, options_.endpoints[endpoint].text());
+      request.set(http::field::content_type, "application/json");
+      request.body() = credentials.dump();
+      request.prepare_payload();
+      auto response = connection->round_trip(request, remaining_until(deadline));
+      auto answer = nlohmann::json::parse(response.body(), nullptr, false);
+      if (response.result_int() == 200 && answer.contains("token")) {
+        if (response.keep_alive()) return_connection(std::move(connection));
+        std::lock_guard lock(token_mutex_);
+        token_ = answer["token"].get<std::string>();
+        token_valid_ = true;
+        return;
+      }
+      const std::string message = answer.value("message", response.body());
+      if (!member_cannot_serve(int(json_int64(answer, "code")), message)) {
+        throw micro::Exception(
+            micro::Error(error_id, micro::ErrorCode::unauthorized,
+                         "etcd refused user " + options_.username + ": " + message));
+      }
+      last_error = message;
+      endpoint_failed(endpoint);
+    } catch (const TransportError& error) {
+      last_error = error.what();
+      endpoint_failed(endpoint);
+    }
+  }
+  throw micro::Exception(
+      micro::unavailable(error_id, "cannot authenticate to etcd: " + last_error));
+}
+
+std::string Client::call_raw(std::string_view path, const std::string& body,
+                             std::unique_ptr<HttpConnection>* own_connection) {
+  const auto deadline = Clock::now() + options_.request_timeout;
+  std::string last_error = "request timeout too short";
+  bool reauthenticated = false;
+  std::size_t failures = 0;
+  while (remaining_until(deadline).count() > 0) {
+    const std::size_t endpoint = preferred_.load() % options_.endpoints.size();
+    std::unique_ptr<HttpConnection> connection;
+    try {
+      if (own_connection && *own_connection && (*own_connection)->endpoint_index() == endpoint) {
+        connection = std::move(*own_connection);
+      } else {
+        connection =
+            take_connection(endpoint, std::min(options_.dial_timeout, remaining_until(deadline)));
+      }
+      auto request = make_request(path, body, options_.endpoints[endpoint]);
+      auto response = connection->round_trip(request, remaining_until(deadline));
+      const bool reusable = response.keep_alive();
+      auto give_back = [&] {
+        if (!reusable) return;
+        if (own_connection) {
+          *own_connection = std::move(connection);
+        } else {
+          return_connection(std::move(connection));
+        }
+      };
+      if (response.result_int() == 200) {
+        give_back();
+        return std::move(response.body());
+      }
+      auto answer = nlohmann::json::parse(response.body(), nullptr, false);
+      const int code = int(json_int64(answer, "code"));
+      const std::string message =
+          answer.is_object() ? answer.value("message", response.body()) : response.body();
+      give_back();
+      if (!options_.username.empty() && !reauthenticated && token_rejected(code, message)) {
+        reauthenticated = true;
+        {
+          std::lock_guard lock(token_mutex_);
+          token_valid_ = false;
+        }
+        continue;
+      }
+      if (!member_cannot_serve(code, message)) throw EtcdError(code, message);
+      last_error = options_.endpoints[endpoint].text() + ": " + message;
+      endpoint_failed(endpoint);
+    } catch (const TransportError& error) {
+      last_error = error.what();
+      endpoint_failed(endpoint);
+    }
+    // After a full round of endpoints failed, back off a little (a leader election takes a
+    // moment), but never past the deadline.
+    if (++failures % options_.endpoints.size() == 0) {
+      const auto pause = std::min<milliseconds>(
+          milliseconds(25 * std::min<std::size_t>(failures, 20)), remaining_until(deadline));
+      if (pause.count() > 0) std::this_thread::sleep_for(pause);
+    }
+  }
+  throw micro::Exception(micro::unavailable(
+      error_id, "no etcd endpoint answered " + std::string(path) + " within " +
+                    std::to_string(options_.request_timeout.count()) + "ms: " + last_error));
+}
+
+nlohmann::json Client::call(std::string_view path, const nlohmann::json& body) {
+  const auto text = call_raw(path, body.dump());
+  auto answer = nlohmann::json::parse(text, nullptr, false);
+  if (answer.is_discarded()) {
+    throw micro::Exception(micro::Error(error_id, micro::ErrorCode::bad_gateway,
+                                        "etcd answered with non-JSON: " + text));
+  }
+  return answer;
+}
+
+}  // namespace micro::etcd

@@ -1,0 +1,159 @@
+// etcd_client.hpp — a small etcd v3 client over the JSON gateway (HTTP/1.1, Boost.Beast).
+//
+// Debian ships no C++ etcd client, so the registry talks to etcd's grpc-gateway: JSON bodies
+// POSTed to /v3/..., keys and values base64-encoded, int64 fields as decimal strings. Every
+// call is synchronous and bounded by a deadline; each connection owns a private io_context
+// so that nothing here ever runs on the runtime's I/O threads.
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <stdexcept>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include <boost/asio/io_context.hpp>
+#include <boost/beast/core/flat_buffer.hpp>
+#include <boost/beast/core/tcp_stream.hpp>
+#include <boost/beast/http/empty_body.hpp>
+#include <boost/beast/http/parser.hpp>
+#include <boost/beast/http/string_body.hpp>
+#include <nlohmann/json.hpp>
+
+namespace micro::etcd {
+
+std::string base64_encode(std::string_view bytes);
+// Throws std::invalid_argument on characters outside the standard alphabet.
+std::string base64_decode(std::string_view text);
+
+// The end of the key range holding every key that starts with `prefix` (etcd's range_end).
+std::string prefix_range_end(std::string_view prefix);
+
+// etcd's int64 fields arrive as JSON strings ("42"); absent fields mean 0.
+std::int64_t json_int64(const nlohmann::json& object, const char* field);
+
+struct EndpointAddress {
+  std::string host;
+  std::string port;
+  std::string text() const { return host + ":" + port; }
+};
+
+// Parses "127.0.0.1:2379,10.0.0.2:2379" (an optional http:// per endpoint is accepted).
+// Throws micro::Exception (400) naming the bad part.
+std::vector<EndpointAddress> parse_endpoints(std::string_view address);
+
+// A transport failure (connect, write, read, timeout, or a member saying it cannot serve):
+// the call may be retried on another endpoint.
+class TransportError : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
+// etcd answered with an error it means (lease not found, permission denied, …).
+class EtcdError : public std::runtime_error {
+ public:
+  EtcdError(int grpc_code, const std::string& message)
+      : std::runtime_error(message), grpc_code_(grpc_code) {}
+  int grpc_code() const noexcept { return grpc_code_; }
+
+ private:
+  int grpc_code_;
+};
+
+// One HTTP/1.1 keep-alive connection to one endpoint, with its own io_context so every
+// operation can be bounded by a timeout. Not thread-safe except cancel().
+class HttpConnection {
+ public:
+  explicit HttpConnection(std::size_t endpoint_index) : endpoint_index_(endpoint_index) {}
+  HttpConnection(const HttpConnection&) = delete;
+  HttpConnection& operator=(const HttpConnection&) = delete;
+
+  std::size_t endpoint_index() const noexcept { return endpoint_index_; }
+
+  void connect(const EndpointAddress& endpoint, std::chrono::milliseconds timeout);
+  // Sends `request` and reads the whole response.
+  boost::beast::http::response<boost::beast::http::string_body> round_trip(
+      boost::beast::http::request<boost::beast::http::string_body>& request,
+      std::chrono::milliseconds timeout);
+
+  // Streaming: sends `request`, reads the response header, then hands every body byte to
+  // `on_data` as it arrives until the response ends, the connection drops or cancel() is
+  // called. Returns the HTTP status; throws TransportError when the connection failed.
+  unsigned stream(boost::beast::http::request<boost::beast::http::string_body>& request,
+                  std::chrono::milliseconds header_timeout,
+                  const std::function<void(std::string_view)>& on_data);
+
+  // From any thread: makes a blocking stream()/round_trip() return soon.
+  void cancel();
+
+ private:
+  // Runs the private io_context until `done` is set by a completion handler.
+  void run_until(const bool& done);
+
+  std::size_t endpoint_index_;
+  boost::asio::io_context io_context_;
+  boost::beast::tcp_stream stream_{io_context_};
+  boost::beast::flat_buffer buffer_;
+};
+
+struct ClientOptions {
+  std::vector<EndpointAddress> endpoints;
+  std::chrono::milliseconds dial_timeout{std::chrono::seconds(5)};
+  std::chrono::milliseconds request_timeout{std::chrono::seconds(5)};
+  std::string username;
+  std::string password;
+};
+
+// Calls etcd's gateway with failover: a call goes to the preferred endpoint; when that one
+// does not answer (or has no leader) the next endpoint becomes preferred and the call is
+// retried there, until request_timeout passes. Thread-safe; idle connections are pooled.
+class Client {
+ public:
+  explicit Client(ClientOptions options);
+
+  // POSTs `body` to `path` ("/v3/kv/range") and returns the parsed JSON answer.
+  // Throws micro::Exception 503 when no endpoint answered in time, EtcdError otherwise.
+  nlohmann::json call(std::string_view path, const nlohmann::json& body);
+  // Same, returning the raw body (streamed answers hold one JSON object per line).
+  // `own_connection`, when given, is a connection the caller keeps across calls (the
+  // keep-alive sender uses one) instead of one from the pool.
+  std::string call_raw(std::string_view path, const std::string& body,
+                       std::unique_ptr<HttpConnection>* own_connection = nullptr);
+
+  // A request carrying the auth token (if any), for streaming calls made by the caller.
+  boost::beast::http::request<boost::beast::http::string_body> make_request(
+      std::string_view path, std::string body, const EndpointAddress& endpoint);
+  // Refreshes the auth token after etcd rejected it (no-op without a username).
+  void authenticate();
+
+  const ClientOptions& options() const noexcept { return options_; }
+  std::size_t preferred_endpoint() const noexcept { return preferred_.load(); }
+  // Moves the preference past `failed` (only if nobody moved it already).
+  void endpoint_failed(std::size_t failed);
+
+ private:
+  std::unique_ptr<HttpConnection> take_connection(std::size_t endpoint,
+                                                  std::chrono::milliseconds timeout);
+  void return_connection(std::unique_ptr<HttpConnection> connection);
+  std::string token();
+
+  ClientOptions options_;
+  std::atomic<std::size_t> preferred_{0};
+  std::mutex pool_mutex_;
+  std::vector<std::unique_ptr<HttpConnection>> idle_;
+  std::mutex token_mutex_;
+  std::string token_;
+  bool token_valid_ = false;
+};
+
+// Splits a streamed body into its JSON messages (the gateway ends each with a newline).
+// Consumes whole lines from `pending`, leaving an incomplete tail in place.
+std::vector<nlohmann::json> take_json_lines(std::string& pending);
+
+}  // namespace micro::etcd

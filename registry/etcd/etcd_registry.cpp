@@ -1,0 +1,655 @@
+// The "etcd" registry plugin: services registered in an etcd v3 cluster with Go-Micro's layout
+// (`<prefix><service>/<node-id>` → the service's JSON carrying that one node), each node under
+// its own lease. One keep-alive sender per registry refreshes every lease in one batched request
+// per interval over its own connection and re-registers a node whose lease etcd lost. Watches
+// follow a /v3/watch stream and resume from the last revision they saw after a reconnect.
+#include <algorithm>
+#include <atomic>
+#include <cmath>
+#include <condition_variable>
+#include <map>
+#include <mutex>
+#include <thread>
+
+#include <nlohmann/json.hpp>
+
+#include <micro/error.hpp>
+#include <micro/plugin.hpp>
+#include <micro/registry.hpp>
+
+#include "etcd_client.hpp"
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+using std::chrono::milliseconds;
+using namespace std::chrono_literals;
+using micro::etcd::base64_decode;
+using micro::etcd::base64_encode;
+using micro::etcd::json_int64;
+
+constexpr const char* error_id = "micro.registry.etcd";
+
+// Go-Micro replaces '/' inside names so that a name is one path segment.
+std::string key_segment(std::string_view name) {
+  std::string segment(name);
+  std::replace(segment.begin(), segment.end(), '/', '-');
+  return segment;
+}
+
+// One key/value pair from a range or a watch event.
+struct KeyValue {
+  std::string key;
+  std::string value;
+  std::int64_t version = 0;
+  std::int64_t mod_revision = 0;
+};
+
+KeyValue decode_key_value(const nlohmann::json& kv) {
+  KeyValue decoded;
+  decoded.key = base64_decode(kv.value("key", ""));
+  decoded.value = base64_decode(kv.value("value", ""));
+  decoded.version = json_int64(kv, "version");
+  decoded.mod_revision = json_int64(kv, "mod_revision");
+  return decoded;
+}
+
+// A registry value parsed back into a Service; nullopt for a value that is not one (another
+// program's key under our prefix must not break lookups).
+std::optional<micro::Service> parse_service(const std::string& value) {
+  auto json = nlohmann::json::parse(value, nullptr, false);
+  if (json.is_discarded() || !json.is_object()) return std::nullopt;
+  try {
+    return json.get<micro::Service>();
+  } catch (const std::exception&) {
+    return std::nullopt;
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Watch
+
+struct WatchShared {
+  std::shared_ptr<micro::etcd::Client> client;
+  std::string root_prefix;  // the registry's prefix
+  std::string key_prefix;   // "<prefix>" or "<prefix><service>/"
+  std::function<void(const micro::WatchEvent&)> on_event;
+
+  std::atomic<bool> stopped{false};
+  std::mutex callback_mutex;  // held while a callback runs
+
+  std::mutex state_mutex;  // guards `connection` and `wake`
+  std::condition_variable wake;
+  micro::etcd::HttpConnection* connection = nullptr;
+
+  // Owned by the watch thread (and by the constructor before the thread starts).
+  std::map<std::string, std::string> known;  // key → last value seen
+  std::int64_t last_revision = 0;            // every event up to this one was delivered
+  bool synced = false;
+};
+
+class EtcdWatch final : public micro::Watch {
+ public:
+  EtcdWatch(std::shared_ptr<micro::etcd::Client> client, std::string root_prefix,
+            std::string key_prefix, std::function<void(const micro::WatchEvent&)> on_event)
+      : shared_(std::make_shared<WatchShared>()) {
+    shared_->client = std::move(client);
+    shared_->root_prefix = std::move(root_prefix);
+    shared_->key_prefix = std::move(key_prefix);
+    shared_->on_event = std::move(on_event);
+    // Learn the current state and revision first, so every change after watch() returns is
+    // seen; if etcd is unreachable now, the thread keeps trying.
+    try {
+      synchronize(*shared_, false);
+    } catch (const std::exception&) {
+    }
+    thread_ = std::thread([shared = shared_] { run(*shared); });
+  }
+
+  ~EtcdWatch() override { stop(); }
+
+  void stop() override {
+    shared_->stopped.store(true);
+    {
+      std::lock_guard lock(shared_->state_mutex);
+      if (shared_->connection) shared_->connection->cancel();
+      shared_->wake.notify_all();
+    }
+    if (std::this_thread::get_id() == thread_.get_id()) return;  // from inside a callback
+    std::lock_guard lock(stop_mutex_);
+    { std::lock_guard wait_for_callback(shared_->callback_mutex); }
+    if (thread_.joinable()) thread_.join();
+  }
+
+ private:
+  static void deliver(WatchShared& shared, micro::WatchAction action, micro::Service service) {
+    std::lock_guard lock(shared.callback_mutex);
+    if (shared.stopped.load()) return;
+    shared.on_event(micro::WatchEvent{action, std::move(service)});
+  }
+
+  // The service and node a key names, for a delete whose value we never saw (names come back
+  // as stored: with '/' already replaced by '-').
+  static micro::Service service_from_key(const WatchShared& shared, const std::string& key) {
+    micro::Service service;
+    std::string_view rest(key);
+    rest.remove_prefix(std::min(rest.size(), shared.root_prefix.size()));
+    const auto slash = rest.find('/');
+    service.name = std::string(rest.substr(0, slash));
+    const std::string node_id =
+        slash == std::string_view::npos ? std::string() : std::string(rest.substr(slash + 1));
+    service.nodes.push_back({node_id, "", {}});
+    return service;
+  }
+
+  // Ranges the prefix: records every key's value and the revision. With `emit`, first reports
+  // the difference from what was known (used after etcd compacted away our resume point).
+  static void synchronize(WatchShared& shared, bool emit) {
+    const nlohmann::json request = {
+        {"key", base64_encode(shared.key_prefix)},
+        {"range_end", base64_encode(micro::etcd::prefix_range_end(shared.key_prefix))}};
+    const auto answer = shared.client->call("/v3/kv/range", request);
+    std::map<std::string, std::string> now;
+    for (const auto& kv : answer.value("kvs", nlohmann::json::array())) {
+      auto decoded = decode_key_value(kv);
+      now[decoded.key] = decoded.value;
+    }
+    if (emit) {
+      for (const auto& [key, value] : shared.known) {
+        if (now.contains(key)) continue;
+        auto service = parse_service(value);
+        deliver(shared, micro::WatchAction::remove,
+                service ? *service : service_from_key(shared, key));
+      }
+      for (const auto& [key, value] : now) {
+        auto previous = shared.known.find(key);
+        if (previous != shared.known.end() && previous->second == value) continue;
+        if (auto service = parse_service(value)) {
+          deliver(shared,
+                  previous == shared.known.end() ? micro::WatchAction::create
+                                                 : micro::WatchAction::update,
+                  *service);
+        }
+      }
+    }
+    shared.known = std::move(now);
+    shared.last_revision = json_int64(answer.value("header", nlohmann::json::object()), "revision");
+    shared.synced = true;
+  }
+
+  static void handle_event(WatchShared& shared, const nlohmann::json& event) {
+    const auto kv = decode_key_value(event.value("kv", nlohmann::json::object()));
+    if (kv.mod_revision <= shared.last_revision) return;  // already delivered before a reconnect
+    if (event.value("type", "PUT") == "DELETE") {
+      std::optional<micro::Service> service;
+      if (event.contains("prev_kv"))
+        service = parse_service(decode_key_value(event["prev_kv"]).value);
+      auto known = shared.known.find(kv.key);
+      if (!service && known != shared.known.end()) service = parse_service(known->second);
+      if (known != shared.known.end()) shared.known.erase(known);
+      deliver(shared, micro::WatchAction::remove,
+              service ? *service : service_from_key(shared, kv.key));
+    } else {
+      auto& known = shared.known[kv.key];
+      // Same value again (a lease renewed by a re-put): not a change.
+      const bool unchanged = known == kv.value && kv.version > 1;
+      known = kv.value;
+      if (!unchanged) {
+        if (auto service = parse_service(kv.value)) {
+          deliver(shared, kv.version == 1 ? micro::WatchAction::create : micro::WatchAction::update,
+                  *service);
+        }
+      }
+    }
+  }
+
+  // Waits `pause` unless stopped meanwhile; returns whether the watch is still running.
+  static bool pause(WatchShared& shared, milliseconds pause) {
+    std::unique_lock lock(shared.state_mutex);
+    return !shared.wake.wait_for(lock, pause, [&] { return shared.stopped.load(); });
+  }
+
+  // One stream, from connect to its end. Returns normally when the stream ended or failed.
+  static void follow_stream(WatchShared& shared) {
+    auto& client = *shared.client;
+    const std::size_t endpoint = client.preferred_endpoint() % client.options().endpoints.size();
+    micro::etcd::HttpConnection connection(endpoint);
+    {
+      std::lock_guard lock(shared.state_mutex);
+      if (shared.stopped.load()) return;
+      shared.connection = &connection;
+    }
+    struct Unpublish {
+      WatchShared& shared;
+      ~Unpublish() {
+        std::lock_guard lock(shared.state_mutex);
+        shared.connection = nullptr;
+      }
+    } unpublish{shared};
+
+    bool resynchronize = false;
+    try {
+      connection.connect(client.options().endpoints[endpoint], client.options().dial_timeout);
+      const nlohmann::json create = {
+          {"create_request",
+           {{"key", base64_encode(shared.key_prefix)},
+            {"range_end", base64_encode(micro::etcd::prefix_range_end(shared.key_prefix))},
+            {"start_revision", std::to_string(shared.last_revision + 1)},
+            {"prev_kv", true}}}};
+      auto request =
+          client.make_request("/v3/watch", create.dump(), client.options().endpoints[endpoint]);
+      std::string pending;
+      const unsigned status =
+          connection.stream(request, client.options().request_timeout, [&](std::string_view data) {
+            pending.append(data);
+            for (const auto& message : micro::etcd::take_json_lines(pending)) {
+              const auto& result = message.contains("result") ? message["result"] : message;
+              if (json_int64(result, "compact_revision") > 0) {
+                // Our resume point was compacted away: start over from a fresh range.
+                resynchronize = true;
+                connection.cancel();
+                return;
+              }
+              if (result.value("canceled", false)) {
+                connection.cancel();
+                return;
+              }
+              std::int64_t highest = shared.last_revision;
+              for (const auto& event : result.value("events", nlohmann::json::array())) {
+                handle_event(shared, event);
+                highest = std::max(highest, json_int64(event.value("kv", nlohmann::json::object()),
+                                                       "mod_revision"));
+              }
+              shared.last_revision = highest;
+            }
+          });
+      if (status == 401 || status == 403) client.authenticate();
+      client.endpoint_failed(endpoint);
+    } catch (const std::exception&) {
+      if (!resynchronize) client.endpoint_failed(endpoint);
+    }
+    if (resynchronize && !shared.stopped.load()) {
+      try {
+        synchronize(shared, true);
+      } catch (const std::exception&) {
+        shared.synced = false;
+      }
+    }
+  }
+
+  static void run(WatchShared& shared) {
+    milliseconds backoff = 50ms;
+    while (!shared.stopped.load()) {
+      if (!shared.synced) {
+        try {
+          synchronize(shared, false);
+        } catch (const std::exception&) {
+          if (!pause(shared, backoff)) return;
+          backoff = std::min<milliseconds>(backoff * 2, 1s);
+          continue;
+        }
+      }
+      const auto started = Clock::now();
+      follow_stream(shared);
+      // A stream that lived a while was healthy: reconnect at once, else back off.
+      if (Clock::now() - started > 2s) backoff = 50ms;
+      if (!pause(shared, backoff)) return;
+      backoff = std::min<milliseconds>(backoff * 2, 1s);
+    }
+  }
+
+  std::shared_ptr<WatchShared> shared_;
+  std::thread thread_;
+  std::mutex stop_mutex_;
+};
+
+// ---------------------------------------------------------------------------------------------
+// Registry
+
+struct Settings {
+  micro::etcd::ClientOptions client;
+  milliseconds default_ttl{30s};
+  std::string prefix = "/micro/registry/";
+};
+
+// One node this process registered.
+struct Registration {
+  std::string value;
+  milliseconds ttl{0};  // as asked; 0: kept alive until deregistered
+  std::int64_t lease = 0;
+  Clock::time_point lease_alive_until;  // per etcd's last answer
+  Clock::time_point next_keepalive;
+  Clock::time_point owner_deadline;  // keep-alives stop when the owner stopped refreshing
+  bool lost = false;                 // etcd forgot the lease: re-grant and re-put
+
+  bool wanted(Clock::time_point now) const { return ttl.count() == 0 || owner_deadline > now; }
+};
+
+class EtcdRegistry final : public micro::Registry {
+ public:
+  explicit EtcdRegistry(Settings settings)
+      : settings_(std::move(settings)),
+        client_(std::make_shared<micro::etcd::Client>(settings_.client)) {
+    keepalive_thread_ = std::thread([this] { keep_alive_loop(); });
+  }
+
+  // Leaves registrations in etcd: a process that ends without deregistering is one that
+  // crashed, and its nodes expire with their leases.
+  ~EtcdRegistry() override {
+    {
+      std::lock_guard lock(mutex_);
+      stopping_ = true;
+    }
+    wake_.notify_all();
+    keepalive_thread_.join();
+  }
+
+  void register_service(const micro::Service& service,
+                        const micro::RegisterOptions& options) override {
+    validate(service);
+    const milliseconds ttl = options.ttl;
+    const milliseconds lease_ttl = ttl.count() > 0 ? ttl : settings_.default_ttl;
+    for (const auto& node : service.nodes) {
+      micro::Service single = service;
+      single.nodes = {node};
+      const std::string key = node_key(service.name, node.id);
+      const std::string value = nlohmann::json(single).dump();
+      const auto now = Clock::now();
+      {
+        std::lock_guard lock(mutex_);
+        auto existing = registrations_.find(key);
+        // A refresh of an unchanged node whose lease is alive costs no request: the
+        // keep-alive sender keeps the lease until the owner stops refreshing.
+        if (existing != registrations_.end() && existing->second.value == value &&
+            existing->second.ttl == ttl && !existing->second.lost &&
+            existing->second.lease_alive_until > now + 200ms) {
+          existing->second.owner_deadline = now + ttl;
+          wake_.notify_all();
+          continue;
+        }
+      }
+      put_with_new_lease(key, value, ttl, lease_ttl);
+    }
+  }
+
+  void deregister_service(const micro::Service& service) override {
+    for (const auto& node : service.nodes) {
+      const std::string key = node_key(service.name, node.id);
+      std::int64_t lease = 0;
+      {
+        std::lock_guard lock(mutex_);
+        auto existing = registrations_.find(key);
+        if (existing != registrations_.end()) {
+          lease = existing->second.lease;
+          registrations_.erase(existing);
+        }
+      }
+      call("/v3/kv/deleterange", {{"key", base64_encode(key)}});
+      if (lease != 0) revoke(lease);
+    }
+  }
+
+  std::vector<micro::Service> get_service(std::string_view name) override {
+    std::vector<micro::Service> found;
+    for (auto& service : range(settings_.prefix + key_segment(name) + "/")) {
+      if (service.name == name) found.push_back(std::move(service));
+    }
+    auto merged = micro::merge_services(std::move(found));
+    if (merged.empty()) {
+      throw micro::Exception(
+          micro::not_found(error_id, "service " + std::string(name) + " not found"));
+    }
+    return merged;
+  }
+
+  std::vector<micro::Service> list_services() override {
+    auto merged = micro::merge_services(range(settings_.prefix));
+    for (auto& service : merged) service.nodes.clear();
+    return merged;
+  }
+
+  std::unique_ptr<micro::Watch> watch(
+      const micro::WatchOptions& options,
+      std::function<void(const micro::WatchEvent&)> on_event) override {
+    std::string key_prefix = settings_.prefix;
+    if (!options.service.empty()) key_prefix += key_segment(options.service) + "/";
+    return std::make_unique<EtcdWatch>(client_, settings_.prefix, std::move(key_prefix),
+                                       std::move(on_event));
+  }
+
+ private:
+  static void validate(const micro::Service& service) {
+    if (service.name.empty()) {
+      throw micro::Exception(micro::bad_request(error_id, "service name is empty"));
+    }
+    if (service.nodes.empty()) {
+      throw micro::Exception(
+          micro::bad_request(error_id, "service " + service.name + " has no nodes to register"));
+    }
+    for (const auto& node : service.nodes) {
+      if (node.id.empty()) {
+        throw micro::Exception(
+            micro::bad_request(error_id, "a node of service " + service.name + " has no id"));
+      }
+    }
+  }
+
+  std::string node_key(std::string_view service, std::string_view node) const {
+    return settings_.prefix + key_segment(service) + "/" + key_segment(node);
+  }
+
+  // A call whose etcd-level errors become micro::Exceptions (transport failures already are).
+  nlohmann::json call(std::string_view path, const nlohmann::json& body) {
+    try {
+      return client_->call(path, body);
+    } catch (const micro::etcd::EtcdError& error) {
+      throw micro::Exception(
+          micro::Error(error_id, micro::ErrorCode::bad_gateway,
+                       std::string("etcd refused ") + std::string(path) + ": " + error.what()));
+    }
+  }
+
+  std::vector<micro::Service> range(const std::string& prefix) {
+    const auto answer =
+        call("/v3/kv/range", {{"key", base64_encode(prefix)},
+                              {"range_end", base64_encode(micro::etcd::prefix_range_end(prefix))}});
+    std::vector<micro::Service> services;
+    for (const auto& kv : answer.value("kvs", nlohmann::json::array())) {
+      if (auto service = parse_service(decode_key_value(kv).value)) {
+        services.push_back(std::move(*service));
+      }
+    }
+    return services;
+  }
+
+  void revoke(std::int64_t lease) {
+    try {
+      client_->call("/v3/lease/revoke", {{"ID", std::to_string(lease)}});
+    } catch (const std::exception&) {
+      // Already gone, or etcd unreachable: either way the lease expires on its own.
+    }
+  }
+
+  // Grants a lease, puts the node under it and records the registration; the lease the key
+  // had before (if ours) is revoked afterwards.
+  void put_with_new_lease(const std::string& key, const std::string& value, milliseconds ttl,
+                          milliseconds lease_ttl) {
+    const auto seconds = std::max<std::int64_t>(
+        1, static_cast<std::int64_t>(std::ceil(static_cast<double>(lease_ttl.count()) / 1000.0)));
+    const auto sent = Clock::now();
+    const auto grant = call("/v3/lease/grant", {{"TTL", std::to_string(seconds)}});
+    const std::int64_t lease = json_int64(grant, "ID");
+    const std::int64_t granted = std::max<std::int64_t>(1, json_int64(grant, "TTL"));
+    if (lease == 0) {
+      throw micro::Exception(micro::Error(error_id, micro::ErrorCode::bad_gateway,
+                                          "etcd granted no lease: " + grant.dump()));
+    }
+    call("/v3/kv/put", {{"key", base64_encode(key)},
+                        {"value", base64_encode(value)},
+                        {"lease", std::to_string(lease)}});
+    std::int64_t previous = 0;
+    {
+      std::lock_guard lock(mutex_);
+      auto& registration = registrations_[key];
+      if (registration.lease != lease) previous = registration.lease;
+      registration.value = value;
+      registration.ttl = ttl;
+      registration.lease = lease;
+      registration.lost = false;
+      registration.lease_alive_until = sent + std::chrono::seconds(granted);
+      registration.next_keepalive = sent + milliseconds(granted * 1000 / 3);
+      registration.owner_deadline = Clock::now() + ttl;
+    }
+    wake_.notify_all();
+    if (previous != 0) revoke(previous);
+  }
+
+  // The one keep-alive sender: every due lease goes into one /v3/lease/keepalive request
+  // (one JSON object each) over this thread's own connection.
+  void keep_alive_loop() {
+    std::unique_ptr<micro::etcd::HttpConnection> connection;
+    std::unique_lock lock(mutex_);
+    while (!stopping_) {
+      const auto now = Clock::now();
+      std::vector<std::int64_t> due;
+      std::vector<std::string> lost;
+      Clock::time_point next = now + 1s;
+      for (auto& [key, registration] : registrations_) {
+        if (!registration.wanted(now)) continue;
+        if (registration.lost) {
+          lost.push_back(key);
+        } else if (registration.next_keepalive <= now) {
+          due.push_back(registration.lease);
+        } else {
+          next = std::min(next, registration.next_keepalive);
+        }
+      }
+      if (due.empty() && lost.empty()) {
+        wake_.wait_until(lock, next);
+        continue;
+      }
+      lock.unlock();
+      const auto answers = send_keepalives(due, connection);
+      std::map<std::string, std::pair<std::string, milliseconds>> to_reregister;
+      lock.lock();
+      const auto answered = Clock::now();
+      for (auto& [key, registration] : registrations_) {
+        if (std::find(due.begin(), due.end(), registration.lease) == due.end()) continue;
+        if (!answers) {
+          registration.next_keepalive = answered + 250ms;  // etcd unreachable: try again soon
+          continue;
+        }
+        auto answer = answers->find(registration.lease);
+        if (answer == answers->end()) {
+          registration.next_keepalive = answered + 250ms;
+        } else if (answer->second <= 0) {
+          registration.lost = true;  // etcd no longer knows the lease (restarted, expired)
+        } else {
+          registration.lease_alive_until = now + std::chrono::seconds(answer->second);
+          registration.next_keepalive = now + milliseconds(answer->second * 1000 / 3);
+        }
+      }
+      for (auto& [key, registration] : registrations_) {
+        if (registration.lost && registration.wanted(answered)) {
+          // Only nodes still registered are put back (a deregister may have raced us).
+          to_reregister[key] = {registration.value, registration.ttl};
+        }
+      }
+      lock.unlock();
+      for (const auto& [key, what] : to_reregister) {
+        try {
+          const auto& [value, ttl] = what;
+          put_with_new_lease(key, value, ttl, ttl.count() > 0 ? ttl : settings_.default_ttl);
+        } catch (const std::exception&) {
+          // Still unreachable; the next round tries again.
+        }
+      }
+      lock.lock();
+      if (!to_reregister.empty()) {
+        // Failed re-registrations wait a little before the next attempt.
+        wake_.wait_for(lock, 250ms, [&] { return stopping_; });
+      }
+    }
+  }
+
+  // Lease → remaining TTL (0: unknown to etcd); nullopt when no endpoint answered.
+  std::optional<std::map<std::int64_t, std::int64_t>> send_keepalives(
+      const std::vector<std::int64_t>& leases,
+      std::unique_ptr<micro::etcd::HttpConnection>& connection) {
+    if (leases.empty()) return std::map<std::int64_t, std::int64_t>{};
+    std::string body;
+    for (auto lease : leases) body += "{\"ID\":\"" + std::to_string(lease) + "\"}\n";
+    try {
+      std::string answer = client_->call_raw("/v3/lease/keepalive", body, &connection);
+      answer += '\n';
+      std::map<std::int64_t, std::int64_t> remaining;
+      for (const auto& message : micro::etcd::take_json_lines(answer)) {
+        const auto& result = message.contains("result") ? message["result"] : message;
+        remaining[json_int64(result, "ID")] = json_int64(result, "TTL");
+      }
+      return remaining;
+    } catch (const std::exception&) {
+      return std::nullopt;
+    }
+  }
+
+  Settings settings_;
+  std::shared_ptr<micro::etcd::Client> client_;
+  std::mutex mutex_;
+  std::condition_variable wake_;
+  bool stopping_ = false;
+  std::map<std::string, Registration> registrations_;  // by key
+  std::thread keepalive_thread_;
+};
+
+Settings settings_from(const micro::PluginArguments& arguments) {
+  Settings settings;
+  settings.client.endpoints = micro::etcd::parse_endpoints(arguments.address());
+  settings.client.dial_timeout = arguments.get_duration("dial_timeout", 5s);
+  settings.client.request_timeout = arguments.get_duration("request_timeout", 5s);
+  settings.client.username = arguments.get_string("username");
+  settings.client.password = arguments.get_string("password");
+  settings.default_ttl = arguments.get_duration("ttl", 30s);
+  settings.prefix = arguments.get_string("prefix", "/micro/registry/");
+
+  auto refuse = [](const std::string& detail) {
+    throw micro::Exception(micro::bad_request(error_id, detail));
+  };
+  if (settings.client.dial_timeout.count() <= 0) refuse("dial_timeout must be positive");
+  if (settings.client.request_timeout.count() <= 0) refuse("request_timeout must be positive");
+  if (settings.default_ttl < 1s) refuse("ttl must be at least 1s (etcd leases count seconds)");
+  if (!settings.prefix.starts_with('/')) {
+    refuse("prefix \"" + settings.prefix + "\" must start with \"/\"");
+  }
+  if (!settings.prefix.ends_with('/')) settings.prefix += '/';
+  if (settings.client.username.empty() != settings.client.password.empty()) {
+    refuse("username and password go together: give both or neither");
+  }
+  if (arguments.get_bool("tls", false) || arguments.has("tls_ca") || arguments.has("tls_cert") ||
+      arguments.has("tls_key")) {
+    refuse(
+        "TLS (tls, tls_ca, tls_cert, tls_key) is not supported by this plugin yet; "
+        "use plain http endpoints");
+  }
+  return settings;
+}
+
+const micro::PluginOption etcd_options[] = {
+    {"ttl", "duration", "30s", "lease TTL when RegisterOptions.ttl is zero"},
+    {"dial_timeout", "duration", "5s", "how long connecting to one endpoint may take"},
+    {"request_timeout", "duration", "5s", "how long one call may take, across endpoints"},
+    {"username", "string", nullptr, "etcd user (with password)"},
+    {"password", "string", nullptr, "etcd user's password"},
+    {"tls", "bool", "false", "use https (not supported yet: refused)"},
+    {"tls_ca", "string", nullptr, "CA bundle for https (not supported yet: refused)"},
+    {"tls_cert", "string", nullptr, "client certificate (not supported yet: refused)"},
+    {"tls_key", "string", nullptr, "client key (not supported yet: refused)"},
+    {"prefix", "string", "/micro/registry/", "key prefix, Go-Micro's by default"},
+};
+
+}  // namespace
+
+MICRO_PLUGIN(registry, etcd, "etcd v3 cluster, Go-Micro's key layout (JSON gateway over HTTP)",
+             etcd_options, [](const micro::PluginArguments& arguments) -> micro::PluginObject* {
+               return new EtcdRegistry(settings_from(arguments));
+             })

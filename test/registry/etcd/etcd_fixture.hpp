@@ -1,0 +1,281 @@
+// Test fixtures that run a real etcd (Debian's etcd-server): one member or a 3-member cluster on
+// free loopback ports with temporary data directories. Each member is a child process started
+// and stopped RAII-style; every wait is bounded, and a member dies with the test process.
+#pragma once
+
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/time.h>
+#include <sys/types.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <chrono>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <memory>
+#include <sstream>
+#include <stdexcept>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "registry/registry_test_support.hpp"
+
+namespace etcd_test {
+
+using namespace std::chrono_literals;
+
+inline const char* etcd_binary() {
+  const char* configured = std::getenv("ETCD_BINARY");
+  return configured ? configured : "/usr/bin/etcd";
+}
+
+// A loopback port nobody listens on right now (the kernel picks it).
+inline int free_port() {
+  const int socket_fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  if (socket_fd < 0) throw std::runtime_error("socket failed");
+  sockaddr_in address{};
+  address.sin_family = AF_INET;
+  address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  address.sin_port = 0;
+  socklen_t length = sizeof(address);
+  if (::bind(socket_fd, reinterpret_cast<sockaddr*>(&address), sizeof(address)) != 0 ||
+      ::getsockname(socket_fd, reinterpret_cast<sockaddr*>(&address), &length) != 0) {
+    ::close(socket_fd);
+    throw std::runtime_error("cannot find a free port");
+  }
+  const int port = ntohs(address.sin_port);
+  ::close(socket_fd);
+  return port;
+}
+
+// GET `path` on 127.0.0.1:port with a short timeout; the raw response, or "" on failure.
+inline std::string http_get(int port, const std::string& path) {
+  const int socket_fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  if (socket_fd < 0) return {};
+  timeval timeout{1, 0};
+  ::setsockopt(socket_fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, sizeof(timeout));
+  ::setsockopt(socket_fd, SOL_SOCKET, SO_SNDTIMEO, &timeout, sizeof(timeout));
+  sockaddr_in address{};
+  address.sin_family = AF_INET;
+  address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  address.sin_port = htons(static_cast<std::uint16_t>(port));
+  std::string response;
+  if (::connect(socket_fd, reinterpret_cast<sockaddr*>(&address), sizeof(address)) == 0) {
+    const std::string request = "GET " + path + " HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n";
+    if (::send(socket_fd, request.data(), request.size(), MSG_NOSIGNAL) ==
+        static_cast<ssize_t>(request.size())) {
+      char buffer[4096];
+      ssize_t received;
+      while ((received = ::recv(socket_fd, buffer, sizeof(buffer), 0)) > 0) {
+        response.append(buffer, static_cast<std::size_t>(received));
+      }
+    }
+  }
+  ::close(socket_fd);
+  return response;
+}
+
+// Runs a shell command, returning its standard output (for etcdctl).
+inline std::string run_command(const std::string& command) {
+  std::string output;
+  FILE* pipe = ::popen(command.c_str(), "r");
+  if (!pipe) return output;
+  char buffer[4096];
+  std::size_t read;
+  while ((read = std::fread(buffer, 1, sizeof(buffer), pipe)) > 0) output.append(buffer, read);
+  ::pclose(pipe);
+  return output;
+}
+
+// One etcd process. The ports and data directory stay the same across restarts.
+class EtcdMember {
+ public:
+  EtcdMember(std::string name, std::filesystem::path data_directory, int client_port, int peer_port)
+      : name_(std::move(name)),
+        data_directory_(std::move(data_directory)),
+        client_port_(client_port),
+        peer_port_(peer_port) {}
+  ~EtcdMember() { stop(); }
+  EtcdMember(const EtcdMember&) = delete;
+  EtcdMember& operator=(const EtcdMember&) = delete;
+
+  std::string client_endpoint() const { return "127.0.0.1:" + std::to_string(client_port_); }
+  std::string peer_url() const { return "http://127.0.0.1:" + std::to_string(peer_port_); }
+  const std::string& name() const noexcept { return name_; }
+  bool running() const noexcept { return pid_ > 0; }
+  const std::filesystem::path& data_directory() const noexcept { return data_directory_; }
+
+  // Starts the process (not waiting for it to serve). `initial_cluster` is etcd's
+  // --initial-cluster ("a=http://127.0.0.1:p1,b=…").
+  void start(const std::string& initial_cluster, const std::string& cluster_token) {
+    if (pid_ > 0) return;
+    const std::string client_url = "http://" + client_endpoint();
+    std::vector<std::string> arguments = {
+        etcd_binary(), "--name", name_, "--data-dir", (data_directory_ / "data").string(),
+        "--listen-client-urls", client_url, "--advertise-client-urls", client_url,
+        "--listen-peer-urls", peer_url(), "--initial-advertise-peer-urls", peer_url(),
+        "--initial-cluster", initial_cluster, "--initial-cluster-token", cluster_token,
+        "--initial-cluster-state", "new",
+        // Fast elections; the shortest lease becomes 1s.
+        "--heartbeat-interval", "50", "--election-timeout", "500"};
+    const std::string log_path = (data_directory_ / (name_ + ".log")).string();
+    const pid_t parent = ::getpid();
+    const pid_t pid = ::fork();
+    if (pid < 0) throw std::runtime_error("fork failed");
+    if (pid == 0) {
+      // The member must not outlive the test, even when the test crashes.
+      ::prctl(PR_SET_PDEATHSIG, SIGKILL);
+      if (::getppid() != parent) ::_exit(1);
+      const int log = ::open(log_path.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
+      if (log >= 0) {
+        ::dup2(log, 1);
+        ::dup2(log, 2);
+        ::close(log);
+      }
+      std::vector<char*> argv;
+      for (auto& argument : arguments) argv.push_back(argument.data());
+      argv.push_back(nullptr);
+      ::execv(argv[0], argv.data());
+      ::_exit(127);
+    }
+    pid_ = pid;
+  }
+
+  // Whether the member answers /health with "true" (needs a quorum in a cluster).
+  bool healthy() const {
+    return http_get(client_port_, "/health").find("\"health\":\"true\"") != std::string::npos;
+  }
+
+  // SIGTERM, then SIGKILL if it lingers; bounded.
+  void stop() { end_process(SIGTERM); }
+  // As a crash or power loss would.
+  void kill() { end_process(SIGKILL); }
+
+ private:
+  void end_process(int signal_number) {
+    if (pid_ <= 0) return;
+    ::kill(pid_, signal_number);
+    const auto deadline = std::chrono::steady_clock::now() + 10s;
+    while (::waitpid(pid_, nullptr, WNOHANG) == 0) {
+      if (std::chrono::steady_clock::now() > deadline) {
+        ::kill(pid_, SIGKILL);
+        ::waitpid(pid_, nullptr, 0);
+        break;
+      }
+      std::this_thread::sleep_for(10ms);
+    }
+    pid_ = -1;
+  }
+
+  std::string name_;
+  std::filesystem::path data_directory_;
+  int client_port_;
+  int peer_port_;
+  pid_t pid_ = -1;
+};
+
+inline std::string unique_token(const std::string& base) {
+  static std::atomic<int> counter{0};
+  return base + "-" + std::to_string(::getpid()) + "-" + std::to_string(counter.fetch_add(1));
+}
+
+// A cluster of `size` members (1 for a single server) on loopback, started and healthy when
+// the constructor returns; stopped and its data removed on destruction.
+class EtcdCluster {
+ public:
+  explicit EtcdCluster(std::size_t size = 1) : token_(unique_token("micro-test")) {
+    for (std::size_t index = 0; index < size; ++index) {
+      members_.push_back(std::make_unique<EtcdMember>("member" + std::to_string(index),
+                                                      directory_.path(), free_port(), free_port()));
+    }
+    for (auto& member : members_) {
+      if (!initial_cluster_.empty()) initial_cluster_ += ",";
+      initial_cluster_ += member->name() + "=" + member->peer_url();
+    }
+    for (auto& member : members_) member->start(initial_cluster_, token_);
+    for (std::size_t index = 0; index < members_.size(); ++index) wait_healthy(index);
+  }
+  ~EtcdCluster() {
+    for (auto& member : members_) member->stop();
+  }
+  EtcdCluster(const EtcdCluster&) = delete;
+  EtcdCluster& operator=(const EtcdCluster&) = delete;
+
+  std::size_t size() const noexcept { return members_.size(); }
+  EtcdMember& member(std::size_t index) { return *members_.at(index); }
+
+  // "127.0.0.1:p1,127.0.0.1:p2,…": the registry's address.
+  std::string address() const {
+    std::string joined;
+    for (const auto& member : members_) {
+      if (!joined.empty()) joined += ",";
+      joined += member->client_endpoint();
+    }
+    return joined;
+  }
+
+  // Waits (bounded) until member `index` reports healthy; throws otherwise.
+  void wait_healthy(std::size_t index, std::chrono::milliseconds timeout = 20s) {
+    if (!registry_test::wait_until([&] { return members_[index]->healthy(); }, timeout)) {
+      std::ifstream log(directory_.path() / (members_[index]->name() + ".log"));
+      std::stringstream text;
+      text << log.rdbuf();
+      std::string tail = text.str();
+      if (tail.size() > 2000) tail = tail.substr(tail.size() - 2000);
+      throw std::runtime_error("etcd " + members_[index]->name() +
+                               " did not become healthy: " + tail);
+    }
+  }
+
+  void restart(std::size_t index) {
+    members_[index]->stop();
+    members_[index]->start(initial_cluster_, token_);
+    wait_healthy(index);
+  }
+
+  // Stops a single-member cluster, wipes its data (every key and lease is lost) and starts it
+  // again empty, as if the cluster had been rebuilt.
+  void restart_empty() {
+    if (members_.size() != 1) throw std::logic_error("restart_empty needs one member");
+    members_[0]->stop();
+    std::filesystem::remove_all(directory_.path() / "data");
+    token_ = unique_token("micro-test");
+    members_[0]->start(initial_cluster_, token_);
+    wait_healthy(0);
+  }
+
+  // etcdctl against the cluster, e.g. etcdctl("get --prefix /micro/registry/").
+  std::string etcdctl(const std::string& arguments) const {
+    return run_command("ETCDCTL_API=3 etcdctl --endpoints=" + address() + " --command-timeout=5s " +
+                       arguments + " 2>&1");
+  }
+
+ private:
+  registry_test::TemporaryDirectory directory_;
+  std::string token_;
+  std::string initial_cluster_;
+  std::vector<std::unique_ptr<EtcdMember>> members_;
+};
+
+// One etcd shared by the tests of a process (the conformance suite gives each test its own
+// key prefix instead of its own server). Started on first use, stopped at exit.
+inline std::shared_ptr<EtcdCluster> shared_server() {
+  static std::shared_ptr<EtcdCluster> server = std::make_shared<EtcdCluster>(1);
+  return server;
+}
+
+// A key prefix no other test uses: "/micro-test-<n>/registry/".
+inline std::string unique_prefix() {
+  static std::atomic<int> counter{0};
+  return "/micro-test-" + std::to_string(counter.fetch_add(1)) + "/registry/";
+}
+
+}  // namespace etcd_test
