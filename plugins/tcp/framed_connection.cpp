@@ -13,6 +13,8 @@ namespace {
 // The buffer a connection starts with, and shrinks back to after an unusually large frame.
 constexpr std::size_t initial_read_capacity = 16 * 1024;
 constexpr std::size_t keep_read_capacity = 256 * 1024;
+// How long a closing connection keeps reading (and dropping) what the peer still sends.
+constexpr auto linger_time = std::chrono::seconds(1);
 }  // namespace
 
 FramedConnection::FramedConnection(Strand strand, asio::ip::tcp::socket socket, FrameType incoming,
@@ -20,13 +22,15 @@ FramedConnection::FramedConnection(Strand strand, asio::ip::tcp::socket socket, 
     : strand_(std::move(strand)),
       socket_(std::move(socket)),
       max_frame_(max_frame),
-      incoming_(incoming) {}
+      incoming_(incoming),
+      linger_timer_(asio::any_io_executor(strand_)) {}
 
 FramedConnection::FramedConnection(Strand strand, FrameType incoming, std::uint32_t max_frame)
     : strand_(strand),
       socket_(asio::any_io_executor(strand)),
       max_frame_(max_frame),
-      incoming_(incoming) {}
+      incoming_(incoming),
+      linger_timer_(asio::any_io_executor(strand_)) {}
 
 void FramedConnection::start_reading() {
   if (closed_) return;
@@ -120,12 +124,7 @@ void FramedConnection::send_frame(std::string frame) {
 void FramedConnection::flush() {
   if (write_in_flight_ || !writable_ || closed_) return;
   if (queued_.empty()) {
-    if (close_when_flushed_) {
-      // Let the peer read what was sent before it sees the connection go.
-      boost::system::error_code ignored;
-      socket_.shutdown(asio::ip::tcp::socket::shutdown_send, ignored);
-      close_socket();
-    }
+    if (close_when_flushed_ && !lingering_) linger();
     return;
   }
   write_in_flight_ = true;
@@ -155,6 +154,33 @@ void FramedConnection::close_after_flush() {
   if (!in_batch_) flush();
 }
 
+void FramedConnection::linger() {
+  lingering_ = true;
+  boost::system::error_code ignored;
+  socket_.shutdown(asio::ip::tcp::socket::shutdown_send, ignored);
+  linger_timer_.expires_after(linger_time);
+  linger_timer_.async_wait([self = shared_from_this()](const boost::system::error_code& error) {
+    if (!error) self->close_socket();
+  });
+  read_begin_ = read_end_ = 0;
+  if (!read_buffer_) make_room();
+  discard_more();
+}
+
+// Bytes read here are dropped: the point is only to see the peer's end of stream.
+void FramedConnection::discard_more() {
+  socket_.async_read_some(
+      asio::buffer(read_buffer_.get(), read_capacity_),
+      [self = shared_from_this()](const boost::system::error_code& error, std::size_t) {
+        if (self->closed_) return;
+        if (error) {
+          self->close_socket();
+          return;
+        }
+        self->discard_more();
+      });
+}
+
 void FramedConnection::fail(const boost::system::error_code& error) {
   close_socket();
   on_disconnect(error);
@@ -167,6 +193,7 @@ void FramedConnection::close_socket() {
   boost::system::error_code ignored;
   socket_.shutdown(asio::ip::tcp::socket::shutdown_both, ignored);
   socket_.close(ignored);
+  linger_timer_.cancel();
   queued_.clear();
   on_closed();
 }

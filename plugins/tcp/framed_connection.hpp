@@ -12,6 +12,7 @@
 
 #include <boost/asio/buffer.hpp>
 #include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/steady_timer.hpp>
 
 #include "common.hpp"
 #include "frame.hpp"
@@ -39,7 +40,9 @@ class FramedConnection : public std::enable_shared_from_this<FramedConnection> {
   // Queues a whole frame; frames queued while a frame batch is being read, or while a
   // write is in flight, are coalesced into the next write.
   void send_frame(std::string frame);
-  // Stops reading, and closes once every queued frame is written.
+  // Stops reading, and closes once every queued frame is written: the send side is shut,
+  // then whatever the peer still sends is read and dropped for a moment, so that closing
+  // with unread bytes does not reset the connection before the peer reads our last frame.
   void close_after_flush();
   // Closes now; queued frames are dropped. Calls on_closed once.
   void close_socket();
@@ -66,6 +69,8 @@ class FramedConnection : public std::enable_shared_from_this<FramedConnection> {
   void on_written(const boost::system::error_code& error);
   void fail(const boost::system::error_code& error);
   void make_room();
+  void linger();
+  void discard_more();
 
   FrameType incoming_;
   // The read buffer: bytes [read_begin_, read_end_) are received and not yet consumed;
@@ -79,12 +84,14 @@ class FramedConnection : public std::enable_shared_from_this<FramedConnection> {
   std::vector<std::string> queued_;   // waiting for the next write
   std::vector<std::string> writing_;  // owned by the write in flight
   std::vector<asio::const_buffer> write_buffers_;
+  asio::steady_timer linger_timer_;
 
   bool reading_stopped_ = false;
   bool in_batch_ = false;  // parsing frames of one read: hold writes until the batch ends
   bool writable_ = false;
   bool write_in_flight_ = false;
   bool close_when_flushed_ = false;
+  bool lingering_ = false;
   bool closed_ = false;
 };
 

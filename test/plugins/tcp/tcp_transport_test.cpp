@@ -469,7 +469,10 @@ TEST_CASE("an oversize header from a peer is refused without allocating it") {
   long resident_before = resident_kib();
 
   RawSocket raw(listener->address());
-  raw.send(header(1, 77, 1u << 30));  // claims 1 GiB follows
+  // Claims 1 GiB follows, and sends a first 256 KiB of it: the server must answer without
+  // waiting for (or allocating) the rest, and the bytes it never reads must not reset the
+  // connection before we read the answer.
+  raw.send(header(1, 77, 1u << 30) + std::string(256 * 1024, 'x'));
   auto response = raw.read_response();
   REQUIRE(response);
   CHECK(response->request_id == 77);
