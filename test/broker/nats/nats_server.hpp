@@ -1,0 +1,229 @@
+// test/broker/nats/nats_server.hpp — real nats-server processes for tests (header-only).
+//
+// NatsServer starts /usr/sbin/nats-server (or the one on PATH) on a free loopback port and
+// stops it when it goes out of scope (SIGTERM, bounded wait, then SIGKILL), so a failing
+// test never leaves one behind. NatsCluster runs three routed together. BrokerServer is for
+// suites that run over several broker plugins: it starts a server only for "nats".
+#pragma once
+
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <spawn.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <memory>
+#include <optional>
+#include <sstream>
+#include <stdexcept>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <micro/error.hpp>
+#include <micro/plugin.hpp>
+
+extern char** environ;
+
+namespace micro_test {
+
+// The nats-server binary: the first on PATH, else the Debian location.
+inline std::string nats_server_binary() {
+  if (const char* path = std::getenv("PATH")) {
+    std::stringstream directories(path);
+    std::string directory;
+    while (std::getline(directories, directory, ':')) {
+      std::filesystem::path candidate = std::filesystem::path(directory) / "nats-server";
+      if (!directory.empty() && ::access(candidate.c_str(), X_OK) == 0) return candidate;
+    }
+  }
+  return "/usr/sbin/nats-server";
+}
+
+// `count` distinct free loopback ports (all held open while choosing, so they differ).
+inline std::vector<int> free_loopback_ports(int count) {
+  std::vector<int> sockets, ports;
+  for (int i = 0; i < count; ++i) {
+    int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in address{};
+    address.sin_family = AF_INET;
+    address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    socklen_t length = sizeof address;
+    if (fd < 0 || ::bind(fd, reinterpret_cast<sockaddr*>(&address), sizeof address) != 0 ||
+        ::getsockname(fd, reinterpret_cast<sockaddr*>(&address), &length) != 0)
+      throw std::runtime_error("cannot find a free loopback port");
+    sockets.push_back(fd);
+    ports.push_back(ntohs(address.sin_port));
+  }
+  for (int fd : sockets) ::close(fd);
+  return ports;
+}
+
+inline bool port_accepts(int port) {
+  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in address{};
+  address.sin_family = AF_INET;
+  address.sin_port = htons(static_cast<std::uint16_t>(port));
+  address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  bool accepted = ::connect(fd, reinterpret_cast<sockaddr*>(&address), sizeof address) == 0;
+  ::close(fd);
+  return accepted;
+}
+
+class NatsServer {
+ public:
+  // `extra` arguments go after `-a 127.0.0.1 -p <port>` (e.g. {"--user", "u", "--pass", "p"}).
+  explicit NatsServer(std::vector<std::string> extra = {}, int port = 0)
+      : extra_(std::move(extra)), port_(port ? port : free_loopback_ports(1)[0]) {
+    char pattern[] = "/tmp/micro-nats-test-XXXXXX";
+    if (!::mkdtemp(pattern)) throw std::runtime_error("cannot create a temporary directory");
+    directory_ = pattern;
+    start();
+  }
+  ~NatsServer() {
+    stop();
+    std::error_code ignored;
+    std::filesystem::remove_all(directory_, ignored);
+  }
+  NatsServer(const NatsServer&) = delete;
+  NatsServer& operator=(const NatsServer&) = delete;
+
+  int port() const { return port_; }
+  std::string address() const { return "127.0.0.1:" + std::to_string(port_); }
+  bool running() const { return pid_ > 0; }
+
+  // Starts (again, on the same port) and waits until it accepts connections (at most 10 s).
+  void start() {
+    if (running()) return;
+    std::vector<std::string> arguments = {nats_server_binary(), "-a", "127.0.0.1", "-p",
+                                          std::to_string(port_)};
+    arguments.insert(arguments.end(), extra_.begin(), extra_.end());
+    std::vector<char*> argv;
+    for (auto& argument : arguments) argv.push_back(argument.data());
+    argv.push_back(nullptr);
+    posix_spawn_file_actions_t actions;
+    posix_spawn_file_actions_init(&actions);
+    std::string log = log_path();
+    posix_spawn_file_actions_addopen(&actions, 1, log.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
+    posix_spawn_file_actions_adddup2(&actions, 1, 2);
+    pid_t pid = 0;
+    int result = ::posix_spawn(&pid, argv[0], &actions, nullptr, argv.data(), environ);
+    posix_spawn_file_actions_destroy(&actions);
+    if (result != 0) throw std::runtime_error("cannot start " + arguments[0]);
+    pid_ = pid;
+    auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+    while (!port_accepts(port_)) {
+      int status = 0;
+      if (::waitpid(pid_, &status, WNOHANG) == pid_) {
+        pid_ = -1;
+        throw std::runtime_error("nats-server exited at start:\n" + log_text());
+      }
+      if (std::chrono::steady_clock::now() > deadline) {
+        kill();
+        throw std::runtime_error("nats-server did not listen within 10 s:\n" + log_text());
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    }
+  }
+
+  // SIGTERM (the server closes its clients), then SIGKILL if it takes over 5 s.
+  void stop() { end(SIGTERM); }
+  // SIGKILL: the server vanishes as in a crash.
+  void kill() { end(SIGKILL); }
+
+  std::string log_path() const { return directory_ + "/nats-server.log"; }
+  std::string log_text() const {
+    std::ifstream file(log_path());
+    return std::string(std::istreambuf_iterator<char>(file), {});
+  }
+
+ private:
+  void end(int signal_number) {
+    if (!running()) return;
+    ::kill(pid_, signal_number);
+    auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(5);
+    int status = 0;
+    while (::waitpid(pid_, &status, WNOHANG) == 0) {
+      if (std::chrono::steady_clock::now() > deadline) {
+        ::kill(pid_, SIGKILL);
+        ::waitpid(pid_, &status, 0);
+        break;
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(2));
+    }
+    pid_ = -1;
+  }
+
+  std::vector<std::string> extra_;
+  int port_;
+  std::string directory_;
+  pid_t pid_ = -1;
+};
+
+// Three nats-servers routed into one cluster on loopback.
+class NatsCluster {
+ public:
+  NatsCluster() {
+    std::vector<int> ports = free_loopback_ports(6);  // 3 client ports, 3 route ports
+    for (int i = 0; i < 3; ++i) {
+      std::string routes;
+      for (int j = 0; j < 3; ++j)
+        if (j != i)
+          routes += (routes.empty() ? "" : ",") + std::string("nats://127.0.0.1:") +
+                    std::to_string(ports[3 + j]);
+      servers_.push_back(std::make_unique<NatsServer>(
+          std::vector<std::string>{"--cluster_name", "micro-test", "--cluster",
+                                   "nats://127.0.0.1:" + std::to_string(ports[3 + i]), "--routes",
+                                   routes},
+          ports[i]));
+    }
+  }
+  NatsServer& server(int index) { return *servers_.at(index); }
+  // "a:1,b:2,c:3" in server order.
+  std::string addresses() const {
+    std::string text;
+    for (const auto& server : servers_) text += (text.empty() ? "" : ",") + server->address();
+    return text;
+  }
+
+ private:
+  std::vector<std::unique_ptr<NatsServer>> servers_;
+};
+
+// Whether the nats broker plugin was built (it needs libnats at build time).
+inline bool nats_plugin_available() {
+  try {
+    micro::PluginLoader::instance().describe(micro::PluginKind::broker, "nats");
+    return true;
+  } catch (const micro::Exception&) {
+    return false;
+  }
+}
+
+// `names` without "nats" when its plugin was not built.
+inline std::vector<std::string> buildable_brokers(std::vector<std::string> names) {
+  if (!nats_plugin_available()) std::erase(names, std::string("nats"));
+  return names;
+}
+
+// For suites over several brokers: the address broker `name` needs, with a nats-server
+// started (and stopped at scope end) when `name` is "nats".
+struct BrokerServer {
+  explicit BrokerServer(const std::string& name) {
+    if (name == "nats") {
+      server.emplace();
+      address = server->address();
+    }
+  }
+  std::optional<NatsServer> server;
+  std::string address;
+};
+
+}  // namespace micro_test
