@@ -16,7 +16,10 @@ for plugin in micro-registry-memory.so micro-transport-tcp.so micro-selector-rou
   [ -f "$plugins/$plugin" ] || { echo "FAIL: $plugin not installed in $plugins"; exit 1; }
 done
 
-flags=$(PKG_CONFIG_PATH=$(dirname "$pc") pkg-config --define-prefix --cflags --libs micro)
+# The .pc names the real prefix; point it into the staging dir.
+export PKG_CONFIG_PATH=$(dirname "$pc")
+prefix=$(pkg-config --variable=prefix micro)
+flags=$(pkg-config --define-variable=prefix="$stage$prefix" --cflags --libs micro)
 g++ -std=c++20 -Wall -Wextra -Werror -o "$stage/outside_service" "$source_file" $flags -pthread
 
 libdir=$(dirname "$(find "$stage" -name 'libmicro.so' | head -n1)")

@@ -13,7 +13,9 @@
 #include <vector>
 
 #include <boost/asio/any_io_executor.hpp>
+#include <boost/asio/associated_executor.hpp>
 #include <boost/asio/async_result.hpp>
+#include <boost/asio/dispatch.hpp>
 
 #include <nlohmann/json.hpp>
 
@@ -59,10 +61,19 @@ class Client {
   auto async_call(Request request, const CallOptions& options, CompletionToken&& token) {
     return boost::asio::async_initiate<CompletionToken, void(Response)>(
         [this, options](auto handler, Request request) {
-          auto shared = std::make_shared<decltype(handler)>(std::move(handler));
+          using Handler = decltype(handler);
+          auto shared = std::make_shared<Handler>(std::move(handler));
+          auto executor = boost::asio::get_associated_executor(*shared, this->executor());
           async_call(
               std::move(request),
-              [shared](Response&& response) { (*shared)(std::move(response)); }, options);
+              [shared, executor](Response&& response) {
+                // Completes on the handler's own executor (a coroutine resumes where it runs),
+                // invoked once as an rvalue, as Asio handlers must be.
+                boost::asio::dispatch(executor, [shared, response = std::move(response)]() mutable {
+                  std::move (*shared)(std::move(response));
+                });
+              },
+              options);
         },
         token, std::move(request));
   }
@@ -115,8 +126,8 @@ Request Client::make_request(std::string service, std::string endpoint, const Re
 template <class T>
 T Client::decode_response(const Response& response) {
   if (response.error) throw Exception(*response.error);
-  const Codec& codec = codec_for(response.content_type.empty() ? json_content_type
-                                                               : std::string_view(response.content_type));
+  const Codec& codec = codec_for(
+      response.content_type.empty() ? json_content_type : std::string_view(response.content_type));
   try {
     return codec.decode(response.body).template get<T>();
   } catch (const nlohmann::json::exception& e) {
@@ -128,9 +139,8 @@ T Client::decode_response(const Response& response) {
 template <class Resp, class Req>
 Resp Client::call(std::string service, std::string endpoint, const Req& request,
                   const CallOptions& options, Context context) {
-  return decode_response<Resp>(
-      call(make_request(std::move(service), std::move(endpoint), request, std::move(context)),
-           options));
+  return decode_response<Resp>(call(
+      make_request(std::move(service), std::move(endpoint), request, std::move(context)), options));
 }
 
 template <class T>
