@@ -241,9 +241,12 @@ TEST_CASE("co_await a call with use_awaitable") {
   auto result = boost::asio::co_spawn(
       fixture.runtime.executor(),
       [&]() -> boost::asio::awaitable<std::string> {
-        auto response = co_await client.async_call(
-            client.make_request("echo", "Echo.Typed", Echo{"co", 0}), micro::CallOptions{},
-            boost::asio::use_awaitable);
+        // No temporaries with destructors inside the co_await expression: g++ 12 destroys
+        // them twice (GCC bug 100611 and kin), so the request and options are named first.
+        micro::CallOptions options;
+        micro::Request request = client.make_request("echo", "Echo.Typed", Echo{"co", 0});
+        auto response =
+            co_await client.async_call(std::move(request), options, boost::asio::use_awaitable);
         co_return micro::Client::decode_response<Echo>(response).text;
       },
       boost::asio::use_future);
