@@ -7,8 +7,8 @@
 //     call <service> <endpoint> [json]  call an endpoint with a JSON request (default {})
 //     publish <topic> <json>          publish a JSON message
 //     subscribe <topic> [count]       print messages on a topic (count: stop after that many)
-#include <csignal>
 #include <condition_variable>
+#include <csignal>
 #include <iostream>
 #include <mutex>
 
@@ -107,9 +107,9 @@ int main(int argc, char** argv) try {
     need(2, "call <service> <endpoint> [json]");
     nlohmann::json body = nlohmann::json::parse(args.size() > 2 ? args[2] : "{}");
     auto response = service.client().call(service.client().make_request(args[0], args[1], body));
-    auto decoded = micro::codec_for(response.content_type.empty() ? "application/json"
-                                                                  : response.content_type)
-                       .decode(response.body);
+    auto decoded =
+        micro::codec_for(response.content_type.empty() ? "application/json" : response.content_type)
+            .decode(response.body);
     std::cout << decoded.dump(2) << "\n";
     return 0;
   }

@@ -58,8 +58,8 @@ class LogicalCall : public std::enable_shared_from_this<LogicalCall> {
       return;
     }
     state_->registry->async_get_service(
-        request_.service, [self = shared_from_this()](ServiceSnapshot snapshot,
-                                                      std::optional<Error> error) {
+        request_.service,
+        [self = shared_from_this()](ServiceSnapshot snapshot, std::optional<Error> error) {
           self->on_lookup(std::move(snapshot), std::move(error));
         });
   }
@@ -67,9 +67,9 @@ class LogicalCall : public std::enable_shared_from_this<LogicalCall> {
  private:
   void on_lookup(ServiceSnapshot snapshot, std::optional<Error> error) {
     if (error) {
-      finish(Response::failure(Error(state_->options.id, ErrorCode::unavailable,
-                                     "cannot look up service '" + request_.service +
-                                         "': " + error->detail)));
+      finish(Response::failure(
+          Error(state_->options.id, ErrorCode::unavailable,
+                "cannot look up service '" + request_.service + "': " + error->detail)));
       return;
     }
     snapshot_ = std::move(snapshot);
@@ -92,16 +92,16 @@ class LogicalCall : public std::enable_shared_from_this<LogicalCall> {
   void attempt() {
     ++attempt_;
     if (request_.context.expired()) {
-      finish(Response::failure(Error(
-          state_->options.id, ErrorCode::timeout,
-          "deadline passed calling " + request_.service + "." + request_.endpoint + " after " +
-              std::to_string(attempt_ - 1) + " attempt(s)" +
-              (last_error_ ? "; last error: " + last_error_->message() : std::string()))));
+      finish(Response::failure(
+          Error(state_->options.id, ErrorCode::timeout,
+                "deadline passed calling " + request_.service + "." + request_.endpoint +
+                    " after " + std::to_string(attempt_ - 1) + " attempt(s)" +
+                    (last_error_ ? "; last error: " + last_error_->message() : std::string()))));
       return;
     }
     state_->attempts.fetch_add(1, std::memory_order_relaxed);
-    std::size_t index = state_->selector->select_node(request_.service, nodes_, request_.context,
-                                                      attempt_);
+    std::size_t index =
+        state_->selector->select_node(request_.service, nodes_, request_.context, attempt_);
     if (index >= nodes_.size()) index = 0;  // a misbehaving selector must not crash the call
     attempt_started_ = Clock::now();
     const Node& node = nodes_[index];
@@ -126,13 +126,12 @@ class LogicalCall : public std::enable_shared_from_this<LogicalCall> {
       state_->retries.fetch_add(1, std::memory_order_relaxed);
       auto delay = state_->options.backoff * (1LL << std::min(attempt_ - 1, 20));
       delay = std::min<std::chrono::milliseconds>(delay, state_->options.max_backoff);
-      auto remaining = std::chrono::duration_cast<std::chrono::milliseconds>(
-          request_.context.remaining());
+      auto remaining =
+          std::chrono::duration_cast<std::chrono::milliseconds>(request_.context.remaining());
       if (delay >= remaining) delay = remaining / 2;  // leave the last attempt some time
       backoff_timer_.expires_after(delay);
-      backoff_timer_.async_wait([self = shared_from_this()](boost::system::error_code) {
-        self->attempt();
-      });
+      backoff_timer_.async_wait(
+          [self = shared_from_this()](boost::system::error_code) { self->attempt(); });
       return;
     }
     finish(std::move(response));
@@ -180,12 +179,12 @@ Client::Client(ClientOptions options, std::shared_ptr<Transport> transport,
   state_->executor = std::move(executor);
 
   std::weak_ptr<State> weak = state_;
-  state_->call_chain = wrappers.wrap_call(
-      [weak](Request& request, const Attempt& attempt, ResponseHandler done) {
+  state_->call_chain =
+      wrappers.wrap_call([weak](Request& request, const Attempt& attempt, ResponseHandler done) {
         auto state = weak.lock();
         if (!state || !state->transport) {
-          done(Response::failure(Error("micro.client", ErrorCode::unavailable,
-                                       "the client has no transport")));
+          done(Response::failure(
+              Error("micro.client", ErrorCode::unavailable, "the client has no transport")));
           return;
         }
         state->transport->async_call(attempt.node.address, request, std::move(done));
@@ -198,8 +197,7 @@ Client::Client(ClientOptions options, std::shared_ptr<Transport> transport,
               Error("micro.client", ErrorCode::unavailable, "the client was destroyed")));
           return;
         }
-        std::make_shared<LogicalCall>(std::move(state), request, options, std::move(done))
-            ->start();
+        std::make_shared<LogicalCall>(std::move(state), request, options, std::move(done))->start();
       });
   state_->publish_chain = wrappers.wrap_publish([weak](Context& context, Message& message) {
     auto state = weak.lock();
@@ -238,9 +236,13 @@ Response Client::call(Request request, const CallOptions& options) {
   return response;
 }
 
-void Client::publish(Context& context, Message message) { state_->publish_chain(context, message); }
+void Client::publish(Context& context, Message message) {
+  state_->publish_chain(context, message);
+}
 
-const ClientOptions& Client::options() const noexcept { return state_->options; }
+const ClientOptions& Client::options() const noexcept {
+  return state_->options;
+}
 
 ClientStatistics Client::statistics() const {
   ClientStatistics statistics;
@@ -251,6 +253,8 @@ ClientStatistics Client::statistics() const {
   return statistics;
 }
 
-boost::asio::any_io_executor Client::executor() const { return state_->executor; }
+boost::asio::any_io_executor Client::executor() const {
+  return state_->executor;
+}
 
 }  // namespace micro

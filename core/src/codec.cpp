@@ -9,16 +9,14 @@ namespace micro {
 namespace {
 
 Exception decode_error(std::string_view content_type, const std::exception& e) {
-  return Exception(bad_request("micro.codec", "cannot decode " + std::string(content_type) +
-                                                  " body: " + e.what()));
+  return Exception(bad_request(
+      "micro.codec", "cannot decode " + std::string(content_type) + " body: " + e.what()));
 }
 
 class JsonCodec final : public Codec {
  public:
   std::string_view content_type() const noexcept override { return "application/json"; }
-  void encode(const nlohmann::json& value, std::string& out) const override {
-    out += value.dump();
-  }
+  void encode(const nlohmann::json& value, std::string& out) const override { out += value.dump(); }
   nlohmann::json decode(std::string_view bytes) const override {
     try {
       return nlohmann::json::parse(bytes);

@@ -6,7 +6,9 @@
 namespace micro {
 
 namespace {
-inline char lower(char c) noexcept { return (c >= 'A' && c <= 'Z') ? char(c + ('a' - 'A')) : c; }
+inline char lower(char c) noexcept {
+  return (c >= 'A' && c <= 'Z') ? char(c + ('a' - 'A')) : c;
+}
 }  // namespace
 
 bool iequals(std::string_view a, std::string_view b) noexcept {
@@ -85,7 +87,9 @@ Context::Clock::duration Context::remaining() const noexcept {
   return left.count() > 0 ? left : Clock::duration::zero();
 }
 
-void Context::cancel() { cancellation()->cancel(); }
+void Context::cancel() {
+  cancellation()->cancel();
+}
 
 const std::shared_ptr<CancellationState>& Context::cancellation() {
   if (!cancellation_) cancellation_ = std::make_shared<CancellationState>();

@@ -16,7 +16,8 @@ thread_local const Runtime* current_runtime = nullptr;
 }
 
 Runtime::Runtime(unsigned threads)
-    : work_(boost::asio::make_work_guard(io_context_)), blocking_(std::make_unique<BlockingPool>()) {
+    : work_(boost::asio::make_work_guard(io_context_)),
+      blocking_(std::make_unique<BlockingPool>()) {
   if (threads == 0) threads = std::max(1u, std::thread::hardware_concurrency());
   threads_.reserve(threads);
   for (unsigned i = 0; i < threads; ++i) {
@@ -28,13 +29,17 @@ Runtime::Runtime(unsigned threads)
   }
 }
 
-Runtime::~Runtime() { stop(); }
+Runtime::~Runtime() {
+  stop();
+}
 
 boost::asio::any_io_executor Runtime::blocking_executor() noexcept {
   return blocking_->pool.get_executor();
 }
 
-bool Runtime::running_in_this_thread() const noexcept { return current_runtime == this; }
+bool Runtime::running_in_this_thread() const noexcept {
+  return current_runtime == this;
+}
 
 void Runtime::stop() {
   if (threads_.empty()) return;

@@ -215,7 +215,8 @@ void Server::start() {
   if (state_->running) return;
   auto& state = *state_;
   state.stopping = false;
-  for (auto& [name, entry] : state.endpoints) entry.wrapped = state.wrappers.wrap_handler(entry.raw);
+  for (auto& [name, entry] : state.endpoints)
+    entry.wrapped = state.wrappers.wrap_handler(entry.raw);
 
   std::weak_ptr<State> weak = state_;
   state.listener = state.transport->listen(
@@ -282,9 +283,8 @@ std::size_t Server::stop() {
   std::size_t unfinished = 0;
   {
     std::unique_lock drain_lock(state.drain_mutex);
-    state.drained.wait_for(drain_lock, state.options.drain_timeout, [&] {
-      return state.in_flight.load(std::memory_order_acquire) == 0;
-    });
+    state.drained.wait_for(drain_lock, state.options.drain_timeout,
+                           [&] { return state.in_flight.load(std::memory_order_acquire) == 0; });
     unfinished = state.in_flight.load(std::memory_order_acquire);
   }
   // 4. Stop deliveries, then close the connections.
@@ -296,13 +296,21 @@ std::size_t Server::stop() {
   return unfinished;
 }
 
-bool Server::running() const noexcept { return state_->running.load(); }
+bool Server::running() const noexcept {
+  return state_->running.load();
+}
 
-std::string Server::address() const { return state_->bound_address; }
+std::string Server::address() const {
+  return state_->bound_address;
+}
 
-Service Server::registration() const { return state_->registration(); }
+Service Server::registration() const {
+  return state_->registration();
+}
 
-const ServerOptions& Server::options() const noexcept { return state_->options; }
+const ServerOptions& Server::options() const noexcept {
+  return state_->options;
+}
 
 ServerStatistics Server::statistics() const {
   ServerStatistics statistics;

@@ -40,8 +40,8 @@ std::shared_ptr<T> load(PluginLoader& loader, PluginKind kind, const PluginChoic
                                std::move(executor));
   } catch (const Exception& e) {
     Error error = e.error();
-    error.detail = std::string(to_string(kind)) + " '" + choice.name + "' (from " +
-                   choice.origin + "): " + error.detail;
+    error.detail = std::string(to_string(kind)) + " '" + choice.name + "' (from " + choice.origin +
+                   "): " + error.detail;
     throw Exception(std::move(error));
   }
 }
@@ -59,8 +59,8 @@ Microservice::Microservice(std::string name, Config config, PluginLoader& loader
   auto executor = state.runtime->executor();
 
   state.registry_backend = load<Registry>(loader, PluginKind::registry, cfg.registry, executor);
-  state.registry = std::make_shared<RegistryCache>(state.registry_backend,
-                                                   state.runtime->blocking_executor());
+  state.registry =
+      std::make_shared<RegistryCache>(state.registry_backend, state.runtime->blocking_executor());
   state.broker = load<Broker>(loader, PluginKind::broker, cfg.broker, executor);
   state.selector = load<Selector>(loader, PluginKind::selector, cfg.selector, executor);
   state.transport = load<Transport>(loader, PluginKind::transport, cfg.transport, executor);
@@ -93,9 +93,8 @@ Microservice::Microservice(std::string name, Config config, PluginLoader& loader
                                {"registry", cfg.registry.name},
                                {"server", "micro-cpp"}};
     // Registrations go straight to the backend; the cache is for lookups.
-    state.server = std::make_unique<Server>(server_options, state.transport,
-                                            state.registry_backend, state.broker, state.wrappers,
-                                            executor);
+    state.server = std::make_unique<Server>(server_options, state.transport, state.registry_backend,
+                                            state.broker, state.wrappers, executor);
   }
 }
 
@@ -112,13 +111,27 @@ Microservice::~Microservice() {
   state_->runtime->stop();
 }
 
-const Config& Microservice::config() const noexcept { return state_->config; }
-Runtime& Microservice::runtime() noexcept { return *state_->runtime; }
-Client& Microservice::client() { return *state_->client; }
-Broker& Microservice::broker() { return *state_->broker; }
-RegistryCache& Microservice::registry() { return *state_->registry; }
-Selector& Microservice::selector() { return *state_->selector; }
-Transport& Microservice::transport() { return *state_->transport; }
+const Config& Microservice::config() const noexcept {
+  return state_->config;
+}
+Runtime& Microservice::runtime() noexcept {
+  return *state_->runtime;
+}
+Client& Microservice::client() {
+  return *state_->client;
+}
+Broker& Microservice::broker() {
+  return *state_->broker;
+}
+RegistryCache& Microservice::registry() {
+  return *state_->registry;
+}
+Selector& Microservice::selector() {
+  return *state_->selector;
+}
+Transport& Microservice::transport() {
+  return *state_->transport;
+}
 
 Server& Microservice::server() {
   if (!state_->server)

@@ -1,7 +1,12 @@
-// A wrapper chain configured by string: `wrappers=log,metrics` puts log outermost, metrics
-// inside it, and the handler innermost; their lines show the order they run in.
+// A wrapper chain configured by string. With
+//   wrappers=trail?label=outer,log?stream=stdout,trail?label=inner
+// the first listed is outermost: a call enters outer, then log, then inner, then the
+// transport; on the server the handler chain nests the same way around the handler.
+// `trail` is this example's own wrapper plugin (trail_wrapper.cpp), found through
+// MICRO_PLUGIN_PATH.
 //
-//   chain [--wrappers=log,metrics]
+//   chain [--wrappers=…]
+#include <cstdlib>
 #include <iostream>
 
 #include <micro/service.hpp>
@@ -12,15 +17,18 @@ struct Ping {
 NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE(Ping, sequence)
 
 int main(int argc, char** argv) try {
-  auto config = micro::Config::load(argc, argv,
-                                    "registry=memory wrappers=log?stream=stdout,metrics");
+  // Where this example's own plugin was built; an operator's setting wins.
+  setenv("MICRO_PLUGIN_PATH", CHAIN_PLUGIN_DIR, 0);
+  auto config = micro::Config::load(
+      argc, argv, "registry=memory wrappers=trail?label=outer,log?stream=stdout,trail?label=inner");
   micro::Microservice service("chain", config);
   service.handle("Chain.Ping", [](micro::Context&, const Ping& ping) {
-    std::cout << "  handler: ping " << ping.sequence << std::endl;
+    std::cout << "        handler: ping " << ping.sequence << std::endl;
     return Ping{ping.sequence + 1};
   });
   service.start();
-  for (int i = 1; i <= 3; ++i) {
+  int count = argc > 1 ? std::atoi(argv[1]) : 2;
+  for (int i = 1; i <= count; ++i) {
     auto pong = service.client().call<Ping>("chain", "Chain.Ping", Ping{i});
     std::cout << "client: pong " << pong.sequence << std::endl;
   }

@@ -15,8 +15,8 @@ int main(int argc, char** argv) try {
 
   micro::Microservice service("", config);  // no name: a client only, nothing to serve
   for (int i = 0; i < count; ++i) {
-    auto response = service.client().call<greeter::HelloResponse>(
-        "greeter", "Greeter.Hello", greeter::HelloRequest{name});
+    auto response = service.client().call<greeter::HelloResponse>("greeter", "Greeter.Hello",
+                                                                  greeter::HelloRequest{name});
     std::cout << response.greeting << " (served by " << response.served_by << ")" << std::endl;
   }
   return 0;

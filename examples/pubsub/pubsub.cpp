@@ -32,13 +32,14 @@ int main(int argc, char** argv) try {
       ++delivered;
     };
   };
-  service.subscribe("orders.placed", subscriber("audit"));           // every event
-  service.subscribe("orders.placed", subscriber("mailer"));          // every event
+  service.subscribe("orders.placed", subscriber("audit"));                 // every event
+  service.subscribe("orders.placed", subscriber("mailer"));                // every event
   service.subscribe("orders.placed", subscriber("billing-1"), "billing");  // one of the group
   service.subscribe("orders.placed", subscriber("billing-2"), "billing");
   service.start();
 
-  for (int i = 1; i <= count; ++i) service.client().publish("orders.placed", OrderPlaced{i, 9.5 * i});
+  for (int i = 1; i <= count; ++i)
+    service.client().publish("orders.placed", OrderPlaced{i, 9.5 * i});
 
   // Each event reaches audit, mailer and one billing member.
   int expected = count * 3;

@@ -152,9 +152,8 @@ TEST_CASE("wrapper chains run the first configured outermost") {
   CHECK(order == std::vector<std::string>{"a in", "b in", "handler", "b out", "a out"});
 
   order.clear();
-  auto publish = chains.wrap_publish([&order](micro::Context&, micro::Message&) {
-    order.push_back("broker");
-  });
+  auto publish = chains.wrap_publish(
+      [&order](micro::Context&, micro::Message&) { order.push_back("broker"); });
   micro::Context context;
   micro::Message message;
   publish(context, message);

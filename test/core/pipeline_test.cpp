@@ -59,13 +59,13 @@ class RecordingSelector : public micro::Selector {
 struct Fixture {
   micro::Runtime runtime{4};
   micro::PluginLoader& loader = micro::PluginLoader::instance();
-  std::shared_ptr<micro::Registry> registry =
-      loader.create_as<micro::Registry>(micro::PluginKind::registry, "memory", "", {}, runtime.executor());
-  std::shared_ptr<micro::Transport> transport =
-      loader.create_as<micro::Transport>(micro::PluginKind::transport, "tcp", "", {}, runtime.executor());
-  std::shared_ptr<RecordingSelector> selector = std::make_shared<RecordingSelector>(
-      loader.create_as<micro::Selector>(micro::PluginKind::selector, "roundrobin", "", {},
-                                        runtime.executor()));
+  std::shared_ptr<micro::Registry> registry = loader.create_as<micro::Registry>(
+      micro::PluginKind::registry, "memory", "", {}, runtime.executor());
+  std::shared_ptr<micro::Transport> transport = loader.create_as<micro::Transport>(
+      micro::PluginKind::transport, "tcp", "", {}, runtime.executor());
+  std::shared_ptr<RecordingSelector> selector =
+      std::make_shared<RecordingSelector>(loader.create_as<micro::Selector>(
+          micro::PluginKind::selector, "roundrobin", "", {}, runtime.executor()));
   std::shared_ptr<micro::RegistryCache> cache =
       std::make_shared<micro::RegistryCache>(registry, runtime.blocking_executor());
   std::vector<std::unique_ptr<micro::Server>> servers;
@@ -221,8 +221,8 @@ TEST_CASE("the deadline travels to the server") {
   Fixture fixture;
   std::promise<std::chrono::milliseconds> seen;
   fixture.add_server([&seen](micro::Request& request, micro::ResponseHandler respond) {
-    seen.set_value(std::chrono::duration_cast<std::chrono::milliseconds>(
-        request.context.remaining()));
+    seen.set_value(
+        std::chrono::duration_cast<std::chrono::milliseconds>(request.context.remaining()));
     respond(micro::Response{});
   });
   auto client = fixture.make_client();

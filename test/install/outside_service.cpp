@@ -9,11 +9,11 @@ struct Hello {
 NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE(Hello, name)
 
 int main(int argc, char** argv) try {
-  auto config = micro::Config::load(argc, argv, "registry=memory broker=memory selector=roundrobin");
+  auto config =
+      micro::Config::load(argc, argv, "registry=memory broker=memory selector=roundrobin");
   micro::Microservice service("outside", config);
-  service.handle("Outside.Hello", [](micro::Context&, const Hello& hello) {
-    return Hello{"hello " + hello.name};
-  });
+  service.handle("Outside.Hello",
+                 [](micro::Context&, const Hello& hello) { return Hello{"hello " + hello.name}; });
   service.start();
   auto reply = service.client().call<Hello>("outside", "Outside.Hello", Hello{"installed"});
   std::cout << reply.name << "\n";

@@ -38,7 +38,8 @@ struct PluginChoice {
 };
 
 // A malformed configuration. what() reads like
-//   config string, position 9: unknown key 'regsitry'; expected one of: registry, broker, … (did you mean 'registry'?)
+//   config string, position 9: unknown key 'regsitry'; expected one of: registry, broker, … (did
+//   you mean 'registry'?)
 class ConfigError : public Exception {
  public:
   ConfigError(std::string origin, std::size_t position, std::string message);

@@ -11,9 +11,9 @@
 //                [](const micro::PluginArguments& args) { return new FileRegistry(args); })
 #pragma once
 
+#include <chrono>
 #include <cstddef>
 #include <cstdint>
-#include <chrono>
 #include <filesystem>
 #include <map>
 #include <memory>
@@ -131,10 +131,10 @@ class PluginLoader {
   // unknown names and ill-typed values are errors) and `address`. Throws micro::Exception
   // with code 400 (bad name/option) or 404 (not found), saying what it found and where it
   // looked. The returned object keeps the shared object loaded.
-  std::shared_ptr<PluginObject> create(PluginKind kind, std::string_view name,
-                                       std::string_view address,
-                                       const std::vector<std::pair<std::string, std::string>>& options,
-                                       boost::asio::any_io_executor executor);
+  std::shared_ptr<PluginObject> create(
+      PluginKind kind, std::string_view name, std::string_view address,
+      const std::vector<std::pair<std::string, std::string>>& options,
+      boost::asio::any_io_executor executor);
 
   template <class T>
   std::shared_ptr<T> create_as(PluginKind kind, std::string_view name, std::string_view address,
@@ -160,30 +160,30 @@ class PluginLoader {
 
 // Defines the plugin's entry point. `options` is an array of micro::PluginOption (or use
 // MICRO_PLUGIN_NO_OPTIONS); `factory` is anything convertible to the create pointer.
-#define MICRO_PLUGIN(kind_, name_, summary_, options_, factory_)                              \
-  extern "C" __attribute__((visibility("default"))) const micro::PluginDescriptor*           \
-  micro_plugin_descriptor() {                                                                 \
-    static const micro::PluginDescriptor descriptor{                                          \
-        micro::plugin_abi_version,                                                            \
-        MICRO_PLUGIN_STRINGIFY(kind_),                                                        \
-        MICRO_PLUGIN_STRINGIFY(name_),                                                        \
-        summary_,                                                                             \
-        options_,                                                                             \
-        sizeof(options_) / sizeof(micro::PluginOption),                                       \
-        factory_};                                                                            \
-    return &descriptor;                                                                       \
+#define MICRO_PLUGIN(kind_, name_, summary_, options_, factory_)                   \
+  extern "C" __attribute__((visibility("default"))) const micro::PluginDescriptor* \
+  micro_plugin_descriptor() {                                                      \
+    static const micro::PluginDescriptor descriptor{                               \
+        micro::plugin_abi_version,                                                 \
+        MICRO_PLUGIN_STRINGIFY(kind_),                                             \
+        MICRO_PLUGIN_STRINGIFY(name_),                                             \
+        summary_,                                                                  \
+        options_,                                                                  \
+        sizeof(options_) / sizeof(micro::PluginOption),                            \
+        factory_};                                                                 \
+    return &descriptor;                                                            \
   }
 
 // For plugins without options (a zero-length array is not valid C++).
-#define MICRO_PLUGIN_NO_OPTIONS(kind_, name_, summary_, factory_)                              \
-  extern "C" __attribute__((visibility("default"))) const micro::PluginDescriptor*           \
-  micro_plugin_descriptor() {                                                                 \
-    static const micro::PluginDescriptor descriptor{micro::plugin_abi_version,               \
-                                                    MICRO_PLUGIN_STRINGIFY(kind_),           \
-                                                    MICRO_PLUGIN_STRINGIFY(name_),           \
-                                                    summary_,                                \
-                                                    nullptr,                                 \
-                                                    0,                                       \
-                                                    factory_};                               \
-    return &descriptor;                                                                       \
+#define MICRO_PLUGIN_NO_OPTIONS(kind_, name_, summary_, factory_)                  \
+  extern "C" __attribute__((visibility("default"))) const micro::PluginDescriptor* \
+  micro_plugin_descriptor() {                                                      \
+    static const micro::PluginDescriptor descriptor{micro::plugin_abi_version,     \
+                                                    MICRO_PLUGIN_STRINGIFY(kind_), \
+                                                    MICRO_PLUGIN_STRINGIFY(name_), \
+                                                    summary_,                      \
+                                                    nullptr,                       \
+                                                    0,                             \
+                                                    factory_};                     \
+    return &descriptor;                                                            \
   }

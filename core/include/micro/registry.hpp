@@ -38,8 +38,8 @@ struct Endpoint {
 };
 
 struct Node {
-  std::string id;       // unique per running instance: "greeter-5f0c…"
-  std::string address;  // "127.0.0.1:40123"
+  std::string id;        // unique per running instance: "greeter-5f0c…"
+  std::string address;   // "127.0.0.1:40123"
   MetadataMap metadata;  // includes "protocol", "transport", "broker", "registry", "server"
   friend bool operator==(const Node&, const Node&) = default;
 };

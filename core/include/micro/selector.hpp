@@ -15,8 +15,8 @@ class Context;
 
 // What the pipeline tells the selector after every attempt.
 struct Outcome {
-  bool ok = true;             // false for transport errors, 408, 5xx
-  std::int32_t code = 0;      // the error code, 0 when ok
+  bool ok = true;         // false for transport errors, 408, 5xx
+  std::int32_t code = 0;  // the error code, 0 when ok
   std::chrono::nanoseconds latency{0};
 };
 

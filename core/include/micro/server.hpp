@@ -20,11 +20,11 @@
 namespace micro {
 
 struct ServerOptions {
-  std::string name;     // the service name, "greeter"
+  std::string name;  // the service name, "greeter"
   std::string version = "latest";
   std::string address = "127.0.0.1:0";  // where to listen; port 0 picks a free one
-  std::string advertise;  // the address put into the registry; empty: the bound one
-  MetadataMap metadata;   // node metadata (protocol/transport/… are added)
+  std::string advertise;                // the address put into the registry; empty: the bound one
+  MetadataMap metadata;                 // node metadata (protocol/transport/… are added)
   std::chrono::milliseconds register_ttl{std::chrono::seconds(30)};
   std::chrono::milliseconds register_interval{std::chrono::seconds(10)};
   std::chrono::milliseconds drain_timeout{std::chrono::seconds(10)};
@@ -32,7 +32,7 @@ struct ServerOptions {
 
 struct EndpointOptions {
   MetadataMap metadata;
-  Value request;   // described in the registry for `micro describe`
+  Value request;  // described in the registry for `micro describe`
   Value response;
 };
 
@@ -47,8 +47,8 @@ struct ServerStatistics {
 class Server {
  public:
   Server(ServerOptions options, std::shared_ptr<Transport> transport,
-         std::shared_ptr<Registry> registry, std::shared_ptr<Broker> broker,
-         WrapperChains wrappers, boost::asio::any_io_executor executor);
+         std::shared_ptr<Registry> registry, std::shared_ptr<Broker> broker, WrapperChains wrappers,
+         boost::asio::any_io_executor executor);
   ~Server();  // stops if running
   Server(const Server&) = delete;
   Server& operator=(const Server&) = delete;
@@ -63,8 +63,8 @@ class Server {
   void handle(std::string endpoint, std::function<Resp(Context&, const Req&)> function,
               EndpointOptions options = {});
   template <class Function>
-    requires(!std::is_invocable_v<Function&, Request&, ResponseHandler>)
-  void handle(std::string endpoint, Function function, EndpointOptions options = {});
+  requires(!std::is_invocable_v<Function&, Request&, ResponseHandler>) void handle(
+      std::string endpoint, Function function, EndpointOptions options = {});
 
   // Delivers messages on `topic` through the subscriber wrappers; queue: one member of the
   // group per message. Register before start().
@@ -78,8 +78,8 @@ class Server {
   std::size_t stop();
 
   bool running() const noexcept;
-  std::string address() const;           // the bound address once started
-  Service registration() const;          // what is put into the registry
+  std::string address() const;   // the bound address once started
+  Service registration() const;  // what is put into the registry
   const ServerOptions& options() const noexcept;
   ServerStatistics statistics() const;
 
@@ -114,8 +114,9 @@ HandlerFunction make_typed_handler(std::function<Resp(Context&, const Req&)> fun
   return [function = std::move(function)](Request& request, ResponseHandler respond) {
     Response response;
     try {
-      const Codec& codec = codec_for(request.content_type.empty() ? json_content_type
-                                                                  : std::string_view(request.content_type));
+      const Codec& codec =
+          codec_for(request.content_type.empty() ? json_content_type
+                                                 : std::string_view(request.content_type));
       Req typed_request;
       try {
         typed_request = codec.decode(request.body).template get<Req>();
@@ -145,13 +146,14 @@ void Server::handle(std::string endpoint, std::function<Resp(Context&, const Req
 }
 
 template <class Function>
-  requires(!std::is_invocable_v<Function&, Request&, ResponseHandler>)
-void Server::handle(std::string endpoint, Function function, EndpointOptions options) {
+requires(!std::is_invocable_v<Function&, Request&, ResponseHandler>) void Server::handle(
+    std::string endpoint, Function function, EndpointOptions options) {
   using traits = detail::handler_traits<std::decay_t<Function>>;
   using Req = std::decay_t<typename traits::request>;
   using Resp = typename traits::response;
   handle(std::move(endpoint),
-         detail::make_typed_handler<Req, Resp>(std::function<Resp(Context&, const Req&)>(std::move(function))),
+         detail::make_typed_handler<Req, Resp>(
+             std::function<Resp(Context&, const Req&)>(std::move(function))),
          std::move(options));
 }
 

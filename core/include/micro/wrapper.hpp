@@ -83,10 +83,16 @@ class WrapperChains {
   void add_publish(PublishWrapper wrapper) { publish_.push_back(std::move(wrapper)); }
   void add_subscriber(SubscriberWrapper wrapper) { subscriber_.push_back(std::move(wrapper)); }
 
-  HandlerFunction wrap_handler(HandlerFunction inner) const { return apply(handler_, std::move(inner)); }
-  ClientFunction wrap_client(ClientFunction inner) const { return apply(client_, std::move(inner)); }
+  HandlerFunction wrap_handler(HandlerFunction inner) const {
+    return apply(handler_, std::move(inner));
+  }
+  ClientFunction wrap_client(ClientFunction inner) const {
+    return apply(client_, std::move(inner));
+  }
   CallFunction wrap_call(CallFunction inner) const { return apply(call_, std::move(inner)); }
-  PublishFunction wrap_publish(PublishFunction inner) const { return apply(publish_, std::move(inner)); }
+  PublishFunction wrap_publish(PublishFunction inner) const {
+    return apply(publish_, std::move(inner));
+  }
   SubscriberFunction wrap_subscriber(SubscriberFunction inner) const {
     return apply(subscriber_, std::move(inner));
   }
