@@ -19,6 +19,8 @@
 #include <micro/plugin.hpp>
 #include <micro/runtime.hpp>
 
+#include "broker/nats/nats_server.hpp"
+
 using namespace std::chrono_literals;
 
 namespace {
@@ -31,7 +33,8 @@ struct BrokerUnderTest {
   std::vector<std::pair<std::string, std::string>> options;
 };
 
-const std::vector<BrokerUnderTest> brokers_under_test = {{"memory", "", {}}};
+const std::vector<BrokerUnderTest> brokers_under_test =
+    micro_test::with_nats_broker<BrokerUnderTest>({{"memory", "", {}}});
 
 // Polls `condition` until it holds or `limit` passes; returns whether it held.
 bool wait_until(const std::function<bool()>& condition, std::chrono::milliseconds limit = 10s) {

@@ -10,12 +10,13 @@
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <signal.h>
-#include <spawn.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <chrono>
+#include <cstdio>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
@@ -29,8 +30,6 @@
 
 #include <micro/error.hpp>
 #include <micro/plugin.hpp>
-
-extern char** environ;
 
 namespace micro_test {
 
@@ -108,15 +107,24 @@ class NatsServer {
     std::vector<char*> argv;
     for (auto& argument : arguments) argv.push_back(argument.data());
     argv.push_back(nullptr);
-    posix_spawn_file_actions_t actions;
-    posix_spawn_file_actions_init(&actions);
     std::string log = log_path();
-    posix_spawn_file_actions_addopen(&actions, 1, log.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
-    posix_spawn_file_actions_adddup2(&actions, 1, 2);
-    pid_t pid = 0;
-    int result = ::posix_spawn(&pid, argv[0], &actions, nullptr, argv.data(), environ);
-    posix_spawn_file_actions_destroy(&actions);
-    if (result != 0) throw std::runtime_error("cannot start " + arguments[0]);
+    int log_fd = ::open(log.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+    if (log_fd < 0) throw std::runtime_error("cannot open " + log);
+    pid_t parent = ::getpid();
+    pid_t pid = ::fork();
+    if (pid == 0) {
+      // Only async-signal-safe calls until exec. The server dies with this test process,
+      // even if it crashes (the death signal follows the thread that started it: the main
+      // thread in these tests).
+      ::prctl(PR_SET_PDEATHSIG, SIGKILL);
+      if (::getppid() != parent) ::_exit(127);
+      ::dup2(log_fd, 1);
+      ::dup2(log_fd, 2);
+      ::execv(argv[0], argv.data());
+      ::_exit(127);
+    }
+    ::close(log_fd);
+    if (pid < 0) throw std::runtime_error("cannot start " + arguments[0]);
     pid_ = pid;
     auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
     while (!port_accepts(port_)) {
@@ -197,6 +205,20 @@ class NatsCluster {
   std::vector<std::unique_ptr<NatsServer>> servers_;
 };
 
+// One nats-server for a whole test program, started on first use and stopped at exit; null
+// (after saying why on stderr) if it cannot start, so the tests using it fail to connect.
+inline NatsServer* shared_nats_server() {
+  static std::unique_ptr<NatsServer> server = []() -> std::unique_ptr<NatsServer> {
+    try {
+      return std::make_unique<NatsServer>();
+    } catch (const std::exception& error) {
+      std::fprintf(stderr, "cannot start the shared nats-server: %s\n", error.what());
+      return nullptr;
+    }
+  }();
+  return server.get();
+}
+
 // Whether the nats broker plugin was built (it needs libnats at build time).
 inline bool nats_plugin_available() {
   try {
@@ -211,6 +233,16 @@ inline bool nats_plugin_available() {
 inline std::vector<std::string> buildable_brokers(std::vector<std::string> names) {
   if (!nats_plugin_available()) std::erase(names, std::string("nats"));
   return names;
+}
+
+// For suites over a list of brokers with {name, address, options} entries: `entries` plus a
+// "nats" entry on the shared nats-server, when the nats plugin was built.
+template <class Entry>
+std::vector<Entry> with_nats_broker(std::vector<Entry> entries) {
+  if (!nats_plugin_available()) return entries;
+  NatsServer* server = shared_nats_server();
+  entries.push_back(Entry{"nats", server ? server->address() : "127.0.0.1:1", {}});
+  return entries;
 }
 
 // For suites over several brokers: the address broker `name` needs, with a nats-server
