@@ -215,10 +215,23 @@ void Server::start() {
   if (state_->running) return;
   auto& state = *state_;
   state.stopping = false;
-  for (auto& [name, entry] : state.endpoints)
-    entry.wrapped = state.wrappers.wrap_handler(entry.raw);
-
   std::weak_ptr<State> weak = state_;
+  for (auto& [name, entry] : state.endpoints) {
+    // Checked again innermost: wrappers may have queued the request (rate limits, auth
+    // round trips) until its deadline passed, and then the work is not worth starting.
+    HandlerFunction guarded = [weak, raw = entry.raw](Request& request, ResponseHandler respond) {
+      if (request.context.expired()) {
+        if (auto self = weak.lock()) self->refused.fetch_add(1, std::memory_order_relaxed);
+        respond(
+            Response::failure(Error(request.service, ErrorCode::timeout,
+                                    "deadline passed before " + request.endpoint + " started")));
+        return;
+      }
+      raw(request, std::move(respond));
+    };
+    entry.wrapped = state.wrappers.wrap_handler(std::move(guarded));
+  }
+
   state.listener = state.transport->listen(
       state.options.address, [weak](Request& request, ResponseHandler respond) {
         if (auto self = weak.lock())

@@ -280,3 +280,43 @@ TEST_CASE("graceful stop finishes every in-flight call, then refuses and deregis
   CHECK(server.statistics().handled == calls);
   CHECK_THROWS_AS(fixture.registry->get_service("echo"), micro::Exception);
 }
+
+TEST_CASE("the server refuses work whose deadline passed while a wrapper held it") {
+  Fixture fixture;
+  // A handler wrapper that holds each request for 300 ms (as a rate limiter might).
+  micro::WrapperChains wrappers;
+  auto executor = fixture.runtime.executor();
+  wrappers.add_handler([executor](micro::HandlerFunction next) -> micro::HandlerFunction {
+    return [executor, next](micro::Request& request, micro::ResponseHandler respond) {
+      auto timer = std::make_shared<boost::asio::steady_timer>(executor, 300ms);
+      timer->async_wait(
+          [timer, next, &request, respond](boost::system::error_code) { next(request, respond); });
+    };
+  });
+  micro::ServerOptions options;
+  options.name = "echo";
+  micro::Server server(options, fixture.transport, fixture.registry, nullptr, wrappers, executor);
+  std::atomic<int> handled{0};
+  server.handle("Echo.Held", [&](micro::Request&, micro::ResponseHandler respond) {
+    ++handled;
+    respond(micro::Response{});
+  });
+  server.start();
+  auto client = fixture.make_client();
+  micro::CallOptions budget;
+  budget.timeout = 100ms;
+  budget.retries = 0;
+  auto response = client
+                      .async_call(client.make_request("echo", "Echo.Held", Echo{"b", 0}), budget,
+                                  boost::asio::use_future)
+                      .get();
+  REQUIRE(response.error);
+  CHECK(response.error->code == 408);
+  // When the wrapper lets go, the server sees the deadline passed and skips the handler.
+  for (auto until = std::chrono::steady_clock::now() + 5s;
+       server.statistics().refused == 0 && std::chrono::steady_clock::now() < until;)
+    std::this_thread::sleep_for(1ms);
+  CHECK(server.statistics().refused == 1);
+  CHECK(handled == 0);
+  server.stop();
+}
