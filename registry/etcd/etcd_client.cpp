@@ -20,6 +20,7 @@ namespace beast = boost::beast;
 namespace http = boost::beast::http;
 using Clock = std::chrono::steady_clock;
 using std::chrono::milliseconds;
+using namespace std::chrono_literals;
 
 namespace {
 
@@ -414,7 +415,11 @@ std::string Client::call_raw(std::string_view path, const std::string& body,
             take_connection(endpoint, std::min(options_.dial_timeout, remaining_until(deadline)));
       }
       auto request = make_request(path, body, options_.endpoints[endpoint]);
-      auto response = connection->round_trip(request, remaining_until(deadline));
+      // One attempt gets a third of the budget: a member that lost its leader holds requests
+      // until its own timeout, while another member may answer as soon as a leader is elected.
+      const auto attempt_timeout = std::min(
+          remaining_until(deadline), std::max<milliseconds>(options_.request_timeout / 3, 200ms));
+      auto response = connection->round_trip(request, attempt_timeout);
       const bool reusable = response.keep_alive();
       auto give_back = [&] {
         if (!reusable) return;

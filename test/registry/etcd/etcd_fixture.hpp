@@ -111,7 +111,8 @@ class EtcdMember {
   std::string peer_url() const { return "http://127.0.0.1:" + std::to_string(peer_port_); }
   const std::string& name() const noexcept { return name_; }
   bool running() const noexcept { return pid_ > 0; }
-  const std::filesystem::path& data_directory() const noexcept { return data_directory_; }
+  // Where this member keeps its data (members of a cluster share a parent directory).
+  std::filesystem::path data_path() const { return data_directory_ / (name_ + ".data"); }
 
   // Starts the process (not waiting for it to serve). `initial_cluster` is etcd's
   // --initial-cluster ("a=http://127.0.0.1:p1,b=…").
@@ -119,11 +120,10 @@ class EtcdMember {
     if (pid_ > 0) return;
     const std::string client_url = "http://" + client_endpoint();
     std::vector<std::string> arguments = {
-        etcd_binary(), "--name", name_, "--data-dir", (data_directory_ / "data").string(),
-        "--listen-client-urls", client_url, "--advertise-client-urls", client_url,
-        "--listen-peer-urls", peer_url(), "--initial-advertise-peer-urls", peer_url(),
-        "--initial-cluster", initial_cluster, "--initial-cluster-token", cluster_token,
-        "--initial-cluster-state", "new",
+        etcd_binary(), "--name", name_, "--data-dir", data_path().string(), "--listen-client-urls",
+        client_url, "--advertise-client-urls", client_url, "--listen-peer-urls", peer_url(),
+        "--initial-advertise-peer-urls", peer_url(), "--initial-cluster", initial_cluster,
+        "--initial-cluster-token", cluster_token, "--initial-cluster-state", "new",
         // Fast elections; the shortest lease becomes 1s.
         "--heartbeat-interval", "50", "--election-timeout", "500"};
     const std::string log_path = (data_directory_ / (name_ + ".log")).string();
@@ -246,7 +246,7 @@ class EtcdCluster {
   void restart_empty() {
     if (members_.size() != 1) throw std::logic_error("restart_empty needs one member");
     members_[0]->stop();
-    std::filesystem::remove_all(directory_.path() / "data");
+    std::filesystem::remove_all(members_[0]->data_path());
     token_ = unique_token("micro-test");
     members_[0]->start(initial_cluster_, token_);
     wait_healthy(0);
