@@ -228,6 +228,7 @@ class EtcdWatch final : public micro::Watch {
     } unpublish{shared};
 
     bool resynchronize = false;
+    std::string stream_error;
     try {
       connection.connect(client.options().endpoints[endpoint], client.options().dial_timeout);
       const nlohmann::json create = {
@@ -238,11 +239,20 @@ class EtcdWatch final : public micro::Watch {
             {"prev_kv", true}}}};
       auto request =
           client.make_request("/v3/watch", create.dump(), client.options().endpoints[endpoint]);
+      // etcd's "require leader": a member cut off from its leader ends the stream, so the
+      // watch moves to a member that still hears about changes.
+      request.set("Grpc-Metadata-hasleader", "true");
       std::string pending;
       const unsigned status =
           connection.stream(request, client.options().request_timeout, [&](std::string_view data) {
             pending.append(data);
             for (const auto& message : micro::etcd::take_json_lines(pending)) {
+              if (message.contains("error")) {
+                // The stream failed after it began (an expired auth token, a lost leader).
+                stream_error = message.dump();
+                connection.cancel();
+                return;
+              }
               const auto& result = message.contains("result") ? message["result"] : message;
               if (json_int64(result, "compact_revision") > 0) {
                 // Our resume point was compacted away: start over from a fresh range.
@@ -266,6 +276,12 @@ class EtcdWatch final : public micro::Watch {
       if (status == 401 || status == 403) client.authenticate();
       client.endpoint_failed(endpoint);
     } catch (const std::exception&) {
+      if (stream_error.find("auth") != std::string::npos) {
+        try {
+          client.authenticate();
+        } catch (const std::exception&) {
+        }
+      }
       if (!resynchronize) client.endpoint_failed(endpoint);
     }
     if (resynchronize && !shared.stopped.load()) {

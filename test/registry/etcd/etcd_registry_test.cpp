@@ -6,6 +6,7 @@
 #include <poll.h>
 
 #include <map>
+#include <optional>
 #include <set>
 
 #include <boost/asio/io_context.hpp>
@@ -300,4 +301,38 @@ TEST_CASE("etcd registry: 1000 events reach two watchers in order, once, across 
   }
   first_watch->stop();
   second_watch->stop();
+}
+
+TEST_CASE("etcd registry: with auth enabled, a user and password are needed and used") {
+  EtcdCluster etcd;
+  REQUIRE(etcd.etcdctl("user add root:secret-root").find("User root created") != std::string::npos);
+  REQUIRE(etcd.etcdctl("auth enable").find("Authentication Enabled") != std::string::npos);
+
+  auto registry =
+      make_registry(etcd.address(), {{"username", "root"}, {"password", "secret-root"}});
+  registry->register_service(make_service("guarded", "1", {"guarded-1"}), {.ttl = 5s});
+  CHECK(has_node(*registry, "guarded", "guarded-1"));
+  EventRecorder recorder;
+  auto watch = registry->watch({}, recorder.callback());
+  registry->register_service(make_service("guarded", "1", {"guarded-2"}), {});
+  CHECK(recorder.wait_for_event([](const micro::WatchEvent& event) {
+    return is_event(event, WatchAction::create, "guarded", "guarded-2");
+  }));
+  watch->stop();
+
+  auto code_of = [](micro::Registry& registry) -> std::optional<int> {
+    try {
+      registry.get_service("guarded");
+    } catch (const micro::Exception& exception) {
+      return exception.error().code;
+    }
+    return std::nullopt;
+  };
+  auto wrong_password =
+      make_registry(etcd.address(), {{"username", "root"}, {"password", "wrong"}});
+  CHECK(code_of(*wrong_password) == 401);
+  auto anonymous = make_registry(etcd.address());
+  CHECK(code_of(*anonymous).has_value());  // etcd refuses a request without a token
+  registry->deregister_service(make_service("guarded", "1", {"guarded-1", "guarded-2"}));
+  CHECK(code_of(*registry) == 404);
 }
