@@ -322,6 +322,32 @@ TEST_CASE("connection refused completes with 503 naming the address") {
                        micro::Exception);
 }
 
+TEST_CASE("a connect that takes longer than connect_timeout fails with 503") {
+  // A listener that never accepts, with its backlog already full: the kernel drops further
+  // SYNs, so a connect hangs until our timeout.
+  asio::io_context io;
+  asio::ip::tcp::acceptor acceptor(io);
+  asio::ip::tcp::endpoint endpoint(asio::ip::make_address("127.0.0.1"), 0);
+  acceptor.open(endpoint.protocol());
+  acceptor.bind(endpoint);
+  acceptor.listen(0);
+  std::string address = "127.0.0.1:" + std::to_string(acceptor.local_endpoint().port());
+  asio::ip::tcp::socket filler(io);
+  filler.connect(acceptor.local_endpoint());
+
+  Runtime runtime;
+  auto transport = make_tcp(runtime, {{"connect_timeout", "200ms"}});
+  micro::Request request = make_request("");
+  auto started = std::chrono::steady_clock::now();
+  auto response = call_and_wait(*transport, address, request);
+  auto took = std::chrono::steady_clock::now() - started;
+  REQUIRE(response.error);
+  CHECK(response.error->code == 503);
+  CHECK(response.error->detail == "tcp: connecting to " + address + " timed out after 200ms");
+  CHECK(took >= 190ms);
+  CHECK(took < 2s);
+}
+
 TEST_CASE("a server killed mid-call fails its pending calls with 503") {
   // Fork first, while this process has no threads of its own.
   int pipe_ends[2];
