@@ -1,0 +1,120 @@
+// RPC benchmark: a greeter-style echo (small JSON request and response) over the tcp
+// transport through the whole pipeline — client wrappers, registry cache, selector, codec,
+// server router — at several concurrencies, for a fixed time per point.
+// Prints one line per figure: `name value unit`.
+//
+//   rpc_bench [seconds per point, default 3] [--wrappers=…]
+#include <algorithm>
+#include <atomic>
+#include <cstdio>
+#include <cstdlib>
+#include <fstream>
+#include <future>
+#include <iostream>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include <micro/service.hpp>
+
+using namespace std::chrono_literals;
+using Clock = std::chrono::steady_clock;
+
+namespace {
+
+struct HelloRequest {
+  std::string name;
+};
+struct HelloResponse {
+  std::string greeting;
+};
+NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE(HelloRequest, name)
+NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE(HelloResponse, greeting)
+
+long peak_rss_kilobytes() {
+  std::ifstream status("/proc/self/status");
+  std::string line;
+  while (std::getline(status, line))
+    if (line.rfind("VmHWM:", 0) == 0) return std::atol(line.c_str() + 6);
+  return 0;
+}
+
+// Keeps `concurrency` calls in flight for `duration`; each completion starts the next.
+struct Load {
+  micro::Client& client;
+  std::chrono::nanoseconds duration;
+  Clock::time_point deadline;
+  std::mutex mutex;
+  std::vector<std::int64_t> latencies_ns;
+  std::atomic<std::uint64_t> completed{0}, failed{0};
+  std::atomic<int> running{0};
+  std::promise<void> finished;
+
+  void start_one() {
+    auto started = Clock::now();
+    client.async_call(client.make_request("greeter", "Greeter.Hello", HelloRequest{"World"}),
+                      [this, started](micro::Response&& response) {
+                        auto now = Clock::now();
+                        if (response.error) {
+                          failed++;
+                        } else {
+                          completed++;
+                          std::lock_guard lock(mutex);
+                          latencies_ns.push_back((now - started).count());
+                        }
+                        if (now < deadline) {
+                          start_one();
+                        } else if (--running == 0) {
+                          finished.set_value();
+                        }
+                      });
+  }
+};
+
+}  // namespace
+
+int main(int argc, char** argv) try {
+  auto config = micro::Config::load(argc, argv, "registry=memory selector=roundrobin transport=tcp");
+  double seconds = argc > 1 ? std::atof(argv[1]) : 3.0;
+  std::string label = config.wrappers.empty() ? "" : "_wrapped";
+
+  micro::Microservice service("greeter", config);
+  service.handle("Greeter.Hello", [](micro::Context&, const HelloRequest& request) {
+    return HelloResponse{"Hello, " + request.name + "!"};
+  });
+  service.start();
+  // Warm up: connections, registry cache.
+  for (int i = 0; i < 200; ++i)
+    service.client().call<HelloResponse>("greeter", "Greeter.Hello", HelloRequest{"warm"});
+
+  for (int concurrency : {1, 16, 64}) {
+    Load load{service.client(), std::chrono::nanoseconds(static_cast<long>(seconds * 1e9)), {}, {}, {}, {}, {}, {}, {}};
+    load.latencies_ns.reserve(1 << 20);
+    auto started = Clock::now();
+    load.deadline = started + load.duration;
+    load.running = concurrency;
+    for (int i = 0; i < concurrency; ++i) load.start_one();
+    load.finished.get_future().wait();
+    double elapsed = std::chrono::duration<double>(Clock::now() - started).count();
+    auto& latencies = load.latencies_ns;
+    std::sort(latencies.begin(), latencies.end());
+    auto percentile = [&](double p) {
+      return latencies.empty() ? 0.0
+                               : latencies[std::min(latencies.size() - 1,
+                                                    static_cast<std::size_t>(p * latencies.size()))] /
+                                     1000.0;
+    };
+    std::string name = "rpc_tcp" + label + "_c" + std::to_string(concurrency);
+    std::printf("%s_requests_per_second %.0f req/s\n", name.c_str(), load.completed / elapsed);
+    std::printf("%s_p50 %.1f us\n", name.c_str(), percentile(0.50));
+    std::printf("%s_p99 %.1f us\n", name.c_str(), percentile(0.99));
+    std::printf("%s_errors %llu count\n", name.c_str(),
+                static_cast<unsigned long long>(load.failed.load()));
+  }
+  std::printf("rpc_tcp%s_peak_rss %ld KiB\n", label.c_str(), peak_rss_kilobytes());
+  service.stop();
+  return 0;
+} catch (const std::exception& e) {
+  std::cerr << "rpc_bench: " << e.what() << "\n";
+  return 1;
+}
