@@ -488,8 +488,15 @@ class EtcdRegistry final : public micro::Registry {
 
   // Grants a lease, puts the node under it and records the registration; the lease the key
   // had before (if ours) is revoked afterwards.
+  // `repair`: the keep-alive sender putting back a node whose lease etcd lost; it must neither
+  // resurrect a node deregistered meanwhile nor extend how long its owner may stay silent.
   void put_with_new_lease(const std::string& key, const std::string& value, milliseconds ttl,
-                          milliseconds lease_ttl) {
+                          milliseconds lease_ttl, bool repair = false) {
+    if (repair) {
+      std::lock_guard lock(mutex_);
+      auto existing = registrations_.find(key);
+      if (existing == registrations_.end() || !existing->second.lost) return;
+    }
     const auto seconds = std::max<std::int64_t>(
         1, static_cast<std::int64_t>(std::ceil(static_cast<double>(lease_ttl.count()) / 1000.0)));
     const auto sent = Clock::now();
@@ -505,8 +512,15 @@ class EtcdRegistry final : public micro::Registry {
                         {"lease", std::to_string(lease)}});
     std::int64_t previous = 0;
     {
-      std::lock_guard lock(mutex_);
+      std::unique_lock lock(mutex_);
+      if (repair && !registrations_.contains(key)) {
+        lock.unlock();
+        call("/v3/kv/deleterange", {{"key", base64_encode(key)}});
+        revoke(lease);
+        return;
+      }
       auto& registration = registrations_[key];
+      const bool refreshed_by_owner = !repair || registration.value.empty();
       if (registration.lease != lease) previous = registration.lease;
       registration.value = value;
       registration.ttl = ttl;
@@ -514,7 +528,7 @@ class EtcdRegistry final : public micro::Registry {
       registration.lost = false;
       registration.lease_alive_until = sent + std::chrono::seconds(granted);
       registration.next_keepalive = sent + milliseconds(granted * 1000 / 3);
-      registration.owner_deadline = Clock::now() + ttl;
+      if (refreshed_by_owner) registration.owner_deadline = Clock::now() + ttl;
     }
     wake_.notify_all();
     if (previous != 0) revoke(previous);
@@ -575,7 +589,7 @@ class EtcdRegistry final : public micro::Registry {
       for (const auto& [key, what] : to_reregister) {
         try {
           const auto& [value, ttl] = what;
-          put_with_new_lease(key, value, ttl, ttl.count() > 0 ? ttl : settings_.default_ttl);
+          put_with_new_lease(key, value, ttl, ttl.count() > 0 ? ttl : settings_.default_ttl, true);
         } catch (const std::exception&) {
           // Still unreachable; the next round tries again.
         }

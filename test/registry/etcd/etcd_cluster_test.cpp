@@ -181,3 +181,50 @@ TEST_CASE("etcd cluster: 1000 events reach two watchers in order, once, across a
   first_watch->stop();
   second_watch->stop();
 }
+
+TEST_CASE("etcd cluster: a watch whose resume point was compacted away reports the difference") {
+  EtcdCluster cluster(3);
+  const std::size_t victim = find_member(cluster, false);
+  std::string writer_address;
+  for (std::size_t index = 0; index < cluster.size(); ++index) {
+    if (index == victim) continue;
+    if (!writer_address.empty()) writer_address += ",";
+    writer_address += cluster.member(index).client_endpoint();
+  }
+  auto writer = make_registry(writer_address);
+  writer->register_service(make_service("compacted", "1", {"stays", "goes"}), {});
+  auto watching = make_registry(address_starting_with(cluster, victim));
+  EventRecorder recorder;
+  auto watch = watching->watch({}, recorder.callback());
+
+  // While the watch's member is dead: one node changes, one goes, one comes, and etcd
+  // compacts its history past the watch's resume point.
+  cluster.member(victim).kill();
+  auto changed = make_service("compacted", "1", {"stays"});
+  changed.nodes[0].metadata["zone"] = "b";
+  writer->register_service(changed, {});
+  writer->deregister_service(make_service("compacted", "1", {"goes"}));
+  writer->register_service(make_service("compacted", "1", {"comes"}), {});
+  const auto status = nlohmann::json::parse(
+      etcd_test::run_command("ETCDCTL_API=3 etcdctl --endpoints=" + writer_address +
+                             " endpoint status -w json 2>/dev/null"),
+      nullptr, false);
+  REQUIRE(status.is_array());
+  const auto revision = status[0]["Status"]["header"]["revision"].get<std::int64_t>();
+  etcd_test::run_command("ETCDCTL_API=3 etcdctl --endpoints=" + writer_address + " compact " +
+                         std::to_string(revision) + " 2>&1");
+
+  CHECK(recorder.wait_for(3, 15s));
+  std::this_thread::sleep_for(200ms);
+  auto events = recorder.events();
+  CHECK(events.size() == 3);
+  auto saw = [&](WatchAction action, const std::string& id) {
+    return std::any_of(events.begin(), events.end(), [&](const micro::WatchEvent& event) {
+      return is_event(event, action, "compacted", id);
+    });
+  };
+  CHECK(saw(WatchAction::update, "stays"));
+  CHECK(saw(WatchAction::remove, "goes"));
+  CHECK(saw(WatchAction::create, "comes"));
+  watch->stop();
+}

@@ -37,23 +37,24 @@ inline const char* etcd_binary() {
   return configured ? configured : "/usr/bin/etcd";
 }
 
-// A loopback port nobody listens on right now (the kernel picks it).
+// A loopback port nobody listens on right now. Chosen below the kernel's ephemeral range
+// (32768+), so outgoing connections do not take it before etcd binds it.
 inline int free_port() {
-  const int socket_fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  if (socket_fd < 0) throw std::runtime_error("socket failed");
-  sockaddr_in address{};
-  address.sin_family = AF_INET;
-  address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  address.sin_port = 0;
-  socklen_t length = sizeof(address);
-  if (::bind(socket_fd, reinterpret_cast<sockaddr*>(&address), sizeof(address)) != 0 ||
-      ::getsockname(socket_fd, reinterpret_cast<sockaddr*>(&address), &length) != 0) {
+  static std::atomic<unsigned> sequence{static_cast<unsigned>(::getpid()) * 7919u};
+  for (int attempt = 0; attempt < 1000; ++attempt) {
+    const int port = 20000 + static_cast<int>(sequence.fetch_add(7) % 12000);
+    const int socket_fd = ::socket(AF_INET, SOCK_STREAM, 0);
+    if (socket_fd < 0) throw std::runtime_error("socket failed");
+    sockaddr_in address{};
+    address.sin_family = AF_INET;
+    address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    address.sin_port = htons(static_cast<std::uint16_t>(port));
+    const bool bound =
+        ::bind(socket_fd, reinterpret_cast<sockaddr*>(&address), sizeof(address)) == 0;
     ::close(socket_fd);
-    throw std::runtime_error("cannot find a free port");
+    if (bound) return port;
   }
-  const int port = ntohs(address.sin_port);
-  ::close(socket_fd);
-  return port;
+  throw std::runtime_error("cannot find a free port");
 }
 
 // GET `path` on 127.0.0.1:port with a short timeout; the raw response, or "" on failure.
@@ -154,6 +155,16 @@ class EtcdMember {
     return http_get(client_port_, "/health").find("\"health\":\"true\"") != std::string::npos;
   }
 
+  // Whether the process ended on its own (etcd exits at once when a port is taken).
+  bool exited() {
+    if (pid_ <= 0) return true;
+    if (::waitpid(pid_, nullptr, WNOHANG) == pid_) {
+      pid_ = -1;
+      return true;
+    }
+    return false;
+  }
+
   // SIGTERM, then SIGKILL if it lingers; bounded.
   void stop() { end_process(SIGTERM); }
   // As a crash or power loss would.
@@ -191,17 +202,17 @@ inline std::string unique_token(const std::string& base) {
 // the constructor returns; stopped and its data removed on destruction.
 class EtcdCluster {
  public:
-  explicit EtcdCluster(std::size_t size = 1) : token_(unique_token("micro-test")) {
-    for (std::size_t index = 0; index < size; ++index) {
-      members_.push_back(std::make_unique<EtcdMember>("member" + std::to_string(index),
-                                                      directory_.path(), free_port(), free_port()));
+  explicit EtcdCluster(std::size_t size = 1) {
+    // Another test may take a port between our check and etcd's bind: start over on new ports.
+    for (int attempt = 1;; ++attempt) {
+      try {
+        start_all(size);
+        return;
+      } catch (const std::exception&) {
+        for (auto& member : members_) member->stop();
+        if (attempt == 3) throw;
+      }
     }
-    for (auto& member : members_) {
-      if (!initial_cluster_.empty()) initial_cluster_ += ",";
-      initial_cluster_ += member->name() + "=" + member->peer_url();
-    }
-    for (auto& member : members_) member->start(initial_cluster_, token_);
-    for (std::size_t index = 0; index < members_.size(); ++index) wait_healthy(index);
   }
   ~EtcdCluster() {
     for (auto& member : members_) member->stop();
@@ -224,7 +235,14 @@ class EtcdCluster {
 
   // Waits (bounded) until member `index` reports healthy; throws otherwise.
   void wait_healthy(std::size_t index, std::chrono::milliseconds timeout = 20s) {
-    if (!registry_test::wait_until([&] { return members_[index]->healthy(); }, timeout)) {
+    bool exited = false;
+    const bool healthy = registry_test::wait_until(
+        [&] {
+          exited = members_[index]->exited();
+          return exited || members_[index]->healthy();
+        },
+        timeout);
+    if (!healthy || exited) {
       std::ifstream log(directory_.path() / (members_[index]->name() + ".log"));
       std::stringstream text;
       text << log.rdbuf();
@@ -233,6 +251,23 @@ class EtcdCluster {
       throw std::runtime_error("etcd " + members_[index]->name() +
                                " did not become healthy: " + tail);
     }
+  }
+
+  void start_all(std::size_t size) {
+    members_.clear();
+    initial_cluster_.clear();
+    token_ = unique_token("micro-test");
+    for (std::size_t index = 0; index < size; ++index) {
+      members_.push_back(std::make_unique<EtcdMember>("member" + std::to_string(index),
+                                                      directory_.path(), free_port(), free_port()));
+      std::filesystem::remove_all(members_.back()->data_path());
+    }
+    for (auto& member : members_) {
+      if (!initial_cluster_.empty()) initial_cluster_ += ",";
+      initial_cluster_ += member->name() + "=" + member->peer_url();
+    }
+    for (auto& member : members_) member->start(initial_cluster_, token_);
+    for (std::size_t index = 0; index < members_.size(); ++index) wait_healthy(index);
   }
 
   void restart(std::size_t index) {
