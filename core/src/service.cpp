@@ -65,7 +65,7 @@ Microservice::Microservice(std::string name, Config config, PluginLoader& loader
   state.selector = load<Selector>(loader, PluginKind::selector, cfg.selector, executor);
   state.transport = load<Transport>(loader, PluginKind::transport, cfg.transport, executor);
 
-  WrapperScope scope{name, cfg.server_version};
+  WrapperScope scope{name, cfg.server_version, cfg.transport.name, cfg.broker.name};
   for (const auto& choice : cfg.wrappers) {
     auto wrapper = load<Wrapper>(loader, PluginKind::wrapper, choice, executor);
     state.wrappers.add(wrapper->wrappers(scope));

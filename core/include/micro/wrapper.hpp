@@ -65,6 +65,8 @@ struct WrapperSet {
 struct WrapperScope {
   std::string service_name;
   std::string service_version;
+  std::string transport;  // plugin names, for attributes such as rpc.system, messaging.system
+  std::string broker;
 };
 
 // A wrapper plugin's object.
