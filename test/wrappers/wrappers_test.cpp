@@ -149,7 +149,7 @@ struct Recorder {
   }
 };
 
-const micro::WrapperScope scope{"greeter", "1.0.0"};
+const micro::WrapperScope scope{"greeter", "1.0.0", "tcp", "memory"};
 
 }  // namespace
 
