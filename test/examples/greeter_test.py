@@ -10,7 +10,9 @@ import sys
 import tempfile
 import time
 
-server_binary, client_binary = sys.argv[1], sys.argv[2]
+server_binary = client_binary = None
+if __name__ == "__main__":
+    server_binary, client_binary = sys.argv[1], sys.argv[2]
 failures = []
 
 
@@ -34,14 +36,20 @@ def wait_for_line(process, pattern, timeout):
 
 
 def run_client(flags, count):
-    result = subprocess.run([client_binary, *flags, str(count), "Tester"], capture_output=True,
+    result = subprocess.run([CLIENT[0], *flags, str(count), "Tester"], capture_output=True,
                             text=True, timeout=30)
     check(result.returncode == 0, f"client exited {result.returncode}: {result.stderr}")
     return re.findall(r"Hello, Tester! \(served by (\S+)\)", result.stdout)
 
 
-with tempfile.TemporaryDirectory() as registry_dir:
-    flags = [f"--registry=file?dir={registry_dir}"]
+CLIENT = [None]
+
+
+def run_scenario(server_binary, client_binary, registry):
+    """Two servers and a client on `registry`; returns the list of failures."""
+    failures.clear()
+    CLIENT[0] = client_binary
+    flags = [f"--registry={registry}"]
     servers = []
     try:
         addresses = []
@@ -51,7 +59,7 @@ with tempfile.TemporaryDirectory() as registry_dir:
             servers.append(server)
             line = wait_for_line(server, r"listening on", 10)
             addresses.append(line.split()[-1])
-        print("servers:", addresses)
+        print(registry, "servers:", addresses)
 
         served = run_client(flags + ["--selector=roundrobin"], 6)
         print("served by:", served)
@@ -71,6 +79,11 @@ with tempfile.TemporaryDirectory() as registry_dir:
             if server.poll() is None:
                 server.kill()
             server.wait(timeout=10)
+    return list(failures)
 
-print("greeter example:", "FAILED" if failures else "ok")
-sys.exit(1 if failures else 0)
+
+if __name__ == "__main__":
+    with tempfile.TemporaryDirectory() as registry_dir:
+        problems = run_scenario(server_binary, client_binary, f"file?dir={registry_dir}")
+    print("greeter example:", "FAILED" if problems else "ok")
+    sys.exit(1 if problems else 0)
