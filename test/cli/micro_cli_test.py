@@ -1,0 +1,67 @@
+#!/usr/bin/env python3
+"""The `micro` command against a running greeter: plugins, services, describe, call, and clear
+errors with a non-zero exit for a bad endpoint and an unknown command."""
+import json
+import subprocess
+import sys
+import tempfile
+
+micro, server_binary = sys.argv[1], sys.argv[2]
+failures = []
+
+
+def check(condition, message):
+    if not condition:
+        failures.append(message)
+        print("FAIL:", message)
+
+
+def run(*args):
+    return subprocess.run([micro, *args], capture_output=True, text=True, timeout=30)
+
+
+plugins = run("plugins")
+check(plugins.returncode == 0, "micro plugins failed")
+for name in ("registry/file", "registry/memory", "transport/tcp", "selector/roundrobin", "broker/memory"):
+    check(name in plugins.stdout, f"micro plugins does not list {name}")
+check("max_frame (int, default 4194304)" in plugins.stdout, "plugin options are not shown")
+
+with tempfile.TemporaryDirectory() as registry_dir:
+    registry = f"--registry=file?dir={registry_dir}"
+    server = subprocess.Popen([server_binary, registry], stdout=subprocess.PIPE, text=True)
+    try:
+        line = server.stdout.readline()
+        check("listening on" in line, f"server did not start: {line!r}")
+        address = line.split()[-1]
+
+        services = run(registry, "services")
+        check(services.stdout.split() == ["greeter", "latest"], f"services: {services.stdout!r}")
+
+        described = json.loads(run(registry, "describe", "greeter").stdout)
+        check(described[0]["name"] == "greeter", "describe: wrong service")
+        check(described[0]["nodes"][0]["address"] == address, "describe: wrong node address")
+        check(described[0]["endpoints"][0]["name"] == "Greeter.Hello", "describe: no endpoint")
+
+        called = run(registry, "call", "greeter", "Greeter.Hello", '{"name":"Ada"}')
+        check(called.returncode == 0, f"call failed: {called.stderr}")
+        check(json.loads(called.stdout) == {"greeting": "Hello, Ada!", "served_by": address},
+              f"call answered {called.stdout!r}")
+
+        bad = run(registry, "call", "greeter", "Greeter.Nope")
+        check(bad.returncode == 1, "a failed call must exit 1")
+        check("404 Not Found: service greeter has no endpoint 'Greeter.Nope'" in bad.stderr,
+              f"bad endpoint error: {bad.stderr!r}")
+        bad_json = run(registry, "call", "greeter", "Greeter.Hello", "{name:")
+        check(bad_json.returncode == 1 and "parse error" in bad_json.stderr,
+              f"malformed JSON error: {bad_json.stderr!r}")
+        bad_config = run("--registry=nosuch", "services")
+        check(bad_config.returncode == 1 and "no registry plugin named 'nosuch'" in bad_config.stderr,
+              f"unknown plugin error: {bad_config.stderr!r}")
+    finally:
+        server.terminate()
+        server.wait(timeout=15)
+
+unknown = run("bogus")
+check(unknown.returncode == 2 and "unknown command 'bogus'" in unknown.stderr, "unknown command")
+print("micro command:", "FAILED" if failures else "ok")
+sys.exit(1 if failures else 0)
