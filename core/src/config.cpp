@@ -2,6 +2,7 @@
 // JSON files, all setting the same keys, plus the plugin item grammar
 // `name[://address][?key=value&…]` and the error messages that point into the text.
 #include <micro/config.hpp>
+#include "text.hpp"
 
 #include <micro/plugin.hpp>
 
@@ -22,6 +23,8 @@
 namespace micro {
 
 namespace {
+
+using detail::edit_distance;
 
 using std::chrono::milliseconds;
 
@@ -95,20 +98,6 @@ const KeySpec* find_key(std::string_view name) {
 
 std::size_t key_index(const KeySpec* spec) {
   return static_cast<std::size_t>(spec - key_specs);
-}
-
-std::size_t edit_distance(std::string_view a, std::string_view b) {
-  std::vector<std::size_t> previous(b.size() + 1), current(b.size() + 1);
-  for (std::size_t j = 0; j <= b.size(); ++j) previous[j] = j;
-  for (std::size_t i = 1; i <= a.size(); ++i) {
-    current[0] = i;
-    for (std::size_t j = 1; j <= b.size(); ++j) {
-      std::size_t substitution = previous[j - 1] + (a[i - 1] == b[j - 1] ? 0 : 1);
-      current[j] = std::min({previous[j] + 1, current[j - 1] + 1, substitution});
-    }
-    std::swap(previous, current);
-  }
-  return previous[b.size()];
 }
 
 std::string all_key_names() {

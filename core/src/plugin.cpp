@@ -3,6 +3,7 @@
 // it, calls the factory and keeps the shared object loaded while anything it made lives.
 // Also the small helpers declared beside it: plugin kinds, durations, PluginArguments.
 #include <micro/plugin.hpp>
+#include "text.hpp"
 
 #include <cxxabi.h>
 #include <dlfcn.h>
@@ -27,6 +28,8 @@
 namespace micro {
 
 namespace {
+
+using detail::edit_distance;
 
 constexpr std::string_view error_id = "micro.plugin";
 
@@ -104,20 +107,6 @@ bool is_plain_identifier(std::string_view text) {
     return (character >= 'a' && character <= 'z') || (character >= '0' && character <= '9') ||
            character == '_';
   });
-}
-
-std::size_t edit_distance(std::string_view a, std::string_view b) {
-  std::vector<std::size_t> previous(b.size() + 1), current(b.size() + 1);
-  for (std::size_t j = 0; j <= b.size(); ++j) previous[j] = j;
-  for (std::size_t i = 1; i <= a.size(); ++i) {
-    current[0] = i;
-    for (std::size_t j = 1; j <= b.size(); ++j) {
-      std::size_t substitution = previous[j - 1] + (a[i - 1] == b[j - 1] ? 0 : 1);
-      current[j] = std::min({previous[j] + 1, current[j - 1] + 1, substitution});
-    }
-    std::swap(previous, current);
-  }
-  return previous[b.size()];
 }
 
 // " (did you mean 'x'?)" for the closest candidate when it is close enough, else "".

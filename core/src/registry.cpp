@@ -1,5 +1,6 @@
 // Registry data model: Go-Micro-compatible JSON for Value/Endpoint/Node/Service, merging of
 // per-node registrations into services, and the names of watch actions.
+#include <micro/error.hpp>
 #include <micro/registry.hpp>
 
 #include <utility>
@@ -132,6 +133,16 @@ std::string_view to_string(WatchAction action) noexcept {
       return "delete";
   }
   return "unknown";
+}
+
+void validate_registration(const Service& service, std::string_view error_id) {
+  std::string id(error_id);
+  if (service.name.empty()) throw Exception(bad_request(id, "service name is empty"));
+  if (service.nodes.empty())
+    throw Exception(bad_request(id, "service " + service.name + " has no nodes to register"));
+  for (const auto& node : service.nodes)
+    if (node.id.empty())
+      throw Exception(bad_request(id, "a node of service " + service.name + " has no id"));
 }
 
 }  // namespace micro

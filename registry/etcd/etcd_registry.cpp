@@ -362,7 +362,7 @@ class EtcdRegistry final : public micro::Registry {
 
   void register_service(const micro::Service& service,
                         const micro::RegisterOptions& options) override {
-    validate(service);
+    micro::validate_registration(service, error_id);
     const milliseconds ttl = options.ttl;
     const milliseconds lease_ttl = ttl.count() > 0 ? ttl : settings_.default_ttl;
     for (const auto& node : service.nodes) {
@@ -434,22 +434,6 @@ class EtcdRegistry final : public micro::Registry {
   }
 
  private:
-  static void validate(const micro::Service& service) {
-    if (service.name.empty()) {
-      throw micro::Exception(micro::bad_request(error_id, "service name is empty"));
-    }
-    if (service.nodes.empty()) {
-      throw micro::Exception(
-          micro::bad_request(error_id, "service " + service.name + " has no nodes to register"));
-    }
-    for (const auto& node : service.nodes) {
-      if (node.id.empty()) {
-        throw micro::Exception(
-            micro::bad_request(error_id, "a node of service " + service.name + " has no id"));
-      }
-    }
-  }
-
   std::string node_key(std::string_view service, std::string_view node) const {
     return settings_.prefix + key_segment(service) + "/" + key_segment(node);
   }

@@ -216,7 +216,7 @@ class FileRegistry final : public micro::Registry {
 
   void register_service(const micro::Service& service,
                         const micro::RegisterOptions& options) override {
-    validate(service);
+    micro::validate_registration(service, error_id);
     const auto folder = root_ / sanitize(service.name);
     std::error_code error;
     fs::create_directories(folder, error);
@@ -286,22 +286,6 @@ class FileRegistry final : public micro::Registry {
     if (address.starts_with(scheme)) address.erase(0, scheme.size());
     if (!address.empty()) return fs::path(address);
     return fs::path(arguments.get_string("dir", "/tmp/micro-registry"));
-  }
-
-  static void validate(const micro::Service& service) {
-    if (service.name.empty()) {
-      throw micro::Exception(micro::bad_request(error_id, "service name is empty"));
-    }
-    if (service.nodes.empty()) {
-      throw micro::Exception(
-          micro::bad_request(error_id, "service " + service.name + " has no nodes to register"));
-    }
-    for (const auto& node : service.nodes) {
-      if (node.id.empty()) {
-        throw micro::Exception(
-            micro::bad_request(error_id, "a node of service " + service.name + " has no id"));
-      }
-    }
   }
 
   [[noreturn]] static void fail(const std::string& what, const std::error_code& error) {

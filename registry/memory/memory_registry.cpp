@@ -78,7 +78,7 @@ class MemoryRegistry final : public micro::Registry {
 
   void register_service(const micro::Service& service,
                         const micro::RegisterOptions& options) override {
-    validate(service);
+    micro::validate_registration(service, error_id);
     std::optional<Clock::time_point> expires_at;
     if (options.ttl.count() > 0) expires_at = Clock::now() + options.ttl;
 
@@ -179,22 +179,6 @@ class MemoryRegistry final : public micro::Registry {
 
  private:
   using NameMap = std::map<std::string, std::map<std::string, VersionRecord>>;
-
-  static void validate(const micro::Service& service) {
-    if (service.name.empty()) {
-      throw micro::Exception(micro::bad_request(error_id, "service name is empty"));
-    }
-    if (service.nodes.empty()) {
-      throw micro::Exception(
-          micro::bad_request(error_id, "service " + service.name + " has no nodes to register"));
-    }
-    for (const auto& node : service.nodes) {
-      if (node.id.empty()) {
-        throw micro::Exception(
-            micro::bad_request(error_id, "a node of service " + service.name + " has no id"));
-      }
-    }
-  }
 
   // Called with mutex_ held.
   void queue_event(micro::WatchAction action, const micro::Service& description,

@@ -67,6 +67,10 @@ void from_json(const nlohmann::json& json, Service& service);
 // the same id.
 std::vector<Service> merge_services(std::vector<Service> registrations);
 
+// Checks what every registry refuses: an empty service name, no nodes, a node without an
+// id. Throws micro::Exception (400) with `error_id` as the Error's id.
+void validate_registration(const Service& service, std::string_view error_id);
+
 struct RegisterOptions {
   // How long the registration lives without a refresh. Zero: until deregistered.
   std::chrono::milliseconds ttl{0};
