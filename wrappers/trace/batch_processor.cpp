@@ -1,0 +1,320 @@
+// wrappers/trace — the batch span processor: a bounded multi-producer queue (Vyukov's
+// sequence-numbered ring: a push is one CAS and a move, never a lock) drained by one
+// worker thread that exports in batches.
+#include "batch_processor.hpp"
+
+#include <pthread.h>
+
+#include <cerrno>
+#include <condition_variable>
+#include <cstdio>
+#include <cstdlib>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <micro/error.hpp>
+
+namespace micro::trace::sdk {
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+[[noreturn]] void fail(std::string detail) {
+  throw Exception(bad_request("micro.wrapper.trace", std::move(detail)));
+}
+
+// A positive integer from an environment variable, or nullopt when unset or empty.
+std::optional<std::int64_t> environment_integer(const char* name) {
+  const char* value = std::getenv(name);
+  if (value == nullptr || *value == '\0') return std::nullopt;
+  char* end = nullptr;
+  errno = 0;
+  long long number = std::strtoll(value, &end, 10);
+  if (errno != 0 || *end != '\0' || end == value || number <= 0)
+    fail(std::string("trace: ") + name + ": \"" + value + "\" is not a positive integer");
+  return number;
+}
+
+std::int64_t positive_option(const PluginArguments& arguments, const char* name) {
+  std::int64_t value = arguments.get_int(name);
+  if (value <= 0)
+    fail(std::string("trace: option ") + name + ": " + std::to_string(value) +
+         " is not a positive integer");
+  return value;
+}
+
+std::chrono::milliseconds positive_duration(const PluginArguments& arguments, const char* name) {
+  auto value = arguments.get_duration(name);
+  if (value.count() <= 0)
+    fail(std::string("trace: option ") + name + ": \"" + arguments.get_string(name) +
+         "\" is not a positive duration");
+  return value;
+}
+
+// Vyukov's bounded MPMC queue over preallocated SpanData slots.
+class BoundedQueue {
+ public:
+  explicit BoundedQueue(std::size_t capacity) : slots_(capacity) {
+    for (std::size_t index = 0; index < capacity; ++index)
+      slots_[index].sequence.store(index, std::memory_order_relaxed);
+  }
+
+  // False when full; `span` is left untouched then.
+  bool push(SpanData& span) noexcept {
+    std::size_t position = enqueue_.load(std::memory_order_relaxed);
+    for (;;) {
+      Slot& slot = slots_[position % slots_.size()];
+      std::size_t sequence = slot.sequence.load(std::memory_order_acquire);
+      auto difference = static_cast<std::ptrdiff_t>(sequence - position);
+      if (difference == 0) {
+        if (enqueue_.compare_exchange_weak(position, position + 1, std::memory_order_relaxed)) {
+          slot.data = std::move(span);
+          slot.sequence.store(position + 1, std::memory_order_release);
+          return true;
+        }
+      } else if (difference < 0) {
+        return false;
+      } else {
+        position = enqueue_.load(std::memory_order_relaxed);
+      }
+    }
+  }
+
+  bool pop(SpanData& out) noexcept {
+    std::size_t position = dequeue_.load(std::memory_order_relaxed);
+    for (;;) {
+      Slot& slot = slots_[position % slots_.size()];
+      std::size_t sequence = slot.sequence.load(std::memory_order_acquire);
+      auto difference = static_cast<std::ptrdiff_t>(sequence - (position + 1));
+      if (difference == 0) {
+        if (dequeue_.compare_exchange_weak(position, position + 1, std::memory_order_relaxed)) {
+          out = std::move(slot.data);
+          slot.data = SpanData{};  // release what the moved-from members still hold
+          slot.sequence.store(position + slots_.size(), std::memory_order_release);
+          return true;
+        }
+      } else if (difference < 0) {
+        return false;
+      } else {
+        position = dequeue_.load(std::memory_order_relaxed);
+      }
+    }
+  }
+
+  std::size_t size() const noexcept {
+    std::size_t tail = enqueue_.load(std::memory_order_relaxed);
+    std::size_t head = dequeue_.load(std::memory_order_relaxed);
+    return tail > head ? tail - head : 0;
+  }
+
+ private:
+  struct Slot {
+    std::atomic<std::size_t> sequence{0};
+    SpanData data;
+  };
+  std::vector<Slot> slots_;
+  alignas(64) std::atomic<std::size_t> enqueue_{0};
+  alignas(64) std::atomic<std::size_t> dequeue_{0};
+};
+
+}  // namespace
+
+SdkCounters& sdk_counters() noexcept {
+  static SdkCounters counters;
+  return counters;
+}
+
+BatchSettings BatchSettings::from(const PluginArguments& arguments) {
+  BatchSettings settings;
+  if (arguments.has("max_queue_size"))
+    settings.max_queue_size =
+        static_cast<std::size_t>(positive_option(arguments, "max_queue_size"));
+  else if (auto value = environment_integer("OTEL_BSP_MAX_QUEUE_SIZE"))
+    settings.max_queue_size = static_cast<std::size_t>(*value);
+
+  if (arguments.has("max_export_batch_size"))
+    settings.max_export_batch_size =
+        static_cast<std::size_t>(positive_option(arguments, "max_export_batch_size"));
+  else if (auto value = environment_integer("OTEL_BSP_MAX_EXPORT_BATCH_SIZE"))
+    settings.max_export_batch_size = static_cast<std::size_t>(*value);
+
+  if (arguments.has("schedule_delay"))
+    settings.schedule_delay = positive_duration(arguments, "schedule_delay");
+  else if (auto value = environment_integer("OTEL_BSP_SCHEDULE_DELAY"))
+    settings.schedule_delay = std::chrono::milliseconds(*value);
+
+  if (arguments.has("export_timeout"))
+    settings.export_timeout = positive_duration(arguments, "export_timeout");
+  else if (auto value = environment_integer("OTEL_BSP_EXPORT_TIMEOUT"))
+    settings.export_timeout = std::chrono::milliseconds(*value);
+
+  // The spec requires batch <= queue; a larger batch could never fill.
+  if (settings.max_export_batch_size > settings.max_queue_size)
+    settings.max_export_batch_size = settings.max_queue_size;
+  return settings;
+}
+
+struct BatchProcessor::State {
+  State(std::unique_ptr<SpanExporter> exporter_, BatchSettings settings_)
+      : settings(settings_), exporter(std::move(exporter_)), queue(settings_.max_queue_size) {}
+
+  BatchSettings settings;
+  std::unique_ptr<SpanExporter> exporter;
+  BoundedQueue queue;
+  std::atomic<bool> closed{false};        // no more spans accepted
+  std::atomic<bool> wake_pending{false};  // a producer already signalled a full batch
+
+  std::mutex mutex;
+  std::condition_variable wake;  // to the worker
+  std::condition_variable done;  // from the worker: flush completed, or finished
+  bool stop = false;
+  bool finished = false;
+  std::uint64_t flush_requested = 0;
+  std::uint64_t flush_completed = 0;
+
+  // Exports queued spans: only full batches, or everything when `all`.
+  void export_queued(bool all, std::vector<SpanData>& batch) {
+    auto& counters = sdk_counters();
+    for (;;) {
+      if (!all && queue.size() < settings.max_export_batch_size) return;
+      batch.clear();
+      SpanData span;
+      while (batch.size() < settings.max_export_batch_size && queue.pop(span))
+        batch.push_back(std::move(span));
+      if (batch.empty()) return;
+      ExportResult result = ExportResult::failure;
+      try {
+        result = exporter->export_spans(std::span<const SpanData>(batch));
+      } catch (const std::exception& error) {
+        std::fprintf(stderr, "[micro] trace: exporter threw: %s\n", error.what());
+      } catch (...) {
+        std::fprintf(stderr, "[micro] trace: exporter threw\n");
+      }
+      if (result == ExportResult::success) {
+        counters.spans_exported.fetch_add(batch.size(), std::memory_order_relaxed);
+      } else {
+        counters.export_failures.fetch_add(1, std::memory_order_relaxed);
+        counters.spans_export_failed.fetch_add(batch.size(), std::memory_order_relaxed);
+      }
+    }
+  }
+
+  void run() {
+    pthread_setname_np(pthread_self(), "micro-trace-bsp");
+    std::vector<SpanData> batch;
+    batch.reserve(settings.max_export_batch_size);
+    auto deadline = Clock::now() + settings.schedule_delay;
+    std::unique_lock lock(mutex);
+    for (;;) {
+      wake.wait_until(lock, deadline, [&] {
+        return stop || flush_requested != flush_completed ||
+               queue.size() >= settings.max_export_batch_size;
+      });
+      bool stopping = stop;
+      std::uint64_t flush_target = flush_requested;
+      bool timer = Clock::now() >= deadline;
+      wake_pending.store(false, std::memory_order_relaxed);
+      lock.unlock();
+
+      bool all = stopping || timer || flush_target != flush_completed;
+      export_queued(all, batch);
+      if (timer) deadline = Clock::now() + settings.schedule_delay;
+
+      if (stopping) {
+        auto remaining =
+            std::chrono::duration_cast<std::chrono::milliseconds>(stop_deadline - Clock::now());
+        try {
+          exporter->shutdown(std::max(remaining, std::chrono::milliseconds(0)));
+        } catch (...) {
+        }
+      }
+      lock.lock();
+      flush_completed = flush_target;
+      if (stopping) {
+        finished = true;
+        done.notify_all();
+        return;
+      }
+      done.notify_all();
+    }
+  }
+
+  Clock::time_point stop_deadline;  // set before stop, read by the worker after it sees stop
+};
+
+BatchProcessor::BatchProcessor(std::unique_ptr<SpanExporter> exporter, BatchSettings settings)
+    : state_(std::make_shared<State>(std::move(exporter), settings)) {
+  // The worker holds the state too, so a worker stuck in an exporter past shutdown can
+  // finish later without touching freed memory.
+  worker_ = std::thread([state = state_] { state->run(); });
+}
+
+BatchProcessor::~BatchProcessor() {
+  shutdown();
+}
+
+const BatchSettings& BatchProcessor::settings() const noexcept {
+  return state_->settings;
+}
+std::size_t BatchProcessor::queued() const noexcept {
+  return state_->queue.size();
+}
+
+void BatchProcessor::on_end(SpanData&& span) noexcept {
+  State& state = *state_;
+  auto& counters = sdk_counters();
+  if (state.closed.load(std::memory_order_relaxed) || !state.queue.push(span)) {
+    counters.spans_dropped.fetch_add(1, std::memory_order_relaxed);
+    return;
+  }
+  // Wake the worker once per full batch; the lock pairs with its predicate check so the
+  // signal cannot fall between its check and its wait.
+  if (state.queue.size() >= state.settings.max_export_batch_size &&
+      !state.wake_pending.exchange(true, std::memory_order_relaxed)) {
+    std::lock_guard lock(state.mutex);
+    state.wake.notify_one();
+  }
+}
+
+bool BatchProcessor::force_flush(std::chrono::milliseconds timeout) {
+  State& state = *state_;
+  std::unique_lock lock(state.mutex);
+  if (state.finished || state.stop) return state.finished;
+  std::uint64_t target = ++state.flush_requested;
+  state.wake.notify_one();
+  return state.done.wait_for(lock, timeout,
+                             [&] { return state.finished || state.flush_completed >= target; });
+}
+
+bool BatchProcessor::shutdown() {
+  std::lock_guard shutdown_lock(shutdown_mutex_);  // one caller joins the worker
+  State& state = *state_;
+  std::unique_lock lock(state.mutex);
+  if (state.stop && !worker_.joinable()) return state.finished;  // reported the first time
+  if (!state.stop) {
+    state.closed.store(true, std::memory_order_relaxed);
+    state.stop_deadline = Clock::now() + state.settings.export_timeout;
+    state.stop = true;
+    state.wake.notify_one();
+  }
+  bool finished = state.done.wait_until(lock, state.stop_deadline, [&] { return state.finished; });
+  lock.unlock();
+  if (worker_.joinable()) {
+    if (finished)
+      worker_.join();
+    else
+      worker_.detach();
+  }
+  if (!finished)
+    std::fprintf(stderr,
+                 "[micro] trace: exporter did not finish within export_timeout (%lld ms); "
+                 "leaving it to finish in the background\n",
+                 static_cast<long long>(state.settings.export_timeout.count()));
+  return finished;
+}
+
+}  // namespace micro::trace::sdk

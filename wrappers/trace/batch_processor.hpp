@@ -1,0 +1,82 @@
+// wrappers/trace — span processors: what happens to a span when it ends. The batch
+// processor queues finished spans in a bounded lock-free queue (the ending thread never
+// blocks; when full it drops and counts) and one worker thread hands them to the exporter
+// in batches, when a batch is full or the schedule delay passes.
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <thread>
+
+#include <micro/plugin.hpp>
+
+#include "span_data.hpp"
+
+namespace micro::trace::sdk {
+
+// The SDK's self-telemetry, process-wide (one SDK is installed at a time). Each counter
+// sits on its own cache line so threads counting different things do not contend.
+struct SdkCounters {
+  alignas(64) std::atomic<std::uint64_t> spans_started{0};  // recording spans started
+  alignas(64) std::atomic<std::uint64_t> spans_ended{0};    // recording spans ended
+  alignas(64) std::atomic<std::uint64_t> spans_exported{0};
+  alignas(64) std::atomic<std::uint64_t> spans_dropped{0};        // queue full or shut down
+  alignas(64) std::atomic<std::uint64_t> spans_export_failed{0};  // in batches that failed
+  alignas(64) std::atomic<std::uint64_t> export_failures{0};      // failed batches
+};
+SdkCounters& sdk_counters() noexcept;
+
+class SpanProcessor {
+ public:
+  virtual ~SpanProcessor() = default;
+  // Takes a finished recording span. Must not block.
+  virtual void on_end(SpanData&& span) noexcept = 0;
+  // Exports everything ended so far; false if that did not finish within `timeout`.
+  virtual bool force_flush(std::chrono::milliseconds timeout) = 0;
+  // Flushes and stops; later spans are dropped. Idempotent.
+  virtual bool shutdown() = 0;
+};
+
+struct BatchSettings {
+  std::size_t max_queue_size = 2048;
+  std::size_t max_export_batch_size = 512;  // clamped to max_queue_size
+  std::chrono::milliseconds schedule_delay{5000};
+  std::chrono::milliseconds export_timeout{30000};  // bounds force_flush and shutdown
+
+  // Options max_queue_size, max_export_batch_size, schedule_delay, export_timeout win over
+  // OTEL_BSP_MAX_QUEUE_SIZE, OTEL_BSP_MAX_EXPORT_BATCH_SIZE, OTEL_BSP_SCHEDULE_DELAY and
+  // OTEL_BSP_EXPORT_TIMEOUT (milliseconds), which win over the defaults. Throws
+  // micro::Exception 400 naming the option or variable that is malformed or not positive.
+  static BatchSettings from(const PluginArguments& arguments);
+};
+
+class BatchProcessor final : public SpanProcessor {
+ public:
+  BatchProcessor(std::unique_ptr<SpanExporter> exporter, BatchSettings settings);
+  ~BatchProcessor() override;  // shutdown()
+  BatchProcessor(const BatchProcessor&) = delete;
+  BatchProcessor& operator=(const BatchProcessor&) = delete;
+
+  void on_end(SpanData&& span) noexcept override;
+  bool force_flush(std::chrono::milliseconds timeout) override;
+  // Flushes what is queued, then shuts the exporter down, all within export_timeout. If
+  // the exporter is stuck beyond that, the worker is left to finish on its own (it owns
+  // its state) and false is returned.
+  bool shutdown() override;
+
+  const BatchSettings& settings() const noexcept;
+  std::size_t queued() const noexcept;  // approximate
+
+  struct State;
+
+ private:
+  std::shared_ptr<State> state_;
+  std::mutex shutdown_mutex_;
+  std::thread worker_;
+};
+
+}  // namespace micro::trace::sdk

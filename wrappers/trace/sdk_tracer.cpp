@@ -1,0 +1,489 @@
+// wrappers/trace — the recording tracer and its spans, span limits, redaction, id
+// generation and the statistics snapshot.
+//
+// Cost notes: span objects come from a per-thread free list (allocate_shared with a pooling
+// allocator), so an unsampled span allocates nothing once the pool is warm; a recording
+// span guards its fields with a one-byte spinlock, since it is nearly always touched by one
+// thread at a time, and reserves its attribute vector once.
+#include "sdk_tracer.hpp"
+
+#include <pthread.h>
+
+#include <atomic>
+#include <cerrno>
+#include <chrono>
+#include <cstdlib>
+#include <mutex>
+#include <new>
+#include <random>
+#include <thread>
+#include <utility>
+
+#include <micro/error.hpp>
+
+namespace micro::trace::sdk {
+
+namespace {
+
+// ---- ids: splitmix64 per thread, reseeded after fork so parent and child differ ----
+
+std::atomic<std::uint64_t> fork_generation{1};
+std::once_flag fork_handler_once;
+
+struct IdGenerator {
+  std::uint64_t state = 0;
+  std::uint64_t generation = 0;
+
+  void seed() {
+    std::call_once(fork_handler_once, [] {
+      pthread_atfork(nullptr, nullptr,
+                     [] { fork_generation.fetch_add(1, std::memory_order_relaxed); });
+    });
+    std::random_device device;
+    state =
+        (static_cast<std::uint64_t>(device()) << 32) ^ device() ^
+        static_cast<std::uint64_t>(std::chrono::steady_clock::now().time_since_epoch().count()) ^
+        std::hash<std::thread::id>{}(std::this_thread::get_id());
+    generation = fork_generation.load(std::memory_order_relaxed);
+  }
+
+  std::uint64_t next() noexcept {
+    if (generation != fork_generation.load(std::memory_order_relaxed)) [[unlikely]]
+      seed();
+    std::uint64_t z = (state += 0x9e3779b97f4a7c15ULL);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+    return z ^ (z >> 31);
+  }
+};
+
+thread_local IdGenerator id_generator;  // trivially constructible: no TLS guard
+
+void store_big_endian(std::uint8_t* out, std::uint64_t value) noexcept {
+  for (int index = 7; index >= 0; --index) {
+    out[index] = static_cast<std::uint8_t>(value);
+    value >>= 8;
+  }
+}
+
+// ---- a per-thread pool of fixed-size blocks for span objects ----
+
+template <std::size_t Size>
+struct BlockPool {
+  struct Node {
+    Node* next;
+  };
+  static constexpr std::size_t capacity = 1024;
+  Node* head = nullptr;
+  std::size_t count = 0;
+  bool registered = false;  // the cleaner below is armed
+  bool dead = false;        // the thread is exiting: free directly
+
+  static BlockPool& local() noexcept {
+    thread_local BlockPool pool;  // trivially destructible: no TLS guard on access
+    return pool;
+  }
+
+  // Frees the blocks when the thread exits.
+  struct Cleaner {
+    ~Cleaner() {
+      auto& pool = local();
+      while (pool.head != nullptr) {
+        Node* node = pool.head;
+        pool.head = node->next;
+        ::operator delete(node);
+      }
+      pool.count = 0;
+      pool.dead = true;
+    }
+  };
+};
+
+template <class T>
+struct PoolAllocator {
+  using value_type = T;
+  PoolAllocator() = default;
+  template <class U>
+  PoolAllocator(const PoolAllocator<U>&) noexcept {}
+
+  T* allocate(std::size_t n) {
+    static_assert(alignof(T) <= __STDCPP_DEFAULT_NEW_ALIGNMENT__);
+    if (n == 1) {
+      auto& pool = BlockPool<sizeof(T)>::local();
+      if (pool.head != nullptr) {
+        auto* node = pool.head;
+        pool.head = node->next;
+        --pool.count;
+        return reinterpret_cast<T*>(node);
+      }
+    }
+    return static_cast<T*>(::operator new(n * sizeof(T)));
+  }
+
+  void deallocate(T* pointer, std::size_t n) noexcept {
+    using Pool = BlockPool<sizeof(T)>;
+    if (n == 1) {
+      auto& pool = Pool::local();
+      if (!pool.dead && pool.count < Pool::capacity) {
+        if (!pool.registered) {
+          pool.registered = true;
+          thread_local typename Pool::Cleaner cleaner;
+          (void)cleaner;
+        }
+        auto* node = reinterpret_cast<typename Pool::Node*>(pointer);
+        node->next = pool.head;
+        pool.head = node;
+        ++pool.count;
+        return;
+      }
+    }
+    ::operator delete(pointer);
+  }
+
+  friend bool operator==(const PoolAllocator&, const PoolAllocator&) noexcept { return true; }
+};
+
+// ---- spans ----
+
+class SpinLock {
+ public:
+  void lock() noexcept {
+    while (locked_.exchange(true, std::memory_order_acquire))
+      while (locked_.load(std::memory_order_relaxed)) std::this_thread::yield();
+  }
+  void unlock() noexcept { locked_.store(false, std::memory_order_release); }
+
+ private:
+  std::atomic<bool> locked_{false};
+};
+
+class NonRecordingSpan final : public Span {
+ public:
+  explicit NonRecordingSpan(SpanContext context) noexcept : context_(std::move(context)) {}
+  const SpanContext& context() const noexcept override { return context_; }
+  bool recording() const noexcept override { return false; }
+  void set_attribute(std::string_view, AttributeValue) override {}
+  void add_event(std::string_view, std::vector<Attribute>) override {}
+  void add_link(const SpanContext&, std::vector<Attribute>) override {}
+  void set_status(StatusCode, std::string_view) override {}
+  void update_name(std::string_view) override {}
+  void end(std::chrono::system_clock::time_point) override {}
+
+ private:
+  SpanContext context_;
+};
+
+// Adds or replaces an attribute within limits; returns false when dropped.
+bool put_attribute(std::vector<Attribute>& attributes, std::string_view key, AttributeValue&& value,
+                   const SdkCore& core) {
+  if (core.redactor.sensitive(key)) {
+    value = std::string(Redactor::redacted);
+  } else if (core.limits.attribute_value_length != SpanLimits::unlimited) {
+    truncate_value(value, core.limits.attribute_value_length);
+  }
+  for (auto& [name, existing] : attributes)
+    if (name == key) {
+      existing = std::move(value);
+      return true;
+    }
+  if (attributes.size() >= core.limits.attribute_count) return false;
+  attributes.emplace_back(std::string(key), std::move(value));
+  return true;
+}
+
+// Copies a list of attributes through the limits; returns how many were dropped.
+std::uint32_t limited_attributes(std::vector<Attribute>& out, std::vector<Attribute> in,
+                                 const SdkCore& core) {
+  std::uint32_t dropped = 0;
+  out.reserve(std::min(in.size(), core.limits.attribute_count));
+  for (auto& [key, value] : in)
+    if (!put_attribute(out, key, std::move(value), core)) ++dropped;
+  return dropped;
+}
+
+class RecordingSpan final : public Span {
+ public:
+  RecordingSpan(std::shared_ptr<const SdkCore> core, SpanContext context, const SpanContext* parent,
+                std::string_view name, const StartOptions& options)
+      : core_(std::move(core)), context_(std::move(context)) {
+    data_.name.assign(name);
+    data_.kind = options.kind;
+    if (parent != nullptr) {
+      data_.parent_span_id = parent->span_id;
+      data_.parent_remote = parent->remote;
+    }
+    data_.start_time = options.start_time == std::chrono::system_clock::time_point{}
+                           ? std::chrono::system_clock::now()
+                           : options.start_time;
+    // Room for the start attributes plus the handful instrumentation adds later.
+    data_.attributes.reserve(
+        std::min(options.attributes.size() + 8, core_->limits.attribute_count));
+    for (const auto& [key, value] : options.attributes)
+      if (!put_attribute(data_.attributes, key, AttributeValue(value), *core_))
+        ++data_.dropped_attributes;
+    for (const auto& link : options.links) add_link_locked(link.context, link.attributes);
+  }
+
+  const SpanContext& context() const noexcept override { return context_; }
+  bool recording() const noexcept override { return !ended_.load(std::memory_order_relaxed); }
+
+  void set_attribute(std::string_view key, AttributeValue value) override {
+    std::lock_guard lock(lock_);
+    if (ended_.load(std::memory_order_relaxed)) return;
+    if (!put_attribute(data_.attributes, key, std::move(value), *core_)) ++data_.dropped_attributes;
+  }
+
+  void add_event(std::string_view name, std::vector<Attribute> attributes) override {
+    auto now = std::chrono::system_clock::now();
+    std::lock_guard lock(lock_);
+    if (ended_.load(std::memory_order_relaxed)) return;
+    if (data_.events.size() >= core_->limits.event_count) {
+      ++data_.dropped_events;
+      return;
+    }
+    Event event;
+    event.name.assign(name);
+    event.time = now;
+    event.dropped_attributes = limited_attributes(event.attributes, std::move(attributes), *core_);
+    data_.events.push_back(std::move(event));
+  }
+
+  void add_link(const SpanContext& context, std::vector<Attribute> attributes) override {
+    std::lock_guard lock(lock_);
+    if (ended_.load(std::memory_order_relaxed)) return;
+    add_link_locked(context, std::move(attributes));
+  }
+
+  void set_status(StatusCode code, std::string_view description) override {
+    std::lock_guard lock(lock_);
+    if (ended_.load(std::memory_order_relaxed)) return;
+    // Per spec: UNSET is ignored, OK is final, a description goes only with ERROR.
+    if (code == StatusCode::unset || data_.status == StatusCode::ok) return;
+    data_.status = code;
+    if (code == StatusCode::error)
+      data_.status_message.assign(description);
+    else
+      data_.status_message.clear();
+  }
+
+  void update_name(std::string_view name) override {
+    std::lock_guard lock(lock_);
+    if (ended_.load(std::memory_order_relaxed)) return;
+    data_.name.assign(name);
+  }
+
+  void end(std::chrono::system_clock::time_point end_time) override {
+    auto now = end_time == std::chrono::system_clock::time_point{}
+                   ? std::chrono::system_clock::now()
+                   : end_time;
+    SpanData finished;
+    {
+      std::lock_guard lock(lock_);
+      if (ended_.exchange(true, std::memory_order_relaxed)) return;
+      data_.end_time = now;
+      data_.context = context_;
+      finished = std::move(data_);
+    }
+    sdk_counters().spans_ended.fetch_add(1, std::memory_order_relaxed);
+    core_->processor->on_end(std::move(finished));
+  }
+
+ private:
+  void add_link_locked(const SpanContext& context, std::vector<Attribute> attributes) {
+    if (data_.links.size() >= core_->limits.link_count) {
+      ++data_.dropped_links;
+      return;
+    }
+    LinkData link;
+    link.context = context;
+    link.dropped_attributes = limited_attributes(link.attributes, std::move(attributes), *core_);
+    data_.links.push_back(std::move(link));
+  }
+
+  std::shared_ptr<const SdkCore> core_;
+  SpanContext context_;  // outlives end(): children and propagation still read it
+  SpinLock lock_;
+  std::atomic<bool> ended_{false};
+  SpanData data_;
+};
+
+char ascii_lower(char c) noexcept {
+  return (c >= 'A' && c <= 'Z') ? static_cast<char>(c + 32) : c;
+}
+
+std::size_t environment_limit(const char* name, std::size_t fallback) {
+  const char* value = std::getenv(name);
+  if (value == nullptr || *value == '\0') return fallback;
+  char* end = nullptr;
+  errno = 0;
+  long long number = std::strtoll(value, &end, 10);
+  if (errno != 0 || *end != '\0' || end == value || number < 0)
+    throw Exception(bad_request(
+        "micro.wrapper.trace",
+        std::string("trace: ") + name + ": \"" + value + "\" is not a non-negative integer"));
+  return static_cast<std::size_t>(number);
+}
+
+}  // namespace
+
+// ---- limits, redaction, truncation ----
+
+SpanLimits SpanLimits::from_environment() {
+  SpanLimits limits;
+  limits.attribute_count = environment_limit("OTEL_SPAN_ATTRIBUTE_COUNT_LIMIT", 128);
+  limits.attribute_value_length =
+      environment_limit("OTEL_SPAN_ATTRIBUTE_VALUE_LENGTH_LIMIT", SpanLimits::unlimited);
+  limits.event_count = environment_limit("OTEL_SPAN_EVENT_COUNT_LIMIT", 128);
+  limits.link_count = environment_limit("OTEL_SPAN_LINK_COUNT_LIMIT", 128);
+  return limits;
+}
+
+const std::vector<std::string>& Redactor::default_patterns() {
+  static const std::vector<std::string> patterns{
+      "password",      "passwd",     "secret",      "token",       "api_key", "apikey",
+      "authorization", "auth_token", "credit_card", "card_number", "cookie",  "session"};
+  return patterns;
+}
+
+std::vector<std::string> Redactor::parse(std::string_view comma_list) {
+  std::vector<std::string> patterns;
+  while (!comma_list.empty()) {
+    auto end = comma_list.find(',');
+    std::string_view item = comma_list.substr(0, end);
+    comma_list = end == std::string_view::npos ? std::string_view{} : comma_list.substr(end + 1);
+    while (!item.empty() && (item.front() == ' ' || item.front() == '\t')) item.remove_prefix(1);
+    while (!item.empty() && (item.back() == ' ' || item.back() == '\t')) item.remove_suffix(1);
+    if (!item.empty()) patterns.emplace_back(item);
+  }
+  if (patterns.size() == 1 && patterns.front() == "none") patterns.clear();
+  return patterns;
+}
+
+Redactor::Redactor(const std::vector<std::string>& patterns) {
+  for (const auto& pattern : patterns) {
+    if (pattern.empty()) continue;
+    std::string lower;
+    for (char c : pattern) lower += ascii_lower(c);
+    first_characters_.set(static_cast<unsigned char>(lower.front()));
+    patterns_.push_back(std::move(lower));
+  }
+}
+
+bool Redactor::sensitive(std::string_view key) const noexcept {
+  for (std::size_t position = 0; position < key.size(); ++position) {
+    char first = ascii_lower(key[position]);
+    if (!first_characters_.test(static_cast<unsigned char>(first))) continue;
+    for (const auto& pattern : patterns_) {
+      if (pattern.front() != first || key.size() - position < pattern.size()) continue;
+      std::size_t index = 1;
+      while (index < pattern.size() && ascii_lower(key[position + index]) == pattern[index])
+        ++index;
+      if (index == pattern.size()) return true;
+    }
+  }
+  return false;
+}
+
+namespace {
+void truncate_string(std::string& text, std::size_t limit) noexcept {
+  if (text.size() <= limit) return;
+  std::size_t cut = limit;
+  // Back off so a multi-byte UTF-8 sequence is not split (continuation bytes are 10xxxxxx).
+  while (cut > 0 && (static_cast<unsigned char>(text[cut]) & 0xC0) == 0x80) --cut;
+  text.resize(cut);
+}
+}  // namespace
+
+void truncate_value(AttributeValue& value, std::size_t limit) noexcept {
+  if (auto* text = std::get_if<std::string>(&value)) {
+    truncate_string(*text, limit);
+  } else if (auto* texts = std::get_if<std::vector<std::string>>(&value)) {
+    for (auto& item : *texts) truncate_string(item, limit);
+  }
+}
+
+// ---- ids ----
+
+TraceId random_trace_id() noexcept {
+  TraceId id;
+  do {
+    store_big_endian(id.bytes.data(), id_generator.next());
+    store_big_endian(id.bytes.data() + 8, id_generator.next());
+  } while (!id.valid());
+  return id;
+}
+
+SpanId random_span_id() noexcept {
+  SpanId id;
+  do store_big_endian(id.bytes.data(), id_generator.next());
+  while (!id.valid());
+  return id;
+}
+
+// ---- statistics ----
+
+Statistics statistics() noexcept {
+  auto& counters = sdk_counters();
+  Statistics result;
+  result.spans_started = counters.spans_started.load(std::memory_order_relaxed);
+  result.spans_ended = counters.spans_ended.load(std::memory_order_relaxed);
+  result.spans_exported = counters.spans_exported.load(std::memory_order_relaxed);
+  result.spans_dropped = counters.spans_dropped.load(std::memory_order_relaxed);
+  result.spans_export_failed = counters.spans_export_failed.load(std::memory_order_relaxed);
+  result.export_failures = counters.export_failures.load(std::memory_order_relaxed);
+  return result;
+}
+
+std::string format_statistics(const Statistics& statistics) {
+  return "spans started=" + std::to_string(statistics.spans_started) +
+         " ended=" + std::to_string(statistics.spans_ended) +
+         " exported=" + std::to_string(statistics.spans_exported) +
+         " dropped=" + std::to_string(statistics.spans_dropped) +
+         " export_failed=" + std::to_string(statistics.spans_export_failed) +
+         " export_failures=" + std::to_string(statistics.export_failures);
+}
+
+// ---- the tracer ----
+
+SdkTracer::SdkTracer(std::shared_ptr<Sampler> sampler, std::shared_ptr<SpanProcessor> processor,
+                     SpanLimits limits, Redactor redactor)
+    : sampler_(std::move(sampler)),
+      core_(std::make_shared<const SdkCore>(
+          SdkCore{std::move(processor), limits, std::move(redactor)})) {}
+
+std::shared_ptr<Span> SdkTracer::start_span(std::string_view name, const Context& context,
+                                            const StartOptions& options) {
+  const SpanContext* parent = nullptr;
+  if (!options.root) {
+    if (options.parent != nullptr && options.parent->valid()) {
+      parent = options.parent;
+    } else if (const auto& active = context.span()) {
+      const SpanContext& active_context = active->context();
+      if (active_context.valid()) parent = &active_context;
+    }
+  }
+
+  SpanContext span_context;
+  if (parent != nullptr) {
+    span_context.trace_id = parent->trace_id;
+    span_context.flags = parent->flags & flag_random;  // the trace id's randomness carries on
+    span_context.trace_state = parent->trace_state;
+  } else {
+    span_context.trace_id = random_trace_id();
+    span_context.flags = flag_random;
+  }
+  span_context.span_id = random_span_id();
+
+  SamplingParameters parameters{parent, span_context.trace_id, name, options.kind,
+                                std::span<const Attribute>(options.attributes)};
+  if (!sampler_->should_sample(parameters))
+    return std::allocate_shared<NonRecordingSpan>(PoolAllocator<NonRecordingSpan>{},
+                                                  std::move(span_context));
+
+  span_context.flags |= flag_sampled;
+  sdk_counters().spans_started.fetch_add(1, std::memory_order_relaxed);
+  return std::allocate_shared<RecordingSpan>(PoolAllocator<RecordingSpan>{}, core_,
+                                             std::move(span_context), parent, name, options);
+}
+
+}  // namespace micro::trace::sdk

@@ -1,0 +1,124 @@
+// wrappers/trace — the plugin entry point (`wrappers=trace`): reads the options, and on the
+// first wrappers(scope) call builds resource, exporter, batch processor and SDK tracer,
+// installs the tracer process-wide, and returns the five tracing wrappers. Destroying the
+// plugin object uninstalls the tracer, flushes what is queued and prints one statistics
+// line on stderr.
+#include <cstdio>
+#include <memory>
+#include <mutex>
+#include <string>
+
+#include <micro/error.hpp>
+#include <micro/plugin.hpp>
+#include <micro/trace.hpp>
+#include <micro/wrapper.hpp>
+
+#include "batch_processor.hpp"
+#include "exporters.hpp"
+#include "resource.hpp"
+#include "samplers.hpp"
+#include "sdk_tracer.hpp"
+#include "trace_wrappers.hpp"
+
+namespace {
+
+using namespace micro::trace::sdk;
+
+// No defaults here: an absent option lets the OTEL_* environment decide (see README).
+const micro::PluginOption trace_options[] = {
+    {"sampler", "string", nullptr,
+     "always_on, always_off, traceidratio, parentbased_always_on (default), "
+     "parentbased_always_off, parentbased_traceidratio"},
+    {"ratio", "double", nullptr, "sampling ratio 0..1 for the traceidratio samplers"},
+    {"rules", "string", nullptr, "per-subject ratios, e.g. payment.*=1.0;topic:audit.*=0"},
+    {"redact", "string", nullptr, "comma list of sensitive key fragments (replaces the default)"},
+    {"exporter", "string", nullptr, "otlp (default), console, file or none"},
+    {"endpoint", "string", nullptr, "OTLP/HTTP URL (default http://localhost:4318/v1/traces)"},
+    {"protocol", "string", nullptr, "http/protobuf (default) or http/json"},
+    {"headers", "string", nullptr, "extra HTTP headers, k=v,k2=v2"},
+    {"compression", "string", nullptr, "none (default) or gzip"},
+    {"timeout", "duration", nullptr, "per-request OTLP timeout (default 10s)"},
+    {"max_attempts", "int", nullptr, "OTLP attempts per batch on retryable failures (default 5)"},
+    {"file", "string", nullptr, "path for exporter=file; stdout for exporter=console"},
+    {"max_queue_size", "int", nullptr, "spans queued for export (default 2048)"},
+    {"max_export_batch_size", "int", nullptr, "spans per export (default 512)"},
+    {"schedule_delay", "duration", nullptr, "export at least this often (default 5s)"},
+    {"export_timeout", "duration", nullptr, "bound on flush at shutdown (default 30s)"},
+    {"service_name", "string", nullptr, "service.name (default: the service's own name)"},
+};
+
+// The process has one tracer slot; the first wrapper object to install wins it.
+std::mutex install_mutex;
+const void* installed_by = nullptr;
+
+class TraceWrapper final : public micro::Wrapper {
+ public:
+  // Everything is parsed here so a bad option fails when the plugin is loaded.
+  explicit TraceWrapper(const micro::PluginArguments& arguments)
+      : sampler_settings_(SamplerSettings::from(arguments)),
+        exporter_settings_(ExporterSettings::from(arguments)),
+        batch_settings_(BatchSettings::from(arguments)),
+        limits_(SpanLimits::from_environment()),
+        redactor_(arguments.has("redact")
+                      ? Redactor(Redactor::parse(arguments.get_string("redact")))
+                      : Redactor()),
+        service_name_(arguments.get_string("service_name")) {
+    make_sampler(sampler_settings_);  // rejects a bad sampler now rather than later
+  }
+
+  ~TraceWrapper() override {
+    std::lock_guard lock(install_mutex);
+    if (installed_by != this) return;
+    micro::trace::set_tracer(nullptr);
+    installed_by = nullptr;
+    tracer_.reset();
+    processor_->shutdown();
+    auto line = format_statistics(statistics());
+    std::fprintf(stderr, "[micro] trace: %s retries=%llu\n", line.c_str(),
+                 static_cast<unsigned long long>(exporter_statistics_->retries.load()));
+  }
+
+  micro::WrapperSet wrappers(const micro::WrapperScope& scope) override {
+    {
+      std::lock_guard lock(install_mutex);
+      if (installed_by == nullptr) install(scope);
+    }
+    return make_trace_wrappers(scope);
+  }
+
+ private:
+  void install(const micro::WrapperScope& scope) {
+    std::string service_name = service_name_.empty() ? scope.service_name : service_name_;
+    Resource resource = make_resource(service_name, scope.service_version);
+    InstrumentationScope instrumentation{"micro-cpp", sdk_version};
+    exporter_statistics_ = std::make_shared<ExporterStatistics>();
+    auto exporter =
+        make_exporter(exporter_settings_, resource, instrumentation, exporter_statistics_);
+    const std::string* resolved_name = find_attribute(resource, "service.name");
+    auto sampler = make_sampler(sampler_settings_, resolved_name ? *resolved_name : service_name);
+    processor_ = std::make_shared<BatchProcessor>(std::move(exporter), batch_settings_);
+    tracer_ = std::make_shared<SdkTracer>(std::move(sampler), processor_, limits_, redactor_);
+    micro::trace::set_tracer(tracer_);
+    installed_by = this;
+  }
+
+  SamplerSettings sampler_settings_;
+  ExporterSettings exporter_settings_;
+  BatchSettings batch_settings_;
+  SpanLimits limits_;
+  Redactor redactor_;
+  std::string service_name_;
+
+  std::shared_ptr<ExporterStatistics> exporter_statistics_;
+  std::shared_ptr<BatchProcessor> processor_;
+  std::shared_ptr<SdkTracer> tracer_;
+};
+
+}  // namespace
+
+MICRO_PLUGIN(wrapper, trace,
+             "OpenTelemetry tracing: spans for every request, call, publish and delivery, "
+             "exported over OTLP/HTTP",
+             trace_options, [](const micro::PluginArguments& arguments) -> micro::PluginObject* {
+               return new TraceWrapper(arguments);
+             })
