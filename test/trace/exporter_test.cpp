@@ -491,6 +491,10 @@ TEST_CASE("OTLP JSON reads back into the same spans") {
     return std::string("(no error)");
   };
   CHECK(error("\n{bad") == "line 2: OTLP JSON: not valid JSON");
+  CHECK(
+      error(R"({"resourceSpans":[{"scopeSpans":[{"spans":[{"name":"x","kind":"server",)"
+            R"("traceId":"a0a1a2a3a4a5a6a7a8a9aaabacadaeaf","spanId":"1011121314151617"}]}]}]})") ==
+      "line 1: OTLP JSON: [json.exception.type_error.302] type must be number, but is string");
   CHECK(error("{}") == "line 1: OTLP JSON: request has no \"resourceSpans\"");
   CHECK(error(R"({"resourceSpans":[{"scopeSpans":[{"spans":[{"name":"x","traceId":"AB"}]}]}]})") ==
         "line 1: OTLP JSON: span \"x\".traceId \"AB\" is not 32 lowercase hex digits");

@@ -316,6 +316,8 @@ const Json& array_member(const Json& object, const char* key, const std::string&
   return found;
 }
 
+void decode_request(const Json& request, std::vector<SpanData>& out);
+
 }  // namespace
 
 std::string bytes_to_hex(std::span<const std::uint8_t> bytes) {
@@ -370,6 +372,17 @@ std::vector<SpanData> decode_otlp_json(std::string_view text) {
   if (request.is_discarded()) malformed("not valid JSON");
   if (!request.is_object()) malformed("not an object");
   std::vector<SpanData> out;
+  try {
+    decode_request(request, out);
+  } catch (const nlohmann::json::exception& error) {  // a member of an unexpected type
+    malformed(error.what());
+  }
+  return out;
+}
+
+namespace {
+
+void decode_request(const Json& request, std::vector<SpanData>& out) {
   for (const auto& resource_spans : array_member(request, "resourceSpans", "request")) {
     auto scopes = resource_spans.find("scopeSpans");
     if (scopes == resource_spans.end()) continue;
@@ -384,7 +397,8 @@ std::vector<SpanData> decode_otlp_json(std::string_view text) {
       }
     }
   }
-  return out;
 }
+
+}  // namespace
 
 }  // namespace micro::trace::sdk
