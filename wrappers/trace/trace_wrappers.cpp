@@ -1,0 +1,293 @@
+// wrappers/trace — the five tracing wrappers, written against <micro/trace.hpp> only, so
+// they record into whatever tracer is installed:
+//   handler    SERVER span per handled request, parented to the caller's traceparent
+//   client     CLIENT span per logical call, the parent of its attempts
+//   call       CLIENT span per attempt (node, attempt number); injects a fresh traceparent
+//   publish    PRODUCER span per message; injects its context into the message headers
+//   subscriber CONSUMER span per delivery, child of the producer and linked to it
+// With the no-op tracer installed every wrapper calls straight through: no span, no
+// allocation, and incoming trace headers pass on untouched.
+#include "trace_wrappers.hpp"
+
+#include <cxxabi.h>
+
+#include <cstdlib>
+#include <exception>
+#include <memory>
+#include <typeinfo>
+
+#include <micro/error.hpp>
+#include <micro/trace.hpp>
+
+namespace micro::trace::sdk {
+
+namespace {
+
+// "Greeter.Hello" → "Hello"; an endpoint without a dot is all method.
+std::string_view method_of(std::string_view endpoint) {
+  std::size_t dot = endpoint.find('.');
+  return dot == std::string_view::npos ? endpoint : endpoint.substr(dot + 1);
+}
+
+// Adds server.address/server.port (or the given keys) from "host:port"; "[::1]:80" too.
+void add_address(std::vector<Attribute>& attributes, std::string_view address,
+                 const char* address_key, const char* port_key) {
+  if (address.empty()) return;
+  std::string_view host = address;
+  std::string_view port;
+  if (address.front() == '[') {
+    std::size_t close = address.find(']');
+    if (close != std::string_view::npos) {
+      host = address.substr(1, close - 1);
+      if (close + 1 < address.size() && address[close + 1] == ':') port = address.substr(close + 2);
+    }
+  } else if (std::size_t colon = address.rfind(':');
+             colon != std::string_view::npos && address.find(':') == colon) {
+    host = address.substr(0, colon);
+    port = address.substr(colon + 1);
+  }
+  attributes.emplace_back(address_key, std::string(host));
+  if (port.empty()) return;
+  std::int64_t number = 0;
+  for (char c : port) {
+    if (c < '0' || c > '9' || number > 65535) return;
+    number = number * 10 + (c - '0');
+  }
+  attributes.emplace_back(port_key, number);
+}
+
+std::vector<Attribute> rpc_attributes(const Request& request) {
+  std::vector<Attribute> attributes;
+  attributes.reserve(6);
+  attributes.emplace_back("rpc.system", std::string("micro"));
+  attributes.emplace_back("rpc.service", request.service);
+  attributes.emplace_back("rpc.method", std::string(method_of(request.endpoint)));
+  return attributes;
+}
+
+std::vector<Attribute> messaging_attributes(const WrapperScope& scope, const Message& message,
+                                            const char* operation) {
+  std::vector<Attribute> attributes;
+  attributes.reserve(4);
+  attributes.emplace_back("messaging.system", scope.broker.empty() ? "micro" : scope.broker);
+  attributes.emplace_back("messaging.destination.name", message.topic);
+  attributes.emplace_back("messaging.operation.type", std::string(operation));
+  attributes.emplace_back("messaging.message.body.size",
+                          static_cast<std::int64_t>(message.body.size()));
+  return attributes;
+}
+
+// ERROR status from an error response. error.type is the code, as the RPC conventions ask
+// for a low-cardinality class of error.
+void record_error(Span& span, const Error& error) {
+  span.set_attribute("error.type", std::to_string(error.code));
+  span.set_status(StatusCode::error, error.detail.empty() ? error.status : error.detail);
+}
+
+// The demangled type of the exception in flight ("std::runtime_error"), or "exception".
+std::string exception_type(const std::exception& exception) {
+  int status = 0;
+  char* name = abi::__cxa_demangle(typeid(exception).name(), nullptr, nullptr, &status);
+  std::string type = (status == 0 && name) ? name : "exception";
+  std::free(name);
+  return type;
+}
+
+// Records what a wrapped function threw on `span` and ends it; the caller rethrows.
+void record_exception(Span& span, std::exception_ptr thrown) {
+  try {
+    std::rethrow_exception(std::move(thrown));
+  } catch (const Exception& e) {
+    record_error(span, e.error());
+  } catch (const std::exception& e) {
+    span.set_attribute("error.type", exception_type(e));
+    span.set_status(StatusCode::error, e.what());
+  } catch (...) {
+    span.set_attribute("error.type", std::string("exception"));
+    span.set_status(StatusCode::error, "unknown exception");
+  }
+  span.end();
+}
+
+// The parent for a client-side span: the context's active span, or else a traceparent
+// already in the metadata (a context built by hand, or forwarded from a peer), so the call
+// joins the trace it belongs to rather than starting a new one.
+std::optional<SpanContext> parent_from_metadata(const Context& context) {
+  if (context.span() && context.span()->context().valid()) return std::nullopt;
+  return extract(context.metadata());
+}
+
+HandlerWrapper handler_wrapper() {
+  return [](HandlerFunction next) -> HandlerFunction {
+    return [next = std::move(next)](Request& request, ResponseHandler respond) {
+      Tracer& active = tracer();
+      if (!active.enabled()) {
+        next(request, std::move(respond));
+        return;
+      }
+      std::optional<SpanContext> remote = extract(request.context.metadata());
+      StartOptions options;
+      options.kind = SpanKind::server;
+      if (remote) options.parent = &*remote;
+      options.attributes = rpc_attributes(request);
+      const Metadata& metadata = request.context.metadata();
+      if (const std::string* local = metadata.find("Local"))
+        add_address(options.attributes, *local, "server.address", "server.port");
+      if (const std::string* peer = metadata.find("Remote"))
+        add_address(options.attributes, *peer, "client.address", "client.port");
+      std::shared_ptr<Span> span = active.start_span(request.endpoint, request.context, options);
+      // Handler code's own spans (Database.Insert…) nest under the server span.
+      request.context.set_span(span);
+      try {
+        next(request, [span, respond = std::move(respond)](Response&& response) {
+          // Servers leave UNSET on success (OTel RPC conventions); errors are ERROR.
+          if (response.error) record_error(*span, *response.error);
+          span->end();  // before the response leaves, so the peer never sees it unfinished
+          respond(std::move(response));
+        });
+      } catch (...) {
+        record_exception(*span, std::current_exception());
+        throw;
+      }
+    };
+  };
+}
+
+ClientWrapper client_wrapper() {
+  return [](ClientFunction next) -> ClientFunction {
+    return [next = std::move(next)](Request& request, const CallOptions& call_options,
+                                    ResponseHandler done) {
+      Tracer& active = tracer();
+      if (!active.enabled()) {
+        next(request, call_options, std::move(done));
+        return;
+      }
+      std::optional<SpanContext> upstream = parent_from_metadata(request.context);
+      StartOptions options;
+      options.kind = SpanKind::client;
+      if (upstream) options.parent = &*upstream;
+      options.attributes = rpc_attributes(request);
+      std::shared_ptr<Span> span = active.start_span(request.endpoint, request.context, options);
+      // The attempts of this call hang under it.
+      request.context.set_span(span);
+      try {
+        next(request, call_options, [span, done = std::move(done)](Response&& response) {
+          if (response.error) record_error(*span, *response.error);
+          span->end();
+          done(std::move(response));
+        });
+      } catch (...) {
+        record_exception(*span, std::current_exception());
+        throw;
+      }
+    };
+  };
+}
+
+CallWrapper call_wrapper() {
+  return [](CallFunction next) -> CallFunction {
+    return [next = std::move(next)](Request& request, const Attempt& attempt,
+                                    ResponseHandler done) {
+      Tracer& active = tracer();
+      if (!active.enabled()) {
+        next(request, attempt, std::move(done));
+        return;
+      }
+      std::optional<SpanContext> upstream = parent_from_metadata(request.context);
+      StartOptions options;
+      options.kind = SpanKind::client;
+      if (upstream) options.parent = &*upstream;
+      options.attributes = rpc_attributes(request);
+      add_address(options.attributes, attempt.node.address, "server.address", "server.port");
+      options.attributes.emplace_back("micro.attempt", static_cast<std::int64_t>(attempt.number));
+      if (!attempt.node.id.empty() && attempt.node.id != attempt.node.address)
+        options.attributes.emplace_back("micro.node.id", attempt.node.id);
+      std::shared_ptr<Span> span =
+          active.start_span(request.endpoint + " attempt", request.context, options);
+      // Every hop gets a new parent id: the server's span becomes this attempt's child.
+      inject(span->context(), request.context.metadata());
+      try {
+        next(request, attempt, [span, done = std::move(done)](Response&& response) {
+          if (response.error) record_error(*span, *response.error);
+          span->end();
+          done(std::move(response));
+        });
+      } catch (...) {
+        record_exception(*span, std::current_exception());
+        throw;
+      }
+    };
+  };
+}
+
+PublishWrapper publish_wrapper(const WrapperScope& scope) {
+  return [scope](PublishFunction next) -> PublishFunction {
+    return [scope, next = std::move(next)](Context& context, Message& message) {
+      Tracer& active = tracer();
+      if (!active.enabled()) {
+        next(context, message);
+        return;
+      }
+      std::optional<SpanContext> upstream = parent_from_metadata(context);
+      StartOptions options;
+      options.kind = SpanKind::producer;
+      if (upstream) options.parent = &*upstream;
+      options.attributes = messaging_attributes(scope, message, "publish");
+      std::shared_ptr<Span> span = active.start_span(message.topic + " publish", context, options);
+      // Explicit headers win over the context's metadata, so this is what subscribers see.
+      inject(span->context(), message.headers);
+      try {
+        next(context, message);
+      } catch (...) {
+        record_exception(*span, std::current_exception());
+        throw;
+      }
+      span->end();
+    };
+  };
+}
+
+SubscriberWrapper subscriber_wrapper(const WrapperScope& scope) {
+  return [scope](SubscriberFunction next) -> SubscriberFunction {
+    return [scope, next = std::move(next)](Context& context, Message& message) {
+      Tracer& active = tracer();
+      if (!active.enabled()) {
+        next(context, message);
+        return;
+      }
+      std::optional<SpanContext> producer = extract(message.headers);
+      StartOptions options;
+      options.kind = SpanKind::consumer;
+      if (producer) {
+        // Child of the producer (one trace from publish to processing) and linked to it,
+        // as the messaging conventions ask for a consumer that may batch.
+        options.parent = &*producer;
+        options.links.push_back(Link{*producer, {}});
+      }
+      options.attributes = messaging_attributes(scope, message, "process");
+      std::shared_ptr<Span> span = active.start_span(message.topic + " process", context, options);
+      context.set_span(span);
+      try {
+        next(context, message);
+      } catch (...) {
+        record_exception(*span, std::current_exception());
+        throw;
+      }
+      span->end();
+    };
+  };
+}
+
+}  // namespace
+
+WrapperSet make_trace_wrappers(const WrapperScope& scope) {
+  WrapperSet set;
+  set.handler = handler_wrapper();
+  set.client = client_wrapper();
+  set.call = call_wrapper();
+  set.publish = publish_wrapper(scope);
+  set.subscriber = subscriber_wrapper(scope);
+  return set;
+}
+
+}  // namespace micro::trace::sdk
