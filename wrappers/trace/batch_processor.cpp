@@ -63,8 +63,8 @@ class BoundedQueue {
       slots_[index].sequence.store(index, std::memory_order_relaxed);
   }
 
-  // False when full; `span` is left untouched then.
-  bool push(SpanData& span) noexcept {
+  // False when full; `span` is left untouched then. `position` receives the slot's number.
+  bool push(SpanData& span, std::size_t& pushed_at) noexcept {
     std::size_t position = enqueue_.load(std::memory_order_relaxed);
     for (;;) {
       Slot& slot = slots_[position % slots_.size()];
@@ -74,6 +74,7 @@ class BoundedQueue {
         if (enqueue_.compare_exchange_weak(position, position + 1, std::memory_order_relaxed)) {
           slot.data = std::move(span);
           slot.sequence.store(position + 1, std::memory_order_release);
+          pushed_at = position;
           return true;
         }
       } else if (difference < 0) {
@@ -267,13 +268,15 @@ std::size_t BatchProcessor::queued() const noexcept {
 void BatchProcessor::on_end(SpanData&& span) noexcept {
   State& state = *state_;
   auto& counters = sdk_counters();
-  if (state.closed.load(std::memory_order_relaxed) || !state.queue.push(span)) {
+  std::size_t position = 0;
+  if (state.closed.load(std::memory_order_relaxed) || !state.queue.push(span, position)) {
     counters.spans_dropped.fetch_add(1, std::memory_order_relaxed);
     return;
   }
-  // Wake the worker once per full batch; the lock pairs with its predicate check so the
-  // signal cannot fall between its check and its wait.
-  if (state.queue.size() >= state.settings.max_export_batch_size &&
+  // Every batch_size-th span wakes the worker (which checks whether a batch is really
+  // full), so the hot path never reads the worker's side of the queue. The lock pairs with
+  // the worker's predicate check so the signal cannot fall between its check and its wait.
+  if ((position + 1) % state.settings.max_export_batch_size == 0 &&
       !state.wake_pending.exchange(true, std::memory_order_relaxed)) {
     std::lock_guard lock(state.mutex);
     state.wake.notify_one();

@@ -9,6 +9,7 @@
 
 #include <pthread.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cerrno>
 #include <chrono>
@@ -276,16 +277,15 @@ class RecordingSpan final : public Span {
     auto now = end_time == std::chrono::system_clock::time_point{}
                    ? std::chrono::system_clock::now()
                    : end_time;
-    SpanData finished;
     {
       std::lock_guard lock(lock_);
       if (ended_.exchange(true, std::memory_order_relaxed)) return;
       data_.end_time = now;
       data_.context = context_;
-      finished = std::move(data_);
     }
+    // Every mutator checks ended_ under the lock, so data_ is this thread's alone now.
     sdk_counters().spans_ended.fetch_add(1, std::memory_order_relaxed);
-    core_->processor->on_end(std::move(finished));
+    core_->processor->on_end(std::move(data_));
   }
 
  private:
@@ -364,17 +364,28 @@ Redactor::Redactor(const std::vector<std::string>& patterns) {
     if (pattern.empty()) continue;
     std::string lower;
     for (char c : pattern) lower += ascii_lower(c);
-    first_characters_.set(static_cast<unsigned char>(lower.front()));
     patterns_.push_back(std::move(lower));
+  }
+  std::sort(patterns_.begin(), patterns_.end());
+  patterns_.erase(std::unique(patterns_.begin(), patterns_.end()), patterns_.end());
+  if (patterns_.size() > 255) patterns_.resize(255);  // the ranges are bytes
+  shortest_ = patterns_.empty() ? 0 : patterns_.front().size();
+  for (std::size_t index = 0; index < patterns_.size(); ++index) {
+    auto& range = by_first_character_[static_cast<unsigned char>(patterns_[index].front())];
+    if (range.first == range.second) range.first = static_cast<std::uint8_t>(index);
+    range.second = static_cast<std::uint8_t>(index + 1);
+    shortest_ = std::min(shortest_, patterns_[index].size());
   }
 }
 
 bool Redactor::sensitive(std::string_view key) const noexcept {
-  for (std::size_t position = 0; position < key.size(); ++position) {
-    char first = ascii_lower(key[position]);
-    if (!first_characters_.test(static_cast<unsigned char>(first))) continue;
-    for (const auto& pattern : patterns_) {
-      if (pattern.front() != first || key.size() - position < pattern.size()) continue;
+  if (patterns_.empty() || key.size() < shortest_) return false;
+  std::size_t last = key.size() - shortest_;
+  for (std::size_t position = 0; position <= last; ++position) {
+    auto range = by_first_character_[static_cast<unsigned char>(ascii_lower(key[position]))];
+    for (std::size_t candidate = range.first; candidate < range.second; ++candidate) {
+      const std::string& pattern = patterns_[candidate];
+      if (key.size() - position < pattern.size()) continue;
       std::size_t index = 1;
       while (index < pattern.size() && ascii_lower(key[position + index]) == pattern[index])
         ++index;
@@ -406,17 +417,21 @@ void truncate_value(AttributeValue& value, std::size_t limit) noexcept {
 
 TraceId random_trace_id() noexcept {
   TraceId id;
-  do {
-    store_big_endian(id.bytes.data(), id_generator.next());
-    store_big_endian(id.bytes.data() + 8, id_generator.next());
-  } while (!id.valid());
+  std::uint64_t high = 0, low = 0;
+  while ((high | low) == 0) {
+    high = id_generator.next();
+    low = id_generator.next();
+  }
+  store_big_endian(id.bytes.data(), high);
+  store_big_endian(id.bytes.data() + 8, low);
   return id;
 }
 
 SpanId random_span_id() noexcept {
   SpanId id;
-  do store_big_endian(id.bytes.data(), id_generator.next());
-  while (!id.valid());
+  std::uint64_t value = 0;
+  while (value == 0) value = id_generator.next();
+  store_big_endian(id.bytes.data(), value);
   return id;
 }
 

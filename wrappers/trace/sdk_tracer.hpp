@@ -5,13 +5,14 @@
 // Also the SDK's self-telemetry counters.
 #pragma once
 
-#include <bitset>
+#include <array>
 #include <cstddef>
 #include <cstdint>
 #include <limits>
 #include <memory>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 #include <micro/trace.hpp>
@@ -52,8 +53,11 @@ class Redactor {
   bool sensitive(std::string_view key) const noexcept;
 
  private:
-  std::vector<std::string> patterns_;  // lowercase
-  std::bitset<256> first_characters_;  // a quick reject for most key positions
+  std::vector<std::string> patterns_;  // lowercase, sorted so equal first characters are adjacent
+  // Per first character, the range of patterns_ starting with it (empty for most): a key
+  // position is rejected with one table lookup.
+  std::array<std::pair<std::uint8_t, std::uint8_t>, 256> by_first_character_{};
+  std::size_t shortest_ = 0;
 };
 
 // Applies the value-length limit in place: strings, and each string of a string array.
