@@ -8,8 +8,10 @@
 
 #include <atomic>
 #include <condition_variable>
+#include <cstdlib>
 #include <future>
 #include <mutex>
+#include <new>
 #include <optional>
 #include <stdexcept>
 
@@ -19,6 +21,24 @@
 #include <micro/trace.hpp>
 
 #include "trace_wrappers.hpp"
+
+// Counts heap allocations, to show the wrappers cost nothing with tracing off.
+// Replacing operator new with malloc/free is valid; g++ cannot see that and may warn.
+#pragma GCC diagnostic ignored "-Wmismatched-new-delete"
+namespace {
+std::atomic<long> allocations{0};
+}
+void* operator new(std::size_t size) {
+  allocations.fetch_add(1, std::memory_order_relaxed);
+  if (void* memory = std::malloc(size == 0 ? 1 : size)) return memory;
+  throw std::bad_alloc();
+}
+void operator delete(void* memory) noexcept {
+  std::free(memory);
+}
+void operator delete(void* memory, std::size_t) noexcept {
+  std::free(memory);
+}
 
 using namespace std::chrono_literals;
 using micro::trace::Attribute;
@@ -456,4 +476,57 @@ TEST_CASE("a subscriber that throws: ERROR with the message and the exception ty
   CHECK(consumer.status == StatusCode::error);
   CHECK(consumer.status_message == "cannot digest this event");
   CHECK(consumer.text("error.type") == "std::runtime_error");
+}
+
+TEST_CASE("tracing off: all five wrappers call straight through without allocating") {
+  micro::trace::set_tracer(nullptr);
+  auto set = micro::trace::sdk::make_trace_wrappers({"echo", "1.0", "tcp", "memory"});
+  int reached = 0;
+  auto handler = set.handler([&](micro::Request&, micro::ResponseHandler respond) {
+    ++reached;
+    respond(micro::Response{});
+  });
+  auto client =
+      set.client([&](micro::Request&, const micro::CallOptions&, micro::ResponseHandler done) {
+        ++reached;
+        done(micro::Response{});
+      });
+  auto call = set.call([&](micro::Request&, const micro::Attempt&, micro::ResponseHandler done) {
+    ++reached;
+    done(micro::Response{});
+  });
+  auto publish = set.publish([&](micro::Context&, micro::Message&) { ++reached; });
+  auto subscriber = set.subscriber([&](micro::Context&, micro::Message&) { ++reached; });
+
+  const std::string incoming = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+  micro::Request request;
+  request.service = "echo";
+  request.endpoint = "Echo.Call";
+  request.context.metadata().set("traceparent", incoming);
+  micro::Message message;
+  message.topic = "events";
+  micro::Node node{"echo-1", "127.0.0.1:4000", {}};
+  micro::CallOptions options;
+  int answered = 0;
+  micro::ResponseHandler respond = [&answered](micro::Response&&) {
+    ++answered;
+  };
+
+  long before = allocations.load();
+  for (int i = 0; i < 100; ++i) {
+    handler(request, respond);
+    client(request, options, respond);
+    call(request, micro::Attempt{node, 1}, respond);
+    publish(request.context, message);
+    subscriber(request.context, message);
+  }
+  long allocated = allocations.load() - before;
+  CHECK(allocated == 0);
+  CHECK(reached == 500);
+  CHECK(answered == 300);
+  // Nothing was injected: the incoming header is untouched, no span was set.
+  CHECK(request.context.metadata().get("traceparent") == incoming);
+  CHECK(request.context.metadata().size() == 1);
+  CHECK(message.headers.empty());
+  CHECK(request.context.span() == nullptr);
 }
