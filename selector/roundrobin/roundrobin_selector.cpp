@@ -5,10 +5,11 @@
 // land on consecutive nodes. The rotation of each service starts at a random node, so many
 // clients started together do not all hit the first node first.
 //
-// Feedback: every report() is counted per node (successes, failures) and a failure stamps
-// the node's time of last failure. For `penalty` after that, a turn that lands on the node
-// moves on to the next node without a recent failure; a success on the node lifts the
-// penalty. When every node is penalised the rotation goes on unchanged.
+// Feedback: every report() goes to a micro::FailurePenalty (<micro/node_health.hpp>), which
+// counts it per node and stamps a failed node with the time of its last failure. For
+// `penalty` after that, a turn that lands on the node moves on to the next node without a
+// recent failure; a success on the node lifts the penalty. When every node is penalised the
+// rotation goes on unchanged.
 //
 // Hot path: one shared (read) lock to find the service's counter and one atomic increment;
 // the failure stamps are read only while some failure is inside the penalty window.
@@ -26,18 +27,12 @@
 #include <unordered_map>
 
 #include <micro/context.hpp>
+#include <micro/node_health.hpp>
 #include <micro/plugin.hpp>
 #include <micro/registry.hpp>
 #include <micro/selector.hpp>
 
 namespace {
-
-using Clock = std::chrono::steady_clock;
-
-std::int64_t now_nanoseconds() {
-  return std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now().time_since_epoch())
-      .count();
-}
 
 // splitmix64 per thread: fast, no shared state, seeded once per thread.
 std::uint64_t next_random() {
@@ -52,10 +47,7 @@ std::uint64_t next_random() {
   return z ^ (z >> 31);
 }
 
-const std::string& node_key(const micro::Node& node) {
-  return node.id.empty() ? node.address : node.id;
-}
-
+// Lets the counter table be searched with a string_view, without building a std::string.
 struct StringHash {
   using is_transparent = void;
   std::size_t operator()(std::string_view text) const noexcept {
@@ -63,110 +55,56 @@ struct StringHash {
   }
 };
 
-struct NodeHealth {
-  static constexpr std::int64_t never = INT64_MIN / 2;
-  std::atomic<std::int64_t> last_failure{never};
-  std::atomic<std::uint64_t> failures{0};
-  std::atomic<std::uint64_t> successes{0};
-};
-
-struct ServiceHealth {
-  explicit ServiceHealth(std::uint64_t start) : next(start) {}
+struct Rotation {
+  explicit Rotation(std::uint64_t start) : next(start) {}
   std::atomic<std::uint64_t> next;  // the rotation's next turn
-  std::shared_mutex mutex;
-  // shared_ptr: report() keeps its node alive even if a prune drops the entry meanwhile.
-  std::unordered_map<std::string, std::shared_ptr<NodeHealth>, StringHash, std::equal_to<>> nodes;
 };
-
-// Entries of nodes that have not failed recently are dropped past this many per service,
-// so churning node ids do not grow the table forever.
-constexpr std::size_t max_nodes_per_service = 1024;
 
 class RoundRobinSelector final : public micro::Selector {
  public:
   explicit RoundRobinSelector(const micro::PluginArguments& arguments)
-      : penalty_(std::chrono::duration_cast<std::chrono::nanoseconds>(
-                     arguments.get_duration("penalty", std::chrono::seconds(10)))
-                     .count()) {}
+      : penalty_(arguments.get_duration("penalty", std::chrono::seconds(10))) {}
 
-  std::size_t select_node(std::string_view service_name, std::span<const micro::Node> nodes,
+  std::size_t select_node(std::string_view service, std::span<const micro::Node> nodes,
                           const micro::Context&, int) override {
     std::size_t count = nodes.size();
     if (count <= 1) return 0;
-    ServiceHealth& service = service_health(service_name);
-    std::size_t index =
-        static_cast<std::size_t>(service.next.fetch_add(1, std::memory_order_relaxed) % count);
-    std::int64_t now = now_nanoseconds();
-    if (penalty_ <= 0 || now - last_failure_.load(std::memory_order_relaxed) >= penalty_)
-      return index;
+    std::size_t index = static_cast<std::size_t>(
+        rotation(service).next.fetch_add(1, std::memory_order_relaxed) % count);
+    auto now = micro::FailurePenalty::Clock::now();
+    if (!penalty_.recent_failure(now)) return index;
 
-    std::shared_lock lock(service.mutex);
-    auto penalised = [&](const micro::Node& node) {
-      auto found = service.nodes.find(node_key(node));
-      return found != service.nodes.end() &&
-             now - found->second->last_failure.load(std::memory_order_relaxed) < penalty_;
-    };
+    micro::FailurePenalty::ServiceView penalties = penalty_.read(service, now);
     for (std::size_t step = 0; step < count; ++step) {
       std::size_t candidate = (index + step) % count;
-      if (!penalised(nodes[candidate])) return candidate;
+      if (!penalties.penalised(nodes[candidate])) return candidate;
     }
     return index;
   }
 
   void report(std::string_view service, const micro::Node& node,
               const micro::Outcome& outcome) override {
-    std::shared_ptr<NodeHealth> stats = node_health(service, node_key(node));
-    NodeHealth& health = *stats;
-    if (outcome.ok) {
-      health.successes.fetch_add(1, std::memory_order_relaxed);
-      health.last_failure.store(NodeHealth::never, std::memory_order_relaxed);
-      return;
-    }
-    health.failures.fetch_add(1, std::memory_order_relaxed);
-    std::int64_t now = now_nanoseconds();
-    health.last_failure.store(now, std::memory_order_relaxed);
-    last_failure_.store(now, std::memory_order_relaxed);
+    penalty_.record(service, node, outcome);
   }
 
  private:
-  // Services are never removed, so the reference stays valid once found.
-  ServiceHealth& service_health(std::string_view service_name) {
+  // Rotations are never removed, so the reference stays valid once found.
+  Rotation& rotation(std::string_view service) {
     {
       std::shared_lock lock(mutex_);
-      auto found = services_.find(service_name);
-      if (found != services_.end()) return *found->second;
+      auto found = rotations_.find(service);
+      if (found != rotations_.end()) return *found->second;
     }
     std::unique_lock lock(mutex_);
-    auto& slot = services_[std::string(service_name)];
-    if (!slot) slot = std::make_unique<ServiceHealth>(next_random());
+    auto& slot = rotations_[std::string(service)];
+    if (!slot) slot = std::make_unique<Rotation>(next_random());
     return *slot;
   }
 
-  std::shared_ptr<NodeHealth> node_health(std::string_view service_name, std::string_view key) {
-    ServiceHealth& service = service_health(service_name);
-    {
-      std::shared_lock lock(service.mutex);
-      auto found = service.nodes.find(key);
-      if (found != service.nodes.end()) return found->second;
-    }
-    std::unique_lock lock(service.mutex);
-    if (service.nodes.size() >= max_nodes_per_service) {
-      std::int64_t now = now_nanoseconds();
-      std::erase_if(service.nodes, [&](const auto& entry) {
-        return now - entry.second->last_failure.load(std::memory_order_relaxed) >= penalty_;
-      });
-    }
-    auto& slot = service.nodes[std::string(key)];
-    if (!slot) slot = std::make_shared<NodeHealth>();
-    return slot;
-  }
-
-  const std::int64_t penalty_;  // nanoseconds; 0 turns the penalty off
-  // The latest failure of any node: lets the common path skip the failure stamps.
-  std::atomic<std::int64_t> last_failure_{NodeHealth::never};
+  micro::FailurePenalty penalty_;
   std::shared_mutex mutex_;
-  std::unordered_map<std::string, std::unique_ptr<ServiceHealth>, StringHash, std::equal_to<>>
-      services_;
+  std::unordered_map<std::string, std::unique_ptr<Rotation>, StringHash, std::equal_to<>>
+      rotations_;
 };
 
 const micro::PluginOption options[] = {
