@@ -7,12 +7,17 @@
 //     call <service> <endpoint> [json]  call an endpoint with a JSON request (default {})
 //     publish <topic> <json>          publish a JSON message
 //     subscribe <topic> [count]       print messages on a topic (count: stop after that many)
+//     trace <file> [trace-id]         waterfall of the traces in a span file (exporter=file)
 #include <condition_variable>
 #include <csignal>
+#include <fstream>
 #include <iostream>
 #include <mutex>
 
 #include <micro/service.hpp>
+
+// The waterfall view is the trace plugin's; the CLI compiles it in (a tool, not a plugin).
+#include "waterfall.hpp"
 
 namespace {
 
@@ -25,6 +30,8 @@ commands:
   call <service> <endpoint> [json]   call an endpoint with a JSON request (default {})
   publish <topic> <json>             publish a JSON message to a topic
   subscribe <topic> [count]          print messages on a topic; stop after count (default: never)
+  trace <file> [trace-id]            waterfall of the traces in a file written by
+                                     wrappers=trace?exporter=file&file=<file>
 
 configuration flags (also MICRO_* variables): --registry=file?dir=/tmp/x --broker=memory
   --selector=roundrobin --transport=tcp --wrappers=log --client_request_timeout=5s …
@@ -75,6 +82,22 @@ int subscribe(micro::Microservice& service, const std::string& topic, long count
   return 0;
 }
 
+int show_traces(const std::string& path, const std::string& trace_id) {
+  std::ifstream file(path);
+  if (!file) throw std::invalid_argument("cannot open " + path);
+  auto spans = micro::trace::sdk::read_span_lines(file);
+  if (!trace_id.empty())
+    std::erase_if(spans,
+                  [&](const auto& span) { return span.context.trace_id.to_hex() != trace_id; });
+  if (spans.empty()) {
+    std::cerr << "no spans" << (trace_id.empty() ? "" : " of trace " + trace_id) << " in " << path
+              << "\n";
+    return 1;
+  }
+  std::cout << micro::trace::sdk::render_waterfall(spans, 110);
+  return 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) try {
@@ -90,6 +113,10 @@ int main(int argc, char** argv) try {
   };
 
   if (command == "plugins") return list_plugins();
+  if (command == "trace") {
+    need(1, "trace <file> [trace-id]");
+    return show_traces(args[0], args.size() > 1 ? args[1] : "");
+  }
 
   micro::Microservice service("", config);
   if (command == "services") {
