@@ -2,7 +2,8 @@
 """The greeter with wrappers=trace across two processes: one connected trace from the client
 call, through its attempt, the server handler, a child span in the handler and a publish, to
 the subscriber's consumer span (child of the producer and linked to it) — read from the file
-exporter's OTLP JSON, and drawn by `micro trace`."""
+exporter's OTLP JSON, and drawn by `micro trace`. With a fourth argument `nats`, the event
+goes through a real nats-server, so traceparent must travel in NATS message headers."""
 import json
 import signal
 import subprocess
@@ -10,7 +11,28 @@ import sys
 import tempfile
 
 server_binary, client_binary, micro = sys.argv[1:4]
+use_nats = len(sys.argv) > 4 and sys.argv[4] == "nats"
 failures = []
+
+
+def start_nats():
+    import socket
+    import time
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    process = subprocess.Popen(["nats-server", "-a", "127.0.0.1", "-p", str(port)],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return process, port
+        except OSError:
+            if time.monotonic() > deadline or process.poll() is not None:
+                process.kill()
+                raise RuntimeError("nats-server did not start")
+            time.sleep(0.05)
 
 
 def check(condition, message):
@@ -23,6 +45,10 @@ with tempfile.TemporaryDirectory() as work:
     spans_file = f"{work}/spans.jsonl"
     flags = [f"--registry=file?dir={work}/registry",
              f"--wrappers=trace?exporter=file&file={spans_file}&sampler=always_on"]
+    nats = None
+    if use_nats:
+        nats, port = start_nats()
+        flags.append(f"--broker=nats://127.0.0.1:{port}")
     server = subprocess.Popen([server_binary, *flags], stdout=subprocess.PIPE, text=True)
     try:
         line = server.stdout.readline()
@@ -33,6 +59,9 @@ with tempfile.TemporaryDirectory() as work:
     finally:
         server.send_signal(signal.SIGTERM)  # graceful stop flushes the server's spans
         server.wait(timeout=30)
+        if nats:
+            nats.terminate()
+            nats.wait(timeout=10)
 
     spans = []
     with open(spans_file) as lines:
@@ -77,5 +106,5 @@ with tempfile.TemporaryDirectory() as work:
     check(drawn.returncode == 0 and " 6 spans " in drawn.stdout, "micro trace did not draw 6 spans")
     check("greeter.greeted process (consumer)" in drawn.stdout, "waterfall lacks the consumer")
 
-print("greeter trace:", "FAILED" if failures else "ok")
+print("greeter trace" + (" over nats" if use_nats else "") + ":", "FAILED" if failures else "ok")
 sys.exit(1 if failures else 0)
