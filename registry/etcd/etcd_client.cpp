@@ -1,16 +1,23 @@
-// etcd_client.cpp — base64, endpoint parsing, bounded HTTP/1.1 connections and the failover
-// client for etcd's JSON gateway.
+// etcd_client.cpp — base64, endpoint parsing, bounded HTTP/1.1 connections (plain or TLS), the
+// TLS context and the failover client for etcd's JSON gateway.
 #include "etcd_client.hpp"
 
 #include <algorithm>
 #include <array>
 #include <charconv>
+#include <fstream>
 #include <thread>
 
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/post.hpp>
+#include <boost/asio/ssl/error.hpp>
+#include <boost/beast/core/stream_traits.hpp>
 #include <boost/beast/http/read.hpp>
 #include <boost/beast/http/write.hpp>
+
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+#include <openssl/x509_vfy.h>
 
 #include <micro/error.hpp>
 
@@ -42,6 +49,21 @@ bool member_cannot_serve(int code, const std::string& message) {
 
 bool token_rejected(int code, const std::string& message) {
   return code == grpc_unauthenticated || message.find("invalid auth token") != std::string::npos;
+}
+
+// A read error's text; a TLS alert about our certificate says what to fix, since with TLS 1.3
+// etcd refuses a client certificate only after the handshake, on the first read.
+std::string describe(const boost::system::error_code& error) {
+  std::string text = error.message();
+  if (error.category() == boost::asio::error::get_ssl_category() &&
+      (text.find("alert bad certificate") != std::string::npos ||
+       text.find("alert certificate required") != std::string::npos ||
+       text.find("alert unknown ca") != std::string::npos)) {
+    text +=
+        " (etcd refused this client's TLS certificate: none given, or not signed by a CA etcd "
+        "trusts; see tls_cert and tls_key)";
+  }
+  return text;
 }
 
 milliseconds remaining_until(Clock::time_point deadline) {
@@ -134,11 +156,12 @@ std::vector<EndpointAddress> parse_endpoints(std::string_view address) {
     std::string_view item =
         address.substr(start, comma == std::string_view::npos ? address.npos : comma - start);
     const std::string original(item);
-    if (item.starts_with("http://")) item.remove_prefix(7);
-    if (item.starts_with("https://")) {
-      throw micro::Exception(micro::bad_request(
-          error_id, "endpoint \"" + original +
-                        "\" asks for https, which this plugin does not support yet (TLS)"));
+    bool https = false;
+    if (item.starts_with("http://")) {
+      item.remove_prefix(7);
+    } else if (item.starts_with("https://")) {
+      item.remove_prefix(8);
+      https = true;
     }
     const auto colon = item.rfind(':');
     if (item.empty() || colon == std::string_view::npos || colon == 0) {
@@ -155,7 +178,7 @@ std::vector<EndpointAddress> parse_endpoints(std::string_view address) {
           error_id,
           "bad port in endpoint \"" + original + "\": expected a number from 1 to 65535"));
     }
-    endpoints.push_back({std::string(item.substr(0, colon)), std::string(port)});
+    endpoints.push_back({std::string(item.substr(0, colon)), std::string(port), https});
     if (comma == std::string_view::npos) break;
     start = comma + 1;
   }
@@ -186,6 +209,57 @@ std::vector<nlohmann::json> take_json_lines(std::string& pending) {
 // ---------------------------------------------------------------------------------------------
 // HttpConnection
 
+std::shared_ptr<boost::asio::ssl::context> make_tls_context(const TlsFiles& files) {
+  namespace ssl = boost::asio::ssl;
+  auto context = std::make_shared<ssl::context>(ssl::context::tls_client);
+  context->set_options(ssl::context::default_workarounds | ssl::context::no_sslv2 |
+                       ssl::context::no_sslv3 | ssl::context::no_tlsv1 | ssl::context::no_tlsv1_1);
+  context->set_verify_mode(ssl::verify_peer);
+  auto refuse = [](const std::string& option, const std::string& path,
+                   const boost::system::error_code& error) {
+    throw micro::Exception(micro::bad_request(
+        error_id, "cannot use " + option + " \"" + path + "\": " + error.message()));
+  };
+  // OpenSSL reports a missing file as a bare "asio.ssl error": say it plainly first.
+  for (const auto& [option, path] :
+       {std::pair{"tls_ca", &files.ca}, std::pair{"tls_cert", &files.cert},
+        std::pair{"tls_key", &files.key}}) {
+    if (!path->empty() && !std::ifstream(*path).is_open()) {
+      throw micro::Exception(micro::bad_request(
+          error_id,
+          std::string("cannot use ") + option + " \"" + *path + "\": cannot open the file"));
+    }
+  }
+  boost::system::error_code error;
+  if (files.ca.empty()) {
+    context->set_default_verify_paths(error);
+    if (error) refuse("the system CA store", "", error);
+  } else {
+    context->load_verify_file(files.ca, error);
+    if (error) refuse("tls_ca", files.ca, error);
+  }
+  if (files.cert.empty() != files.key.empty()) {
+    throw micro::Exception(
+        micro::bad_request(error_id, "tls_cert and tls_key go together: give both or neither"));
+  }
+  if (!files.cert.empty()) {
+    context->use_certificate_chain_file(files.cert, error);
+    if (error) refuse("tls_cert", files.cert, error);
+    context->use_private_key_file(files.key, ssl::context::pem, error);
+    if (error) refuse("tls_key", files.key, error);
+  }
+  return context;
+}
+
+HttpConnection::HttpConnection(std::size_t endpoint_index,
+                               std::shared_ptr<boost::asio::ssl::context> tls)
+    : endpoint_index_(endpoint_index), tls_(std::move(tls)) {
+  if (tls_) {
+    tls_stream_ =
+        std::make_unique<beast::ssl_stream<beast::tcp_stream>>(io_context_.get_executor(), *tls_);
+  }
+}
+
 void HttpConnection::run_until(const bool& done) {
   io_context_.restart();
   while (!done) {
@@ -209,38 +283,75 @@ void HttpConnection::connect(const EndpointAddress& endpoint, milliseconds timeo
   run_until(done);
   if (result) throw TransportError("cannot resolve " + endpoint.text() + ": " + result.message());
   done = false;
-  stream_.expires_after(timeout);
-  stream_.async_connect(addresses, [&](beast::error_code error, const auto&) {
+  tcp().expires_after(timeout);
+  tcp().async_connect(addresses, [&](beast::error_code error, const auto&) {
     result = error;
     done = true;
   });
   run_until(done);
   if (result)
     throw TransportError("cannot connect to " + endpoint.text() + ": " + result.message());
-  stream_.socket().set_option(boost::asio::ip::tcp::no_delay(true));
+  tcp().socket().set_option(boost::asio::ip::tcp::no_delay(true));
+  if (tls_stream_) handshake(endpoint);
+}
+
+void HttpConnection::handshake(const EndpointAddress& endpoint) {
+  SSL* session = tls_stream_->native_handle();
+  // The certificate must name the endpoint: an IP address as an IP SAN, a name as a DNS name
+  // (which also goes out as SNI).
+  X509_VERIFY_PARAM* parameters = SSL_get0_param(session);
+  boost::system::error_code not_an_address;
+  boost::asio::ip::make_address(endpoint.host, not_an_address);
+  if (!not_an_address) {
+    X509_VERIFY_PARAM_set1_ip_asc(parameters, endpoint.host.c_str());
+  } else {
+    X509_VERIFY_PARAM_set_hostflags(parameters, X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS);
+    X509_VERIFY_PARAM_set1_host(parameters, endpoint.host.c_str(), 0);
+    SSL_set_tlsext_host_name(session, endpoint.host.c_str());
+  }
+  bool done = false;
+  beast::error_code result;
+  tls_stream_->async_handshake(boost::asio::ssl::stream_base::client, [&](beast::error_code error) {
+    result = error;
+    done = true;
+  });
+  run_until(done);
+  if (result) {
+    std::string detail = result.message();
+    const long verification = SSL_get_verify_result(session);
+    if (verification != X509_V_OK) {
+      detail += ": server certificate rejected: ";
+      detail += X509_verify_cert_error_string(verification);
+    }
+    throw TransportError("TLS handshake with " + endpoint.text() + " failed: " + detail);
+  }
 }
 
 http::response<http::string_body> HttpConnection::round_trip(
     http::request<http::string_body>& request, milliseconds timeout) {
   bool done = false;
   beast::error_code result;
-  stream_.expires_after(timeout);
-  http::async_write(stream_, request, [&](beast::error_code error, std::size_t) {
-    result = error;
-    done = true;
+  tcp().expires_after(timeout);
+  with_stream([&](auto& stream) {
+    http::async_write(stream, request, [&](beast::error_code error, std::size_t) {
+      result = error;
+      done = true;
+    });
   });
   run_until(done);
   if (result) throw TransportError("cannot send to etcd: " + result.message());
   http::response_parser<http::string_body> parser;
   parser.body_limit(boost::none);
   done = false;
-  http::async_read(stream_, buffer_, parser, [&](beast::error_code error, std::size_t) {
-    result = error;
-    done = true;
+  with_stream([&](auto& stream) {
+    http::async_read(stream, buffer_, parser, [&](beast::error_code error, std::size_t) {
+      result = error;
+      done = true;
+    });
   });
   run_until(done);
-  stream_.expires_never();
-  if (result) throw TransportError("no answer from etcd: " + result.message());
+  tcp().expires_never();
+  if (result) throw TransportError("no answer from etcd: " + describe(result));
   return parser.release();
 }
 
@@ -249,10 +360,12 @@ unsigned HttpConnection::stream(http::request<http::string_body>& request,
                                 const std::function<void(std::string_view)>& on_data) {
   bool done = false;
   beast::error_code result;
-  stream_.expires_after(header_timeout);
-  http::async_write(stream_, request, [&](beast::error_code error, std::size_t) {
-    result = error;
-    done = true;
+  tcp().expires_after(header_timeout);
+  with_stream([&](auto& stream) {
+    http::async_write(stream, request, [&](beast::error_code error, std::size_t) {
+      result = error;
+      done = true;
+    });
   });
   run_until(done);
   if (result) throw TransportError("cannot send to etcd: " + result.message());
@@ -260,17 +373,19 @@ unsigned HttpConnection::stream(http::request<http::string_body>& request,
   http::response_parser<http::string_body> parser;
   parser.body_limit(boost::none);
   done = false;
-  http::async_read_header(stream_, buffer_, parser, [&](beast::error_code error, std::size_t) {
-    result = error;
-    done = true;
+  with_stream([&](auto& stream) {
+    http::async_read_header(stream, buffer_, parser, [&](beast::error_code error, std::size_t) {
+      result = error;
+      done = true;
+    });
   });
   run_until(done);
-  if (result) throw TransportError("no answer from etcd: " + result.message());
+  if (result) throw TransportError("no answer from etcd: " + describe(result));
   const unsigned status = parser.get().result_int();
   if (status != 200 || !parser.chunked()) return status;
 
   // The stream lives as long as the member does: no timeout, cancel() ends it.
-  stream_.expires_never();
+  tcp().expires_never();
   auto on_chunk = [&](std::uint64_t, beast::string_view body, beast::error_code&) {
     on_data(std::string_view(body.data(), body.size()));
     return body.size();
@@ -278,9 +393,11 @@ unsigned HttpConnection::stream(http::request<http::string_body>& request,
   parser.on_chunk_body(on_chunk);
   while (!parser.is_done()) {
     done = false;
-    http::async_read_some(stream_, buffer_, parser, [&](beast::error_code error, std::size_t) {
-      result = error;
-      done = true;
+    with_stream([&](auto& stream) {
+      http::async_read_some(stream, buffer_, parser, [&](beast::error_code error, std::size_t) {
+        result = error;
+        done = true;
+      });
     });
     run_until(done);
     if (result) throw TransportError("etcd stream ended: " + result.message());
@@ -291,8 +408,8 @@ unsigned HttpConnection::stream(http::request<http::string_body>& request,
 void HttpConnection::cancel() {
   boost::asio::post(io_context_, [this] {
     beast::error_code ignored;
-    stream_.socket().shutdown(boost::asio::ip::tcp::socket::shutdown_both, ignored);
-    stream_.socket().close(ignored);
+    tcp().socket().shutdown(boost::asio::ip::tcp::socket::shutdown_both, ignored);
+    tcp().socket().close(ignored);
   });
 }
 
@@ -324,7 +441,7 @@ std::unique_ptr<HttpConnection> Client::take_connection(std::size_t endpoint,
       }
     }
   }
-  auto connection = std::make_unique<HttpConnection>(endpoint);
+  auto connection = std::make_unique<HttpConnection>(endpoint, options_.tls);
   connection->connect(options_.endpoints[endpoint], timeout);
   return connection;
 }

@@ -1,4 +1,4 @@
-// etcd_client.hpp — a small etcd v3 client over the JSON gateway (HTTP/1.1, Boost.Beast).
+// etcd_client.hpp — a small etcd v3 client over the JSON gateway (HTTP/1.1 or HTTPS, Boost.Beast).
 //
 // Debian ships no C++ etcd client, so the registry talks to etcd's grpc-gateway: JSON bodies
 // POSTed to /v3/..., keys and values base64-encoded, int64 fields as decimal strings. Every
@@ -19,11 +19,13 @@
 #include <vector>
 
 #include <boost/asio/io_context.hpp>
+#include <boost/asio/ssl/context.hpp>
 #include <boost/beast/core/flat_buffer.hpp>
 #include <boost/beast/core/tcp_stream.hpp>
 #include <boost/beast/http/empty_body.hpp>
 #include <boost/beast/http/parser.hpp>
 #include <boost/beast/http/string_body.hpp>
+#include <boost/beast/ssl/ssl_stream.hpp>
 #include <nlohmann/json.hpp>
 
 namespace micro::etcd {
@@ -41,11 +43,12 @@ std::int64_t json_int64(const nlohmann::json& object, const char* field);
 struct EndpointAddress {
   std::string host;
   std::string port;
+  bool https = false;  // written as https://host:port
   std::string text() const { return host + ":" + port; }
 };
 
-// Parses "127.0.0.1:2379,10.0.0.2:2379" (an optional http:// per endpoint is accepted).
-// Throws micro::Exception (400) naming the bad part.
+// Parses "127.0.0.1:2379,10.0.0.2:2379" (an optional http:// or https:// per endpoint is
+// accepted). Throws micro::Exception (400) naming the bad part.
 std::vector<EndpointAddress> parse_endpoints(std::string_view address);
 
 // A transport failure (connect, write, read, timeout, or a member saying it cannot serve):
@@ -67,10 +70,12 @@ class EtcdError : public std::runtime_error {
 };
 
 // One HTTP/1.1 keep-alive connection to one endpoint, with its own io_context so every
-// operation can be bounded by a timeout. Not thread-safe except cancel().
+// operation can be bounded by a timeout; over TLS when given a TLS context (shared, read-only).
+// Not thread-safe except cancel().
 class HttpConnection {
  public:
-  explicit HttpConnection(std::size_t endpoint_index) : endpoint_index_(endpoint_index) {}
+  explicit HttpConnection(std::size_t endpoint_index,
+                          std::shared_ptr<boost::asio::ssl::context> tls = nullptr);
   HttpConnection(const HttpConnection&) = delete;
   HttpConnection& operator=(const HttpConnection&) = delete;
 
@@ -95,10 +100,25 @@ class HttpConnection {
  private:
   // Runs the private io_context until `done` is set by a completion handler.
   void run_until(const bool& done);
+  // TLS handshake (within the connect timeout), checking the certificate names `endpoint`.
+  void handshake(const EndpointAddress& endpoint);
+  // The TCP layer (under TLS or not): timeouts and closing act on it.
+  boost::beast::tcp_stream& tcp() { return tls_stream_ ? tls_stream_->next_layer() : stream_; }
+  // Calls `operation` with whichever stream this connection reads and writes.
+  template <class Operation>
+  void with_stream(Operation&& operation) {
+    if (tls_stream_) {
+      operation(*tls_stream_);
+    } else {
+      operation(stream_);
+    }
+  }
 
   std::size_t endpoint_index_;
   boost::asio::io_context io_context_;
-  boost::beast::tcp_stream stream_{io_context_};
+  std::shared_ptr<boost::asio::ssl::context> tls_;
+  boost::beast::tcp_stream stream_{io_context_};  // plain HTTP only
+  std::unique_ptr<boost::beast::ssl_stream<boost::beast::tcp_stream>> tls_stream_;
   boost::beast::flat_buffer buffer_;
 };
 
@@ -108,7 +128,19 @@ struct ClientOptions {
   std::chrono::milliseconds request_timeout{std::chrono::seconds(5)};
   std::string username;
   std::string password;
+  // HTTPS for every endpoint when set: peer verification, CA and client certificate loaded.
+  std::shared_ptr<boost::asio::ssl::context> tls;
 };
+
+// The TLS settings behind the tls/tls_ca/tls_cert/tls_key options.
+struct TlsFiles {
+  std::string ca;    // "" → the system's CA store
+  std::string cert;  // client certificate chain (PEM), with key
+  std::string key;   // its private key (PEM)
+};
+// A client TLS context that verifies the server against `files.ca` and presents the client
+// certificate when given. Throws micro::Exception (400) naming the file that cannot be used.
+std::shared_ptr<boost::asio::ssl::context> make_tls_context(const TlsFiles& files);
 
 // Calls etcd's gateway with failover: a call goes to the preferred endpoint; when that one
 // does not answer (or has no leader) the next endpoint becomes preferred and the call is

@@ -213,7 +213,7 @@ class EtcdWatch final : public micro::Watch {
   static void follow_stream(WatchShared& shared) {
     auto& client = *shared.client;
     const std::size_t endpoint = client.preferred_endpoint() % client.options().endpoints.size();
-    micro::etcd::HttpConnection connection(endpoint);
+    micro::etcd::HttpConnection connection(endpoint, client.options().tls);
     {
       std::lock_guard lock(shared.state_mutex);
       if (shared.stopped.load()) return;
@@ -639,11 +639,15 @@ Settings settings_from(const micro::PluginArguments& arguments) {
   if (settings.client.username.empty() != settings.client.password.empty()) {
     refuse("username and password go together: give both or neither");
   }
-  if (arguments.get_bool("tls", false) || arguments.has("tls_ca") || arguments.has("tls_cert") ||
-      arguments.has("tls_key")) {
-    refuse(
-        "TLS (tls, tls_ca, tls_cert, tls_key) is not supported by this plugin yet; "
-        "use plain http endpoints");
+  // TLS for every endpoint when asked for in any way: tls=true, a tls_* file, an https:// endpoint.
+  const bool https_endpoint =
+      std::any_of(settings.client.endpoints.begin(), settings.client.endpoints.end(),
+                  [](const auto& endpoint) { return endpoint.https; });
+  if (arguments.get_bool("tls", false) || https_endpoint || arguments.has("tls_ca") ||
+      arguments.has("tls_cert") || arguments.has("tls_key")) {
+    settings.client.tls = micro::etcd::make_tls_context({arguments.get_string("tls_ca"),
+                                                         arguments.get_string("tls_cert"),
+                                                         arguments.get_string("tls_key")});
   }
   return settings;
 }
@@ -654,16 +658,17 @@ const micro::PluginOption etcd_options[] = {
     {"request_timeout", "duration", "5s", "how long one call may take, across endpoints"},
     {"username", "string", nullptr, "etcd user (with password)"},
     {"password", "string", nullptr, "etcd user's password"},
-    {"tls", "bool", "false", "use https (not supported yet: refused)"},
-    {"tls_ca", "string", nullptr, "CA bundle for https (not supported yet: refused)"},
-    {"tls_cert", "string", nullptr, "client certificate (not supported yet: refused)"},
-    {"tls_key", "string", nullptr, "client key (not supported yet: refused)"},
+    {"tls", "bool", "false", "use https for every endpoint (implied by tls_* or https://)"},
+    {"tls_ca", "string", nullptr, "CA bundle (PEM) the server certificate must chain to"},
+    {"tls_cert", "string", nullptr, "client certificate chain (PEM), with tls_key"},
+    {"tls_key", "string", nullptr, "client private key (PEM), with tls_cert"},
     {"prefix", "string", "/micro/registry/", "key prefix, Go-Micro's by default"},
 };
 
 }  // namespace
 
-MICRO_PLUGIN(registry, etcd, "etcd v3 cluster, Go-Micro's key layout (JSON gateway over HTTP)",
-             etcd_options, [](const micro::PluginArguments& arguments) -> micro::PluginObject* {
+MICRO_PLUGIN(registry, etcd,
+             "etcd v3 cluster, Go-Micro's key layout (JSON gateway over HTTP/HTTPS)", etcd_options,
+             [](const micro::PluginArguments& arguments) -> micro::PluginObject* {
                return new EtcdRegistry(settings_from(arguments));
              })

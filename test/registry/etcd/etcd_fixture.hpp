@@ -1,6 +1,7 @@
 // Test fixtures that run a real etcd (Debian's etcd-server): one member or a 3-member cluster on
 // free loopback ports with temporary data directories. Each member is a child process started
 // and stopped RAII-style; every wait is bounded, and a member dies with the test process.
+// A cluster may serve clients over TLS only (https, client certificates required).
 #pragma once
 
 #include <arpa/inet.h>
@@ -20,6 +21,7 @@
 #include <filesystem>
 #include <fstream>
 #include <memory>
+#include <optional>
 #include <sstream>
 #include <stdexcept>
 #include <string>
@@ -96,19 +98,33 @@ inline std::string run_command(const std::string& command) {
   return output;
 }
 
+// PEM files for an etcd serving clients over TLS only: its certificate and key, and the CA
+// client certificates must chain to (--client-cert-auth).
+struct ServerTls {
+  std::string ca;
+  std::string cert;
+  std::string key;
+};
+
 // One etcd process. The ports and data directory stay the same across restarts.
 class EtcdMember {
  public:
-  EtcdMember(std::string name, std::filesystem::path data_directory, int client_port, int peer_port)
+  EtcdMember(std::string name, std::filesystem::path data_directory, int client_port, int peer_port,
+             std::optional<ServerTls> tls = std::nullopt)
       : name_(std::move(name)),
         data_directory_(std::move(data_directory)),
         client_port_(client_port),
-        peer_port_(peer_port) {}
+        peer_port_(peer_port),
+        tls_(std::move(tls)),
+        // Over TLS, /health is read on a plain metrics port instead.
+        health_port_(tls_ ? free_port() : client_port) {}
   ~EtcdMember() { stop(); }
   EtcdMember(const EtcdMember&) = delete;
   EtcdMember& operator=(const EtcdMember&) = delete;
 
-  std::string client_endpoint() const { return "127.0.0.1:" + std::to_string(client_port_); }
+  std::string client_endpoint() const {
+    return (tls_ ? "https://127.0.0.1:" : "127.0.0.1:") + std::to_string(client_port_);
+  }
   std::string peer_url() const { return "http://127.0.0.1:" + std::to_string(peer_port_); }
   const std::string& name() const noexcept { return name_; }
   bool running() const noexcept { return pid_ > 0; }
@@ -119,7 +135,7 @@ class EtcdMember {
   // --initial-cluster ("a=http://127.0.0.1:p1,b=…").
   void start(const std::string& initial_cluster, const std::string& cluster_token) {
     if (pid_ > 0) return;
-    const std::string client_url = "http://" + client_endpoint();
+    const std::string client_url = tls_ ? client_endpoint() : "http://" + client_endpoint();
     std::vector<std::string> arguments = {
         etcd_binary(), "--name", name_, "--data-dir", data_path().string(), "--listen-client-urls",
         client_url, "--advertise-client-urls", client_url, "--listen-peer-urls", peer_url(),
@@ -127,6 +143,14 @@ class EtcdMember {
         "--initial-cluster-token", cluster_token, "--initial-cluster-state", "new",
         // Fast elections; the shortest lease becomes 1s.
         "--heartbeat-interval", "50", "--election-timeout", "500"};
+    if (tls_) {
+      for (const char* argument :
+           {"--cert-file", tls_->cert.c_str(), "--key-file", tls_->key.c_str(), "--trusted-ca-file",
+            tls_->ca.c_str(), "--client-cert-auth", "--listen-metrics-urls"}) {
+        arguments.push_back(argument);
+      }
+      arguments.push_back("http://127.0.0.1:" + std::to_string(health_port_));
+    }
     const std::string log_path = (data_directory_ / (name_ + ".log")).string();
     const pid_t parent = ::getpid();
     const pid_t pid = ::fork();
@@ -152,7 +176,7 @@ class EtcdMember {
 
   // Whether the member answers /health with "true" (needs a quorum in a cluster).
   bool healthy() const {
-    return http_get(client_port_, "/health").find("\"health\":\"true\"") != std::string::npos;
+    return http_get(health_port_, "/health").find("\"health\":\"true\"") != std::string::npos;
   }
 
   // Whether the process ended on its own (etcd exits at once when a port is taken).
@@ -190,6 +214,8 @@ class EtcdMember {
   std::filesystem::path data_directory_;
   int client_port_;
   int peer_port_;
+  std::optional<ServerTls> tls_;
+  int health_port_;
   pid_t pid_ = -1;
 };
 
@@ -202,7 +228,8 @@ inline std::string unique_token(const std::string& base) {
 // the constructor returns; stopped and its data removed on destruction.
 class EtcdCluster {
  public:
-  explicit EtcdCluster(std::size_t size = 1) {
+  explicit EtcdCluster(std::size_t size = 1, std::optional<ServerTls> tls = std::nullopt)
+      : tls_(std::move(tls)) {
     // Another test may take a port between our check and etcd's bind: start over on new ports.
     for (int attempt = 1;; ++attempt) {
       try {
@@ -258,8 +285,8 @@ class EtcdCluster {
     initial_cluster_.clear();
     token_ = unique_token("micro-test");
     for (std::size_t index = 0; index < size; ++index) {
-      members_.push_back(std::make_unique<EtcdMember>("member" + std::to_string(index),
-                                                      directory_.path(), free_port(), free_port()));
+      members_.push_back(std::make_unique<EtcdMember>(
+          "member" + std::to_string(index), directory_.path(), free_port(), free_port(), tls_));
       std::filesystem::remove_all(members_.back()->data_path());
     }
     for (auto& member : members_) {
@@ -295,6 +322,7 @@ class EtcdCluster {
 
  private:
   registry_test::TemporaryDirectory directory_;
+  std::optional<ServerTls> tls_;
   std::string token_;
   std::string initial_cluster_;
   std::vector<std::unique_ptr<EtcdMember>> members_;

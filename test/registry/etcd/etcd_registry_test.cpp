@@ -73,15 +73,6 @@ TEST_CASE("etcd registry: malformed addresses and options are refused with what 
                   "bad port in endpoint \"localhost:http\": expected a number from 1 to 65535"));
   CHECK(ends_with(creation_error("localhost:70000"),
                   "bad port in endpoint \"localhost:70000\": expected a number from 1 to 65535"));
-  CHECK(ends_with(creation_error("https://127.0.0.1:2379"),
-                  "endpoint \"https://127.0.0.1:2379\" asks for https, which this plugin does "
-                  "not support yet (TLS)"));
-  CHECK(ends_with(creation_error("127.0.0.1:2379", {{"tls", "true"}}),
-                  "TLS (tls, tls_ca, tls_cert, tls_key) is not supported by this plugin yet; use "
-                  "plain http endpoints"));
-  CHECK(ends_with(creation_error("127.0.0.1:2379", {{"tls_ca", "/etc/ssl/ca.pem"}}),
-                  "TLS (tls, tls_ca, tls_cert, tls_key) is not supported by this plugin yet; use "
-                  "plain http endpoints"));
   CHECK(ends_with(creation_error("127.0.0.1:2379", {{"prefix", "micro/"}}),
                   "prefix \"micro/\" must start with \"/\""));
   CHECK(ends_with(creation_error("127.0.0.1:2379", {{"username", "root"}}),
