@@ -3,8 +3,10 @@
 // Shape of the hot path: the subscriber table is immutable and swapped whole on every
 // subscribe/unsubscribe (copy-on-write), so publish only loads a shared_ptr snapshot and
 // never takes an exclusive lock. A published message is copied once into a shared,
-// immutable block; each delivery is posted to its subscription's strand (keeping
-// per-subscription order) and copies the message there, off the publisher's stack — the
+// immutable block and appended to each recipient's own queue; one task per subscription,
+// posted to the executor only when its queue goes from idle to busy, drains the queue in
+// order (so per-subscription order holds without a strand, and a burst costs one post, not
+// one per message). Each delivery copies the message there, off the publisher's stack — the
 // single-recipient case moves it instead.
 //
 // Topics are NATS subjects: tokens separated by '.', '*' matches one token and '>' the
@@ -29,7 +31,6 @@
 #include <boost/asio/executor_work_guard.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/post.hpp>
-#include <boost/asio/strand.hpp>
 #include <boost/container/small_vector.hpp>
 
 #include <micro/broker.hpp>
@@ -117,16 +118,24 @@ struct Core;
 // One subscription's state. The table and the user's handle share it.
 struct Subscriber {
   Subscriber(std::string topic_, std::string queue_, MessageHandler handler_,
-             boost::asio::any_io_executor executor)
+             boost::asio::any_io_executor executor_)
       : topic(std::move(topic_)),
         queue(std::move(queue_)),
         handler(std::move(handler_)),
-        strand(boost::asio::make_strand(executor)) {}
+        executor(std::move(executor_)) {}
 
   const std::string topic;
   const std::string queue;
   const MessageHandler handler;
-  boost::asio::strand<boost::asio::any_io_executor> strand;
+  const boost::asio::any_io_executor executor;
+
+  // Deliveries waiting for this subscription, oldest first. `scheduled` is true while a
+  // drain task is posted or running: at most one exists, which is what keeps the order.
+  std::mutex queue_mutex;
+  std::vector<std::shared_ptr<SharedMessage>> waiting;
+  bool scheduled = false;
+  // Touched only by the drain task: the batch being delivered, kept to reuse its storage.
+  std::vector<std::shared_ptr<SharedMessage>> batch;
 
   // Dekker-style pairing with unsubscribe: a delivery raises in_flight before it checks
   // active, unsubscribe clears active before it waits for in_flight to reach zero.
@@ -284,7 +293,52 @@ struct Core : std::enable_shared_from_this<Core> {
     }
   }
 
-  // Runs on the subscriber's strand.
+  // Deliveries one drain task makes before it yields the thread to other work on the executor.
+  static constexpr std::size_t deliveries_per_turn = 1024;
+
+  // Queues one delivery; posts the subscription's drain task if none is pending. The
+  // snapshot keeps the recipient alive; only a new drain task takes a reference from it.
+  void enqueue(const std::shared_ptr<const Table>& snapshot, Subscriber* recipient,
+               const std::shared_ptr<SharedMessage>& shared) {
+    {
+      std::lock_guard lock(recipient->queue_mutex);
+      recipient->waiting.push_back(shared);
+      if (recipient->scheduled) return;
+      recipient->scheduled = true;
+    }
+    schedule(std::shared_ptr<Subscriber>(snapshot, recipient));
+  }
+
+  void schedule(const std::shared_ptr<Subscriber>& subscriber) {
+    boost::asio::post(subscriber->executor,
+                      [self = shared_from_this(), subscriber] { self->drain_queue(subscriber); });
+  }
+
+  // The subscription's drain task: delivers queued messages in order, batch by batch, and
+  // re-posts itself after a bounded number so one busy subscription cannot hog a thread.
+  void drain_queue(const std::shared_ptr<Subscriber>& subscriber) {
+    std::size_t delivered = 0;
+    while (true) {
+      {
+        std::lock_guard lock(subscriber->queue_mutex);
+        if (subscriber->waiting.empty()) {
+          subscriber->scheduled = false;
+          return;
+        }
+        if (delivered >= deliveries_per_turn) break;
+        subscriber->batch.swap(subscriber->waiting);
+      }
+      for (auto& shared : subscriber->batch) {
+        deliver(subscriber, shared);
+        shared.reset();  // let the message go as soon as it is delivered
+      }
+      delivered += subscriber->batch.size();
+      subscriber->batch.clear();
+    }
+    schedule(subscriber);  // more is waiting: stay scheduled, but let others run first
+  }
+
+  // Runs in the subscriber's drain task, one delivery at a time.
   void deliver(const std::shared_ptr<Subscriber>& subscriber,
                const std::shared_ptr<SharedMessage>& shared) {
     subscriber->in_flight.fetch_add(1);
@@ -345,13 +399,7 @@ struct Core : std::enable_shared_from_this<Core> {
     }
     if (count > 0) {
       auto shared = std::make_shared<SharedMessage>(message, recipients.size());
-      auto self = shared_from_this();
-      for (Subscriber* recipient : recipients) {
-        // The snapshot keeps every recipient alive; take a strong reference for the post.
-        std::shared_ptr<Subscriber> subscriber(snapshot, recipient);
-        boost::asio::post(recipient->strand,
-                          [self, subscriber, shared] { self->deliver(subscriber, shared); });
-      }
+      for (Subscriber* recipient : recipients) enqueue(snapshot, recipient, shared);
     }
     finish_pending(1);
   }
