@@ -5,6 +5,7 @@
 
 #include <pthread.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <condition_variable>
 #include <cstdio>
@@ -55,7 +56,8 @@ std::chrono::milliseconds positive_duration(const PluginArguments& arguments, co
   return value;
 }
 
-// Vyukov's bounded MPMC queue over preallocated SpanData slots.
+// Vyukov's bounded MPMC queue over preallocated slots (finished spans; recycled vectors).
+template <class T>
 class BoundedQueue {
  public:
   explicit BoundedQueue(std::size_t capacity) : slots_(capacity) {
@@ -64,7 +66,7 @@ class BoundedQueue {
   }
 
   // False when full; `span` is left untouched then. `position` receives the slot's number.
-  bool push(SpanData& span, std::size_t& pushed_at) noexcept {
+  bool push(T& item, std::size_t& pushed_at) noexcept {
     std::size_t position = enqueue_.load(std::memory_order_relaxed);
     for (;;) {
       Slot& slot = slots_[position % slots_.size()];
@@ -72,7 +74,7 @@ class BoundedQueue {
       auto difference = static_cast<std::ptrdiff_t>(sequence - position);
       if (difference == 0) {
         if (enqueue_.compare_exchange_weak(position, position + 1, std::memory_order_relaxed)) {
-          slot.data = std::move(span);
+          slot.data = std::move(item);
           slot.sequence.store(position + 1, std::memory_order_release);
           pushed_at = position;
           return true;
@@ -85,7 +87,7 @@ class BoundedQueue {
     }
   }
 
-  bool pop(SpanData& out) noexcept {
+  bool pop(T& out) noexcept {
     std::size_t position = dequeue_.load(std::memory_order_relaxed);
     for (;;) {
       Slot& slot = slots_[position % slots_.size()];
@@ -93,8 +95,8 @@ class BoundedQueue {
       auto difference = static_cast<std::ptrdiff_t>(sequence - (position + 1));
       if (difference == 0) {
         if (dequeue_.compare_exchange_weak(position, position + 1, std::memory_order_relaxed)) {
+          // Moving out leaves the slot's strings and vectors empty, owning no memory.
           out = std::move(slot.data);
-          slot.data = SpanData{};  // release what the moved-from members still hold
           slot.sequence.store(position + slots_.size(), std::memory_order_release);
           return true;
         }
@@ -115,7 +117,7 @@ class BoundedQueue {
  private:
   struct Slot {
     std::atomic<std::size_t> sequence{0};
-    SpanData data;
+    T data;
   };
   std::vector<Slot> slots_;
   alignas(64) std::atomic<std::size_t> enqueue_{0};
@@ -161,11 +163,21 @@ BatchSettings BatchSettings::from(const PluginArguments& arguments) {
 
 struct BatchProcessor::State {
   State(std::unique_ptr<SpanExporter> exporter_, BatchSettings settings_)
-      : settings(settings_), exporter(std::move(exporter_)), queue(settings_.max_queue_size) {}
+      : settings(settings_),
+        exporter(std::move(exporter_)),
+        queue(settings_.max_queue_size),
+        spare_attributes(std::min<std::size_t>(settings_.max_queue_size, max_spare_attributes)) {}
+
+  // Bounds the memory kept in spare vectors (each ~8 attributes, ~600 bytes).
+  static constexpr std::size_t max_spare_attributes = 1024;
+  static constexpr std::size_t min_spare_capacity = 8, max_spare_capacity = 32;
 
   BatchSettings settings;
   std::unique_ptr<SpanExporter> exporter;
-  BoundedQueue queue;
+  BoundedQueue<SpanData> queue;
+  // Attribute vectors of exported spans, cleared, for new spans to reuse: the ending
+  // thread then neither allocates nor frees memory another thread allocated.
+  BoundedQueue<std::vector<Attribute>> spare_attributes;
   std::atomic<bool> closed{false};        // no more spans accepted
   std::atomic<bool> wake_pending{false};  // a producer already signalled a full batch
 
@@ -201,6 +213,17 @@ struct BatchProcessor::State {
         counters.export_failures.fetch_add(1, std::memory_order_relaxed);
         counters.spans_export_failed.fetch_add(batch.size(), std::memory_order_relaxed);
       }
+      recycle(batch);
+    }
+  }
+
+  void recycle(std::vector<SpanData>& batch) noexcept {
+    std::size_t position = 0;
+    for (auto& span : batch) {
+      auto capacity = span.attributes.capacity();
+      if (capacity < min_spare_capacity || capacity > max_spare_capacity) continue;
+      span.attributes.clear();
+      if (!spare_attributes.push(span.attributes, position)) return;  // enough spares
     }
   }
 
@@ -271,6 +294,12 @@ void BatchProcessor::on_end(SpanData&& span) noexcept {
   std::size_t position = 0;
   if (state.closed.load(std::memory_order_relaxed) || !state.queue.push(span, position)) {
     counters.spans_dropped.fetch_add(1, std::memory_order_relaxed);
+    // Keep the dropped span's attribute vector for the next span rather than freeing it.
+    auto capacity = span.attributes.capacity();
+    if (capacity >= State::min_spare_capacity && capacity <= State::max_spare_capacity) {
+      span.attributes.clear();
+      state.spare_attributes.push(span.attributes, position);
+    }
     return;
   }
   // Every batch_size-th span wakes the worker (which checks whether a batch is really
@@ -281,6 +310,12 @@ void BatchProcessor::on_end(SpanData&& span) noexcept {
     std::lock_guard lock(state.mutex);
     state.wake.notify_one();
   }
+}
+
+std::vector<Attribute> BatchProcessor::take_attribute_storage() noexcept {
+  std::vector<Attribute> storage;
+  state_->spare_attributes.pop(storage);
+  return storage;
 }
 
 bool BatchProcessor::force_flush(std::chrono::milliseconds timeout) {

@@ -11,6 +11,7 @@
 #include <memory>
 #include <mutex>
 #include <thread>
+#include <vector>
 
 #include <micro/plugin.hpp>
 
@@ -39,6 +40,9 @@ class SpanProcessor {
   virtual bool force_flush(std::chrono::milliseconds timeout) = 0;
   // Flushes and stops; later spans are dropped. Idempotent.
   virtual bool shutdown() = 0;
+  // An empty attribute vector with spare capacity, recycled from exported spans so a
+  // recording span need not allocate one; a plain empty vector when none is spare.
+  virtual std::vector<Attribute> take_attribute_storage() noexcept { return {}; }
 };
 
 struct BatchSettings {
@@ -67,6 +71,7 @@ class BatchProcessor final : public SpanProcessor {
   // the exporter is stuck beyond that, the worker is left to finish on its own (it owns
   // its state) and false is returned.
   bool shutdown() override;
+  std::vector<Attribute> take_attribute_storage() noexcept override;
 
   const BatchSettings& settings() const noexcept;
   std::size_t queued() const noexcept;  // approximate

@@ -18,6 +18,7 @@
 #include <new>
 #include <random>
 #include <thread>
+#include <tuple>
 #include <utility>
 
 #include <micro/error.hpp>
@@ -188,7 +189,9 @@ bool put_attribute(std::vector<Attribute>& attributes, std::string_view key, Att
       return true;
     }
   if (attributes.size() >= core.limits.attribute_count) return false;
-  attributes.emplace_back(std::string(key), std::move(value));
+  // Built in place: no temporary key string to move.
+  attributes.emplace_back(std::piecewise_construct, std::forward_as_tuple(key),
+                          std::forward_as_tuple(std::move(value)));
   return true;
 }
 
@@ -216,7 +219,9 @@ class RecordingSpan final : public Span {
     data_.start_time = options.start_time == std::chrono::system_clock::time_point{}
                            ? std::chrono::system_clock::now()
                            : options.start_time;
-    // Room for the start attributes plus the handful instrumentation adds later.
+    // Room for the start attributes plus the handful instrumentation adds later, in a
+    // vector an exported span left behind when there is one.
+    data_.attributes = core_->processor->take_attribute_storage();
     data_.attributes.reserve(
         std::min(options.attributes.size() + 8, core_->limits.attribute_count));
     for (const auto& [key, value] : options.attributes)
@@ -371,10 +376,33 @@ Redactor::Redactor(const std::vector<std::string>& patterns) {
   if (patterns_.size() > 255) patterns_.resize(255);  // the ranges are bytes
   shortest_ = patterns_.empty() ? 0 : patterns_.front().size();
   for (std::size_t index = 0; index < patterns_.size(); ++index) {
-    auto& range = by_first_character_[static_cast<unsigned char>(patterns_[index].front())];
+    unsigned char first = static_cast<unsigned char>(patterns_[index].front());
+    auto& range = by_first_character_[first];
     if (range.first == range.second) range.first = static_cast<std::uint8_t>(index);
     range.second = static_cast<std::uint8_t>(index + 1);
     shortest_ = std::min(shortest_, patterns_[index].size());
+  }
+  // The table is indexed by the key's raw byte, so the scan needs no case folding: an
+  // upper-case letter shares its lower-case twin's range.
+  for (unsigned character = 'A'; character <= 'Z'; ++character)
+    by_first_character_[character] = by_first_character_[character + 32];
+  auto set_bigram = [this](unsigned first, unsigned second) {
+    unsigned index = (first << 8) | second;
+    bigrams_[index >> 6] |= std::uint64_t{1} << (index & 63);
+  };
+  auto both_cases = [](unsigned character) {
+    return std::array<unsigned, 2>{
+        character, character >= 'a' && character <= 'z' ? character - 32 : character};
+  };
+  for (const auto& pattern : patterns_) {
+    for (unsigned first : both_cases(static_cast<unsigned char>(pattern[0]))) {
+      if (pattern.size() == 1) {
+        for (unsigned second = 0; second < 256; ++second) set_bigram(first, second);
+        continue;
+      }
+      for (unsigned second : both_cases(static_cast<unsigned char>(pattern[1])))
+        set_bigram(first, second);
+    }
   }
 }
 
@@ -382,7 +410,12 @@ bool Redactor::sensitive(std::string_view key) const noexcept {
   if (patterns_.empty() || key.size() < shortest_) return false;
   std::size_t last = key.size() - shortest_;
   for (std::size_t position = 0; position <= last; ++position) {
-    auto range = by_first_character_[static_cast<unsigned char>(ascii_lower(key[position]))];
+    unsigned char first = static_cast<unsigned char>(key[position]);
+    unsigned char second =
+        position + 1 < key.size() ? static_cast<unsigned char>(key[position + 1]) : 0;
+    if (!may_start_at(first, second)) [[likely]]
+      continue;
+    auto range = by_first_character_[first];
     for (std::size_t candidate = range.first; candidate < range.second; ++candidate) {
       const std::string& pattern = patterns_[candidate];
       if (key.size() - position < pattern.size()) continue;

@@ -53,10 +53,18 @@ class Redactor {
   bool sensitive(std::string_view key) const noexcept;
 
  private:
+  bool may_start_at(unsigned char first, unsigned char second) const noexcept {
+    unsigned index = (first << 8) | second;
+    return (bigrams_[index >> 6] >> (index & 63)) & 1;
+  }
+
   std::vector<std::string> patterns_;  // lowercase, sorted so equal first characters are adjacent
-  // Per first character, the range of patterns_ starting with it (empty for most): a key
-  // position is rejected with one table lookup.
+  // Per first byte of the key (either case), the range of patterns_ starting with it.
   std::array<std::pair<std::uint8_t, std::uint8_t>, 256> by_first_character_{};
+  // One bit per pair of raw bytes (either case) that begins some pattern (a one-character
+  // pattern sets its character followed by anything, end included as 0): nearly every key
+  // position is rejected with one bit test.
+  std::array<std::uint64_t, 65536 / 64> bigrams_{};
   std::size_t shortest_ = 0;
 };
 
