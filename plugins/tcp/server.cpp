@@ -65,9 +65,11 @@ class ServerConnection final : public FramedConnection {
     });
   }
 
-  // Any thread.
+  // Any thread. Responses already handed over are written first (a graceful stop has just
+  // drained its handlers and counts on them reaching the clients); the strand runs their
+  // queued writes before this, and the linger after the flush is bounded.
   void close() {
-    asio::dispatch(strand_, [self = shared()] { self->close_socket(); });
+    asio::dispatch(strand_, [self = shared()] { self->close_after_flush(); });
   }
 
   // Any thread: encodes here, so the strand only queues bytes.

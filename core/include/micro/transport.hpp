@@ -56,7 +56,8 @@ class Listener {
   virtual std::string address() const = 0;
   // Stops accepting new connections; requests on open connections keep being delivered.
   virtual void stop_accepting() = 0;
-  // Closes every connection. Responses not yet sent are dropped.
+  // Closes every connection, after writing the responses already handed to it (bounded,
+  // about a second), so a drained server's last answers reach their clients.
   virtual void close() = 0;
 };
 
