@@ -3,7 +3,9 @@
 // server router — at several concurrencies, for a fixed time per point.
 // Prints one line per figure: `name value unit`.
 //
-//   rpc_bench [seconds per point, default 3] [--wrappers=…]
+//   rpc_bench [seconds per point, default 3] [--name=rpc_tcp] [--wrappers=…] [other micro flags]
+//
+// --name sets the prefix of every figure, so one script can run it with and without wrappers.
 #include <algorithm>
 #include <atomic>
 #include <cstdio>
@@ -13,6 +15,7 @@
 #include <iostream>
 #include <mutex>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include <micro/service.hpp>
@@ -74,9 +77,19 @@ struct Load {
 }  // namespace
 
 int main(int argc, char** argv) try {
-  auto config = micro::Config::load(argc, argv, "registry=memory selector=roundrobin transport=tcp");
+  std::string name_prefix = "rpc_tcp";
+  for (int index = 1; index < argc; ++index) {
+    std::string_view argument = argv[index];
+    if (argument.starts_with("--name=")) {
+      name_prefix = argument.substr(7);
+      for (int from = index + 1; from <= argc; ++from) argv[from - 1] = argv[from];
+      --argc;
+      break;
+    }
+  }
+  auto config =
+      micro::Config::load(argc, argv, "registry=memory selector=roundrobin transport=tcp");
   double seconds = argc > 1 ? std::atof(argv[1]) : 3.0;
-  std::string label = config.wrappers.empty() ? "" : "_wrapped";
 
   micro::Microservice service("greeter", config);
   service.handle("Greeter.Hello", [](micro::Context&, const HelloRequest& request) {
@@ -88,7 +101,15 @@ int main(int argc, char** argv) try {
     service.client().call<HelloResponse>("greeter", "Greeter.Hello", HelloRequest{"warm"});
 
   for (int concurrency : {1, 16, 64}) {
-    Load load{service.client(), std::chrono::nanoseconds(static_cast<long>(seconds * 1e9)), {}, {}, {}, {}, {}, {}, {}};
+    Load load{service.client(),
+              std::chrono::nanoseconds(static_cast<long>(seconds * 1e9)),
+              {},
+              {},
+              {},
+              {},
+              {},
+              {},
+              {}};
     load.latencies_ns.reserve(1 << 20);
     auto started = Clock::now();
     load.deadline = started + load.duration;
@@ -99,19 +120,20 @@ int main(int argc, char** argv) try {
     auto& latencies = load.latencies_ns;
     std::sort(latencies.begin(), latencies.end());
     auto percentile = [&](double p) {
-      return latencies.empty() ? 0.0
-                               : latencies[std::min(latencies.size() - 1,
-                                                    static_cast<std::size_t>(p * latencies.size()))] /
-                                     1000.0;
+      return latencies.empty()
+                 ? 0.0
+                 : latencies[std::min(latencies.size() - 1,
+                                      static_cast<std::size_t>(p * latencies.size()))] /
+                       1000.0;
     };
-    std::string name = "rpc_tcp" + label + "_c" + std::to_string(concurrency);
+    std::string name = name_prefix + "_c" + std::to_string(concurrency);
     std::printf("%s_requests_per_second %.0f req/s\n", name.c_str(), load.completed / elapsed);
     std::printf("%s_p50 %.1f us\n", name.c_str(), percentile(0.50));
     std::printf("%s_p99 %.1f us\n", name.c_str(), percentile(0.99));
     std::printf("%s_errors %llu count\n", name.c_str(),
                 static_cast<unsigned long long>(load.failed.load()));
   }
-  std::printf("rpc_tcp%s_peak_rss %ld KiB\n", label.c_str(), peak_rss_kilobytes());
+  std::printf("%s_peak_rss %ld KiB\n", name_prefix.c_str(), peak_rss_kilobytes());
   service.stop();
   return 0;
 } catch (const std::exception& e) {
