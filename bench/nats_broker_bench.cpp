@@ -1,9 +1,9 @@
 // bench/nats_broker_bench — publish throughput of 128-byte messages with one subscriber, for
 // the memory broker, the NATS broker and the bare NATS C client in the same run (so the NATS
 // broker's overhead is a ratio). Starts its own nats-server on loopback unless an address is
-// given (first argument, host:port). Prints one JSON object per line:
-//   {"case":"nats","messages":N,"published_per_second":…,"received_per_second":…,"lost":…}
-// and finally {"case":"ratio","nats_to_bare_published":…,"nats_to_bare_received":…}.
+// given (first argument, host:port). Prints `name value unit` lines per case (memory, nats,
+// nats_bare_client): broker_<case>_published_per_second, _received_per_second, _lost; then
+// broker_nats_to_bare_published_ratio and broker_nats_to_bare_received_ratio.
 #include <atomic>
 #include <chrono>
 #include <cstdio>
@@ -50,10 +50,10 @@ Result measure(long messages, const std::function<void()>& publish_all,
 }
 
 void print(const char* name, long messages, const Result& result) {
-  std::printf(
-      "{\"case\":\"%s\",\"messages\":%ld,\"message_bytes\":128,\"published_per_second\":%.0f,"
-      "\"received_per_second\":%.0f,\"lost\":%ld}\n",
-      name, messages, result.published_per_second, result.received_per_second, result.lost);
+  std::printf("broker_%s_messages %ld count\n", name, messages);
+  std::printf("broker_%s_published_per_second %.0f msg/s\n", name, result.published_per_second);
+  std::printf("broker_%s_received_per_second %.0f msg/s\n", name, result.received_per_second);
+  std::printf("broker_%s_lost %ld count\n", name, result.lost);
   std::fflush(stdout);
 }
 
@@ -147,10 +147,10 @@ int main(int argc, char** argv) {
   }
   print("nats_bare_client", messages, bare);
   print("nats", messages, nats);
-  std::printf(
-      "{\"case\":\"ratio\",\"nats_to_bare_published\":%.3f,\"nats_to_bare_received\":%.3f}\n",
-      nats.published_per_second / bare.published_per_second,
-      nats.received_per_second / bare.received_per_second);
+  std::printf("broker_nats_to_bare_published_ratio %.3f x\n",
+              nats.published_per_second / bare.published_per_second);
+  std::printf("broker_nats_to_bare_received_ratio %.3f x\n",
+              nats.received_per_second / bare.received_per_second);
   runtime.stop();
   return 0;
 }

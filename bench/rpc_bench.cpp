@@ -3,9 +3,12 @@
 // server router — at several concurrencies, for a fixed time per point.
 // Prints one line per figure: `name value unit`.
 //
-//   rpc_bench [seconds per point, default 3] [--name=rpc_tcp] [--wrappers=…] [other micro flags]
+//   rpc_bench [seconds per point, default 3] [--name=rpc_tcp] [--remote] [micro flags…]
 //
 // --name sets the prefix of every figure, so one script can run it with and without wrappers.
+// --remote starts no server of its own: the load goes to whichever `greeter` service the
+// configured registry knows (e.g. examples/greeter-server in another process, whose memory
+// the benchmark script watches).
 #include <algorithm>
 #include <atomic>
 #include <cstdio>
@@ -78,24 +81,31 @@ struct Load {
 
 int main(int argc, char** argv) try {
   std::string name_prefix = "rpc_tcp";
-  for (int index = 1; index < argc; ++index) {
+  bool remote = false;
+  for (int index = 1; index < argc;) {  // the benchmark's own flags, before micro's
     std::string_view argument = argv[index];
     if (argument.starts_with("--name=")) {
       name_prefix = argument.substr(7);
-      for (int from = index + 1; from <= argc; ++from) argv[from - 1] = argv[from];
-      --argc;
-      break;
+    } else if (argument == "--remote") {
+      remote = true;
+    } else {
+      ++index;
+      continue;
     }
+    for (int from = index + 1; from <= argc; ++from) argv[from - 1] = argv[from];
+    --argc;
   }
   auto config =
       micro::Config::load(argc, argv, "registry=memory selector=roundrobin transport=tcp");
   double seconds = argc > 1 ? std::atof(argv[1]) : 3.0;
 
-  micro::Microservice service("greeter", config);
-  service.handle("Greeter.Hello", [](micro::Context&, const HelloRequest& request) {
-    return HelloResponse{"Hello, " + request.name + "!"};
-  });
-  service.start();
+  micro::Microservice service(remote ? "" : "greeter", config);
+  if (!remote) {
+    service.handle("Greeter.Hello", [](micro::Context&, const HelloRequest& request) {
+      return HelloResponse{"Hello, " + request.name + "!"};
+    });
+    service.start();
+  }
   // Warm up: connections, registry cache.
   for (int i = 0; i < 200; ++i)
     service.client().call<HelloResponse>("greeter", "Greeter.Hello", HelloRequest{"warm"});
@@ -134,7 +144,7 @@ int main(int argc, char** argv) try {
                 static_cast<unsigned long long>(load.failed.load()));
   }
   std::printf("%s_peak_rss %ld KiB\n", name_prefix.c_str(), peak_rss_kilobytes());
-  service.stop();
+  if (!remote) service.stop();
   return 0;
 } catch (const std::exception& e) {
   std::cerr << "rpc_bench: " << e.what() << "\n";
