@@ -23,15 +23,15 @@ std::string calls_pending(std::size_t count) {
 
 class ClientConnection final : public FramedConnection {
  public:
-  ClientConnection(const asio::any_io_executor& executor, std::string address, HostPort target,
+  ClientConnection(IoExecutor executor, std::string address, HostPort target,
                    std::shared_ptr<const Settings> settings, std::weak_ptr<ClientPools> pools)
       : FramedConnection(asio::make_strand(executor), FrameType::response, settings->max_frame),
         address_(std::move(address)),
         target_(std::move(target)),
         settings_(std::move(settings)),
         pools_(std::move(pools)),
-        resolver_(asio::any_io_executor(strand_)),
-        connect_timer_(asio::any_io_executor(strand_)) {}
+        resolver_(strand_),
+        connect_timer_(strand_) {}
 
   // False once the connection failed, closed, or the server announced it will close:
   // the pool then replaces it.
@@ -59,7 +59,7 @@ class ClientConnection final : public FramedConnection {
 
   struct PendingCall {
     ResponseHandler done;
-    std::optional<asio::steady_timer> timer;  // armed only when the call has a deadline
+    std::optional<Timer> timer;  // armed only when the call has a deadline
   };
 
   std::shared_ptr<ClientConnection> shared() {
@@ -146,7 +146,7 @@ class ClientConnection final : public FramedConnection {
     auto [entry, inserted] = pending_.try_emplace(call.request_id);
     entry->second.done = std::move(call.done);
     if (call.deadline) {
-      auto& timer = entry->second.timer.emplace(asio::any_io_executor(strand_), *call.deadline);
+      auto& timer = entry->second.timer.emplace(strand_, *call.deadline);
       timer.async_wait([self = shared(), id = call.request_id](const boost::system::error_code& e) {
         self->on_deadline(e, id);
       });
@@ -252,8 +252,8 @@ class ClientConnection final : public FramedConnection {
   HostPort target_;
   std::shared_ptr<const Settings> settings_;
   std::weak_ptr<ClientPools> pools_;
-  tcp::resolver resolver_;
-  asio::steady_timer connect_timer_;
+  Resolver resolver_;
+  Timer connect_timer_;
   std::unordered_map<std::uint64_t, PendingCall> pending_;
   std::atomic<bool> usable_{true};
   State state_ = State::idle;

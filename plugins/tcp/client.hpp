@@ -32,8 +32,8 @@ struct OutgoingCall {
 // The connections of one transport, `pool_size` per address, used round-robin.
 class ClientPools : public std::enable_shared_from_this<ClientPools> {
  public:
-  ClientPools(asio::any_io_executor executor, std::shared_ptr<const Settings> settings)
-      : executor_(std::move(executor)), settings_(std::move(settings)) {}
+  ClientPools(IoExecutor executor, std::shared_ptr<const Settings> settings)
+      : executor_(executor), settings_(std::move(settings)) {}
 
   // A connection to `address` (it connects on its first call), or nullptr with `problem` set when
   // the address is not host:port.
@@ -50,7 +50,7 @@ class ClientPools : public std::enable_shared_from_this<ClientPools> {
     std::size_t next = 0;
   };
 
-  asio::any_io_executor executor_;
+  IoExecutor executor_;
   std::shared_ptr<const Settings> settings_;
   std::atomic<std::uint64_t> next_request_id_{1};
   std::mutex mutex_;  // guards `pools_`; never held across I/O

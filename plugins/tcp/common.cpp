@@ -3,6 +3,8 @@
 
 #include <charconv>
 
+#include <micro/error.hpp>
+
 namespace micro::tcp {
 
 std::optional<HostPort> split_address(std::string_view address) {
@@ -18,6 +20,11 @@ std::optional<HostPort> split_address(std::string_view address) {
       port > 65535)
     return std::nullopt;
   return HostPort{std::string(host), static_cast<std::uint16_t>(port)};
+}
+
+IoExecutor io_executor(const asio::any_io_executor& executor) {
+  if (auto* inner = executor ? executor.target<IoExecutor>() : nullptr) return *inner;
+  throw Exception(bad_request("tcp", "tcp: the transport needs the runtime's io_context executor"));
 }
 
 std::string format_endpoint(const asio::ip::tcp::endpoint& endpoint) {

@@ -17,20 +17,20 @@ constexpr std::size_t keep_read_capacity = 256 * 1024;
 constexpr auto linger_time = std::chrono::seconds(1);
 }  // namespace
 
-FramedConnection::FramedConnection(Strand strand, asio::ip::tcp::socket socket, FrameType incoming,
+FramedConnection::FramedConnection(Strand strand, Socket socket, FrameType incoming,
                                    std::uint32_t max_frame)
     : strand_(std::move(strand)),
       socket_(std::move(socket)),
       max_frame_(max_frame),
       incoming_(incoming),
-      linger_timer_(asio::any_io_executor(strand_)) {}
+      linger_timer_(strand_) {}
 
 FramedConnection::FramedConnection(Strand strand, FrameType incoming, std::uint32_t max_frame)
     : strand_(strand),
-      socket_(asio::any_io_executor(strand)),
+      socket_(strand),
       max_frame_(max_frame),
       incoming_(incoming),
-      linger_timer_(asio::any_io_executor(strand_)) {}
+      linger_timer_(strand_) {}
 
 void FramedConnection::start_reading() {
   if (closed_) return;

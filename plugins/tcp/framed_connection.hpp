@@ -29,8 +29,7 @@ class FramedConnection : public std::enable_shared_from_this<FramedConnection> {
 
  protected:
   // `incoming` is the frame type this side reads (requests on a server).
-  FramedConnection(Strand strand, asio::ip::tcp::socket socket, FrameType incoming,
-                   std::uint32_t max_frame);
+  FramedConnection(Strand strand, Socket socket, FrameType incoming, std::uint32_t max_frame);
   FramedConnection(Strand strand, FrameType incoming, std::uint32_t max_frame);
 
   // Begins the read loop.
@@ -59,7 +58,7 @@ class FramedConnection : public std::enable_shared_from_this<FramedConnection> {
   virtual void on_closed() {}
 
   Strand strand_;
-  asio::ip::tcp::socket socket_;
+  Socket socket_;
   std::uint32_t max_frame_;
 
  private:
@@ -84,7 +83,7 @@ class FramedConnection : public std::enable_shared_from_this<FramedConnection> {
   std::vector<std::string> queued_;   // waiting for the next write
   std::vector<std::string> writing_;  // owned by the write in flight
   std::vector<asio::const_buffer> write_buffers_;
-  asio::steady_timer linger_timer_;
+  Timer linger_timer_;
 
   bool reading_stopped_ = false;
   bool in_batch_ = false;  // parsing frames of one read: hold writes until the batch ends

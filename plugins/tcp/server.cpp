@@ -47,7 +47,7 @@ struct RequestSlot {
 
 class ServerConnection final : public FramedConnection {
  public:
-  ServerConnection(Strand strand, tcp::socket socket, std::shared_ptr<ListenerState> state)
+  ServerConnection(Strand strand, Socket socket, std::shared_ptr<ListenerState> state)
       : FramedConnection(std::move(strand), std::move(socket), FrameType::request,
                          state->settings.max_frame),
         state_(std::move(state)) {
@@ -172,11 +172,11 @@ void RequestSlot::respond(Response&& response) {
 
 class AcceptLoop : public std::enable_shared_from_this<AcceptLoop> {
  public:
-  AcceptLoop(asio::any_io_executor executor, std::shared_ptr<ListenerState> state)
+  AcceptLoop(IoExecutor executor, std::shared_ptr<ListenerState> state)
       : executor_(executor),
         strand_(asio::make_strand(executor)),
-        acceptor_(asio::any_io_executor(strand_)),
-        retry_timer_(asio::any_io_executor(strand_)),
+        acceptor_(strand_),
+        retry_timer_(strand_),
         state_(std::move(state)) {}
 
   // Opens, binds and listens; returns the bound address. Throws micro::Exception.
@@ -213,16 +213,14 @@ class AcceptLoop : public std::enable_shared_from_this<AcceptLoop> {
     if (!acceptor_.is_open()) return;
     // Each connection gets its own strand: its reads, writes and responses never race.
     Strand connection_strand = asio::make_strand(executor_);
-    acceptor_.async_accept(asio::any_io_executor(connection_strand),
-                           [self = shared_from_this(), connection_strand](
-                               const boost::system::error_code& error, tcp::socket socket) mutable {
-                             self->on_accept(error, std::move(connection_strand),
-                                             std::move(socket));
-                           });
+    acceptor_.async_accept(
+        connection_strand, [self = shared_from_this(), connection_strand](
+                               const boost::system::error_code& error, Socket socket) mutable {
+          self->on_accept(error, std::move(connection_strand), std::move(socket));
+        });
   }
 
-  void on_accept(const boost::system::error_code& error, Strand connection_strand,
-                 tcp::socket socket) {
+  void on_accept(const boost::system::error_code& error, Strand connection_strand, Socket socket) {
     if (!acceptor_.is_open() || error == asio::error::operation_aborted) return;
     if (error) {
       // Out of descriptors and the like: back off briefly instead of spinning.
@@ -248,10 +246,10 @@ class AcceptLoop : public std::enable_shared_from_this<AcceptLoop> {
     accept();
   }
 
-  asio::any_io_executor executor_;
+  IoExecutor executor_;
   Strand strand_;
-  tcp::acceptor acceptor_;
-  asio::steady_timer retry_timer_;
+  Acceptor acceptor_;
+  Timer retry_timer_;
   std::shared_ptr<ListenerState> state_;
 };
 
@@ -310,7 +308,7 @@ std::unique_ptr<Listener> make_listener(asio::any_io_executor executor, const Se
     endpoint = results.begin()->endpoint();
   }
   auto state = std::make_shared<ListenerState>(std::move(handler), settings);
-  auto loop = std::make_shared<AcceptLoop>(executor, state);
+  auto loop = std::make_shared<AcceptLoop>(io_executor(executor), state);
   std::string bound = loop->open(endpoint, address);
   loop->start();
   return std::make_unique<TcpListener>(std::move(loop), std::move(state), std::move(bound));

@@ -51,11 +51,7 @@ class TcpTransport final : public Transport {
   explicit TcpTransport(const PluginArguments& arguments)
       : executor_(arguments.executor()),
         settings_(std::make_shared<const Settings>(read_settings(arguments))),
-        pools_(std::make_shared<ClientPools>(executor_, settings_)) {
-    if (!executor_) {
-      throw Exception(bad_request("tcp", "tcp: the transport needs the runtime's executor"));
-    }
-  }
+        pools_(std::make_shared<ClientPools>(io_executor(executor_), settings_)) {}
 
   ~TcpTransport() override { close(); }
 
