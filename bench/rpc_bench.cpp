@@ -3,12 +3,14 @@
 // server router — at several concurrencies, for a fixed time per point.
 // Prints one line per figure: `name value unit`.
 //
-//   rpc_bench [seconds per point, default 3] [--name=rpc_tcp] [--remote] [micro flags…]
+//   rpc_bench [seconds per point, default 3] [--name=rpc_tcp] [--remote] [--concurrency=N]
+//             [micro flags…]
 //
 // --name sets the prefix of every figure, so one script can run it with and without wrappers.
 // --remote starts no server of its own: the load goes to whichever `greeter` service the
 // configured registry knows (e.g. examples/greeter-server in another process, whose memory
-// the benchmark script watches).
+// the benchmark script watches). --concurrency runs that one point instead of 1, 16 and 64
+// (for profiling).
 #include <algorithm>
 #include <atomic>
 #include <cstdio>
@@ -82,10 +84,13 @@ struct Load {
 int main(int argc, char** argv) try {
   std::string name_prefix = "rpc_tcp";
   bool remote = false;
+  std::vector<int> concurrencies{1, 16, 64};
   for (int index = 1; index < argc;) {  // the benchmark's own flags, before micro's
     std::string_view argument = argv[index];
     if (argument.starts_with("--name=")) {
       name_prefix = argument.substr(7);
+    } else if (argument.starts_with("--concurrency=")) {
+      concurrencies = {std::atoi(argument.data() + 14)};
     } else if (argument == "--remote") {
       remote = true;
     } else {
@@ -110,7 +115,7 @@ int main(int argc, char** argv) try {
   for (int i = 0; i < 200; ++i)
     service.client().call<HelloResponse>("greeter", "Greeter.Hello", HelloRequest{"warm"});
 
-  for (int concurrency : {1, 16, 64}) {
+  for (int concurrency : concurrencies) {
     Load load{service.client(),
               std::chrono::nanoseconds(static_cast<long>(seconds * 1e9)),
               {},
