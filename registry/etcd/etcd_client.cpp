@@ -329,27 +329,14 @@ void HttpConnection::handshake(const EndpointAddress& endpoint) {
 
 http::response<http::string_body> HttpConnection::round_trip(
     http::request<http::string_body>& request, milliseconds timeout) {
-  bool done = false;
-  beast::error_code result;
   tcp().expires_after(timeout);
-  with_stream([&](auto& stream) {
-    http::async_write(stream, request, [&](beast::error_code error, std::size_t) {
-      result = error;
-      done = true;
-    });
-  });
-  run_until(done);
+  auto result =
+      complete([&](auto& stream, auto&& on_done) { http::async_write(stream, request, on_done); });
   if (result) throw TransportError("cannot send to etcd: " + result.message());
   http::response_parser<http::string_body> parser;
   parser.body_limit(boost::none);
-  done = false;
-  with_stream([&](auto& stream) {
-    http::async_read(stream, buffer_, parser, [&](beast::error_code error, std::size_t) {
-      result = error;
-      done = true;
-    });
-  });
-  run_until(done);
+  result = complete(
+      [&](auto& stream, auto&& on_done) { http::async_read(stream, buffer_, parser, on_done); });
   tcp().expires_never();
   if (result) throw TransportError("no answer from etcd: " + describe(result));
   return parser.release();
@@ -358,28 +345,16 @@ http::response<http::string_body> HttpConnection::round_trip(
 unsigned HttpConnection::stream(http::request<http::string_body>& request,
                                 milliseconds header_timeout,
                                 const std::function<void(std::string_view)>& on_data) {
-  bool done = false;
-  beast::error_code result;
   tcp().expires_after(header_timeout);
-  with_stream([&](auto& stream) {
-    http::async_write(stream, request, [&](beast::error_code error, std::size_t) {
-      result = error;
-      done = true;
-    });
-  });
-  run_until(done);
+  auto result =
+      complete([&](auto& stream, auto&& on_done) { http::async_write(stream, request, on_done); });
   if (result) throw TransportError("cannot send to etcd: " + result.message());
 
   http::response_parser<http::string_body> parser;
   parser.body_limit(boost::none);
-  done = false;
-  with_stream([&](auto& stream) {
-    http::async_read_header(stream, buffer_, parser, [&](beast::error_code error, std::size_t) {
-      result = error;
-      done = true;
-    });
+  result = complete([&](auto& stream, auto&& on_done) {
+    http::async_read_header(stream, buffer_, parser, on_done);
   });
-  run_until(done);
   if (result) throw TransportError("no answer from etcd: " + describe(result));
   const unsigned status = parser.get().result_int();
   if (status != 200 || !parser.chunked()) return status;
@@ -392,17 +367,97 @@ unsigned HttpConnection::stream(http::request<http::string_body>& request,
   };
   parser.on_chunk_body(on_chunk);
   while (!parser.is_done()) {
-    done = false;
-    with_stream([&](auto& stream) {
-      http::async_read_some(stream, buffer_, parser, [&](beast::error_code error, std::size_t) {
-        result = error;
-        done = true;
-      });
+    result = complete([&](auto& stream, auto&& on_done) {
+      http::async_read_some(stream, buffer_, parser, on_done);
     });
-    run_until(done);
     if (result) throw TransportError("etcd stream ended: " + result.message());
   }
   return status;
+}
+
+void HttpConnection::begin_chunked_request(http::request<http::empty_body>& request,
+                                           milliseconds timeout) {
+  request.chunked(true);
+  http::request_serializer<http::empty_body> serializer(request);
+  tcp().expires_after(timeout);
+  const auto result = complete(
+      [&](auto& stream, auto&& on_done) { http::async_write_header(stream, serializer, on_done); });
+  if (result) throw TransportError("cannot send to etcd: " + result.message());
+}
+
+void HttpConnection::send_chunk(std::string_view data, milliseconds timeout) {
+  // Chunk framing: size in hex, CRLF, the bytes, CRLF; "0" CRLF CRLF ends the body.
+  std::array<char, 16> size_text{};
+  const auto written =
+      std::to_chars(size_text.data(), size_text.data() + size_text.size(), data.size(), 16);
+  std::string framed(size_text.data(), written.ptr);
+  framed += "\r\n";
+  framed += data;
+  framed += "\r\n";
+  // A read is pending: expires_after() sets the write timeout only.
+  tcp().expires_after(timeout);
+  const auto result = complete([&](auto& stream, auto&& on_done) {
+    boost::asio::async_write(stream, boost::asio::buffer(framed), on_done);
+  });
+  if (result) throw TransportError("cannot send to etcd: " + result.message());
+}
+
+void HttpConnection::start_reading_response(std::function<void(unsigned)> on_header,
+                                            std::function<void(std::string_view)> on_data,
+                                            std::function<void(const std::string&)> on_end) {
+  duplex_ = std::make_unique<DuplexReader>();
+  duplex_->parser.body_limit(boost::none);
+  duplex_->on_header = std::move(on_header);
+  duplex_->on_data = std::move(on_data);
+  duplex_->on_end = std::move(on_end);
+  duplex_->on_chunk = [reader = duplex_.get()](std::uint64_t, beast::string_view body,
+                                               beast::error_code&) {
+    reader->on_data(std::string_view(body.data(), body.size()));
+    return body.size();
+  };
+  duplex_->parser.on_chunk_body(duplex_->on_chunk);
+  // The answer may take as long as the stream lives: only writes are bounded.
+  tcp().expires_never();
+  read_response_piece();
+}
+
+void HttpConnection::read_response_piece() {
+  with_stream([&](auto& stream) {
+    http::async_read_some(stream, buffer_, duplex_->parser,
+                          [this, reader = duplex_.get()](beast::error_code error, std::size_t) {
+                            if (reader->ended) return;
+                            if (!reader->header_told && reader->parser.is_header_done()) {
+                              reader->header_told = true;
+                              reader->on_header(reader->parser.get().result_int());
+                            }
+                            if (error || reader->parser.is_done()) {
+                              reader->ended = true;
+                              reader->on_end(error ? "etcd stream ended: " + describe(error)
+                                                   : std::string("etcd ended the stream"));
+                              return;
+                            }
+                            read_response_piece();
+                          });
+  });
+}
+
+void HttpConnection::run_for(milliseconds timeout) {
+  io_context_.restart();
+  if (timeout.count() <= 0) {
+    io_context_.poll();
+    return;
+  }
+  const auto deadline = Clock::now() + timeout;
+  // A wake() that arrived since the last run_for() counts: the caller's state changed.
+  while (!woken_ && Clock::now() < deadline) {
+    // Nothing left to run (the response ended): the caller sees why through on_end.
+    if (io_context_.run_one_until(deadline) == 0 && io_context_.stopped()) break;
+  }
+  woken_ = false;
+}
+
+void HttpConnection::wake() {
+  boost::asio::post(io_context_, [this] { woken_ = true; });
 }
 
 void HttpConnection::cancel() {
@@ -461,6 +516,15 @@ http::request<http::string_body> Client::make_request(std::string_view path, std
   if (!options_.username.empty()) request.set(http::field::authorization, token());
   request.body() = std::move(body);
   request.prepare_payload();
+  return request;
+}
+
+http::request<http::empty_body> Client::make_chunked_request(std::string_view path,
+                                                             const EndpointAddress& endpoint) {
+  http::request<http::empty_body> request{http::verb::post, std::string(path), 11};
+  request.set(http::field::host, endpoint.text());
+  request.set(http::field::content_type, "application/json");
+  if (!options_.username.empty()) request.set(http::field::authorization, token());
   return request;
 }
 

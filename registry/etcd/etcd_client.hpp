@@ -94,12 +94,48 @@ class HttpConnection {
                   std::chrono::milliseconds header_timeout,
                   const std::function<void(std::string_view)>& on_data);
 
+  // Full duplex over one request whose chunked body stays open (the lease keep-alive stream).
+  // All of these run on the caller's thread, which owns the connection.
+  //
+  // Sends the request line and headers, announcing a chunked body (bounded by `timeout`).
+  void begin_chunked_request(boost::beast::http::request<boost::beast::http::empty_body>& request,
+                             std::chrono::milliseconds timeout);
+  // Sends one chunk of the body; an empty `data` ends the body. Bounded by `timeout`.
+  void send_chunk(std::string_view data, std::chrono::milliseconds timeout);
+  // Starts reading the response in the background: `on_header(status)` once, then `on_data`
+  // for every body byte, then `on_end(why)` once when the response or the connection ended.
+  // The callbacks run inside send_chunk() and run_for().
+  void start_reading_response(std::function<void(unsigned)> on_header,
+                              std::function<void(std::string_view)> on_data,
+                              std::function<void(const std::string&)> on_end);
+  // Runs the connection's handlers until `timeout` passed or wake() was called (0: only those
+  // ready now).
+  void run_for(std::chrono::milliseconds timeout);
+  // From any thread: makes a run_for() in progress return.
+  void wake();
+
   // From any thread: makes a blocking stream()/round_trip() return soon.
   void cancel();
 
  private:
   // Runs the private io_context until `done` is set by a completion handler.
   void run_until(const bool& done);
+  // Starts `initiate(stream, handler)` on whichever stream this connection uses (plain or TLS)
+  // and runs the loop until it completes: the one code path for both kinds of connection.
+  template <class Initiate>
+  boost::beast::error_code complete(Initiate&& initiate) {
+    bool done = false;
+    boost::beast::error_code result;
+    auto on_done = [&](boost::beast::error_code error, auto&&...) {
+      result = error;
+      done = true;
+    };
+    with_stream([&](auto& stream) { initiate(stream, on_done); });
+    run_until(done);
+    return result;
+  }
+  // Reads the next piece of the duplex response (re-armed by its own handler).
+  void read_response_piece();
   // TLS handshake (within the connect timeout), checking the certificate names `endpoint`.
   void handshake(const EndpointAddress& endpoint);
   // The TCP layer (under TLS or not): timeouts and closing act on it.
@@ -120,6 +156,21 @@ class HttpConnection {
   boost::beast::tcp_stream stream_{io_context_};  // plain HTTP only
   std::unique_ptr<boost::beast::ssl_stream<boost::beast::tcp_stream>> tls_stream_;
   boost::beast::flat_buffer buffer_;
+
+  // The duplex response being read, and what to tell about it.
+  struct DuplexReader {
+    boost::beast::http::response_parser<boost::beast::http::string_body> parser;
+    std::function<void(unsigned)> on_header;
+    std::function<void(std::string_view)> on_data;
+    std::function<void(const std::string&)> on_end;
+    // The parser keeps a reference to its chunk callback: it lives here.
+    std::function<std::size_t(std::uint64_t, boost::beast::string_view, boost::beast::error_code&)>
+        on_chunk;
+    bool header_told = false;
+    bool ended = false;
+  };
+  std::unique_ptr<DuplexReader> duplex_;
+  bool woken_ = false;  // set by wake(), cleared by run_for()
 };
 
 struct ClientOptions {
@@ -161,6 +212,9 @@ class Client {
   // A request carrying the auth token (if any), for streaming calls made by the caller.
   boost::beast::http::request<boost::beast::http::string_body> make_request(
       std::string_view path, std::string body, const EndpointAddress& endpoint);
+  // The same without a body: the header of a request whose body follows in chunks.
+  boost::beast::http::request<boost::beast::http::empty_body> make_chunked_request(
+      std::string_view path, const EndpointAddress& endpoint);
   // Refreshes the auth token after etcd rejected it (no-op without a username).
   void authenticate();
 

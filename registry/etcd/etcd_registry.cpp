@@ -1,8 +1,9 @@
 // The "etcd" registry plugin: services registered in an etcd v3 cluster with Go-Micro's layout
 // (`<prefix><service>/<node-id>` → the service's JSON carrying that one node), each node under
-// its own lease. One keep-alive sender per registry refreshes every lease in one batched request
-// per interval over its own connection and re-registers a node whose lease etcd lost. Watches
-// follow a /v3/watch stream and resume from the last revision they saw after a reconnect.
+// its own lease. Leases are kept alive by the process-wide keep-alive stream (lease_keeper.hpp),
+// shared by every registry of the process that talks to the same cluster; a node whose lease
+// etcd lost is re-registered by its registry. Watches follow a /v3/watch stream and resume from
+// the last revision they saw after a reconnect.
 #include <algorithm>
 #include <atomic>
 #include <cmath>
@@ -18,6 +19,7 @@
 #include <micro/registry.hpp>
 
 #include "etcd_client.hpp"
+#include "lease_keeper.hpp"
 
 namespace {
 
@@ -324,6 +326,8 @@ class EtcdWatch final : public micro::Watch {
 
 struct Settings {
   micro::etcd::ClientOptions client;
+  // Endpoints, credentials and TLS files: registries with the same one share a keep-alive stream.
+  std::string keeper_identity;
   milliseconds default_ttl{30s};
   std::string prefix = "/micro/registry/";
 };
@@ -334,9 +338,8 @@ struct Registration {
   milliseconds ttl{0};  // as asked; 0: kept alive until deregistered
   std::int64_t lease = 0;
   Clock::time_point lease_alive_until;  // per etcd's last answer
-  Clock::time_point next_keepalive;
-  Clock::time_point owner_deadline;  // keep-alives stop when the owner stopped refreshing
-  bool lost = false;                 // etcd forgot the lease: re-grant and re-put
+  Clock::time_point owner_deadline;     // keep-alives stop when the owner stopped refreshing
+  bool lost = false;                    // etcd forgot the lease: re-grant and re-put
 
   bool wanted(Clock::time_point now) const { return ttl.count() == 0 || owner_deadline > now; }
 };
@@ -345,19 +348,21 @@ class EtcdRegistry final : public micro::Registry {
  public:
   explicit EtcdRegistry(Settings settings)
       : settings_(std::move(settings)),
-        client_(std::make_shared<micro::etcd::Client>(settings_.client)) {
-    keepalive_thread_ = std::thread([this] { keep_alive_loop(); });
+        client_(std::make_shared<micro::etcd::Client>(settings_.client)),
+        keeper_(micro::etcd::LeaseKeeper::shared_for(settings_.keeper_identity, settings_.client)) {
+    repair_thread_ = std::thread([this] { repair_loop(); });
   }
 
   // Leaves registrations in etcd: a process that ends without deregistering is one that
   // crashed, and its nodes expire with their leases.
   ~EtcdRegistry() override {
+    keeper_->forget_owner(this);
     {
       std::lock_guard lock(mutex_);
       stopping_ = true;
     }
     wake_.notify_all();
-    keepalive_thread_.join();
+    repair_thread_.join();
   }
 
   void register_service(const micro::Service& service,
@@ -371,18 +376,22 @@ class EtcdRegistry final : public micro::Registry {
       const std::string key = node_key(service.name, node.id);
       const std::string value = nlohmann::json(single).dump();
       const auto now = Clock::now();
+      std::int64_t refreshed_lease = 0;
       {
         std::lock_guard lock(mutex_);
         auto existing = registrations_.find(key);
         // A refresh of an unchanged node whose lease is alive costs no request: the
-        // keep-alive sender keeps the lease until the owner stops refreshing.
+        // keep-alive stream keeps the lease until the owner stops refreshing.
         if (existing != registrations_.end() && existing->second.value == value &&
             existing->second.ttl == ttl && !existing->second.lost &&
             existing->second.lease_alive_until > now + 200ms) {
           existing->second.owner_deadline = now + ttl;
-          wake_.notify_all();
-          continue;
+          refreshed_lease = existing->second.lease;
         }
+      }
+      if (refreshed_lease != 0) {
+        keeper_->extend(refreshed_lease, keep_until(ttl, now + ttl));
+        continue;
       }
       put_with_new_lease(key, value, ttl, lease_ttl);
     }
@@ -400,6 +409,7 @@ class EtcdRegistry final : public micro::Registry {
           registrations_.erase(existing);
         }
       }
+      if (lease != 0) keeper_->remove(lease);
       call("/v3/kv/deleterange", {{"key", base64_encode(key)}});
       if (lease != 0) revoke(lease);
     }
@@ -434,6 +444,12 @@ class EtcdRegistry final : public micro::Registry {
   }
 
  private:
+  // Until when the keep-alive stream renews a lease: for ever for a node registered with TTL
+  // zero, else until the owner's next refresh is overdue.
+  static Clock::time_point keep_until(milliseconds ttl, Clock::time_point owner_deadline) {
+    return ttl.count() == 0 ? Clock::time_point::max() : owner_deadline;
+  }
+
   std::string node_key(std::string_view service, std::string_view node) const {
     return settings_.prefix + key_segment(service) + "/" + key_segment(node);
   }
@@ -495,6 +511,7 @@ class EtcdRegistry final : public micro::Registry {
                         {"value", base64_encode(value)},
                         {"lease", std::to_string(lease)}});
     std::int64_t previous = 0;
+    Clock::time_point keep_alive_until;
     {
       std::unique_lock lock(mutex_);
       if (repair && !registrations_.contains(key)) {
@@ -511,63 +528,50 @@ class EtcdRegistry final : public micro::Registry {
       registration.lease = lease;
       registration.lost = false;
       registration.lease_alive_until = sent + std::chrono::seconds(granted);
-      registration.next_keepalive = sent + milliseconds(granted * 1000 / 3);
       if (refreshed_by_owner) registration.owner_deadline = Clock::now() + ttl;
+      keep_alive_until = keep_until(ttl, registration.owner_deadline);
     }
-    wake_.notify_all();
-    if (previous != 0) revoke(previous);
+    keeper_->add(this, lease, granted, keep_alive_until,
+                 [this](std::int64_t renewed, std::int64_t ttl_seconds) {
+                   on_keepalive_answer(renewed, ttl_seconds);
+                 });
+    if (previous != 0) {
+      keeper_->remove(previous);
+      revoke(previous);
+    }
   }
 
-  // The one keep-alive sender: every due lease goes into one /v3/lease/keepalive request
-  // (one JSON object each) over this thread's own connection.
-  void keep_alive_loop() {
-    std::unique_ptr<micro::etcd::HttpConnection> connection;
+  // The keep-alive stream's answer about one of our leases (on its thread).
+  void on_keepalive_answer(std::int64_t lease, std::int64_t ttl_seconds) {
+    std::lock_guard lock(mutex_);
+    for (auto& [key, registration] : registrations_) {
+      if (registration.lease != lease) continue;
+      if (ttl_seconds > 0) {
+        registration.lease_alive_until = Clock::now() + std::chrono::seconds(ttl_seconds);
+      } else {
+        registration.lost = true;  // etcd no longer knows the lease (restarted, expired, revoked)
+        wake_.notify_all();
+      }
+      return;
+    }
+  }
+
+  // Puts back nodes whose lease etcd lost, as long as their owner still wants them.
+  void repair_loop() {
     std::unique_lock lock(mutex_);
     while (!stopping_) {
+      std::map<std::string, std::pair<std::string, milliseconds>> to_reregister;
       const auto now = Clock::now();
-      std::vector<std::int64_t> due;
-      std::vector<std::string> lost;
       Clock::time_point next = now + 1s;
       for (auto& [key, registration] : registrations_) {
-        if (!registration.wanted(now)) continue;
-        if (registration.lost) {
-          lost.push_back(key);
-        } else if (registration.next_keepalive <= now) {
-          due.push_back(registration.lease);
-        } else {
-          next = std::min(next, registration.next_keepalive);
-        }
-      }
-      if (due.empty() && lost.empty()) {
-        wake_.wait_until(lock, next);
-        continue;
-      }
-      lock.unlock();
-      const auto answers = send_keepalives(due, connection);
-      std::map<std::string, std::pair<std::string, milliseconds>> to_reregister;
-      lock.lock();
-      const auto answered = Clock::now();
-      for (auto& [key, registration] : registrations_) {
-        if (std::find(due.begin(), due.end(), registration.lease) == due.end()) continue;
-        if (!answers) {
-          registration.next_keepalive = answered + 250ms;  // etcd unreachable: try again soon
-          continue;
-        }
-        auto answer = answers->find(registration.lease);
-        if (answer == answers->end()) {
-          registration.next_keepalive = answered + 250ms;
-        } else if (answer->second <= 0) {
-          registration.lost = true;  // etcd no longer knows the lease (restarted, expired)
-        } else {
-          registration.lease_alive_until = now + std::chrono::seconds(answer->second);
-          registration.next_keepalive = now + milliseconds(answer->second * 1000 / 3);
-        }
-      }
-      for (auto& [key, registration] : registrations_) {
-        if (registration.lost && registration.wanted(answered)) {
-          // Only nodes still registered are put back (a deregister may have raced us).
+        if (!registration.lost) continue;
+        if (registration.wanted(now)) {
           to_reregister[key] = {registration.value, registration.ttl};
         }
+      }
+      if (to_reregister.empty()) {
+        wake_.wait_until(lock, next);
+        continue;
       }
       lock.unlock();
       for (const auto& [key, what] : to_reregister) {
@@ -579,31 +583,8 @@ class EtcdRegistry final : public micro::Registry {
         }
       }
       lock.lock();
-      if (!to_reregister.empty()) {
-        // Failed re-registrations wait a little before the next attempt.
-        wake_.wait_for(lock, 250ms, [&] { return stopping_; });
-      }
-    }
-  }
-
-  // Lease → remaining TTL (0: unknown to etcd); nullopt when no endpoint answered.
-  std::optional<std::map<std::int64_t, std::int64_t>> send_keepalives(
-      const std::vector<std::int64_t>& leases,
-      std::unique_ptr<micro::etcd::HttpConnection>& connection) {
-    if (leases.empty()) return std::map<std::int64_t, std::int64_t>{};
-    std::string body;
-    for (auto lease : leases) body += "{\"ID\":\"" + std::to_string(lease) + "\"}\n";
-    try {
-      std::string answer = client_->call_raw("/v3/lease/keepalive", body, &connection);
-      answer += '\n';
-      std::map<std::int64_t, std::int64_t> remaining;
-      for (const auto& message : micro::etcd::take_json_lines(answer)) {
-        const auto& result = message.contains("result") ? message["result"] : message;
-        remaining[json_int64(result, "ID")] = json_int64(result, "TTL");
-      }
-      return remaining;
-    } catch (const std::exception&) {
-      return std::nullopt;
+      // Failed re-registrations wait a little before the next attempt.
+      wake_.wait_for(lock, 250ms, [&] { return stopping_; });
     }
   }
 
@@ -613,7 +594,8 @@ class EtcdRegistry final : public micro::Registry {
   std::condition_variable wake_;
   bool stopping_ = false;
   std::map<std::string, Registration> registrations_;  // by key
-  std::thread keepalive_thread_;
+  std::shared_ptr<micro::etcd::LeaseKeeper> keeper_;   // shared by the process's registries
+  std::thread repair_thread_;
 };
 
 Settings settings_from(const micro::PluginArguments& arguments) {
@@ -648,6 +630,15 @@ Settings settings_from(const micro::PluginArguments& arguments) {
     settings.client.tls = micro::etcd::make_tls_context({arguments.get_string("tls_ca"),
                                                          arguments.get_string("tls_cert"),
                                                          arguments.get_string("tls_key")});
+  }
+  // Registries share a keep-alive stream only when they reach the same members the same way.
+  settings.keeper_identity = settings.client.tls ? "https" : "http";
+  for (const auto& endpoint : settings.client.endpoints)
+    settings.keeper_identity += " " + endpoint.text();
+  for (const auto& part :
+       {settings.client.username, settings.client.password, arguments.get_string("tls_ca"),
+        arguments.get_string("tls_cert"), arguments.get_string("tls_key")}) {
+    settings.keeper_identity += '\n' + part;
   }
   return settings;
 }

@@ -19,27 +19,11 @@
 
 using namespace registry_test;
 using etcd_test::EtcdCluster;
+using etcd_test::make_registry;
+using etcd_test::node_count;
 using micro::WatchAction;
 
 namespace {
-
-using Options = std::vector<std::pair<std::string, std::string>>;
-
-std::shared_ptr<micro::Registry> make_registry(const std::string& address, Options options = {}) {
-  static boost::asio::io_context io_context;
-  return micro::PluginLoader::instance().create_as<micro::Registry>(
-      micro::PluginKind::registry, "etcd", address, options, io_context.get_executor());
-}
-
-std::size_t node_count(micro::Registry& registry, const std::string& service) {
-  try {
-    std::size_t count = 0;
-    for (const auto& version : registry.get_service(service)) count += version.nodes.size();
-    return count;
-  } catch (const micro::Exception&) {
-    return 0;
-  }
-}
 
 // The index of the member etcd reports as leader (or of a follower when `leader` is false).
 std::size_t find_member(EtcdCluster& cluster, bool leader) {

@@ -2,9 +2,13 @@
 // free loopback ports with temporary data directories. Each member is a child process started
 // and stopped RAII-style; every wait is bounded, and a member dies with the test process.
 // A cluster may serve clients over TLS only (https, client certificates required).
+// Also the helpers every etcd test shares: making an etcd registry through the plugin loader,
+// looking nodes up, the plugin's keep-alive counters and this process's connections to a port.
 #pragma once
 
 #include <arpa/inet.h>
+#include <dirent.h>
+#include <dlfcn.h>
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <signal.h>
@@ -27,6 +31,12 @@
 #include <string>
 #include <thread>
 #include <vector>
+
+#include <boost/asio/io_context.hpp>
+
+#include <micro/error.hpp>
+#include <micro/plugin.hpp>
+#include <micro/registry.hpp>
 
 #include "registry/registry_test_support.hpp"
 
@@ -126,6 +136,7 @@ class EtcdMember {
     return (tls_ ? "https://127.0.0.1:" : "127.0.0.1:") + std::to_string(client_port_);
   }
   std::string peer_url() const { return "http://127.0.0.1:" + std::to_string(peer_port_); }
+  int client_port() const noexcept { return client_port_; }
   const std::string& name() const noexcept { return name_; }
   bool running() const noexcept { return pid_ > 0; }
   // Where this member keeps its data (members of a cluster share a parent directory).
@@ -339,6 +350,121 @@ inline std::shared_ptr<EtcdCluster> shared_server() {
 inline std::string unique_prefix() {
   static std::atomic<int> counter{0};
   return "/micro-test-" + std::to_string(counter.fetch_add(1)) + "/registry/";
+}
+
+// ---------------------------------------------------------------------------------------------
+// Registry helpers
+
+using Options = std::vector<std::pair<std::string, std::string>>;
+
+// An etcd registry made through the plugin loader, as an application makes one.
+inline std::shared_ptr<micro::Registry> make_registry(const std::string& address,
+                                                      Options options = {}) {
+  static boost::asio::io_context io_context;
+  return micro::PluginLoader::instance().create_as<micro::Registry>(
+      micro::PluginKind::registry, "etcd", address, options, io_context.get_executor());
+}
+
+// The error detail creating an etcd registry fails with: "" when it does not fail; prefixed
+// with the code when that is not the 400 a bad option must give.
+inline std::string creation_error(const std::string& address, Options options = {}) {
+  try {
+    make_registry(address, std::move(options));
+  } catch (const micro::Exception& exception) {
+    if (exception.error().code != 400) {
+      return "code " + std::to_string(exception.error().code) + ": " + exception.error().detail;
+    }
+    return exception.error().detail;
+  }
+  return {};
+}
+
+// How many nodes `service` has in `registry` (0 when the lookup fails).
+inline std::size_t node_count(micro::Registry& registry, const std::string& service) {
+  try {
+    std::size_t count = 0;
+    for (const auto& version : registry.get_service(service)) count += version.nodes.size();
+    return count;
+  } catch (const micro::Exception&) {
+    return 0;
+  }
+}
+
+inline bool has_node(micro::Registry& registry, const std::string& service, const std::string& id) {
+  try {
+    for (const auto& version : registry.get_service(service)) {
+      for (const auto& node : version.nodes) {
+        if (node.id == id) return true;
+      }
+    }
+  } catch (const micro::Exception&) {
+  }
+  return false;
+}
+
+// The plugin's process-wide keep-alive counts (mirrors micro::etcd::KeepAliveStatistics).
+struct KeepAliveStatistics {
+  std::uint64_t streams_opened = 0;
+  std::uint64_t streams_open = 0;
+  std::uint64_t keepalives_sent = 0;
+  std::uint64_t answers = 0;
+  std::uint64_t leases_lost = 0;
+  std::uint64_t priming_bytes = 0;
+};
+
+// Read from the plugin (loaded first if no etcd registry was made yet).
+inline KeepAliveStatistics keepalive_statistics() {
+  using Reader = void (*)(KeepAliveStatistics*);
+  static Reader reader = [] {
+    make_registry("127.0.0.1:1");  // loads the plugin; connects nowhere until used
+    std::ifstream maps("/proc/self/maps");
+    std::string line;
+    while (std::getline(maps, line)) {
+      const auto at = line.find('/');
+      if (at == std::string::npos || line.find("micro-registry-etcd.so") == std::string::npos) {
+        continue;
+      }
+      void* library = ::dlopen(line.substr(at).c_str(), RTLD_NOW | RTLD_NOLOAD);
+      if (!library) break;
+      return reinterpret_cast<Reader>(::dlsym(library, "micro_registry_etcd_keepalive_statistics"));
+    }
+    throw std::runtime_error("the etcd registry plugin is not loaded");
+  }();
+  KeepAliveStatistics statistics;
+  reader(&statistics);
+  return statistics;
+}
+
+// How many established TCP connections this process has to 127.0.0.1:`port` (its own sockets,
+// found by inode in /proc/net/tcp).
+inline std::size_t connections_to(int port) {
+  std::vector<std::string> own_sockets;
+  if (DIR* directory = ::opendir("/proc/self/fd")) {
+    while (const dirent* entry = ::readdir(directory)) {
+      char target[256];
+      const std::string link = std::string("/proc/self/fd/") + entry->d_name;
+      const auto length = ::readlink(link.c_str(), target, sizeof(target) - 1);
+      if (length <= 0) continue;
+      const std::string text(target, static_cast<std::size_t>(length));
+      if (text.starts_with("socket:[")) own_sockets.push_back(text.substr(8, text.size() - 9));
+    }
+    ::closedir(directory);
+  }
+  std::ifstream table("/proc/net/tcp");
+  std::string line;
+  std::getline(table, line);  // header
+  std::size_t count = 0;
+  char remote_port[8];
+  std::snprintf(remote_port, sizeof(remote_port), ":%04X", port);
+  while (std::getline(table, line)) {
+    std::istringstream fields(line);
+    std::string slot, local, remote, state, queues, timer, retransmits, uid, timeout, inode;
+    fields >> slot >> local >> remote >> state >> queues >> timer >> retransmits >> uid >>
+        timeout >> inode;
+    if (state != "01" || !remote.ends_with(remote_port)) continue;  // 01: ESTABLISHED
+    if (std::find(own_sockets.begin(), own_sockets.end(), inode) != own_sockets.end()) ++count;
+  }
+  return count;
 }
 
 }  // namespace etcd_test

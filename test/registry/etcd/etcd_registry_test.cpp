@@ -20,44 +20,16 @@
 #include "registry/registry_test_support.hpp"
 
 using namespace registry_test;
+using etcd_test::creation_error;
 using etcd_test::EtcdCluster;
+using etcd_test::has_node;
+using etcd_test::make_registry;
 using micro::WatchAction;
 
 namespace {
 
-using Options = std::vector<std::pair<std::string, std::string>>;
-
-std::shared_ptr<micro::Registry> make_registry(const std::string& address, Options options = {}) {
-  static boost::asio::io_context io_context;
-  return micro::PluginLoader::instance().create_as<micro::Registry>(
-      micro::PluginKind::registry, "etcd", address, options, io_context.get_executor());
-}
-
-// The error detail creating an etcd registry fails with ("" when it does not fail).
-std::string creation_error(const std::string& address, Options options = {}) {
-  try {
-    make_registry(address, std::move(options));
-  } catch (const micro::Exception& exception) {
-    CHECK(exception.error().code == 400);
-    return exception.error().detail;
-  }
-  return {};
-}
-
 bool ends_with(const std::string& text, const std::string& end) {
   return text.size() >= end.size() && text.compare(text.size() - end.size(), end.size(), end) == 0;
-}
-
-bool has_node(micro::Registry& registry, const std::string& service, const std::string& id) {
-  try {
-    for (const auto& version : registry.get_service(service)) {
-      for (const auto& node : version.nodes) {
-        if (node.id == id) return true;
-      }
-    }
-  } catch (const micro::Exception&) {
-  }
-  return false;
 }
 
 }  // namespace

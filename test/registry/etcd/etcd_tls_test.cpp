@@ -14,28 +14,13 @@
 #include "registry/registry_test_support.hpp"
 
 using namespace registry_test;
+using etcd_test::creation_error;
 using etcd_test::EtcdCluster;
+using etcd_test::make_registry;
+using etcd_test::Options;
 using micro::WatchAction;
 
 namespace {
-
-using Options = std::vector<std::pair<std::string, std::string>>;
-
-std::shared_ptr<micro::Registry> make_registry(const std::string& address, Options options) {
-  static boost::asio::io_context io_context;
-  return micro::PluginLoader::instance().create_as<micro::Registry>(
-      micro::PluginKind::registry, "etcd", address, options, io_context.get_executor());
-}
-
-std::string creation_error(const std::string& address, Options options) {
-  try {
-    make_registry(address, std::move(options));
-  } catch (const micro::Exception& exception) {
-    CHECK(exception.error().code == 400);
-    return exception.error().detail;
-  }
-  return {};
-}
 
 // Runs the openssl CLI; fails the test with its output when it fails.
 void openssl(const std::string& arguments) {

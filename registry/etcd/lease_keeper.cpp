@@ -1,0 +1,315 @@
+// lease_keeper.cpp — the process-wide keep-alive stream over etcd's JSON gateway: one chunked
+// POST /v3/lease/keepalive held open, one `{"ID":"…"}` chunk per due lease, answers matched by
+// lease ID; opened with the first lease, closed with the last, moved to the next endpoint when
+// it breaks. See README.md for why the stream is "primed" with padding before it answers.
+#include "lease_keeper.hpp"
+
+#include <algorithm>
+#include <atomic>
+
+namespace micro::etcd {
+
+using std::chrono::milliseconds;
+using namespace std::chrono_literals;
+
+namespace {
+
+struct Counters {
+  std::atomic<std::uint64_t> streams_opened{0};
+  std::atomic<std::uint64_t> streams_open{0};
+  std::atomic<std::uint64_t> keepalives_sent{0};
+  std::atomic<std::uint64_t> answers{0};
+  std::atomic<std::uint64_t> leases_lost{0};
+  std::atomic<std::uint64_t> priming_bytes{0};
+};
+
+Counters& counters() {
+  static Counters process_counters;
+  return process_counters;
+}
+
+// etcd's gateway is a Go net/http server: before it writes the first byte of an HTTP/1.1
+// response it reads and throws away up to 256 KiB of the request body the handler has not read
+// yet, so a stream whose body stays open gets no answer until that much was sent. Whitespace
+// between JSON messages is what the gateway's decoder skips; it is sent in pieces of this size
+// until the response header arrives (about 600 KiB on loopback: the decoder reads some of it).
+constexpr std::size_t padding_piece = 64 * 1024;
+constexpr std::size_t padding_limit = 16 * 1024 * 1024;
+
+}  // namespace
+
+KeepAliveStatistics keepalive_statistics() {
+  auto& counts = counters();
+  return {counts.streams_opened.load(), counts.streams_open.load(), counts.keepalives_sent.load(),
+          counts.answers.load(),        counts.leases_lost.load(),  counts.priming_bytes.load()};
+}
+
+std::shared_ptr<LeaseKeeper> LeaseKeeper::shared_for(const std::string& identity,
+                                                     const ClientOptions& options) {
+  static std::mutex keepers_mutex;
+  static std::map<std::string, std::weak_ptr<LeaseKeeper>> keepers;
+  std::lock_guard lock(keepers_mutex);
+  std::erase_if(keepers, [](const auto& item) { return item.second.expired(); });
+  auto& slot = keepers[identity];
+  if (auto existing = slot.lock()) return existing;
+  auto keeper = std::make_shared<LeaseKeeper>(options);
+  slot = keeper;
+  return keeper;
+}
+
+LeaseKeeper::LeaseKeeper(const ClientOptions& options) : client_(options) {}
+
+LeaseKeeper::~LeaseKeeper() {
+  {
+    std::lock_guard lock(mutex_);
+    stopping_ = true;
+    if (connection_) connection_->wake();
+  }
+  wake_.notify_all();
+  if (thread_.joinable()) thread_.join();
+}
+
+void LeaseKeeper::add(const void* owner, std::int64_t lease, std::int64_t ttl_seconds,
+                      Clock::time_point keep_until, Listener listener) {
+  std::lock_guard lock(mutex_);
+  auto& entry = leases_[lease];
+  entry.owner = owner;
+  entry.ttl_seconds = std::max<std::int64_t>(1, ttl_seconds);
+  entry.next_due = Clock::now() + milliseconds(entry.ttl_seconds * 1000 / 3);
+  entry.keep_until = keep_until;
+  entry.listener = std::move(listener);
+  // The thread (and with it the stream) starts with the first lease.
+  if (!thread_.joinable()) thread_ = std::thread([this] { run(); });
+  if (connection_) connection_->wake();
+  wake_.notify_all();
+}
+
+void LeaseKeeper::extend(std::int64_t lease, Clock::time_point keep_until) {
+  std::lock_guard lock(mutex_);
+  auto found = leases_.find(lease);
+  if (found == leases_.end()) return;
+  found->second.keep_until = std::max(found->second.keep_until, keep_until);
+  if (connection_) connection_->wake();
+}
+
+void LeaseKeeper::remove(std::int64_t lease) {
+  std::lock_guard lock(mutex_);
+  leases_.erase(lease);
+  if (connection_) connection_->wake();
+}
+
+void LeaseKeeper::forget_owner(const void* owner) {
+  // Taking the listener mutex first waits for a listener of this owner that is running now.
+  std::lock_guard listening(listener_mutex_);
+  std::lock_guard lock(mutex_);
+  std::erase_if(leases_, [&](const auto& item) { return item.second.owner == owner; });
+  if (connection_) connection_->wake();
+}
+
+void LeaseKeeper::run() {
+  std::unique_lock lock(mutex_);
+  milliseconds backoff = 50ms;
+  while (!stopping_) {
+    if (leases_.empty()) {
+      wake_.wait(lock, [&] { return stopping_ || !leases_.empty(); });
+      continue;
+    }
+    lock.unlock();
+    const auto started = Clock::now();
+    const bool finished = follow_stream();
+    lock.lock();
+    if (finished) {
+      backoff = 50ms;
+      continue;
+    }
+    // A stream that lived a while was healthy: the next endpoint is tried at once.
+    if (Clock::now() - started > 2s) backoff = 50ms;
+    wake_.wait_for(lock, backoff, [&] { return stopping_; });
+    backoff = std::min<milliseconds>(backoff * 2, 1s);
+  }
+}
+
+std::string LeaseKeeper::handle_answer(const nlohmann::json& message,
+                                       std::map<std::int64_t, Clock::time_point>& in_flight) {
+  if (!message.is_object()) return "etcd sent a keep-alive answer that is not an object";
+  if (message.contains("error")) return "etcd ended the keep-alive stream: " + message.dump();
+  const auto& result = message.contains("result") ? message["result"] : message;
+  const std::int64_t lease = json_int64(result, "ID");
+  if (lease == 0) return {};  // the answer to the stream's opening message
+  in_flight.erase(lease);
+  const std::int64_t ttl = json_int64(result, "TTL");
+  std::lock_guard listening(listener_mutex_);
+  Listener listener;
+  {
+    std::lock_guard lock(mutex_);
+    auto found = leases_.find(lease);
+    if (found == leases_.end()) return {};  // removed meanwhile
+    ++counters().answers;
+    if (ttl > 0) {
+      found->second.ttl_seconds = ttl;
+      found->second.next_due = Clock::now() + milliseconds(ttl * 1000 / 3);
+      listener = found->second.listener;
+    } else {
+      // etcd no longer knows the lease (expired, revoked, cluster rebuilt): its owner
+      // re-registers under a new one.
+      ++counters().leases_lost;
+      listener = std::move(found->second.listener);
+      leases_.erase(found);
+    }
+  }
+  if (listener) listener(lease, ttl);
+  return {};
+}
+
+bool LeaseKeeper::follow_stream() {
+  const auto& options = client_.options();
+  const std::size_t endpoint = client_.preferred_endpoint() % options.endpoints.size();
+  const auto& address = options.endpoints[endpoint];
+  HttpConnection connection(endpoint, options.tls);
+  {
+    std::lock_guard lock(mutex_);
+    if (stopping_) return true;
+    connection_ = &connection;
+  }
+  struct Unpublish {
+    LeaseKeeper& keeper;
+    bool counted = false;
+    ~Unpublish() {
+      std::lock_guard lock(keeper.mutex_);
+      keeper.connection_ = nullptr;
+      if (counted) --counters().streams_open;
+    }
+  } unpublish{*this};
+
+  std::map<std::int64_t, Clock::time_point> in_flight;  // lease → when its ID was sent
+  std::string broken;                                   // why the stream failed, once it did
+  bool header_seen = false;
+  unsigned status = 0;
+  std::string pending;
+  try {
+    connection.connect(address, options.dial_timeout);
+    auto request = client_.make_chunked_request("/v3/lease/keepalive", address);
+    // A member cut off from its leader ends the stream, so keep-alives move to one that can
+    // renew leases.
+    request.set("Grpc-Metadata-hasleader", "true");
+    connection.begin_chunked_request(request, options.request_timeout);
+    connection.start_reading_response(
+        [&](unsigned code) {
+          header_seen = true;
+          status = code;
+          connection.wake();
+        },
+        [&](std::string_view data) {
+          if (!broken.empty()) return;
+          pending.append(data);
+          try {
+            for (const auto& message : take_json_lines(pending)) {
+              broken = handle_answer(message, in_flight);
+              if (!broken.empty()) break;
+            }
+          } catch (const std::exception& error) {
+            broken = error.what();
+          }
+          connection.wake();
+        },
+        [&](const std::string& why) {
+          if (broken.empty()) broken = why;
+          connection.wake();
+        });
+    ++counters().streams_opened;
+    ++counters().streams_open;
+    unpublish.counted = true;
+
+    // Open with a lease ID nobody holds (etcd answers it with TTL 0), then pad until the
+    // gateway starts answering (see padding_piece). A server that answers at once is given a
+    // moment first and needs no padding.
+    connection.send_chunk("{\"ID\":\"0\"}\n", options.request_timeout);
+    connection.run_for(20ms);
+    static const std::string padding(padding_piece, ' ');
+    const auto priming_deadline = Clock::now() + options.request_timeout;
+    std::size_t padded = 0;
+    while (!header_seen && broken.empty()) {
+      {
+        std::lock_guard lock(mutex_);
+        if (stopping_) return true;
+      }
+      if (Clock::now() > priming_deadline || padded >= padding_limit) {
+        throw TransportError("etcd at " + address.text() +
+                             " did not start answering the keep-alive stream after " +
+                             std::to_string(padded / 1024) + " KiB");
+      }
+      connection.send_chunk(padding, options.request_timeout);
+      padded += padding.size();
+      counters().priming_bytes += padding.size();
+      connection.run_for(0ms);
+    }
+    if (!broken.empty()) throw TransportError(broken);
+    if (status != 200) {
+      if (status == 401 || status == 403) client_.authenticate();
+      throw TransportError("etcd at " + address.text() + " answered the keep-alive stream with " +
+                           std::to_string(status));
+    }
+
+    while (true) {
+      std::vector<std::int64_t> due;
+      auto now = Clock::now();
+      auto next_wake = now + 1s;
+      {
+        std::lock_guard lock(mutex_);
+        // The stream closes with the last lease (and when the keeper stops).
+        if (stopping_ || leases_.empty()) break;
+        for (auto& [lease, entry] : leases_) {
+          // Keep-alives pause while the owner stopped refreshing (the node then expires).
+          if (entry.keep_until <= now || in_flight.contains(lease)) continue;
+          if (entry.next_due <= now) {
+            due.push_back(lease);
+          } else {
+            next_wake = std::min(next_wake, entry.next_due);
+          }
+        }
+      }
+      for (const auto lease : due) {
+        connection.send_chunk("{\"ID\":\"" + std::to_string(lease) + "\"}\n",
+                              options.request_timeout);
+        in_flight[lease] = Clock::now();
+        ++counters().keepalives_sent;
+      }
+      if (!broken.empty()) throw TransportError(broken);
+      now = Clock::now();
+      for (const auto& [lease, sent] : in_flight) {
+        // The member stopped answering without closing the connection (lost its leader, hung).
+        if (now - sent > options.request_timeout) {
+          throw TransportError("etcd at " + address.text() +
+                               " did not answer a keep-alive within " +
+                               std::to_string(options.request_timeout.count()) + "ms");
+        }
+        next_wake = std::min(next_wake, sent + options.request_timeout);
+      }
+      connection.run_for(std::chrono::ceil<milliseconds>(next_wake - now));
+      if (!broken.empty()) throw TransportError(broken);
+    }
+    // Nothing left to keep alive: end the request body, which ends etcd's stream.
+    try {
+      connection.send_chunk({}, 1s);
+    } catch (const TransportError&) {
+    }
+    return true;
+  } catch (const std::exception& error) {
+    if (std::string_view(error.what()).find("auth") != std::string_view::npos) {
+      try {
+        client_.authenticate();
+      } catch (const std::exception&) {
+      }
+    }
+    client_.endpoint_failed(endpoint);
+    return false;
+  }
+}
+
+}  // namespace micro::etcd
+
+// For tests and benchmarks: the process-wide keep-alive counts.
+extern "C" __attribute__((visibility("default"))) void micro_registry_etcd_keepalive_statistics(
+    micro::etcd::KeepAliveStatistics* statistics) {
+  *statistics = micro::etcd::keepalive_statistics();
+}
