@@ -234,6 +234,10 @@ struct BatchProcessor::State {
     auto deadline = Clock::now() + settings.schedule_delay;
     std::unique_lock lock(mutex);
     for (;;) {
+      // Cleared only now, after the previous export: a producer that signalled while the
+      // worker was busy exporting must not leave the flag set, or no later producer would
+      // wake the worker again until the schedule delay ran out.
+      wake_pending.store(false, std::memory_order_relaxed);
       wake.wait_until(lock, deadline, [&] {
         return stop || flush_requested != flush_completed ||
                queue.size() >= settings.max_export_batch_size;
@@ -241,7 +245,6 @@ struct BatchProcessor::State {
       bool stopping = stop;
       std::uint64_t flush_target = flush_requested;
       bool timer = Clock::now() >= deadline;
-      wake_pending.store(false, std::memory_order_relaxed);
       lock.unlock();
 
       bool all = stopping || timer || flush_target != flush_completed;

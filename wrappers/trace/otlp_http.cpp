@@ -11,6 +11,7 @@
 #include <sstream>
 #include <system_error>
 
+#include <poll.h>
 #include <zlib.h>
 
 #include <boost/asio/io_context.hpp>
@@ -53,7 +54,7 @@ class OtlpHttpExporter final : public SpanExporter {
   OtlpHttpExporter(const ExporterSettings& settings, Resource resource, InstrumentationScope scope,
                    std::shared_ptr<ExporterStatistics> statistics)
       : settings_(settings),
-        url_(parse_http_url(settings.endpoint)),
+        client_(parse_http_url(settings.endpoint)),
         resource_(std::move(resource)),
         scope_(std::move(scope)),
         statistics_(std::move(statistics)),
@@ -67,10 +68,17 @@ class OtlpHttpExporter final : public SpanExporter {
   ExportResult export_spans(std::span<const SpanData> spans) override {
     if (stopped()) return ExportResult::failure;
     if (spans.empty()) return ExportResult::success;
-    std::string body = settings_.protocol == "http/json"
-                           ? encode_otlp_json(spans, resource_, scope_)
-                           : encode_otlp_protobuf(spans, resource_, scope_);
-    if (settings_.compression == "gzip") body = gzip_compress(body);
+    // Encoded into a buffer kept from the last batch: its capacity is reused.
+    if (settings_.protocol == "http/json")
+      body_ = encode_otlp_json(spans, resource_, scope_);
+    else
+      encode_otlp_protobuf(spans, resource_, scope_, body_);
+    std::string compressed;
+    const std::string* body = &body_;
+    if (settings_.compression == "gzip") {
+      compressed = gzip_compress(body_);
+      body = &compressed;
+    }
 
     const auto deadline = Clock::now() + settings_.timeout;
     auto backoff = initial_backoff;
@@ -79,7 +87,7 @@ class OtlpHttpExporter final : public SpanExporter {
     for (int attempt = 1;; ++attempt) {
       std::optional<std::chrono::milliseconds> wait;
       try {
-        HttpResponse response = http_post(url_, body, headers_, deadline);
+        HttpResponse response = client_.post(*body, headers_, deadline);
         if (response.status >= 200 && response.status < 300) {
           // A partial success names rejected spans in the body; nothing to do about them.
           statistics_->exported += spans.size();
@@ -149,7 +157,8 @@ class OtlpHttpExporter final : public SpanExporter {
   }
 
   ExporterSettings settings_;
-  HttpUrl url_;
+  HttpClient client_;
+  std::string body_;  // reused between batches
   Resource resource_;
   InstrumentationScope scope_;
   std::shared_ptr<ExporterStatistics> statistics_;
@@ -247,35 +256,51 @@ std::optional<std::chrono::milliseconds> parse_retry_after(
   return std::chrono::ceil<std::chrono::milliseconds>(when - now);
 }
 
-HttpResponse http_post(const HttpUrl& url, const std::string& body,
-                       const std::map<std::string, std::string>& headers,
-                       Clock::time_point deadline) {
+// One kept-alive connection and the io_context its asynchronous operations run on:
+// only asynchronous operations honour the stream's expiry, and this thread runs them, so
+// each exchange is synchronous for the caller.
+struct HttpClient::Connection {
   asio::io_context io;
-  asio::ip::tcp::resolver resolver(io);
-  beast::tcp_stream stream(io);
+  asio::ip::tcp::resolver resolver{io};
+  beast::tcp_stream stream{io};
   beast::flat_buffer buffer;
+  bool open = false;
 
-  http::request<http::string_body> request{http::verb::post, url.target, 11};
-  request.set(http::field::host, url.host + ":" + url.port);
-  request.set(http::field::user_agent, "micro-cpp-otlp/0.1");
-  for (const auto& [name, value] : headers) request.set(name, value);
-  request.body() = body;
-  request.prepare_payload();
-  http::response_parser<http::string_body> parser;
-  parser.body_limit(response_body_limit);
+  // False when the peer closed the idle connection (or sent something unasked for).
+  bool still_usable() {
+    if (!open) return false;
+    pollfd descriptor{stream.socket().native_handle(), POLLIN | POLLRDHUP, 0};
+    return ::poll(&descriptor, 1, 0) == 0;
+  }
 
-  auto remaining = [&] {
-    return std::max(Clock::duration::zero(), deadline - Clock::now());
-  };
-  boost::system::error_code failure;
-  bool done = false;
-  // Asynchronous operations on a private io_context, because only they honour the
-  // stream's expiry; this thread runs them, so the call is synchronous for the caller.
-  resolver.async_resolve(url.host, url.port, [&](auto error, auto results) {
-    if (error) return void(failure = error);
-    stream.expires_after(remaining());
-    stream.async_connect(results, [&](auto error, auto) {
-      if (error) return void(failure = error);
+  void close() {
+    boost::system::error_code ignored;
+    stream.socket().shutdown(asio::ip::tcp::socket::shutdown_both, ignored);
+    stream.close();
+    buffer.clear();
+    open = false;
+  }
+
+  // Connects when needed, sends, reads the response; the error, or success with `out` set.
+  boost::system::error_code exchange(const HttpUrl& url, std::string_view body,
+                                     const std::map<std::string, std::string>& headers,
+                                     Clock::time_point deadline, HttpResponse& out,
+                                     std::uint64_t& connections_opened) {
+    http::request<http::span_body<const char>> request{http::verb::post, url.target, 11};
+    request.set(http::field::host, url.host + ":" + url.port);
+    request.set(http::field::user_agent, "micro-cpp-otlp/0.1");
+    for (const auto& [name, value] : headers) request.set(name, value);
+    request.body() = boost::beast::span<const char>(body.data(), body.size());
+    request.prepare_payload();
+    http::response_parser<http::string_body> parser;
+    parser.body_limit(response_body_limit);
+
+    auto remaining = [&] {
+      return std::max(Clock::duration::zero(), deadline - Clock::now());
+    };
+    boost::system::error_code failure;
+    bool done = false;
+    auto send = [&] {
       stream.expires_after(remaining());
       http::async_write(stream, request, [&](auto error, auto) {
         if (error) return void(failure = error);
@@ -284,29 +309,74 @@ HttpResponse http_post(const HttpUrl& url, const std::string& body,
           done = !error;
         });
       });
-    });
-  });
-  io.run_for(remaining());
-  if (!done && !failure) {  // the resolver is not covered by the stream's expiry
-    resolver.cancel();
-    stream.close();
+    };
     io.restart();
-    io.run();
-    failure = beast::error::timeout;
+    if (open) {
+      send();
+    } else {
+      resolver.async_resolve(url.host, url.port, [&](auto error, auto results) {
+        if (error) return void(failure = error);
+        stream.expires_after(remaining());
+        stream.async_connect(results, [&](auto error, auto) {
+          if (error) return void(failure = error);
+          open = true;
+          ++connections_opened;
+          send();
+        });
+      });
+    }
+    io.run_for(remaining());
+    if (!done && !failure) {  // the resolver is not covered by the stream's expiry
+      resolver.cancel();
+      stream.close();
+      io.restart();
+      io.run();
+      failure = beast::error::timeout;
+    }
+    if (failure) {
+      close();
+      return failure;
+    }
+    auto& response = parser.get();
+    out.status = static_cast<int>(response.result_int());
+    if (auto found = response.find(http::field::retry_after); found != response.end()) {
+      out.retry_after = std::string(found->value());
+    }
+    out.body = std::move(response.body());
+    if (!response.keep_alive()) close();
+    return {};
   }
-  boost::system::error_code ignored;
-  stream.socket().shutdown(asio::ip::tcp::socket::shutdown_both, ignored);
+};
+
+HttpClient::HttpClient(HttpUrl url) : url_(std::move(url)) {}
+HttpClient::~HttpClient() = default;
+
+HttpResponse HttpClient::post(std::string_view body,
+                              const std::map<std::string, std::string>& headers,
+                              Clock::time_point deadline) {
+  if (!connection_) connection_ = std::make_unique<Connection>();
+  bool reusing = connection_->still_usable();
+  if (connection_->open && !reusing) connection_->close();
+  HttpResponse response;
+  auto failure =
+      connection_->exchange(url_, body, headers, deadline, response, connections_opened_);
+  // A kept-alive connection may be closed by the peer just as it is reused: one more try
+  // on a fresh connection is part of using keep-alive, not a retry.
+  if (failure && reusing && failure != beast::error::timeout && Clock::now() < deadline) {
+    response = {};
+    failure = connection_->exchange(url_, body, headers, deadline, response, connections_opened_);
+  }
   if (failure) {
-    throw std::system_error(failure, "POST http://" + url.host + ":" + url.port + url.target);
+    throw std::system_error(failure, "POST http://" + url_.host + ":" + url_.port + url_.target);
   }
-  auto& response = parser.get();
-  HttpResponse out;
-  out.status = static_cast<int>(response.result_int());
-  if (auto found = response.find(http::field::retry_after); found != response.end()) {
-    out.retry_after = std::string(found->value());
-  }
-  out.body = std::move(response.body());
-  return out;
+  return response;
+}
+
+HttpResponse http_post(const HttpUrl& url, const std::string& body,
+                       const std::map<std::string, std::string>& headers,
+                       Clock::time_point deadline) {
+  HttpClient client(url);
+  return client.post(body, headers, deadline);
 }
 
 std::unique_ptr<SpanExporter> make_otlp_http_exporter(

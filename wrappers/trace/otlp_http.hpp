@@ -1,9 +1,11 @@
 // wrappers/trace — the OTLP/HTTP exporter: a small synchronous HTTP/1.1 client (Boost.Beast)
-// that POSTs encoded batches, gzip, and the retry policy (429/502/503/504 and connection
-// failures, exponential backoff with jitter, Retry-After honoured, bounded by the timeout).
+// that POSTs encoded batches over a kept-alive connection, gzip, and the retry policy
+// (429/502/503/504 and connection failures, exponential backoff with jitter, Retry-After honoured,
+// bounded by the timeout).
 #pragma once
 
 #include <chrono>
+#include <cstdint>
 #include <map>
 #include <memory>
 #include <optional>
@@ -37,8 +39,31 @@ struct HttpResponse {
   std::string body;
 };
 
-// One POST with a deadline covering resolve, connect, write and read. Throws
-// std::system_error on connection failures and timeouts.
+// An HTTP/1.1 client for one endpoint that keeps its connection alive between POSTs (the
+// address is resolved once per connection, not per request). Used by one thread at a time.
+class HttpClient {
+ public:
+  explicit HttpClient(HttpUrl url);
+  ~HttpClient();
+  HttpClient(const HttpClient&) = delete;
+  HttpClient& operator=(const HttpClient&) = delete;
+
+  // One POST with a deadline covering connect, write and read. A kept-alive connection the
+  // peer has closed meanwhile is replaced once, transparently. Throws std::system_error on
+  // connection failures and timeouts.
+  HttpResponse post(std::string_view body, const std::map<std::string, std::string>& headers,
+                    std::chrono::steady_clock::time_point deadline);
+
+  std::uint64_t connections_opened() const noexcept { return connections_opened_; }
+
+ private:
+  struct Connection;
+  HttpUrl url_;
+  std::unique_ptr<Connection> connection_;
+  std::uint64_t connections_opened_ = 0;
+};
+
+// One POST on a fresh connection (HttpClient without the reuse).
 HttpResponse http_post(const HttpUrl& url, const std::string& body,
                        const std::map<std::string, std::string>& headers,
                        std::chrono::steady_clock::time_point deadline);

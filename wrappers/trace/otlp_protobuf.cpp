@@ -14,11 +14,12 @@ namespace {
 
 enum WireType : std::uint32_t { varint = 0, fixed64 = 1, length_delimited = 2, fixed32 = 5 };
 
-// Appends protobuf fields to one buffer. A nested message is written in place and its
-// length inserted in front afterwards, so no temporary buffer per level is needed.
+// Appends protobuf fields to one buffer. A nested message is written in place after a
+// one-byte length placeholder, which is widened afterwards only when the message reached
+// 128 bytes; so no temporary buffer per level, and small messages (attributes) never move.
 class Writer {
  public:
-  std::string take() { return std::move(buffer_); }
+  explicit Writer(std::string& buffer) : buffer_(buffer) {}
 
   void tag(std::uint32_t field, WireType type) { raw_varint(std::uint64_t{field} << 3 | type); }
 
@@ -57,12 +58,17 @@ class Writer {
   template <class Body>
   void message(std::uint32_t field, Body&& body) {
     tag(field, length_delimited);
-    std::size_t start = buffer_.size();
+    std::size_t placeholder = buffer_.size();
+    buffer_.push_back('\0');
     body();
-    std::size_t length = buffer_.size() - start;
+    std::size_t length = buffer_.size() - placeholder - 1;
+    if (length < 0x80) {
+      buffer_[placeholder] = static_cast<char>(length);
+      return;
+    }
     char prefix[10];
     std::size_t prefix_size = encode_varint(length, prefix);
-    buffer_.insert(start, prefix, prefix_size);
+    buffer_.replace(placeholder, 1, prefix, prefix_size);
   }
 
  private:
@@ -80,7 +86,7 @@ class Writer {
     buffer_.append(bytes, encode_varint(value, bytes));
   }
 
-  std::string buffer_;
+  std::string& buffer_;
 };
 
 std::uint64_t unix_nanos(std::chrono::system_clock::time_point time) {
@@ -178,7 +184,15 @@ void span_message(Writer& writer, const SpanData& span) {
 
 std::string encode_otlp_protobuf(std::span<const SpanData> spans, const Resource& resource,
                                  const InstrumentationScope& scope) {
-  Writer writer;
+  std::string out;
+  encode_otlp_protobuf(spans, resource, scope, out);
+  return out;
+}
+
+void encode_otlp_protobuf(std::span<const SpanData> spans, const Resource& resource,
+                          const InstrumentationScope& scope, std::string& out) {
+  out.clear();
+  Writer writer(out);
   // ExportTraceServiceRequest.resource_spans = 1
   writer.message(1, [&] {
     // ResourceSpans: resource 1 (Resource.attributes = 1), scope_spans 2
@@ -192,7 +206,6 @@ std::string encode_otlp_protobuf(std::span<const SpanData> spans, const Resource
       for (const auto& span : spans) writer.message(2, [&] { span_message(writer, span); });
     });
   });
-  return writer.take();
 }
 
 }  // namespace micro::trace::sdk

@@ -11,5 +11,8 @@ namespace micro::trace::sdk {
 
 std::string encode_otlp_protobuf(std::span<const SpanData> spans, const Resource& resource,
                                  const InstrumentationScope& scope);
+// The same into `out` (replacing its contents, reusing its capacity).
+void encode_otlp_protobuf(std::span<const SpanData> spans, const Resource& resource,
+                          const InstrumentationScope& scope, std::string& out);
 
 }  // namespace micro::trace::sdk

@@ -56,13 +56,10 @@ void add_address(std::vector<Attribute>& attributes, std::string_view address,
   attributes.emplace_back(port_key, number);
 }
 
-std::vector<Attribute> rpc_attributes(const Request& request) {
-  std::vector<Attribute> attributes;
-  attributes.reserve(6);
+void add_rpc_attributes(std::vector<Attribute>& attributes, const Request& request) {
   attributes.emplace_back("rpc.system", std::string("micro"));
   attributes.emplace_back("rpc.service", request.service);
   attributes.emplace_back("rpc.method", std::string(method_of(request.endpoint)));
-  return attributes;
 }
 
 std::vector<Attribute> messaging_attributes(const WrapperScope& scope, const Message& message,
@@ -117,6 +114,28 @@ std::optional<SpanContext> parent_from_metadata(const Context& context) {
   return extract(context.metadata());
 }
 
+// A response handler that records an error response on `span`, ends it, then passes the
+// response on.
+ResponseHandler ending_span(std::shared_ptr<Span> span, ResponseHandler done) {
+  return [span = std::move(span), done = std::move(done)](Response&& response) {
+    if (response.error) record_error(*span, *response.error);
+    span->end();
+    done(std::move(response));
+  };
+}
+
+// StartOptions reused by the calling thread: the attribute vector keeps its capacity from
+// one span to the next. Safe because each wrapper finishes with them
+// before it calls further down the chain (which may start spans of its own).
+StartOptions& scratch_options(SpanKind kind) {
+  thread_local StartOptions options;
+  options.kind = kind;
+  options.parent = nullptr;
+  options.links.clear();
+  options.attributes.clear();
+  return options;
+}
+
 HandlerWrapper handler_wrapper() {
   return [](HandlerFunction next) -> HandlerFunction {
     return [next = std::move(next)](Request& request, ResponseHandler respond) {
@@ -126,10 +145,9 @@ HandlerWrapper handler_wrapper() {
         return;
       }
       std::optional<SpanContext> remote = extract(request.context.metadata());
-      StartOptions options;
-      options.kind = SpanKind::server;
+      StartOptions& options = scratch_options(SpanKind::server);
       if (remote) options.parent = &*remote;
-      options.attributes = rpc_attributes(request);
+      add_rpc_attributes(options.attributes, request);
       const Metadata& metadata = request.context.metadata();
       if (const std::string* local = metadata.find("Local"))
         add_address(options.attributes, *local, "server.address", "server.port");
@@ -139,18 +157,39 @@ HandlerWrapper handler_wrapper() {
       // Handler code's own spans (Database.Insert…) nest under the server span.
       request.context.set_span(span);
       try {
-        next(request, [span, respond = std::move(respond)](Response&& response) {
-          // Servers leave UNSET on success (OTel RPC conventions); errors are ERROR.
-          if (response.error) record_error(*span, *response.error);
-          span->end();  // before the response leaves, so the peer never sees it unfinished
-          respond(std::move(response));
-        });
+        // Servers leave UNSET on success (OTel RPC conventions); errors are ERROR. The span
+        // ends before the response leaves, so the peer never sees it unfinished.
+        next(request, ending_span(span, std::move(respond)));
       } catch (...) {
         record_exception(*span, std::current_exception());
         throw;
       }
     };
   };
+}
+
+// What the client and attempt wrappers share: a CLIENT span under the context's span (or
+// a traceparent in its metadata) with the RPC attributes plus whatever `add_attributes`
+// puts in, whose end is tied to the response handed to `done`. `next` gets the handler.
+template <class AddAttributes, class Next>
+void with_client_span(Tracer& active, Request& request, std::string_view name, bool becomes_active,
+                      bool injects, ResponseHandler done, AddAttributes add_attributes, Next next) {
+  std::optional<SpanContext> upstream = parent_from_metadata(request.context);
+  StartOptions& options = scratch_options(SpanKind::client);
+  if (upstream) options.parent = &*upstream;
+  add_rpc_attributes(options.attributes, request);
+  add_attributes(options.attributes);
+  std::shared_ptr<Span> span = active.start_span(name, request.context, options);
+  // A logical call's span is the parent of its attempts.
+  if (becomes_active) request.context.set_span(span);
+  // Every hop gets a new parent id: the server's span becomes the attempt's child.
+  if (injects) inject(span->context(), request.context.metadata());
+  try {
+    next(ending_span(span, std::move(done)));
+  } catch (...) {
+    record_exception(*span, std::current_exception());
+    throw;
+  }
 }
 
 ClientWrapper client_wrapper() {
@@ -162,61 +201,35 @@ ClientWrapper client_wrapper() {
         next(request, call_options, std::move(done));
         return;
       }
-      std::optional<SpanContext> upstream = parent_from_metadata(request.context);
-      StartOptions options;
-      options.kind = SpanKind::client;
-      if (upstream) options.parent = &*upstream;
-      options.attributes = rpc_attributes(request);
-      std::shared_ptr<Span> span = active.start_span(request.endpoint, request.context, options);
-      // The attempts of this call hang under it.
-      request.context.set_span(span);
-      try {
-        next(request, call_options, [span, done = std::move(done)](Response&& response) {
-          if (response.error) record_error(*span, *response.error);
-          span->end();
-          done(std::move(response));
-        });
-      } catch (...) {
-        record_exception(*span, std::current_exception());
-        throw;
-      }
+      with_client_span(
+          active, request, request.endpoint, /*becomes_active=*/true, /*injects=*/false,
+          std::move(done), [](std::vector<Attribute>&) {},
+          [&](ResponseHandler ending) { next(request, call_options, std::move(ending)); });
     };
   };
 }
 
 CallWrapper call_wrapper() {
   return [](CallFunction next) -> CallFunction {
-    return [next = std::move(next)](Request& request, const Attempt& attempt,
-                                    ResponseHandler done) {
-      Tracer& active = tracer();
-      if (!active.enabled()) {
-        next(request, attempt, std::move(done));
-        return;
-      }
-      std::optional<SpanContext> upstream = parent_from_metadata(request.context);
-      StartOptions options;
-      options.kind = SpanKind::client;
-      if (upstream) options.parent = &*upstream;
-      options.attributes = rpc_attributes(request);
-      add_address(options.attributes, attempt.node.address, "server.address", "server.port");
-      options.attributes.emplace_back("micro.attempt", static_cast<std::int64_t>(attempt.number));
-      if (!attempt.node.id.empty() && attempt.node.id != attempt.node.address)
-        options.attributes.emplace_back("micro.node.id", attempt.node.id);
-      std::shared_ptr<Span> span =
-          active.start_span(request.endpoint + " attempt", request.context, options);
-      // Every hop gets a new parent id: the server's span becomes this attempt's child.
-      inject(span->context(), request.context.metadata());
-      try {
-        next(request, attempt, [span, done = std::move(done)](Response&& response) {
-          if (response.error) record_error(*span, *response.error);
-          span->end();
-          done(std::move(response));
-        });
-      } catch (...) {
-        record_exception(*span, std::current_exception());
-        throw;
-      }
-    };
+    return
+        [next = std::move(next)](Request& request, const Attempt& attempt, ResponseHandler done) {
+          Tracer& active = tracer();
+          if (!active.enabled()) {
+            next(request, attempt, std::move(done));
+            return;
+          }
+          thread_local std::string name;
+          name.assign(request.endpoint).append(" attempt");
+          with_client_span(
+              active, request, name, /*becomes_active=*/false, /*injects=*/true, std::move(done),
+              [&](std::vector<Attribute>& attributes) {
+                add_address(attributes, attempt.node.address, "server.address", "server.port");
+                attributes.emplace_back("micro.attempt", static_cast<std::int64_t>(attempt.number));
+                if (!attempt.node.id.empty() && attempt.node.id != attempt.node.address)
+                  attributes.emplace_back("micro.node.id", attempt.node.id);
+              },
+              [&](ResponseHandler ending) { next(request, attempt, std::move(ending)); });
+        };
   };
 }
 
