@@ -16,7 +16,13 @@ Exception decode_error(std::string_view content_type, const std::exception& e) {
 class JsonCodec final : public Codec {
  public:
   std::string_view content_type() const noexcept override { return "application/json"; }
-  void encode(const nlohmann::json& value, std::string& out) const override { out += value.dump(); }
+  void encode(const nlohmann::json& value, std::string& out) const override {
+    // Straight into `out`: dump() would build a temporary string first (one more allocation
+    // per message). Same output and the same strict UTF-8 check as dump().
+    nlohmann::detail::serializer<nlohmann::json> serializer(
+        nlohmann::detail::output_adapter<char>(out), ' ');
+    serializer.dump(value, false, false, 0);
+  }
   nlohmann::json decode(std::string_view bytes) const override {
     try {
       return nlohmann::json::parse(bytes);
