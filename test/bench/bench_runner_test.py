@@ -1,0 +1,82 @@
+#!/usr/bin/env python3
+# test/bench/bench_runner_test.py — the benchmark runner still works end to end: every group
+# runs (with tiny durations), prints `name value unit` lines, writes results JSON with the
+# machine and versions, computes the ratios against the baselines and judges the targets.
+# It checks presence and sanity (no errors, no lost messages), never speed.
+#
+#   bench_runner_test.py RUN_BENCHMARKS
+import json
+import os
+import re
+import subprocess
+import sys
+import tempfile
+
+runner = sys.argv[1]
+failures = []
+
+
+def check(condition, what):
+    if not condition:
+        failures.append(what)
+
+
+with tempfile.TemporaryDirectory(prefix="micro-bench-test-") as directory:
+    output = os.path.join(directory, "latest.json")
+    environment = dict(os.environ, BENCH_SECONDS="0.2", BENCH_MESSAGES="20000")
+    result = subprocess.run([runner, "--output", output], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, timeout=600, env=environment)
+    print(result.stdout)
+    print(result.stderr, file=sys.stderr)
+    check(result.returncode == 0, f"runner exited with {result.returncode}")
+    lines = [line for line in result.stdout.splitlines() if line and not line.startswith("#")]
+    for line in lines:
+        check(re.fullmatch(r"[A-Za-z0-9_.]+ -?[0-9.]+ \S+", line) is not None, f"not `name value unit`: {line!r}")
+    check(os.path.exists(output), "no results JSON written")
+    document = json.load(open(output))
+    figures = {figure["name"]: figure["value"] for figure in document["figures"]}
+    printed = {line.split()[0] for line in lines}
+    check(printed == set(figures), f"printed and saved figures differ: {sorted(printed ^ set(figures))}")
+
+    check(document["machine"]["cores"] >= 1, "machine cores missing")
+    check(document["machine"]["cpu_model"] != "", "CPU model missing")
+    check(re.match(r"\d{4}-\d\d-\d\dT", document["date"]) is not None, "date missing")
+    check(document["versions"]["micro_cpp_commit"] != "", "commit missing")
+    check(document["notes"] == [], f"the runner noted problems: {document['notes']}")
+
+    expected = ["span_tracing_off", "span_unsampled", "span_sampled_4_attributes",
+                "greeter_server_idle_rss", "greeter_server_loaded_peak_rss",
+                "broker_memory_received_per_second", "broker_nats_received_per_second",
+                "broker_nats_bare_client_received_per_second", "broker_nats_to_bare_received_ratio",
+                "etcd_cached_lookup_and_select",
+                "rpc_tcp_trace_off_c64_requests_per_second", "rpc_tcp_trace_10_c64_requests_per_second",
+                "rpc_tcp_trace_100_c64_requests_per_second", "rpc_tcp_trace_100_c64_qps_loss",
+                "rpc_tcp_trace_100_spans_exported", "otlp_receiver_spans_received"]
+    for prefix in ("rpc_tcp", "asio_echo", "grpc_echo", "greeter_remote"):
+        for concurrency in (1, 16, 64):
+            for suffix in ("requests_per_second", "p50", "p99"):
+                expected.append(f"{prefix}_c{concurrency}_{suffix}")
+            errors = figures.get(f"{prefix}_c{concurrency}_errors")
+            check(errors == 0, f"{prefix} at c={concurrency}: {errors} errors")
+    for concurrency in (1, 16, 64):
+        expected += [f"rpc_vs_grpc_c{concurrency}_throughput_ratio",
+                     f"rpc_vs_asio_echo_c{concurrency}_throughput_ratio"]
+    expected.append("rpc_vs_asio_echo_c1_p50_ratio")
+    for name in expected:
+        check(name in figures, f"figure {name} missing")
+    for name, value in figures.items():
+        if name.endswith("_requests_per_second") or name.endswith("_rss"):
+            check(value > 0, f"{name} is {value}")
+    check(figures.get("broker_memory_lost") == 0, "the memory broker lost messages")
+    # Spans really reached the live receiver.
+    check(figures.get("otlp_receiver_spans_received", 0) > 0, "the OTLP receiver got no spans")
+
+    targets = {target["figure"]: target for target in document["targets"]}
+    check("rpc_vs_grpc_c64_throughput_ratio" in targets, "targets not judged")
+    for figure, target in targets.items():
+        check(target["met"] is not None, f"target {figure} not measured")
+
+if failures:
+    print("FAILED:\n  " + "\n  ".join(failures))
+    sys.exit(1)
+print(f"ok: {len(figures)} figures")
