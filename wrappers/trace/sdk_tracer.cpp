@@ -8,12 +8,18 @@
 #include "sdk_tracer.hpp"
 
 #include <pthread.h>
+#if defined(__x86_64__)
+#include <x86intrin.h>
+#endif
 
 #include <algorithm>
 #include <atomic>
+#include <bit>
 #include <cerrno>
 #include <chrono>
+#include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <mutex>
 #include <new>
 #include <random>
@@ -61,12 +67,116 @@ struct IdGenerator {
 
 thread_local IdGenerator id_generator;  // trivially constructible: no TLS guard
 
+// One 8-byte store: writing byte by byte and then reading the id back as a word (as the
+// callers' return does) stalls on store-to-load forwarding, which cost more than the
+// generator itself.
 void store_big_endian(std::uint8_t* out, std::uint64_t value) noexcept {
-  for (int index = 7; index >= 0; --index) {
-    out[index] = static_cast<std::uint8_t>(value);
-    value >>= 8;
-  }
+  if constexpr (std::endian::native == std::endian::little) value = __builtin_bswap64(value);
+  std::memcpy(out, &value, sizeof value);
 }
+
+// A new span's ids as 64-bit words in memory order, kept in registers until they are
+// written, 8 bytes at a time, into the span object itself. Copying a freshly built
+// SpanContext instead reads its 16-byte trace id right after it was written as two 8-byte
+// halves, which defeats store-to-load forwarding (a stall of ~15 cycles per copy).
+struct IdWords {
+  std::uint64_t trace_high = 0, trace_low = 0, span = 0;
+};
+
+std::uint64_t load_word(const std::uint8_t* bytes) noexcept {
+  std::uint64_t word;
+  std::memcpy(&word, bytes, sizeof word);
+  return word;
+}
+
+void store_word(std::uint8_t* bytes, std::uint64_t word) noexcept {
+  std::memcpy(bytes, &word, sizeof word);
+}
+
+// The span's context, written in place.
+void fill_context(SpanContext& context, const IdWords& ids, std::uint8_t flags,
+                  const std::string* trace_state) {
+  store_word(context.trace_id.bytes.data(), ids.trace_high);
+  store_word(context.trace_id.bytes.data() + 8, ids.trace_low);
+  store_word(context.span_id.bytes.data(), ids.span);
+  context.flags = flags;
+  if (trace_state != nullptr) context.trace_state = *trace_state;
+}
+
+// ---- the span clock: wall time from the CPU's time-stamp counter ----
+//
+// clock_gettime through the vDSO costs ~20 ns here, a sampled span reads the clock twice,
+// and rdtsc costs a few. Each thread keeps an anchor (a TSC reading and the wall time
+// taken with it) and extrapolates from it at a process-wide rate, re-anchoring every
+// ~50 ms so clock steps and drift show up within that. The rate is measured between the
+// process's first reading and each later anchor, so it only gets more exact with time.
+// Used only where the kernel itself trusts the TSC (it is the current clocksource);
+// elsewhere, and until the rate is known (the first 20 ms), system_clock::now().
+
+#if defined(__x86_64__)
+static_assert(std::is_same_v<std::chrono::system_clock::duration, std::chrono::nanoseconds>);
+
+struct ClockAnchor {
+  std::uint64_t ticks = 0;
+  std::int64_t nanoseconds = 0;
+};
+
+struct ClockCalibration {
+  bool usable = false;
+  ClockAnchor origin;
+  std::atomic<double> nanoseconds_per_tick{0};
+  std::atomic<std::uint64_t> reanchor_ticks{0};  // ~50 ms worth
+};
+
+ClockCalibration& clock_calibration() {
+  static ClockCalibration calibration;
+  static std::once_flag once;
+  std::call_once(once, [] {
+    std::FILE* file =
+        std::fopen("/sys/devices/system/clocksource/clocksource0/current_clocksource", "r");
+    if (file != nullptr) {
+      char name[32] = {};
+      calibration.usable = std::fgets(name, sizeof name, file) != nullptr &&
+                           std::string_view(name).starts_with("tsc");
+      std::fclose(file);
+    }
+    calibration.origin.ticks = __rdtsc();
+    calibration.origin.nanoseconds = std::chrono::system_clock::now().time_since_epoch().count();
+  });
+  return calibration;
+}
+
+std::chrono::system_clock::time_point span_clock_now() noexcept {
+  thread_local ClockAnchor anchor;  // trivially destructible: no TLS guard
+  std::uint64_t ticks = __rdtsc();
+  auto& calibration = clock_calibration();
+  double rate = calibration.nanoseconds_per_tick.load(std::memory_order_relaxed);
+  if (rate > 0 && ticks - anchor.ticks < calibration.reanchor_ticks.load(std::memory_order_relaxed))
+      [[likely]] {
+    auto offset = static_cast<std::int64_t>(static_cast<double>(ticks - anchor.ticks) * rate);
+    return std::chrono::system_clock::time_point(
+        std::chrono::system_clock::duration(anchor.nanoseconds + offset));
+  }
+  auto now = std::chrono::system_clock::now();
+  if (!calibration.usable) return now;
+  ticks = __rdtsc();
+  anchor.ticks = ticks;
+  anchor.nanoseconds = now.time_since_epoch().count();
+  auto elapsed = anchor.nanoseconds - calibration.origin.nanoseconds;
+  if (elapsed >= 20'000'000 && ticks > calibration.origin.ticks) {
+    double measured =
+        static_cast<double>(elapsed) / static_cast<double>(ticks - calibration.origin.ticks);
+    calibration.nanoseconds_per_tick.store(measured, std::memory_order_relaxed);
+    calibration.reanchor_ticks.store(static_cast<std::uint64_t>(50'000'000 / measured),
+                                     std::memory_order_relaxed);
+  }
+  return now;
+}
+#else
+std::chrono::system_clock::time_point span_clock_now() noexcept {
+  return std::chrono::system_clock::now();
+}
+#endif
 
 // ---- a per-thread pool of fixed-size blocks for span objects ----
 
@@ -161,7 +271,9 @@ class SpinLock {
 
 class NonRecordingSpan final : public Span {
  public:
-  explicit NonRecordingSpan(SpanContext context) noexcept : context_(std::move(context)) {}
+  NonRecordingSpan(const IdWords& ids, std::uint8_t flags, const std::string* trace_state) {
+    fill_context(context_, ids, flags, trace_state);
+  }
   const SpanContext& context() const noexcept override { return context_; }
   bool recording() const noexcept override { return false; }
   void set_attribute(std::string_view, AttributeValue) override {}
@@ -207,9 +319,10 @@ std::uint32_t limited_attributes(std::vector<Attribute>& out, std::vector<Attrib
 
 class RecordingSpan final : public Span {
  public:
-  RecordingSpan(std::shared_ptr<const SdkCore> core, SpanContext context, const SpanContext* parent,
-                std::string_view name, const StartOptions& options)
-      : core_(std::move(core)), context_(std::move(context)) {
+  RecordingSpan(std::shared_ptr<const SdkCore> core, const IdWords& ids, std::uint8_t flags,
+                const SpanContext* parent, std::string_view name, const StartOptions& options)
+      : core_(std::move(core)) {
+    fill_context(context_, ids, flags, parent != nullptr ? &parent->trace_state : nullptr);
     data_.name.assign(name);
     data_.kind = options.kind;
     if (parent != nullptr) {
@@ -217,7 +330,7 @@ class RecordingSpan final : public Span {
       data_.parent_remote = parent->remote;
     }
     data_.start_time = options.start_time == std::chrono::system_clock::time_point{}
-                           ? std::chrono::system_clock::now()
+                           ? span_clock_now()
                            : options.start_time;
     // Room for the start attributes plus the handful instrumentation adds later, in a
     // vector an exported span left behind when there is one.
@@ -240,7 +353,7 @@ class RecordingSpan final : public Span {
   }
 
   void add_event(std::string_view name, std::vector<Attribute> attributes) override {
-    auto now = std::chrono::system_clock::now();
+    auto now = span_clock_now();
     std::lock_guard lock(lock_);
     if (ended_.load(std::memory_order_relaxed)) return;
     if (data_.events.size() >= core_->limits.event_count) {
@@ -279,9 +392,7 @@ class RecordingSpan final : public Span {
   }
 
   void end(std::chrono::system_clock::time_point end_time) override {
-    auto now = end_time == std::chrono::system_clock::time_point{}
-                   ? std::chrono::system_clock::now()
-                   : end_time;
+    auto now = end_time == std::chrono::system_clock::time_point{} ? span_clock_now() : end_time;
     {
       std::lock_guard lock(lock_);
       if (ended_.exchange(true, std::memory_order_relaxed)) return;
@@ -511,27 +622,35 @@ std::shared_ptr<Span> SdkTracer::start_span(std::string_view name, const Context
     }
   }
 
-  SpanContext span_context;
+  IdWords ids;
+  std::uint8_t flags;
+  TraceId trace_id;  // what the sampler sees
   if (parent != nullptr) {
-    span_context.trace_id = parent->trace_id;
-    span_context.flags = parent->flags & flag_random;  // the trace id's randomness carries on
-    span_context.trace_state = parent->trace_state;
+    ids.trace_high = load_word(parent->trace_id.bytes.data());
+    ids.trace_low = load_word(parent->trace_id.bytes.data() + 8);
+    flags = parent->flags & flag_random;  // the trace id's randomness carries on
   } else {
-    span_context.trace_id = random_trace_id();
-    span_context.flags = flag_random;
+    while ((ids.trace_high | ids.trace_low) == 0) {
+      ids.trace_high = id_generator.next();
+      ids.trace_low = id_generator.next();
+    }
+    flags = flag_random;
   }
-  span_context.span_id = random_span_id();
+  store_word(trace_id.bytes.data(), ids.trace_high);
+  store_word(trace_id.bytes.data() + 8, ids.trace_low);
+  while (ids.span == 0) ids.span = id_generator.next();
 
-  SamplingParameters parameters{parent, span_context.trace_id, name, options.kind,
+  SamplingParameters parameters{parent, trace_id, name, options.kind,
                                 std::span<const Attribute>(options.attributes)};
   if (!sampler_->should_sample(parameters))
-    return std::allocate_shared<NonRecordingSpan>(PoolAllocator<NonRecordingSpan>{},
-                                                  std::move(span_context));
+    return std::allocate_shared<NonRecordingSpan>(
+        PoolAllocator<NonRecordingSpan>{}, ids, flags,
+        parent != nullptr ? &parent->trace_state : nullptr);
 
-  span_context.flags |= flag_sampled;
   sdk_counters().spans_started.fetch_add(1, std::memory_order_relaxed);
-  return std::allocate_shared<RecordingSpan>(PoolAllocator<RecordingSpan>{}, core_,
-                                             std::move(span_context), parent, name, options);
+  return std::allocate_shared<RecordingSpan>(PoolAllocator<RecordingSpan>{}, core_, ids,
+                                             static_cast<std::uint8_t>(flags | flag_sampled),
+                                             parent, name, options);
 }
 
 }  // namespace micro::trace::sdk
