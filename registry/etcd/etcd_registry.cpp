@@ -328,6 +328,7 @@ struct Settings {
   micro::etcd::ClientOptions client;
   // Endpoints, credentials and TLS files: registries with the same one share a keep-alive stream.
   std::string keeper_identity;
+  bool batched_keepalive = false;  // keepalive=batch
   milliseconds default_ttl{30s};
   std::string prefix = "/micro/registry/";
 };
@@ -348,8 +349,9 @@ class EtcdRegistry final : public micro::Registry {
  public:
   explicit EtcdRegistry(Settings settings)
       : settings_(std::move(settings)),
-        client_(std::make_shared<micro::etcd::Client>(settings_.client)),
-        keeper_(micro::etcd::LeaseKeeper::shared_for(settings_.keeper_identity, settings_.client)) {
+        client_(shared_client(settings_)),
+        keeper_(micro::etcd::LeaseKeeper::shared_for(settings_.keeper_identity, settings_.client,
+                                                     settings_.batched_keepalive)) {
     repair_thread_ = std::thread([this] { repair_loop(); });
   }
 
@@ -444,6 +446,23 @@ class EtcdRegistry final : public micro::Registry {
   }
 
  private:
+  // Registries of a process that reach the same cluster the same way (and with the same
+  // timeouts) share one client: one pool of connections, one idea of the preferred member.
+  static std::shared_ptr<micro::etcd::Client> shared_client(const Settings& settings) {
+    static std::mutex clients_mutex;
+    static std::map<std::string, std::weak_ptr<micro::etcd::Client>> clients;
+    const std::string identity = settings.keeper_identity + "\n" +
+                                 std::to_string(settings.client.dial_timeout.count()) + " " +
+                                 std::to_string(settings.client.request_timeout.count());
+    std::lock_guard lock(clients_mutex);
+    std::erase_if(clients, [](const auto& item) { return item.second.expired(); });
+    auto& slot = clients[identity];
+    if (auto existing = slot.lock()) return existing;
+    auto client = std::make_shared<micro::etcd::Client>(settings.client);
+    slot = client;
+    return client;
+  }
+
   // Until when the keep-alive stream renews a lease: for ever for a node registered with TTL
   // zero, else until the owner's next refresh is overdue.
   static Clock::time_point keep_until(milliseconds ttl, Clock::time_point owner_deadline) {
@@ -618,6 +637,11 @@ Settings settings_from(const micro::PluginArguments& arguments) {
     refuse("prefix \"" + settings.prefix + "\" must start with \"/\"");
   }
   if (!settings.prefix.ends_with('/')) settings.prefix += '/';
+  const std::string keepalive = arguments.get_string("keepalive", "stream");
+  if (keepalive != "stream" && keepalive != "batch") {
+    refuse("keepalive \"" + keepalive + "\" must be \"stream\" or \"batch\"");
+  }
+  settings.batched_keepalive = keepalive == "batch";
   if (settings.client.username.empty() != settings.client.password.empty()) {
     refuse("username and password go together: give both or neither");
   }
@@ -632,7 +656,7 @@ Settings settings_from(const micro::PluginArguments& arguments) {
                                                          arguments.get_string("tls_key")});
   }
   // Registries share a keep-alive stream only when they reach the same members the same way.
-  settings.keeper_identity = settings.client.tls ? "https" : "http";
+  settings.keeper_identity = keepalive + (settings.client.tls ? " https" : " http");
   for (const auto& endpoint : settings.client.endpoints)
     settings.keeper_identity += " " + endpoint.text();
   for (const auto& part :
@@ -654,6 +678,8 @@ const micro::PluginOption etcd_options[] = {
     {"tls_cert", "string", nullptr, "client certificate chain (PEM), with tls_key"},
     {"tls_key", "string", nullptr, "client private key (PEM), with tls_cert"},
     {"prefix", "string", "/micro/registry/", "key prefix, Go-Micro's by default"},
+    {"keepalive", "string", "stream",
+     "stream: one held-open keep-alive stream per process; batch: one request per interval"},
 };
 
 }  // namespace

@@ -21,6 +21,7 @@ struct Counters {
   std::atomic<std::uint64_t> answers{0};
   std::atomic<std::uint64_t> leases_lost{0};
   std::atomic<std::uint64_t> priming_bytes{0};
+  std::atomic<std::uint64_t> batches_sent{0};
 };
 
 Counters& counters() {
@@ -41,23 +42,25 @@ constexpr std::size_t padding_limit = 16 * 1024 * 1024;
 KeepAliveStatistics keepalive_statistics() {
   auto& counts = counters();
   return {counts.streams_opened.load(), counts.streams_open.load(), counts.keepalives_sent.load(),
-          counts.answers.load(),        counts.leases_lost.load(),  counts.priming_bytes.load()};
+          counts.answers.load(),        counts.leases_lost.load(),  counts.priming_bytes.load(),
+          counts.batches_sent.load()};
 }
 
 std::shared_ptr<LeaseKeeper> LeaseKeeper::shared_for(const std::string& identity,
-                                                     const ClientOptions& options) {
+                                                     const ClientOptions& options, bool batched) {
   static std::mutex keepers_mutex;
   static std::map<std::string, std::weak_ptr<LeaseKeeper>> keepers;
   std::lock_guard lock(keepers_mutex);
   std::erase_if(keepers, [](const auto& item) { return item.second.expired(); });
   auto& slot = keepers[identity];
   if (auto existing = slot.lock()) return existing;
-  auto keeper = std::make_shared<LeaseKeeper>(options);
+  auto keeper = std::make_shared<LeaseKeeper>(options, batched);
   slot = keeper;
   return keeper;
 }
 
-LeaseKeeper::LeaseKeeper(const ClientOptions& options) : client_(options) {}
+LeaseKeeper::LeaseKeeper(const ClientOptions& options, bool batched)
+    : client_(options), batched_(batched) {}
 
 LeaseKeeper::~LeaseKeeper() {
   {
@@ -116,7 +119,7 @@ void LeaseKeeper::run() {
     }
     lock.unlock();
     const auto started = Clock::now();
-    const bool finished = follow_stream();
+    const bool finished = batched_ || started < batched_until_ ? send_batches() : follow_stream();
     lock.lock();
     if (finished) {
       backoff = 50ms;
@@ -159,6 +162,55 @@ std::string LeaseKeeper::handle_answer(const nlohmann::json& message,
   }
   if (listener) listener(lease, ttl);
   return {};
+}
+
+std::optional<std::vector<std::int64_t>> LeaseKeeper::due_leases(
+    const std::map<std::int64_t, Clock::time_point>& in_flight, Clock::time_point& next_wake) {
+  std::vector<std::int64_t> due;
+  const auto now = Clock::now();
+  std::lock_guard lock(mutex_);
+  // The stream closes with the last lease (and when the keeper stops).
+  if (stopping_ || leases_.empty()) return std::nullopt;
+  for (auto& [lease, entry] : leases_) {
+    // Keep-alives pause while the owner stopped refreshing (the node then expires).
+    if (entry.keep_until <= now || in_flight.contains(lease)) continue;
+    if (entry.next_due <= now) {
+      due.push_back(lease);
+    } else {
+      next_wake = std::min(next_wake, entry.next_due);
+    }
+  }
+  return due;
+}
+
+bool LeaseKeeper::send_batches() {
+  std::unique_ptr<HttpConnection> connection;  // kept across batches
+  const std::map<std::int64_t, Clock::time_point> none_in_flight;
+  while (true) {
+    auto next_wake = Clock::now() + 1s;
+    const auto due = due_leases(none_in_flight, next_wake);
+    if (!due) return true;
+    if (!due->empty()) {
+      std::string body;
+      for (const auto lease : *due) body += "{\"ID\":\"" + std::to_string(lease) + "\"}\n";
+      try {
+        // call_raw fails over across endpoints itself, within request_timeout.
+        std::string answer = client_.call_raw("/v3/lease/keepalive", body, &connection);
+        ++counters().batches_sent;
+        counters().keepalives_sent += due->size();
+        answer += '\n';
+        std::map<std::int64_t, Clock::time_point> answered;
+        for (const auto& message : take_json_lines(answer)) {
+          const auto error = handle_answer(message, answered);
+          if (!error.empty()) return false;
+        }
+      } catch (const std::exception&) {
+        return false;
+      }
+    }
+    std::unique_lock lock(mutex_);
+    wake_.wait_until(lock, next_wake, [&] { return stopping_; });
+  }
 }
 
 bool LeaseKeeper::follow_stream() {
@@ -234,6 +286,9 @@ bool LeaseKeeper::follow_stream() {
         if (stopping_) return true;
       }
       if (Clock::now() > priming_deadline || padded >= padding_limit) {
+        // This server (or a proxy before it) holds answers until the request ends: batch for
+        // a while instead, then try a stream again.
+        batched_until_ = Clock::now() + 60s;
         throw TransportError("etcd at " + address.text() +
                              " did not start answering the keep-alive stream after " +
                              std::to_string(padded / 1024) + " KiB");
@@ -251,23 +306,10 @@ bool LeaseKeeper::follow_stream() {
     }
 
     while (true) {
-      std::vector<std::int64_t> due;
-      auto now = Clock::now();
-      auto next_wake = now + 1s;
-      {
-        std::lock_guard lock(mutex_);
-        // The stream closes with the last lease (and when the keeper stops).
-        if (stopping_ || leases_.empty()) break;
-        for (auto& [lease, entry] : leases_) {
-          // Keep-alives pause while the owner stopped refreshing (the node then expires).
-          if (entry.keep_until <= now || in_flight.contains(lease)) continue;
-          if (entry.next_due <= now) {
-            due.push_back(lease);
-          } else {
-            next_wake = std::min(next_wake, entry.next_due);
-          }
-        }
-      }
+      auto next_wake = Clock::now() + 1s;
+      const auto due_now = due_leases(in_flight, next_wake);
+      if (!due_now) break;
+      const auto& due = *due_now;
       for (const auto lease : due) {
         connection.send_chunk("{\"ID\":\"" + std::to_string(lease) + "\"}\n",
                               options.request_timeout);
@@ -275,7 +317,7 @@ bool LeaseKeeper::follow_stream() {
         ++counters().keepalives_sent;
       }
       if (!broken.empty()) throw TransportError(broken);
-      now = Clock::now();
+      const auto now = Clock::now();
       for (const auto& [lease, sent] : in_flight) {
         // The member stopped answering without closing the connection (lost its leader, hung).
         if (now - sent > options.request_timeout) {

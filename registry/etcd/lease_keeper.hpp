@@ -11,8 +11,10 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <thread>
+#include <vector>
 
 #include "etcd_client.hpp"
 
@@ -27,6 +29,7 @@ struct KeepAliveStatistics {
   std::uint64_t answers = 0;          // answers matched to a lease
   std::uint64_t leases_lost = 0;      // answers saying etcd no longer knows the lease
   std::uint64_t priming_bytes = 0;    // padding sent to open streams (see README)
+  std::uint64_t batches_sent = 0;     // batched keep-alive requests (keepalive=batch)
 };
 KeepAliveStatistics keepalive_statistics();
 
@@ -41,9 +44,11 @@ class LeaseKeeper {
   // The keeper shared by every registry in this process whose `identity` (endpoints,
   // credentials, TLS files) is the same; made on first use, gone with its last owner.
   static std::shared_ptr<LeaseKeeper> shared_for(const std::string& identity,
-                                                 const ClientOptions& options);
+                                                 const ClientOptions& options, bool batched);
 
-  explicit LeaseKeeper(const ClientOptions& options);
+  // `batched`: no stream; every interval, one POST carries all due leases of the process (for
+  // servers or proxies that do not answer before the request body ends).
+  LeaseKeeper(const ClientOptions& options, bool batched);
   ~LeaseKeeper();
   LeaseKeeper(const LeaseKeeper&) = delete;
   LeaseKeeper& operator=(const LeaseKeeper&) = delete;
@@ -72,11 +77,20 @@ class LeaseKeeper {
   // One stream from connect to its end: true when it ended because nothing is left to keep
   // alive (or the keeper stops), false when it broke (the next endpoint is tried).
   bool follow_stream();
+  // The batched alternative, with the same meaning of the result.
+  bool send_batches();
+  // The leases due now (not in `in_flight`); `next_wake` becomes when the next one is due.
+  // nullopt when nothing is left to keep alive or the keeper stops. Takes the mutex.
+  std::optional<std::vector<std::int64_t>> due_leases(
+      const std::map<std::int64_t, Clock::time_point>& in_flight, Clock::time_point& next_wake);
   // Handles one answer line; returns an error text when the stream reported a failure.
   std::string handle_answer(const nlohmann::json& message,
                             std::map<std::int64_t, Clock::time_point>& in_flight);
 
   Client client_;
+  const bool batched_;
+  // After a server would not answer a stream, batches are used until then.
+  Clock::time_point batched_until_;
   std::mutex mutex_;  // guards everything below
   std::condition_variable wake_;
   bool stopping_ = false;

@@ -410,6 +410,7 @@ struct KeepAliveStatistics {
   std::uint64_t answers = 0;
   std::uint64_t leases_lost = 0;
   std::uint64_t priming_bytes = 0;
+  std::uint64_t batches_sent = 0;
 };
 
 // Read from the plugin (loaded first if no etcd registry was made yet).

@@ -1,7 +1,8 @@
 // The process-wide lease keep-alive stream against a real etcd: 50 registry objects keep their
 // nodes alive past several TTLs over one stream (and open no other connection meanwhile); the
 // stream closes with the last lease; a member killed under the stream moves it to the next
-// endpoint without losing a lease; a lease revoked on the server makes its node re-register.
+// endpoint without losing a lease; a lease revoked on the server makes its node re-register;
+// keepalive=batch (one request per interval for the whole process) keeps leases alive too.
 #include <doctest/doctest.h>
 
 #include <map>
@@ -83,6 +84,8 @@ TEST_CASE("etcd keep-alive: 50 registries share one stream and keep 100 leases p
   CHECK(after.streams_opened - before.streams_opened <= 1);  // opened with the first lease
   CHECK(after.leases_lost == before.leases_lost);
   CHECK(etcd_test::connections_to(etcd.member(0).client_port()) <= connections);
+  // The registries share their call client too: the stream and one pooled connection.
+  CHECK(connections <= 2);
   // Every node is still there under the lease it was first put with.
   CHECK(key_revisions(etcd, prefix) == revisions);
   auto reader = make_registry(etcd.address(), {{"prefix", prefix}});
@@ -152,4 +155,43 @@ TEST_CASE("etcd keep-alive: a lease revoked on the server makes its node re-regi
       10s));
   CHECK(keepalive_statistics().leases_lost > before.leases_lost);
   CHECK(node_count(*registry, "revoked") == 1);
+}
+
+TEST_CASE("etcd keep-alive: keepalive=batch sends one request per interval for every registry") {
+  EtcdCluster etcd;
+  const std::string prefix = etcd_test::unique_prefix();
+  const etcd_test::Options options = {{"ttl", "2s"}, {"prefix", prefix}, {"keepalive", "batch"}};
+  std::vector<std::shared_ptr<micro::Registry>> registries;
+  for (int index = 0; index < 5; ++index) {
+    registries.push_back(make_registry(etcd.address(), options));
+    const std::string id = std::to_string(index);
+    registries.back()->register_service(
+        make_service("batched" + id, "1", {"node-" + id + "-a", "node-" + id + "-b"}), {});
+  }
+  const auto before = keepalive_statistics();
+  const auto revisions = key_revisions(etcd, prefix);
+  REQUIRE(revisions.size() == 10);
+  REQUIRE(wait_for_answers(before.answers, 10 * 10, 30s));  // past three TTLs
+  const auto after = keepalive_statistics();
+  CHECK(after.streams_opened == before.streams_opened);
+  // Leases granted at slightly different times fall due in different batches, but a batch
+  // carries several: fewer requests than lease IDs sent.
+  CHECK(after.batches_sent > before.batches_sent);
+  CHECK(after.batches_sent - before.batches_sent < after.keepalives_sent - before.keepalives_sent);
+  CHECK(after.leases_lost == before.leases_lost);
+  CHECK(key_revisions(etcd, prefix) == revisions);
+
+  // A lease etcd forgot is noticed by the next batch too.
+  const std::int64_t lease = revisions.begin()->second.second;
+  char hexadecimal[32];
+  std::snprintf(hexadecimal, sizeof(hexadecimal), "%llx", static_cast<unsigned long long>(lease));
+  const std::string revoked = etcd.etcdctl(std::string("lease revoke ") + hexadecimal);
+  INFO(revoked);
+  CHECK(wait_until(
+      [&] {
+        const auto now = key_revisions(etcd, prefix);
+        return now.size() == 10 && now.begin()->second.second != 0 &&
+               now.begin()->second.second != lease;
+      },
+      10s));
 }

@@ -53,6 +53,8 @@ TEST_CASE("etcd registry: malformed addresses and options are refused with what 
                   "ttl must be at least 1s (etcd leases count seconds)"));
   CHECK(ends_with(creation_error("127.0.0.1:2379", {{"request_timeout", "0s"}}),
                   "request_timeout must be positive"));
+  CHECK(ends_with(creation_error("127.0.0.1:2379", {{"keepalive", "sometimes"}}),
+                  "keepalive \"sometimes\" must be \"stream\" or \"batch\""));
   // The loader itself refuses unknown options and ill-typed values.
   CHECK_THROWS_AS(make_registry("127.0.0.1:2379", {{"ttl", "soon"}}), micro::Exception);
   CHECK_THROWS_AS(make_registry("127.0.0.1:2379", {{"endpoints", "x"}}), micro::Exception);
