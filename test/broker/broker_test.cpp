@@ -19,9 +19,14 @@
 #include <micro/plugin.hpp>
 #include <micro/runtime.hpp>
 
+#include "broker/broker_test_support.hpp"
 #include "broker/nats/nats_server.hpp"
 
 using namespace std::chrono_literals;
+
+using broker_test::Counter;
+using broker_test::message_on;
+using broker_test::wait_until;
 
 namespace {
 
@@ -35,16 +40,6 @@ struct BrokerUnderTest {
 
 const std::vector<BrokerUnderTest> brokers_under_test =
     micro_test::with_nats_broker<BrokerUnderTest>({{"memory", "", {}}});
-
-// Polls `condition` until it holds or `limit` passes; returns whether it held.
-bool wait_until(const std::function<bool()>& condition, std::chrono::milliseconds limit = 10s) {
-  auto deadline = std::chrono::steady_clock::now() + limit;
-  while (!condition()) {
-    if (std::chrono::steady_clock::now() >= deadline) return false;
-    std::this_thread::sleep_for(1ms);
-  }
-  return true;
-}
 
 struct BrokerFixture {
   explicit BrokerFixture(const BrokerUnderTest& under_test) {
@@ -71,23 +66,6 @@ void for_each_broker(const std::function<void(micro::Broker&)>& body) {
     body(*fixture.broker);
   }
 }
-
-micro::Message message_on(std::string topic, std::string body) {
-  micro::Message message;
-  message.topic = std::move(topic);
-  message.body = std::move(body);
-  return message;
-}
-
-// Counts deliveries, thread-safely.
-struct Counter {
-  std::atomic<int> count{0};
-  micro::MessageHandler handler() {
-    return [this](micro::Message&) {
-      count.fetch_add(1);
-    };
-  }
-};
 
 }  // namespace
 

@@ -3,6 +3,7 @@
 
 #include <functional>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <string_view>
 
@@ -50,6 +51,45 @@ class Broker : public PluginObject {
                                                   const SubscribeOptions& options = {}) = 0;
   // Where handler failures go; the default logs to stderr.
   virtual void set_error_handler(std::function<void(const Message&, std::string_view)> handler) = 0;
+};
+
+// ---- helpers every broker plugin shares ----
+
+// What a topic is checked for: a topic published to may not contain wildcards.
+enum class TopicUse { publish, subscribe };
+
+// Checks a topic as NATS checks a subject, so a topic valid on one broker is valid on all:
+// not empty, tokens separated by '.' and none empty, no whitespace (it would break a wire
+// protocol line), '>' only as the last token, and no wildcard ('*' or '>' as a whole token)
+// when publishing. Throws micro::Exception (400) with `error_id` as the Error's id, and a
+// detail naming the topic and the problem, e.g. "topic 'a..b' has an empty token".
+void validate_topic(std::string_view topic, TopicUse use, std::string_view error_id);
+
+// Where a broker's delivery failures go: holds what set_error_handler was given and calls it
+// when a subscriber's handler throws. Without a handler (or with an empty one) a failure is a
+// line on stderr: "[micro] broker <broker_name>: handler for topic '<topic>' failed: <what>".
+// Every member may be called from any thread at once; the error handler itself may run on
+// several delivery threads concurrently.
+class BrokerErrorReporter {
+ public:
+  using ErrorHandler = std::function<void(const Message&, std::string_view)>;
+
+  explicit BrokerErrorReporter(std::string broker_name);
+
+  void set_handler(ErrorHandler handler);
+
+  // Calls the error handler with `message` and `what`. An error handler that throws has
+  // nowhere to report to: its exception is swallowed.
+  void report(const Message& message, std::string_view what) const noexcept;
+
+  // Calls `handler` with `message`; an exception it throws is reported (its what(), or
+  // "unknown exception" for anything not derived from std::exception) and goes no further.
+  void deliver(const MessageHandler& handler, Message& message) const noexcept;
+
+ private:
+  std::string broker_name_;
+  mutable std::mutex mutex_;  // guards handler_; held only to copy the pointer
+  std::shared_ptr<const ErrorHandler> handler_;
 };
 
 }  // namespace micro

@@ -1,0 +1,84 @@
+// Helpers every broker plugin shares (declared in <micro/broker.hpp>): the topic syntax
+// check and the dispatch of delivery failures to the error handler.
+#include <micro/broker.hpp>
+
+#include <cstdio>
+#include <exception>
+#include <utility>
+
+#include <micro/error.hpp>
+
+namespace micro {
+
+namespace {
+
+[[noreturn]] void refuse_topic(std::string_view error_id, std::string detail) {
+  throw Exception(bad_request(std::string(error_id), std::move(detail)));
+}
+
+}  // namespace
+
+void validate_topic(std::string_view topic, TopicUse use, std::string_view error_id) {
+  if (topic.empty()) refuse_topic(error_id, "topic is empty");
+  // One pass over the tokens; the checks run in the order the messages are documented in,
+  // so a topic with several problems always names the same one.
+  std::size_t start = 0;
+  while (true) {
+    std::size_t dot = topic.find('.', start);
+    bool last = dot == std::string_view::npos;
+    std::string_view token = topic.substr(start, last ? std::string_view::npos : dot - start);
+    if (token.empty())
+      refuse_topic(error_id, "topic '" + std::string(topic) + "' has an empty token");
+    if (token.find_first_of(" \t\r\n") != std::string_view::npos)
+      refuse_topic(error_id, "topic '" + std::string(topic) + "' contains whitespace");
+    bool wildcard = token == "*" || token == ">";
+    if (wildcard && use == TopicUse::publish)
+      refuse_topic(error_id,
+                   "cannot publish to '" + std::string(topic) + "': it contains a wildcard");
+    if (token == ">" && !last)
+      refuse_topic(error_id, "topic '" + std::string(topic) + "': '>' must be the last token");
+    if (last) return;
+    start = dot + 1;
+  }
+}
+
+BrokerErrorReporter::BrokerErrorReporter(std::string broker_name)
+    : broker_name_(std::move(broker_name)) {}
+
+void BrokerErrorReporter::set_handler(ErrorHandler handler) {
+  // Built outside the lock: a report in progress keeps the old handler alive meanwhile.
+  auto shared = std::make_shared<const ErrorHandler>(std::move(handler));
+  std::lock_guard lock(mutex_);
+  handler_ = std::move(shared);
+}
+
+void BrokerErrorReporter::report(const Message& message, std::string_view what) const noexcept {
+  std::shared_ptr<const ErrorHandler> handler;
+  {
+    std::lock_guard lock(mutex_);
+    handler = handler_;
+  }
+  try {
+    if (handler && *handler) {
+      (*handler)(message, what);
+      return;
+    }
+    std::string line = "[micro] broker " + broker_name_ + ": handler for topic '" + message.topic +
+                       "' failed: " + std::string(what) + "\n";
+    std::fwrite(line.data(), 1, line.size(), stderr);
+  } catch (...) {
+    // An error handler that throws (or a line that cannot be built) has nowhere to go.
+  }
+}
+
+void BrokerErrorReporter::deliver(const MessageHandler& handler, Message& message) const noexcept {
+  try {
+    handler(message);
+  } catch (const std::exception& error) {
+    report(message, error.what());
+  } catch (...) {
+    report(message, "unknown exception");
+  }
+}
+
+}  // namespace micro
