@@ -15,10 +15,12 @@
 #include <dlfcn.h>
 
 #include <atomic>
+#include <cerrno>
 #include <chrono>
 #include <condition_variable>
 #include <cstdint>
 #include <cstdio>
+#include <cstring>
 #include <functional>
 #include <memory>
 #include <mutex>
@@ -41,7 +43,6 @@ namespace {
 
 using micro::Message;
 using micro::MessageHandler;
-using ErrorHandler = std::function<void(const Message&, std::string_view)>;
 
 constexpr const char* error_id = "micro.broker.nats";
 
@@ -56,30 +57,6 @@ constexpr const char* error_id = "micro.broker.nats";
 void log_line(const std::string& text) {
   std::string line = "[micro] broker nats: " + text + "\n";
   std::fwrite(line.data(), 1, line.size(), stderr);
-}
-
-// ---- topics (NATS subjects) ----
-
-// Checks a topic as NATS does: non-empty tokens, '>' only as the last token, no wildcard in
-// a topic that is published to, no whitespace (it would break the protocol line).
-void validate_topic(std::string_view topic, bool publishing) {
-  if (topic.empty()) throw_bad_request("topic is empty");
-  std::size_t start = 0;
-  while (true) {
-    std::size_t dot = topic.find('.', start);
-    std::string_view token =
-        topic.substr(start, dot == std::string_view::npos ? std::string_view::npos : dot - start);
-    if (token.empty()) throw_bad_request("topic '" + std::string(topic) + "' has an empty token");
-    if (token.find_first_of(" \t\r\n") != std::string_view::npos)
-      throw_bad_request("topic '" + std::string(topic) + "' contains whitespace");
-    bool wildcard = token == "*" || token == ">";
-    if (wildcard && publishing)
-      throw_bad_request("cannot publish to '" + std::string(topic) + "': it contains a wildcard");
-    if (token == ">" && dot != std::string_view::npos)
-      throw_bad_request("topic '" + std::string(topic) + "': '>' must be the last token");
-    if (dot == std::string_view::npos) return;
-    start = dot + 1;
-  }
 }
 
 // ---- address: "host:port,host:port" → NATS URLs ----
@@ -330,6 +307,48 @@ Settings read_settings(const micro::PluginArguments& arguments) {
   return settings;
 }
 
+// Fails with 400 naming the option when `path` cannot be opened for reading: the C client
+// would only say "(null)".
+void require_readable(const char* option, const std::string& path) {
+  if (FILE* file = std::fopen(path.c_str(), "r")) {
+    std::fclose(file);
+    return;
+  }
+  int error_number = errno;
+  throw_bad_request(std::string(option) + " '" + path +
+                    "': cannot read the file: " + std::strerror(error_number));
+}
+
+// What a failed TLS connection most likely means, from the settings and the C client's text
+// (OpenSSL's reason is in it), as a sentence to append to the error.
+std::string tls_hint(const Settings& settings, natsStatus status, const std::string& detail) {
+  auto says = [&](const char* part) {
+    return detail.find(part) != std::string::npos;
+  };
+  // With TLS 1.3 a server refuses a client certificate after the handshake: the client then
+  // sees the connection close where it expected the server's first PONG.
+  if (status == NATS_PROTOCOL_ERROR || status == NATS_CONNECTION_CLOSED)
+    return "; the server closed the connection after TLS set-up: it may demand a client "
+           "certificate (none given, or not signed by a CA the server trusts; see tls_cert and "
+           "tls_key)";
+  if (says("alert"))
+    return "; the server refused this client's TLS certificate: none given, or not signed by a "
+           "CA the server trusts (see tls_cert and tls_key)";
+  bool verification = says("certificate verify failed") || says("local issuer") ||
+                      says("self-signed") || says("self signed") || says("hostname mismatch") ||
+                      says("IP address mismatch");
+  if (!settings.tls)
+    return "; the server requires TLS: set tls_ca to the CA that signed its certificate (or tls "
+           "to true if this system's CAs trust it)";
+  if (verification && !settings.tls_ca.empty())
+    return "; the server's TLS certificate was not accepted: is it signed by a CA in tls_ca (" +
+           settings.tls_ca + ") and issued for the address connected to?";
+  if (verification)
+    return "; the server's TLS certificate was not accepted: it is not signed by a CA this "
+           "system trusts; set tls_ca to the CA that signed it";
+  return "; TLS could not be set up with this server";
+}
+
 std::string status_text(natsStatus status) {
   std::string text = natsStatus_GetText(status);
   natsStatus last = NATS_OK;
@@ -415,30 +434,12 @@ struct Core {
   std::mutex subscriptions_mutex;
   std::vector<std::shared_ptr<SubscriptionState>> subscriptions;
 
-  std::mutex error_mutex;
-  std::shared_ptr<const ErrorHandler> error_handler;
+  micro::BrokerErrorReporter errors{"nats"};
 
   // natsSubscriptions whose last callback has not finished yet (see on_complete).
   std::atomic<int> live_bindings{0};
   std::mutex bindings_mutex;
   std::condition_variable bindings_done;
-
-  void report_error(const Message& message, std::string_view what) {
-    std::shared_ptr<const ErrorHandler> handler;
-    {
-      std::lock_guard lock(error_mutex);
-      handler = error_handler;
-    }
-    if (handler && *handler) {
-      try {
-        (*handler)(message, what);
-      } catch (...) {
-        // An error handler that throws has nowhere to report to.
-      }
-      return;
-    }
-    log_line("handler for topic '" + message.topic + "' failed: " + std::string(what));
-  }
 };
 
 // What the C client's callbacks get as closure: keeps the state alive until the
@@ -490,13 +491,7 @@ void on_message(natsConnection*, natsSubscription*, natsMsg* raw, void* closure)
   Message message = to_message(raw);
   natsMsg_Destroy(raw);
   state.delivering_thread.store(std::this_thread::get_id());
-  try {
-    state.handler(message);
-  } catch (const std::exception& error) {
-    binding->core->report_error(message, error.what());
-  } catch (...) {
-    binding->core->report_error(message, "unknown exception");
-  }
+  binding->core->errors.deliver(state.handler, message);
   state.delivering_thread.store(std::thread::id{});
 }
 
@@ -554,7 +549,7 @@ void on_async_error(natsConnection*, natsSubscription* subscription, natsStatus 
   std::string what = std::string("nats: ") + natsStatus_GetText(status);
   if (status == NATS_SLOW_CONSUMER)
     what += ": messages were dropped because the handler fell behind";
-  core->report_error(message, what);
+  core->errors.report(message, what);
 }
 
 class NatsSubscription : public micro::Subscription {
@@ -678,7 +673,7 @@ class NatsBroker : public micro::Broker {
   }
 
   void publish(const Message& message) override {
-    validate_topic(message.topic, true);
+    micro::validate_topic(message.topic, micro::TopicUse::publish, error_id);
     std::shared_lock lock(core_->connection_mutex);
     natsConnection* connection = core_->connection;
     if (!connection) throw_unavailable("broker is not connected");
@@ -710,7 +705,7 @@ class NatsBroker : public micro::Broker {
   std::shared_ptr<micro::Subscription> subscribe(
       std::string topic, MessageHandler handler,
       const micro::SubscribeOptions& options = {}) override {
-    validate_topic(topic, false);
+    micro::validate_topic(topic, micro::TopicUse::subscribe, error_id);
     if (!handler) throw_bad_request("handler is empty");
     if (options.queue.find_first_of(" \t\r\n") != std::string::npos)
       throw_bad_request("queue '" + options.queue + "' contains whitespace");
@@ -732,9 +727,7 @@ class NatsBroker : public micro::Broker {
   }
 
   void set_error_handler(std::function<void(const Message&, std::string_view)> handler) override {
-    auto shared = std::make_shared<const ErrorHandler>(std::move(handler));
-    std::lock_guard lock(core_->error_mutex);
-    core_->error_handler = std::move(shared);
+    core_->errors.set_handler(std::move(handler));
   }
 
  private:
@@ -780,12 +773,19 @@ class NatsBroker : public micro::Broker {
       check(natsOptions_SetToken(options, settings.token.c_str()), "token");
     if (settings.tls) {
       check(natsOptions_SetSecure(options, true), "tls");
-      if (!settings.tls_ca.empty())
-        check(natsOptions_LoadCATrustedCertificates(options, settings.tls_ca.c_str()), "tls_ca");
-      if (!settings.tls_cert.empty())
+      if (!settings.tls_ca.empty()) {
+        require_readable("tls_ca", settings.tls_ca);
+        check(natsOptions_LoadCATrustedCertificates(options, settings.tls_ca.c_str()),
+              ("tls_ca '" + settings.tls_ca + "'").c_str());
+      }
+      if (!settings.tls_cert.empty()) {
+        require_readable("tls_cert", settings.tls_cert);
+        require_readable("tls_key", settings.tls_key);
         check(natsOptions_LoadCertificatesChain(options, settings.tls_cert.c_str(),
                                                 settings.tls_key.c_str()),
-              "tls_cert/tls_key");
+              ("tls_cert '" + settings.tls_cert + "' with tls_key '" + settings.tls_key + "'")
+                  .c_str());
+      }
     }
     check(natsOptions_SetTimeout(options, settings.connect_timeout.count()), "connect_timeout");
     check(natsOptions_SetReconnectWait(options, settings.reconnect_wait.count()), "reconnect_wait");
@@ -809,6 +809,9 @@ class NatsBroker : public micro::Broker {
       std::string servers_text;
       for (const auto& url : settings.urls) servers_text += (servers_text.empty() ? "" : ",") + url;
       std::string detail = "cannot connect to " + servers_text + ": " + status_text(status);
+      if (status == NATS_SSL_ERROR || status == NATS_SECURE_CONNECTION_REQUIRED ||
+          (settings.tls && (status == NATS_PROTOCOL_ERROR || status == NATS_CONNECTION_CLOSED)))
+        detail += tls_hint(settings, status, detail);
       if (status == NATS_CONNECTION_AUTH_FAILED || status == NATS_NOT_PERMITTED)
         throw micro::Exception(micro::Error(error_id, micro::ErrorCode::unauthorized, detail));
       throw_unavailable(detail);

@@ -25,21 +25,17 @@
 #include <micro/error.hpp>
 #include <micro/plugin.hpp>
 
+#include "broker/broker_test_support.hpp"
 #include "broker/nats/nats_server.hpp"
 
 using namespace std::chrono_literals;
 using Options = std::vector<std::pair<std::string, std::string>>;
 
-namespace {
+using broker_test::Counter;
+using broker_test::message_on;
+using broker_test::wait_until;
 
-bool wait_until(const std::function<bool()>& condition, std::chrono::milliseconds limit = 10s) {
-  auto deadline = std::chrono::steady_clock::now() + limit;
-  while (!condition()) {
-    if (std::chrono::steady_clock::now() >= deadline) return false;
-    std::this_thread::sleep_for(1ms);
-  }
-  return true;
-}
+namespace {
 
 std::shared_ptr<micro::Broker> make_broker(const std::string& address,
                                            const Options& options = {}) {
@@ -54,22 +50,6 @@ std::shared_ptr<micro::Broker> connected_broker(const std::string& address,
   broker->connect();
   return broker;
 }
-
-micro::Message message_on(std::string topic, std::string body) {
-  micro::Message message;
-  message.topic = std::move(topic);
-  message.body = std::move(body);
-  return message;
-}
-
-struct Counter {
-  std::atomic<int> count{0};
-  micro::MessageHandler handler() {
-    return [this](micro::Message&) {
-      count.fetch_add(1);
-    };
-  }
-};
 
 // Collects delivered messages, thread-safely.
 struct Inbox {
