@@ -2,16 +2,22 @@
 //
 // Shape of the hot path: the subscriber table is immutable and swapped whole on every
 // subscribe/unsubscribe (copy-on-write), so publish only loads a shared_ptr snapshot and
-// never takes an exclusive lock. A published message is copied once into a shared,
-// immutable block and appended to each recipient's own queue; one task per subscription,
-// posted to the executor only when its queue goes from idle to busy, drains the queue in
-// order (so per-subscription order holds without a strand, and a burst costs one post, not
-// one per message). Each delivery copies the message there, off the publisher's stack — the
-// single-recipient case moves it instead.
+// never takes an exclusive lock. Each subscription has its own queue; one task per
+// subscription, posted to the executor only when its queue goes from idle to busy, drains it
+// in order (so per-subscription order holds without a strand, and a burst costs one post, not
+// one per message).
+//
+// Per message the publisher takes the recipient queue's lock once (a short critical section;
+// the drain task takes it once per batch) and copies the message: for one recipient straight
+// into a queue slot used before, so the strings reuse their storage and a steady stream
+// allocates nothing; for several, once into a shared block that each delivery copies (the
+// last one moves) on its own thread. The drain task holds no lock while handlers run, and
+// moves the counters that unsubscribe and disconnect wait on once per batch.
 //
 // Topics are NATS subjects: tokens separated by '.', '*' matches one token and '>' the
 // rest (one or more tokens). Queue groups are per (subscribed pattern, queue name): each
 // message goes to exactly one member of each group, round robin across its members.
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
@@ -44,8 +50,6 @@ using micro::MessageHandler;
 
 constexpr const char* error_id = "micro.broker.memory";
 
-using ErrorHandler = std::function<void(const Message&, std::string_view)>;
-
 // Splits "a.b.c" into its tokens without copying.
 std::vector<std::string_view> split_tokens(std::string_view subject) {
   std::vector<std::string_view> tokens;
@@ -67,26 +71,6 @@ bool has_wildcard(std::string_view subject) {
   return false;
 }
 
-// Checks a topic as NATS does: non-empty tokens, '>' only as the last token, and no
-// wildcard at all in a topic that is published to.
-void validate_topic(std::string_view topic, bool publishing) {
-  if (topic.empty()) throw micro::Exception(micro::bad_request(error_id, "topic is empty"));
-  std::vector<std::string_view> tokens = split_tokens(topic);
-  for (std::size_t i = 0; i < tokens.size(); ++i) {
-    std::string_view token = tokens[i];
-    if (token.empty())
-      throw micro::Exception(
-          micro::bad_request(error_id, "topic '" + std::string(topic) + "' has an empty token"));
-    bool wildcard = token == "*" || token == ">";
-    if (wildcard && publishing)
-      throw micro::Exception(micro::bad_request(
-          error_id, "cannot publish to '" + std::string(topic) + "': it contains a wildcard"));
-    if (token == ">" && i + 1 != tokens.size())
-      throw micro::Exception(micro::bad_request(
-          error_id, "topic '" + std::string(topic) + "': '>' must be the last token"));
-  }
-}
-
 // Does `subject` (no wildcards) match `pattern` (pre-split tokens)?
 bool matches(const std::vector<std::string>& pattern, std::string_view subject) {
   std::size_t index = 0;
@@ -105,15 +89,87 @@ bool matches(const std::vector<std::string>& pattern, std::string_view subject) 
   }
 }
 
-// The message as published, shared by all its deliveries. `readers` counts deliveries
-// that have not finished reading it: one that finds itself the only reader left moves
-// the message instead of copying it (always so for a single recipient).
+// The message as published, shared by the deliveries of a message with several recipients.
+// `readers` counts deliveries that have not finished reading it: one that finds itself the
+// only reader left moves the message instead of copying it.
 struct SharedMessage {
   Message message;
   std::atomic<std::size_t> readers;
 };
 
-struct Core;
+// One queued delivery: the recipient's own copy of the message (`message`), or, for a
+// message with several recipients, the copy they share (`shared`), which the delivery
+// copies into `message` off the publisher's thread.
+struct Delivery {
+  Message message;
+  std::shared_ptr<SharedMessage> shared;
+};
+
+// A subscription's deliveries, oldest first, in slots that outlive their deliveries: a new
+// delivery is copied over a slot used before, so its strings reuse their storage and a
+// steady stream of messages allocates nothing. What is kept for reuse is bounded: while the
+// subscription is busy, up to what its recent batches really used (capped per slot and in
+// slots), and once it goes idle, a few slots, so a burst does not pin its memory for good.
+class DeliveryQueue {
+ public:
+  bool empty() const noexcept { return used_ == 0; }
+  std::size_t size() const noexcept { return used_; }
+  Delivery* begin() noexcept { return slots_.data(); }
+  Delivery* end() noexcept { return slots_.data() + used_; }
+
+  // The next slot, holding whatever an earlier delivery left in it (its storage to reuse).
+  Delivery& push() {
+    if (used_ == slots_.size()) slots_.emplace_back();
+    return slots_[used_++];
+  }
+
+  // Forgets the slot push() returned last.
+  void pop() noexcept { --used_; }
+
+  void swap(DeliveryQueue& other) noexcept {
+    slots_.swap(other.slots_);
+    std::swap(used_, other.used_);
+  }
+
+  // Empties the queue after its deliveries ran (cost: the deliveries, not the slots kept):
+  // drops shared references at once and keeps the busy retention.
+  void recycle() {
+    for (std::size_t index = 0; index < used_; ++index) {
+      Delivery& delivery = slots_[index];
+      delivery.shared.reset();
+      if (index >= busy_slots || storage_of(delivery.message) > bytes_per_slot)
+        delivery.message = Message();
+    }
+    used_ = 0;
+    shrink_to(busy_slots);
+  }
+
+  // Whether the queue keeps more slots than an idle subscription should.
+  bool above_idle_retention() const noexcept { return slots_.size() > idle_slots; }
+
+ private:
+  // Slots kept for reuse, and the message storage a kept slot may hold. While busy a backlog
+  // of small messages keeps being served without allocating; an idle subscription keeps at
+  // most 2 queues x 64 slots x 2 KiB.
+  static constexpr std::size_t busy_slots = 65536;
+  static constexpr std::size_t bytes_per_slot = 2048;
+  static constexpr std::size_t idle_slots = 64;
+
+  static std::size_t storage_of(const Message& message) noexcept {
+    std::size_t bytes = message.topic.capacity() + message.body.capacity();
+    for (const auto& [key, value] : message.headers) bytes += key.capacity() + value.capacity();
+    return bytes;
+  }
+
+  void shrink_to(std::size_t slot_count) {
+    if (slots_.size() <= slot_count) return;
+    slots_.resize(slot_count);
+    slots_.shrink_to_fit();
+  }
+
+  std::vector<Delivery> slots_;
+  std::size_t used_ = 0;
+};
 
 // One subscription's state. The table and the user's handle share it.
 struct Subscriber {
@@ -132,13 +188,15 @@ struct Subscriber {
   // Deliveries waiting for this subscription, oldest first. `scheduled` is true while a
   // drain task is posted or running: at most one exists, which is what keeps the order.
   std::mutex queue_mutex;
-  std::vector<std::shared_ptr<SharedMessage>> waiting;
+  DeliveryQueue waiting;
   bool scheduled = false;
-  // Touched only by the drain task: the batch being delivered, kept to reuse its storage.
-  std::vector<std::shared_ptr<SharedMessage>> batch;
+  // Touched only by the drain task: the batch being delivered. The two queues swap roles
+  // batch by batch, so both keep their slots for reuse.
+  DeliveryQueue batch;
 
-  // Dekker-style pairing with unsubscribe: a delivery raises in_flight before it checks
-  // active, unsubscribe clears active before it waits for in_flight to reach zero.
+  // Dekker-style pairing with unsubscribe: a batch of deliveries raises in_flight before it
+  // checks active (per delivery), unsubscribe clears active before it waits for in_flight to
+  // reach zero.
   std::atomic<bool> active{true};
   std::atomic<int> in_flight{0};
   std::mutex mutex;
@@ -148,6 +206,9 @@ struct Subscriber {
 // The one subscriber of a delivery running on this thread, so that unsubscribe and
 // disconnect called from inside a handler do not wait for themselves.
 thread_local const Subscriber* current_subscriber = nullptr;
+// Deliveries this thread finished in its current batch and has not yet taken off
+// Core::pending (that happens once per batch); a drain from inside a handler discounts them.
+thread_local std::int64_t finished_uncounted = 0;
 
 struct QueueGroup {
   std::string name;
@@ -214,14 +275,16 @@ struct Core : std::enable_shared_from_this<Core> {
   std::mutex writer_mutex;  // serialises table writers; readers never take it
 
   std::atomic<bool> connected{false};
-  // Deliveries accepted and not finished (plus publishes between check and post).
+  // Deliveries accepted and not finished.
   std::atomic<std::int64_t> pending{0};
+  // Drain tasks posted or running: they run this plugin's code, so the broker's destructor
+  // waits for them too (a task may be yielding while no delivery is pending).
+  std::atomic<std::int64_t> drain_tasks{0};
   std::atomic<bool> draining{false};
   std::mutex drain_mutex;
   std::condition_variable drained;
 
-  std::mutex error_mutex;
-  std::shared_ptr<const ErrorHandler> error_handler;
+  micro::BrokerErrorReporter errors{"memory"};
 
   void add(const std::shared_ptr<Subscriber>& subscriber) {
     std::lock_guard lock(writer_mutex);
@@ -267,25 +330,6 @@ struct Core : std::enable_shared_from_this<Core> {
     table.store(std::move(next));
   }
 
-  void report_error(const Message& message, std::string_view what) {
-    std::shared_ptr<const ErrorHandler> handler;
-    {
-      std::lock_guard lock(error_mutex);
-      handler = error_handler;
-    }
-    if (handler && *handler) {
-      try {
-        (*handler)(message, what);
-      } catch (...) {
-        // An error handler that throws has nowhere to report to.
-      }
-      return;
-    }
-    std::string line = "[micro] broker memory: handler for topic '" + message.topic +
-                       "' failed: " + std::string(what) + "\n";
-    std::fwrite(line.data(), 1, line.size(), stderr);
-  }
-
   void finish_pending(std::int64_t count) {
     if (pending.fetch_sub(count) == count && draining.load()) {
       std::lock_guard lock(drain_mutex);
@@ -293,16 +337,34 @@ struct Core : std::enable_shared_from_this<Core> {
     }
   }
 
+  void finish_drain_task() {
+    if (drain_tasks.fetch_sub(1) == 1 && draining.load()) {
+      std::lock_guard lock(drain_mutex);
+      drained.notify_all();
+    }
+  }
+
   // Deliveries one drain task makes before it yields the thread to other work on the executor.
   static constexpr std::size_t deliveries_per_turn = 1024;
+  // Times a drain task that ran out of work yields its thread and looks again before going
+  // idle: under a steady stream the publisher refills the queue meanwhile and is spared
+  // waking a thread (a system call, often a context switch) every few messages.
+  static constexpr int idle_checks = 3;
 
-  // Queues one delivery; posts the subscription's drain task if none is pending. The
-  // snapshot keeps the recipient alive; only a new drain task takes a reference from it.
-  void enqueue(const std::shared_ptr<const Table>& snapshot, Subscriber* recipient,
-               const std::shared_ptr<SharedMessage>& shared) {
+  // Queues one delivery, filled in by `fill` on its slot under the queue's lock; posts the
+  // subscription's drain task if none is pending. The snapshot keeps the recipient alive;
+  // only a new drain task takes a reference from it.
+  template <typename Fill>
+  void enqueue(const std::shared_ptr<const Table>& snapshot, Subscriber* recipient, Fill&& fill) {
     {
       std::lock_guard lock(recipient->queue_mutex);
-      recipient->waiting.push_back(shared);
+      Delivery& slot = recipient->waiting.push();
+      try {
+        fill(slot);
+      } catch (...) {
+        recipient->waiting.pop();  // out of memory: nothing half-filled is delivered
+        throw;
+      }
       if (recipient->scheduled) return;
       recipient->scheduled = true;
     }
@@ -310,6 +372,7 @@ struct Core : std::enable_shared_from_this<Core> {
   }
 
   void schedule(const std::shared_ptr<Subscriber>& subscriber) {
+    drain_tasks.fetch_add(1);
     boost::asio::post(subscriber->executor,
                       [self = shared_from_this(), subscriber] { self->drain_queue(subscriber); });
   }
@@ -318,61 +381,79 @@ struct Core : std::enable_shared_from_this<Core> {
   // re-posts itself after a bounded number so one busy subscription cannot hog a thread.
   void drain_queue(const std::shared_ptr<Subscriber>& subscriber) {
     std::size_t delivered = 0;
+    int empty_checks = 0;
+    bool more = false;
+    // What a burst left beyond the idle retention, taken out under the lock and freed after
+    // it (once `scheduled` is false another drain task may start and use the queues).
+    DeliveryQueue released_waiting, released_batch;
     while (true) {
       {
         std::lock_guard lock(subscriber->queue_mutex);
-        if (subscriber->waiting.empty()) {
+        if (subscriber->waiting.empty() && empty_checks < idle_checks) {
+          ++empty_checks;
+        } else if (subscriber->waiting.empty()) {
           subscriber->scheduled = false;
-          return;
+          if (subscriber->waiting.above_idle_retention())
+            released_waiting.swap(subscriber->waiting);
+          if (subscriber->batch.above_idle_retention()) released_batch.swap(subscriber->batch);
+          break;
+        } else if (delivered >= deliveries_per_turn) {
+          more = true;
+          break;
+        } else {
+          subscriber->batch.swap(subscriber->waiting);
+          empty_checks = 0;
         }
-        if (delivered >= deliveries_per_turn) break;
-        subscriber->batch.swap(subscriber->waiting);
       }
-      for (auto& shared : subscriber->batch) {
-        deliver(subscriber, shared);
-        shared.reset();  // let the message go as soon as it is delivered
+      if (empty_checks > 0) {
+        std::this_thread::yield();
+        continue;
       }
       delivered += subscriber->batch.size();
-      subscriber->batch.clear();
+      deliver_batch(*subscriber);
     }
-    schedule(subscriber);  // more is waiting: stay scheduled, but let others run first
+    if (more) schedule(subscriber);  // more is waiting: stay scheduled, let others run first
+    finish_drain_task();
   }
 
-  // Runs in the subscriber's drain task, one delivery at a time.
-  void deliver(const std::shared_ptr<Subscriber>& subscriber,
-               const std::shared_ptr<SharedMessage>& shared) {
-    subscriber->in_flight.fetch_add(1);
-    if (subscriber->active.load()) {
-      // The handler may change its message, so each delivery gets its own.
-      Message own;
-      if (shared->readers.load(std::memory_order_acquire) == 1) {
-        own = std::move(shared->message);
-      } else {
-        own = shared->message;
-        shared->readers.fetch_sub(1, std::memory_order_acq_rel);
+  // Runs the handler for every delivery of the subscriber's batch, in order. The counters
+  // unsubscribe and disconnect wait on move once per batch, not per delivery.
+  void deliver_batch(Subscriber& subscriber) {
+    const Subscriber* outer = current_subscriber;
+    std::int64_t outer_uncounted = finished_uncounted;
+    current_subscriber = &subscriber;
+    finished_uncounted = 0;
+    subscriber.in_flight.fetch_add(1);
+    for (Delivery& delivery : subscriber.batch) {
+      bool active = subscriber.active.load();
+      if (delivery.shared) {
+        // Several recipients: take this one's copy; the last reader moves it.
+        SharedMessage& shared = *delivery.shared;
+        if (active && shared.readers.load(std::memory_order_acquire) == 1) {
+          delivery.message = std::move(shared.message);
+        } else {
+          if (active) delivery.message = shared.message;
+          shared.readers.fetch_sub(1, std::memory_order_acq_rel);
+        }
+        delivery.shared.reset();  // let the shared copy go as soon as it is taken
       }
-      const Subscriber* outer = current_subscriber;
-      current_subscriber = subscriber.get();
-      try {
-        subscriber->handler(own);
-      } catch (const std::exception& error) {
-        report_error(own, error.what());
-      } catch (...) {
-        report_error(own, "unknown exception");
-      }
-      current_subscriber = outer;
-    } else {
-      shared->readers.fetch_sub(1, std::memory_order_acq_rel);
+      // The handler may change its message: it is this delivery's own.
+      if (active) errors.deliver(subscriber.handler, delivery.message);
+      ++finished_uncounted;
     }
-    if (subscriber->in_flight.fetch_sub(1) == 1 && !subscriber->active.load()) {
-      std::lock_guard lock(subscriber->mutex);
-      subscriber->idle.notify_all();
+    if (subscriber.in_flight.fetch_sub(1) == 1 && !subscriber.active.load()) {
+      std::lock_guard lock(subscriber.mutex);
+      subscriber.idle.notify_all();
     }
-    finish_pending(1);
+    subscriber.batch.recycle();
+    std::int64_t finished = finished_uncounted;
+    current_subscriber = outer;
+    finished_uncounted = outer_uncounted;
+    finish_pending(finished);
   }
 
   void publish(const Message& message) {
-    validate_topic(message.topic, true);
+    micro::validate_topic(message.topic, micro::TopicUse::publish, error_id);
     std::shared_ptr<const Table> snapshot = table.load();
 
     // Collect the recipients first: the count lets the last delivery move the message.
@@ -392,26 +473,43 @@ struct Core : std::enable_shared_from_this<Core> {
     // Count the deliveries before checking the connection: either disconnect sees them
     // pending and waits, or this publish sees it disconnected and refuses.
     std::int64_t count = static_cast<std::int64_t>(recipients.size());
-    pending.fetch_add(count + 1);
+    if (count > 0) pending.fetch_add(count);
     if (!connected.load()) {
-      finish_pending(count + 1);
+      if (count > 0) finish_pending(count);
       throw micro::Exception(micro::unavailable(error_id, "broker is not connected"));
     }
-    if (count > 0) {
-      auto shared = std::make_shared<SharedMessage>(message, recipients.size());
-      for (Subscriber* recipient : recipients) enqueue(snapshot, recipient, shared);
+    std::int64_t queued = 0;
+    try {
+      if (count == 1) {
+        // One recipient: its own copy, written over a used slot (no allocation once warm).
+        enqueue(snapshot, recipients.front(), [&](Delivery& slot) { slot.message = message; });
+        queued = 1;
+      } else if (count > 1) {
+        // Several: one shared copy, each delivery copies it on its own thread.
+        auto shared = std::make_shared<SharedMessage>(message, recipients.size());
+        for (Subscriber* recipient : recipients) {
+          enqueue(snapshot, recipient, [&](Delivery& slot) { slot.shared = shared; });
+          ++queued;
+        }
+      }
+    } catch (...) {
+      // Out of memory part way: what was not queued is not pending (a shared copy's readers
+      // count stays high, so its deliveries copy rather than move: still correct).
+      finish_pending(count - queued);
+      throw;
     }
-    finish_pending(1);
   }
 
   // Waits (at most `limit`, if given) until every accepted delivery has finished. From inside a
-  // delivery the caller's own delivery can never finish first, so it waits for the others only.
+  // delivery the caller's own delivery can never finish first, so it waits for the others only
+  // (and does not count those its batch finished but has not yet taken off `pending`).
   void drain(std::optional<std::chrono::steady_clock::duration> limit) {
-    std::int64_t own = current_subscriber ? 1 : 0;
+    std::int64_t own = current_subscriber ? 1 + finished_uncounted : 0;
+    std::int64_t own_tasks = current_subscriber ? 1 : 0;
     draining.store(true);
     std::unique_lock lock(drain_mutex);
     auto done = [&] {
-      return pending.load() <= own;
+      return pending.load() <= own && drain_tasks.load() <= own_tasks;
     };
     if (limit)
       drained.wait_for(lock, *limit, done);
@@ -480,7 +578,7 @@ class MemoryBroker final : public micro::Broker {
   std::shared_ptr<micro::Subscription> subscribe(
       std::string topic, MessageHandler handler,
       const micro::SubscribeOptions& options = {}) override {
-    validate_topic(topic, false);
+    micro::validate_topic(topic, micro::TopicUse::subscribe, error_id);
     if (!handler) throw micro::Exception(micro::bad_request(error_id, "handler is empty"));
     auto subscriber = std::make_shared<Subscriber>(std::move(topic), options.queue,
                                                    std::move(handler), core_->executor);
@@ -489,9 +587,7 @@ class MemoryBroker final : public micro::Broker {
   }
 
   void set_error_handler(std::function<void(const Message&, std::string_view)> handler) override {
-    auto shared = std::make_shared<const ErrorHandler>(std::move(handler));
-    std::lock_guard lock(core_->error_mutex);
-    core_->error_handler = std::move(shared);
+    core_->errors.set_handler(std::move(handler));
   }
 
  private:
