@@ -1,3 +1,4 @@
+// thread_random: splitmix64 per thread.
 // FailurePenalty: per-service, per-node failure stamps behind a lock-free "any recent failure"
 // shortcut. Two levels of tables, each behind a shared_mutex: services (never removed, so a
 // ServiceTable pointer stays valid for the FailurePenalty's life) and, per service, nodes.
@@ -5,7 +6,9 @@
 
 #include <functional>
 #include <mutex>
+#include <random>
 #include <string>
+#include <thread>
 #include <unordered_map>
 
 namespace micro {
@@ -45,6 +48,23 @@ template <typename Value>
 using StringMap = std::unordered_map<std::string, Value, StringHash, std::equal_to<>>;
 
 }  // namespace
+
+std::uint64_t thread_random() noexcept {
+  thread_local std::uint64_t state = [] {
+    std::random_device device;
+    return (static_cast<std::uint64_t>(device()) << 32) ^ device() ^
+           std::hash<std::thread::id>{}(std::this_thread::get_id());
+  }();
+  std::uint64_t mixed = (state += 0x9e3779b97f4a7c15ULL);
+  mixed = (mixed ^ (mixed >> 30)) * 0xbf58476d1ce4e5b9ULL;
+  mixed = (mixed ^ (mixed >> 27)) * 0x94d049bb133111ebULL;
+  return mixed ^ (mixed >> 31);
+}
+
+std::size_t thread_random_below(std::size_t bound) noexcept {
+  return static_cast<std::size_t>(((thread_random() >> 32) * static_cast<std::uint64_t>(bound)) >>
+                                  32);
+}
 
 struct FailurePenalty::ServiceTable {
   mutable std::shared_mutex mutex;

@@ -8,15 +8,13 @@
 // refused for lack of a healthy node.
 //
 // Hot path: with no failure inside the penalty window (one atomic load says so), a pick is
-// a thread-local random number and nothing else. Otherwise it takes shared (read) locks on
-// the service's table in the FailurePenalty to read the failure stamps.
+// a thread-local random number (micro::thread_random_below) and nothing else. Otherwise it takes
+// shared (read) locks on the service's table in the FailurePenalty to read the failure stamps.
 #include <chrono>
 #include <cstdint>
-#include <random>
 #include <span>
 #include <string>
 #include <string_view>
-#include <thread>
 
 #include <micro/context.hpp>
 #include <micro/node_health.hpp>
@@ -25,25 +23,6 @@
 #include <micro/selector.hpp>
 
 namespace {
-
-// splitmix64 per thread: fast, no shared state, seeded once per thread.
-std::uint64_t next_random() {
-  thread_local std::uint64_t state = [] {
-    std::random_device device;
-    return (static_cast<std::uint64_t>(device()) << 32) ^ device() ^
-           std::hash<std::thread::id>{}(std::this_thread::get_id());
-  }();
-  std::uint64_t z = (state += 0x9e3779b97f4a7c15ULL);
-  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
-  z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
-  return z ^ (z >> 31);
-}
-
-// A number in [0, bound) without division (Lemire); the bias is negligible for node counts.
-std::size_t random_below(std::size_t bound) {
-  return static_cast<std::size_t>(((next_random() >> 32) * static_cast<std::uint64_t>(bound)) >>
-                                  32);
-}
 
 class RandomSelector final : public micro::Selector {
  public:
@@ -55,7 +34,7 @@ class RandomSelector final : public micro::Selector {
     std::size_t count = nodes.size();
     if (count <= 1) return 0;
     auto now = micro::FailurePenalty::Clock::now();
-    if (!penalty_.recent_failure(now)) return random_below(count);
+    if (!penalty_.recent_failure(now)) return micro::thread_random_below(count);
 
     // Pick uniformly among the nodes without a recent failure: count them, then take the
     // k-th. The stamps may move between the passes; a stale read only costs fairness.
@@ -63,14 +42,14 @@ class RandomSelector final : public micro::Selector {
     std::size_t healthy = 0;
     for (const micro::Node& node : nodes)
       if (!penalties.penalised(node)) ++healthy;
-    if (healthy == 0 || healthy == count) return random_below(count);
-    std::size_t wanted = random_below(healthy);
+    if (healthy == 0 || healthy == count) return micro::thread_random_below(count);
+    std::size_t wanted = micro::thread_random_below(healthy);
     for (std::size_t index = 0; index < count; ++index) {
       if (penalties.penalised(nodes[index])) continue;
       if (wanted == 0) return index;
       --wanted;
     }
-    return random_below(count);  // only if stamps changed under us
+    return micro::thread_random_below(count);  // only if stamps changed under us
   }
 
   void report(std::string_view service, const micro::Node& node,

@@ -18,12 +18,10 @@
 #include <cstdint>
 #include <memory>
 #include <mutex>
-#include <random>
 #include <shared_mutex>
 #include <span>
 #include <string>
 #include <string_view>
-#include <thread>
 #include <unordered_map>
 
 #include <micro/context.hpp>
@@ -33,19 +31,6 @@
 #include <micro/selector.hpp>
 
 namespace {
-
-// splitmix64 per thread: fast, no shared state, seeded once per thread.
-std::uint64_t next_random() {
-  thread_local std::uint64_t state = [] {
-    std::random_device device;
-    return (static_cast<std::uint64_t>(device()) << 32) ^ device() ^
-           std::hash<std::thread::id>{}(std::this_thread::get_id());
-  }();
-  std::uint64_t z = (state += 0x9e3779b97f4a7c15ULL);
-  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
-  z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
-  return z ^ (z >> 31);
-}
 
 // Lets the counter table be searched with a string_view, without building a std::string.
 struct StringHash {
@@ -97,7 +82,7 @@ class RoundRobinSelector final : public micro::Selector {
     }
     std::unique_lock lock(mutex_);
     auto& slot = rotations_[std::string(service)];
-    if (!slot) slot = std::make_unique<Rotation>(next_random());
+    if (!slot) slot = std::make_unique<Rotation>(micro::thread_random());
     return *slot;
   }
 

@@ -1,4 +1,5 @@
-// micro/node_health.hpp — the "recently failed" penalty selectors share.
+// micro/node_health.hpp — what selectors share: the "recently failed" penalty and a fast
+// per-thread random number.
 //
 // FailurePenalty remembers, per service and per node, when the node last failed (and how
 // many attempts on it succeeded or failed). For `penalty` after a failure the node counts
@@ -22,6 +23,7 @@
 
 #include <atomic>
 #include <chrono>
+#include <cstddef>
 #include <cstdint>
 #include <memory>
 #include <shared_mutex>
@@ -31,6 +33,15 @@
 #include <micro/selector.hpp>
 
 namespace micro {
+
+// A pseudo-random number from this thread's own splitmix64 generator, seeded once per thread
+// (std::random_device and the thread id): no shared state and no lock, so selectors can draw
+// one per pick. Not for anything that needs unpredictability (keys, tokens).
+std::uint64_t thread_random() noexcept;
+
+// A number in [0, bound) from thread_random(), without a division (Lemire's multiply-shift;
+// the bias is negligible for bounds like node counts). `bound` must be below 2^32; 0 gives 0.
+std::size_t thread_random_below(std::size_t bound) noexcept;
 
 class FailurePenalty {
  public:
