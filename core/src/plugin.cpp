@@ -15,6 +15,7 @@
 #include <mutex>
 #include <set>
 #include <system_error>
+#include <type_traits>
 #include <typeinfo>
 #include <utility>
 
@@ -37,57 +38,48 @@ constexpr std::string_view error_id = "micro.plugin";
   throw Exception(Error(std::string(error_id), code, std::move(detail)));
 }
 
-constexpr PluginKind all_kinds[] = {PluginKind::registry, PluginKind::selector, PluginKind::broker,
-                                    PluginKind::transport, PluginKind::wrapper};
-
-// Build-tree folder holding plugins of a kind; transports live under plugins/ for history.
-std::string_view build_folder(PluginKind kind) {
-  switch (kind) {
-    case PluginKind::registry:
-      return "registry";
-    case PluginKind::selector:
-      return "selector";
-    case PluginKind::broker:
-      return "broker";
-    case PluginKind::transport:
-      return "plugins";
-    case PluginKind::wrapper:
-      return "wrappers";
-  }
-  return "plugins";
+template <typename Interface>
+bool is_instance(PluginObject* object) {
+  return dynamic_cast<Interface*>(object) != nullptr;
 }
 
-// The C++ class a plugin of the kind must return, for messages.
+// Everything the loader knows per plugin kind, in the order kinds are searched and listed.
+struct KindTraits {
+  PluginKind kind;
+  std::string_view name;            // as in file names and descriptors
+  std::string_view build_folder;    // build-tree folder; transports live under plugins/ for history
+  std::string_view interface_name;  // the C++ class a plugin of the kind must return, for messages
+  bool (*is_of_kind)(PluginObject*);
+};
+
+constexpr KindTraits kind_traits[] = {
+    {PluginKind::registry, "registry", "registry", "micro::Registry", is_instance<Registry>},
+    {PluginKind::selector, "selector", "selector", "micro::Selector", is_instance<Selector>},
+    {PluginKind::broker, "broker", "broker", "micro::Broker", is_instance<Broker>},
+    {PluginKind::transport, "transport", "plugins", "micro::Transport", is_instance<Transport>},
+    {PluginKind::wrapper, "wrapper", "wrappers", "micro::Wrapper", is_instance<Wrapper>},
+};
+
+// The traits of `kind`, or null for a value outside the enumeration.
+const KindTraits* traits_of(PluginKind kind) noexcept {
+  for (const KindTraits& traits : kind_traits)
+    if (traits.kind == kind) return &traits;
+  return nullptr;
+}
+
+std::string_view build_folder(PluginKind kind) {
+  const KindTraits* traits = traits_of(kind);
+  return traits ? traits->build_folder : "plugins";
+}
+
 std::string_view interface_name(PluginKind kind) {
-  switch (kind) {
-    case PluginKind::registry:
-      return "micro::Registry";
-    case PluginKind::selector:
-      return "micro::Selector";
-    case PluginKind::broker:
-      return "micro::Broker";
-    case PluginKind::transport:
-      return "micro::Transport";
-    case PluginKind::wrapper:
-      return "micro::Wrapper";
-  }
-  return "micro::PluginObject";
+  const KindTraits* traits = traits_of(kind);
+  return traits ? traits->interface_name : "micro::PluginObject";
 }
 
 bool is_of_kind(PluginObject* object, PluginKind kind) {
-  switch (kind) {
-    case PluginKind::registry:
-      return dynamic_cast<Registry*>(object) != nullptr;
-    case PluginKind::selector:
-      return dynamic_cast<Selector*>(object) != nullptr;
-    case PluginKind::broker:
-      return dynamic_cast<Broker*>(object) != nullptr;
-    case PluginKind::transport:
-      return dynamic_cast<Transport*>(object) != nullptr;
-    case PluginKind::wrapper:
-      return dynamic_cast<Wrapper*>(object) != nullptr;
-  }
-  return false;
+  const KindTraits* traits = traits_of(kind);
+  return traits && traits->is_of_kind(object);
 }
 
 std::string demangled_type_name(const std::type_info& type) {
@@ -153,56 +145,79 @@ bool parse_file_name(std::string_view file_name, std::string& kind, std::string&
   return true;
 }
 
-bool parse_bool_text(std::string_view text, bool& value) {
-  if (text == "true") {
-    value = true;
-    return true;
-  }
-  if (text == "false") {
-    value = false;
-    return true;
-  }
-  return false;
+// Parsers of option values, one overload per C++ type an option type maps to. Each accepts
+// the whole text or nothing (false, `value` unspecified).
+
+bool parse_option_text(std::string_view text, bool& value) {
+  if (text != "true" && text != "false") return false;
+  value = text == "true";
+  return true;
 }
 
-bool parse_int_text(std::string_view text, std::int64_t& value) {
+// Numbers: an optional '+', then what std::from_chars takes, to the end; doubles finite.
+template <typename Number>
+requires std::is_arithmetic_v<Number>
+bool parse_option_text(std::string_view text, Number& value) {
   if (text.starts_with('+')) text.remove_prefix(1);
   if (text.empty()) return false;
   auto [end, error] = std::from_chars(text.data(), text.data() + text.size(), value);
-  return error == std::errc() && end == text.data() + text.size();
+  if (error != std::errc() || end != text.data() + text.size()) return false;
+  if constexpr (std::is_floating_point_v<Number>) return std::isfinite(value);
+  return true;
 }
 
-bool parse_double_text(std::string_view text, double& value) {
-  if (text.starts_with('+')) text.remove_prefix(1);
-  if (text.empty()) return false;
-  auto [end, error] = std::from_chars(text.data(), text.data() + text.size(), value);
-  return error == std::errc() && end == text.data() + text.size() && std::isfinite(value);
+bool parse_option_text(std::string_view text, std::chrono::milliseconds& value) {
+  auto parsed = parse_duration(text);
+  if (parsed) value = *parsed;
+  return parsed.has_value();
+}
+
+template <typename Value>
+bool accepts_text(std::string_view text) {
+  Value value{};
+  return parse_option_text(text, value);
+}
+
+// The option types a descriptor may declare besides "string", and what their values look
+// like (for messages). "string" and unknown types take any text.
+struct OptionType {
+  std::string_view name;
+  std::string_view expectation;
+  bool (*accepts)(std::string_view text);
+};
+
+constexpr OptionType option_types[] = {
+    {"int", "a whole number like 42", accepts_text<std::int64_t>},
+    {"bool", "true or false", accepts_text<bool>},
+    {"double", "a number like 0.25", accepts_text<double>},
+    {"duration", "a duration like 250ms, 30s, 5m or 1h", accepts_text<std::chrono::milliseconds>},
+};
+
+const OptionType* find_option_type(std::string_view type) {
+  for (const OptionType& known : option_types)
+    if (known.name == type) return &known;
+  return nullptr;
 }
 
 // What a value of each option type looks like, for messages.
 std::string_view type_expectation(std::string_view type) {
-  if (type == "int") return "a whole number like 42";
-  if (type == "bool") return "true or false";
-  if (type == "double") return "a number like 0.25";
-  if (type == "duration") return "a duration like 250ms, 30s, 5m or 1h";
-  return "a string";
+  const OptionType* known = find_option_type(type);
+  return known ? known->expectation : "a string";
 }
 
 bool value_fits_type(std::string_view type, std::string_view value) {
-  if (type == "int") {
-    std::int64_t parsed = 0;
-    return parse_int_text(value, parsed);
-  }
-  if (type == "bool") {
-    bool parsed = false;
-    return parse_bool_text(value, parsed);
-  }
-  if (type == "double") {
-    double parsed = 0;
-    return parse_double_text(value, parsed);
-  }
-  if (type == "duration") return parse_duration(value).has_value();
-  return true;  // "string" and anything unknown take any text
+  const OptionType* known = find_option_type(type);
+  return !known || known->accepts(value);
+}
+
+// The option `name` parsed as a Value, or `fallback` when it is absent or does not parse.
+template <typename Value>
+Value option_or(const std::map<std::string, std::string>& options, std::string_view name,
+                Value fallback) {
+  auto found = options.find(std::string(name));
+  Value value{};
+  if (found == options.end() || !parse_option_text(found->second, value)) return fallback;
+  return value;
 }
 
 // One dlopen'ed file. Objects made by its factory hold a shared_ptr to it, so dlclose
@@ -262,25 +277,13 @@ std::vector<FoundFile> scan_directory(const std::filesystem::path& directory) {
 // ---- kinds, durations, arguments ----
 
 std::string_view to_string(PluginKind kind) noexcept {
-  switch (kind) {
-    case PluginKind::registry:
-      return "registry";
-    case PluginKind::selector:
-      return "selector";
-    case PluginKind::broker:
-      return "broker";
-    case PluginKind::transport:
-      return "transport";
-    case PluginKind::wrapper:
-      return "wrapper";
-  }
-  return "unknown";
+  const KindTraits* traits = traits_of(kind);
+  return traits ? traits->name : "unknown";
 }
 
 std::optional<PluginKind> plugin_kind_from_string(std::string_view text) noexcept {
-  for (PluginKind kind : all_kinds) {
-    if (to_string(kind) == text) return kind;
-  }
+  for (const KindTraits& traits : kind_traits)
+    if (traits.name == text) return traits.kind;
   return std::nullopt;
 }
 
@@ -366,31 +369,20 @@ std::string PluginArguments::get_string(std::string_view name, std::string_view 
 }
 
 std::int64_t PluginArguments::get_int(std::string_view name, std::int64_t fallback) const {
-  auto found = options_.find(std::string(name));
-  std::int64_t value = 0;
-  if (found == options_.end() || !parse_int_text(found->second, value)) return fallback;
-  return value;
+  return option_or(options_, name, fallback);
 }
 
 double PluginArguments::get_double(std::string_view name, double fallback) const {
-  auto found = options_.find(std::string(name));
-  double value = 0;
-  if (found == options_.end() || !parse_double_text(found->second, value)) return fallback;
-  return value;
+  return option_or(options_, name, fallback);
 }
 
 bool PluginArguments::get_bool(std::string_view name, bool fallback) const {
-  auto found = options_.find(std::string(name));
-  bool value = false;
-  if (found == options_.end() || !parse_bool_text(found->second, value)) return fallback;
-  return value;
+  return option_or(options_, name, fallback);
 }
 
 std::chrono::milliseconds PluginArguments::get_duration(std::string_view name,
                                                         std::chrono::milliseconds fallback) const {
-  auto found = options_.find(std::string(name));
-  if (found == options_.end()) return fallback;
-  return parse_duration(found->second).value_or(fallback);
+  return option_or(options_, name, fallback);
 }
 
 // ---- the loader ----
@@ -513,8 +505,8 @@ class PluginLoaderImpl {
       }
       // Build tree: <root>/<folder>/<plugin folder>/micro-*.so, kinds in a fixed order.
       std::set<std::string> folders_done;
-      for (PluginKind kind : all_kinds) {
-        std::string folder(build_folder(kind));
+      for (const KindTraits& traits : kind_traits) {
+        std::string folder(traits.build_folder);
         if (!folders_done.insert(folder).second) continue;
         std::error_code error;
         std::vector<std::filesystem::path> plugin_folders;
