@@ -1,6 +1,6 @@
 // Broker conformance: every broker plugin in `brokers_under_test` must pass these cases
-// (only "memory" today; NATS joins when its plugin lands, against a real nats-server).
-// Then memory-specific cases: exact round robin, topic syntax errors, no executor.
+// (memory, and nats against a real nats-server when its plugin is built), topic syntax
+// errors included. Then memory-specific cases: exact round robin, no executor.
 #include <doctest/doctest.h>
 
 #include <algorithm>
@@ -412,25 +412,29 @@ std::string refusal_detail(const std::function<void()>& action) {
 }
 }  // namespace
 
-TEST_CASE("memory broker: topic errors say what is wrong") {
-  BrokerFixture fixture({"memory", "", {}});
-  micro::Broker& broker = *fixture.broker;
-  auto ignore = [](micro::Message&) {
-  };
-  CHECK(refusal_detail([&] { broker.subscribe("", ignore); }) == "topic is empty");
-  CHECK(refusal_detail([&] { broker.subscribe("a..b", ignore); }) ==
-        "topic 'a..b' has an empty token");
-  CHECK(refusal_detail([&] { broker.subscribe("orders.", ignore); }) ==
-        "topic 'orders.' has an empty token");
-  CHECK(refusal_detail([&] { broker.subscribe("a.>.b", ignore); }) ==
-        "topic 'a.>.b': '>' must be the last token");
-  CHECK(refusal_detail([&] { broker.subscribe("a", micro::MessageHandler{}); }) ==
-        "handler is empty");
-  CHECK(refusal_detail([&] { broker.publish(message_on("orders.*", "x")); }) ==
-        "cannot publish to 'orders.*': it contains a wildcard");
-  broker.disconnect();
-  CHECK(refusal_detail([&] { broker.publish(message_on("orders", "x")); }) ==
-        "broker is not connected");
+TEST_CASE("broker conformance: topic errors say what is wrong, with the same texts") {
+  for_each_broker([](micro::Broker& broker) {
+    auto ignore = [](micro::Message&) {
+    };
+    CHECK(refusal_detail([&] { broker.subscribe("", ignore); }) == "topic is empty");
+    CHECK(refusal_detail([&] { broker.subscribe("a..b", ignore); }) ==
+          "topic 'a..b' has an empty token");
+    CHECK(refusal_detail([&] { broker.subscribe("orders.", ignore); }) ==
+          "topic 'orders.' has an empty token");
+    CHECK(refusal_detail([&] { broker.subscribe("a.>.b", ignore); }) ==
+          "topic 'a.>.b': '>' must be the last token");
+    CHECK(refusal_detail([&] { broker.subscribe("orders new", ignore); }) ==
+          "topic 'orders new' contains whitespace");
+    CHECK(refusal_detail([&] { broker.subscribe("a", micro::MessageHandler{}); }) ==
+          "handler is empty");
+    CHECK(refusal_detail([&] { broker.publish(message_on("orders.*", "x")); }) ==
+          "cannot publish to 'orders.*': it contains a wildcard");
+    CHECK(refusal_detail([&] { broker.publish(message_on("orders\tnew", "x")); }) ==
+          "topic 'orders\tnew' contains whitespace");
+    broker.disconnect();
+    CHECK(refusal_detail([&] { broker.publish(message_on("orders", "x")); }) ==
+          "broker is not connected");
+  });
 }
 
 TEST_CASE("memory broker: a queue group rotates exactly over its members") {
