@@ -20,16 +20,23 @@ namespace {
 
 void validate_topic(std::string_view topic, TopicUse use, std::string_view error_id) {
   if (topic.empty()) refuse_topic(error_id, "topic is empty");
-  // One pass over the tokens; the checks run in the order the messages are documented in,
-  // so a topic with several problems always names the same one.
+  // One pass over the characters (this runs on every publish); each token is judged at its
+  // end, the checks in the order the messages are documented in, so a topic with several
+  // problems always names the first token's first problem.
   std::size_t start = 0;
-  while (true) {
-    std::size_t dot = topic.find('.', start);
-    bool last = dot == std::string_view::npos;
-    std::string_view token = topic.substr(start, last ? std::string_view::npos : dot - start);
+  bool whitespace = false;
+  for (std::size_t index = 0;; ++index) {
+    bool last = index == topic.size();
+    if (!last && topic[index] != '.') {
+      char character = topic[index];
+      whitespace = whitespace || character == ' ' || character == '\t' || character == '\r' ||
+                   character == '\n';
+      continue;
+    }
+    std::string_view token = topic.substr(start, index - start);
     if (token.empty())
       refuse_topic(error_id, "topic '" + std::string(topic) + "' has an empty token");
-    if (token.find_first_of(" \t\r\n") != std::string_view::npos)
+    if (whitespace)
       refuse_topic(error_id, "topic '" + std::string(topic) + "' contains whitespace");
     bool wildcard = token == "*" || token == ">";
     if (wildcard && use == TopicUse::publish)
@@ -38,7 +45,7 @@ void validate_topic(std::string_view topic, TopicUse use, std::string_view error
     if (token == ">" && !last)
       refuse_topic(error_id, "topic '" + std::string(topic) + "': '>' must be the last token");
     if (last) return;
-    start = dot + 1;
+    start = index + 1;
   }
 }
 
