@@ -358,13 +358,15 @@ class EtcdRegistry final : public micro::Registry {
   // Leaves registrations in etcd: a process that ends without deregistering is one that
   // crashed, and its nodes expire with their leases.
   ~EtcdRegistry() override {
-    keeper_->forget_owner(this);
     {
       std::lock_guard lock(mutex_);
       stopping_ = true;
     }
     wake_.notify_all();
+    // The repair thread may be handing a new lease to the keeper: it ends first, then the
+    // keeper forgets our leases and waits out a listener of ours that is running.
     repair_thread_.join();
+    keeper_->forget_owner(this);
   }
 
   void register_service(const micro::Service& service,
@@ -594,6 +596,10 @@ class EtcdRegistry final : public micro::Registry {
       }
       lock.unlock();
       for (const auto& [key, what] : to_reregister) {
+        {
+          std::lock_guard stopping(mutex_);
+          if (stopping_) return;
+        }
         try {
           const auto& [value, ttl] = what;
           put_with_new_lease(key, value, ttl, ttl.count() > 0 ? ttl : settings_.default_ttl, true);

@@ -286,9 +286,13 @@ bool LeaseKeeper::follow_stream() {
         if (stopping_) return true;
       }
       if (Clock::now() > priming_deadline || padded >= padding_limit) {
-        // This server (or a proxy before it) holds answers until the request ends: batch for
-        // a while instead, then try a stream again.
-        batched_until_ = Clock::now() + 60s;
+        // A member without a leader answers nothing either; but when stream after stream (on
+        // the next endpoints) gets no answer, the servers (or a proxy before them) hold
+        // answers until the request ends: batch for a while instead, then try again.
+        if (++priming_failures_ >= 3) {
+          priming_failures_ = 0;
+          batched_until_ = Clock::now() + 60s;
+        }
         throw TransportError("etcd at " + address.text() +
                              " did not start answering the keep-alive stream after " +
                              std::to_string(padded / 1024) + " KiB");
@@ -299,6 +303,7 @@ bool LeaseKeeper::follow_stream() {
       connection.run_for(0ms);
     }
     if (!broken.empty()) throw TransportError(broken);
+    priming_failures_ = 0;
     if (status != 200) {
       if (status == 401 || status == 403) client_.authenticate();
       throw TransportError("etcd at " + address.text() + " answered the keep-alive stream with " +

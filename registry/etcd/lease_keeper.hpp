@@ -91,7 +91,8 @@ class LeaseKeeper {
   const bool batched_;
   // After a server would not answer a stream, batches are used until then.
   Clock::time_point batched_until_;
-  std::mutex mutex_;  // guards everything below
+  int priming_failures_ = 0;  // streams in a row that never started answering
+  std::mutex mutex_;          // guards everything below
   std::condition_variable wake_;
   bool stopping_ = false;
   std::map<std::int64_t, Entry> leases_;

@@ -123,7 +123,10 @@ TEST_CASE("etcd keep-alive: a member killed under the stream; it moves on and le
   REQUIRE(wait_for_answers(killed.answers, 15, 20s));
   const auto after = keepalive_statistics();
   CHECK(after.streams_opened > killed.streams_opened);  // reconnected
-  CHECK(after.streams_open == 1);
+  // (It may be reconnecting once more right now: a survivor that briefly lost its leader to
+  // the election ends the stream, as the keeper asks it to.)
+  CHECK(wait_until([] { return keepalive_statistics().streams_open == 1; }, 10s));
+  CHECK(keepalive_statistics().batches_sent == first.batches_sent);  // no fallback to batches
   CHECK(after.leases_lost == first.leases_lost);
   CHECK(key_revisions(cluster, prefix) == revisions);  // no node re-put, no lease re-granted
   CHECK(node_count(*registry, "survivor") == 5);
