@@ -792,6 +792,43 @@ TEST_CASE("an explicit remote parent wins over the context's span") {
   CHECK(data.parent_remote);
 }
 
+TEST_CASE("the tracer decides like its sampler, shortcuts for built-ins included") {
+  auto processor = std::make_shared<CollectingProcessor>();
+  micro::Context empty;
+  auto id = random_trace_id();
+  SpanContext sampled_parent{id, random_span_id(), flag_sampled, "", true};
+  SpanContext unsampled_parent{id, random_span_id(), 0, "", true};
+  auto recording = [&](std::shared_ptr<Sampler> sampler, const SpanContext* parent,
+                       std::string_view name = "Any.Call") {
+    SdkTracer tracer(std::move(sampler), processor);
+    StartOptions options;
+    options.parent = parent;
+    auto span = tracer.start_span(name, empty, options);
+    bool result = span->recording();
+    CHECK(span->context().sampled() == result);
+    span->end();
+    return result;
+  };
+  CHECK(recording(make_always_on_sampler(), &unsampled_parent));
+  CHECK_FALSE(recording(make_always_off_sampler(), &sampled_parent));
+  CHECK(recording(make_parent_based_sampler(make_always_off_sampler()), &sampled_parent));
+  CHECK_FALSE(recording(make_parent_based_sampler(make_always_off_sampler()), nullptr));
+  CHECK_FALSE(recording(make_parent_based_sampler(make_always_on_sampler()), &unsampled_parent));
+  CHECK(recording(make_parent_based_sampler(make_always_on_sampler()), nullptr));
+  // Nested parent-based: without a parent the innermost root decides.
+  CHECK_FALSE(recording(
+      make_parent_based_sampler(make_parent_based_sampler(make_always_off_sampler())), nullptr));
+  CHECK(recording(make_trace_id_ratio_sampler(1.0), &unsampled_parent));
+  CHECK_FALSE(recording(make_trace_id_ratio_sampler(0.0), &sampled_parent));
+  // Rules are asked (no shortcut) for new traces only.
+  SamplerSettings settings;
+  settings.name = "parentbased_always_off";
+  settings.rules = parse_sampling_rules("payment.*=1");
+  CHECK(recording(make_sampler(settings), nullptr, "payment.Charge"));
+  CHECK_FALSE(recording(make_sampler(settings), nullptr, "Other.Call"));
+  CHECK_FALSE(recording(make_sampler(settings), &unsampled_parent, "payment.Charge"));
+}
+
 TEST_CASE("unsampled spans propagate a valid context with sampled=0 and allocate nothing") {
   auto processor = std::make_shared<CollectingProcessor>();
   SdkTracer tracer(make_parent_based_sampler(make_always_off_sampler()), processor);
@@ -833,6 +870,31 @@ TEST_CASE("statistics count started and ended recording spans") {
   auto after = statistics();
   CHECK(after.spans_started - before.spans_started == 6);
   CHECK(after.spans_ended - before.spans_ended == 5);
+  // Counted per thread: a live thread's counts and an exited thread's both show.
+  std::mutex mutex;
+  std::condition_variable changed;
+  bool counted = false, may_exit = false;
+  std::thread other([&] {
+    for (int index = 0; index < 3; ++index) tracer.start_span("elsewhere", context)->end();
+    std::unique_lock lock(mutex);
+    counted = true;
+    changed.notify_all();
+    changed.wait(lock, [&] { return may_exit; });
+  });
+  {
+    std::unique_lock lock(mutex);
+    changed.wait(lock, [&] { return counted; });
+  }
+  CHECK(statistics().spans_ended - after.spans_ended == 3);
+  {
+    std::lock_guard lock(mutex);
+    may_exit = true;
+  }
+  changed.notify_all();
+  other.join();
+  auto finally = statistics();
+  CHECK(finally.spans_started - after.spans_started == 3);
+  CHECK(finally.spans_ended - after.spans_ended == 3);
   CHECK(format_statistics(Statistics{1, 2, 3, 4, 5, 6}) ==
         "spans started=1 ended=2 exported=3 dropped=4 export_failed=5 export_failures=6");
 }

@@ -124,11 +124,104 @@ class BoundedQueue {
   alignas(64) std::atomic<std::size_t> dequeue_{0};
 };
 
+// One thread's span counts. Only the owning thread writes them (load + store, no locked
+// instruction); readers sum them under the registry's mutex.
+struct ThreadSpanCounts {
+  std::atomic<std::uint64_t> started{0}, ended{0}, dropped{0};
+  ThreadSpanCounts* next = nullptr;
+  ThreadSpanCounts* previous = nullptr;
+  bool registered = false;
+  bool exited = false;  // the thread is exiting: count into the shared totals
+};
+
+struct CountRegistry {
+  std::mutex mutex;
+  ThreadSpanCounts* head = nullptr;
+};
+
+CountRegistry& count_registry() {
+  static CountRegistry registry;
+  return registry;
+}
+
+ThreadSpanCounts& local_counts() noexcept {
+  thread_local ThreadSpanCounts counts;  // constant-initialised, trivially destructible
+  return counts;
+}
+
+// Folds the thread's counts into the shared totals when it exits.
+struct ThreadCountsRetirer {
+  ~ThreadCountsRetirer() {
+    auto& counts = local_counts();
+    auto& registry = count_registry();
+    std::lock_guard lock(registry.mutex);
+    auto& totals = sdk_counters();
+    totals.spans_started.fetch_add(counts.started.load(std::memory_order_relaxed));
+    totals.spans_ended.fetch_add(counts.ended.load(std::memory_order_relaxed));
+    totals.spans_dropped.fetch_add(counts.dropped.load(std::memory_order_relaxed));
+    if (counts.previous != nullptr)
+      counts.previous->next = counts.next;
+    else
+      registry.head = counts.next;
+    if (counts.next != nullptr) counts.next->previous = counts.previous;
+    counts.exited = true;
+  }
+};
+
+void register_local_counts(ThreadSpanCounts& counts) noexcept {
+  auto& registry = count_registry();
+  std::lock_guard lock(registry.mutex);
+  counts.registered = true;
+  counts.next = registry.head;
+  if (registry.head != nullptr) registry.head->previous = &counts;
+  registry.head = &counts;
+  thread_local ThreadCountsRetirer retirer;
+  (void)retirer;
+}
+
+void bump(std::atomic<std::uint64_t> ThreadSpanCounts::*field,
+          std::atomic<std::uint64_t> SdkCounters::*total) noexcept {
+  auto& counts = local_counts();
+  if (!counts.registered) [[unlikely]]
+    register_local_counts(counts);
+  if (counts.exited) [[unlikely]] {
+    (sdk_counters().*total).fetch_add(1, std::memory_order_relaxed);
+    return;
+  }
+  auto& counter = counts.*field;
+  counter.store(counter.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
+}
+
 }  // namespace
 
 SdkCounters& sdk_counters() noexcept {
   static SdkCounters counters;
   return counters;
+}
+
+void count_span_started() noexcept {
+  bump(&ThreadSpanCounts::started, &SdkCounters::spans_started);
+}
+void count_span_ended() noexcept {
+  bump(&ThreadSpanCounts::ended, &SdkCounters::spans_ended);
+}
+void count_span_dropped() noexcept {
+  bump(&ThreadSpanCounts::dropped, &SdkCounters::spans_dropped);
+}
+
+SpanCounts span_counts() noexcept {
+  auto& registry = count_registry();
+  std::lock_guard lock(registry.mutex);
+  auto& totals = sdk_counters();
+  SpanCounts result{totals.spans_started.load(std::memory_order_relaxed),
+                    totals.spans_ended.load(std::memory_order_relaxed),
+                    totals.spans_dropped.load(std::memory_order_relaxed)};
+  for (auto* counts = registry.head; counts != nullptr; counts = counts->next) {
+    result.started += counts->started.load(std::memory_order_relaxed);
+    result.ended += counts->ended.load(std::memory_order_relaxed);
+    result.dropped += counts->dropped.load(std::memory_order_relaxed);
+  }
+  return result;
 }
 
 BatchSettings BatchSettings::from(const PluginArguments& arguments) {
@@ -293,10 +386,9 @@ std::size_t BatchProcessor::queued() const noexcept {
 
 void BatchProcessor::on_end(SpanData&& span) noexcept {
   State& state = *state_;
-  auto& counters = sdk_counters();
   std::size_t position = 0;
   if (state.closed.load(std::memory_order_relaxed) || !state.queue.push(span, position)) {
-    counters.spans_dropped.fetch_add(1, std::memory_order_relaxed);
+    count_span_dropped();
     // Keep the dropped span's attribute vector for the next span rather than freeing it.
     auto capacity = span.attributes.capacity();
     if (capacity >= State::min_spare_capacity && capacity <= State::max_spare_capacity) {

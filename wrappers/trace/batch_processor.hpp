@@ -21,6 +21,8 @@ namespace micro::trace::sdk {
 
 // The SDK's self-telemetry, process-wide (one SDK is installed at a time). Each counter
 // sits on its own cache line so threads counting different things do not contend.
+// Started, ended and dropped are counted per thread (count_span_*) and summed on read
+// (span_counts()); these three fields hold what exited threads counted.
 struct SdkCounters {
   alignas(64) std::atomic<std::uint64_t> spans_started{0};  // recording spans started
   alignas(64) std::atomic<std::uint64_t> spans_ended{0};    // recording spans ended
@@ -30,6 +32,16 @@ struct SdkCounters {
   alignas(64) std::atomic<std::uint64_t> export_failures{0};      // failed batches
 };
 SdkCounters& sdk_counters() noexcept;
+
+// The counts every span bumps, kept per thread: a plain add on the thread's own cache line
+// instead of an atomic read-modify-write on a shared one.
+void count_span_started() noexcept;
+void count_span_ended() noexcept;
+void count_span_dropped() noexcept;
+struct SpanCounts {
+  std::uint64_t started = 0, ended = 0, dropped = 0;
+};
+SpanCounts span_counts() noexcept;  // summed over all threads, live and exited
 
 class SpanProcessor {
  public:

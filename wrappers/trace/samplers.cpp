@@ -56,12 +56,14 @@ class AlwaysOnSampler final : public Sampler {
  public:
   bool should_sample(const SamplingParameters&) const noexcept override { return true; }
   std::string description() const override { return "AlwaysOnSampler"; }
+  Shortcut shortcut() const noexcept override { return {false, Shortcut::Root::always_on}; }
 };
 
 class AlwaysOffSampler final : public Sampler {
  public:
   bool should_sample(const SamplingParameters&) const noexcept override { return false; }
   std::string description() const override { return "AlwaysOffSampler"; }
+  Shortcut shortcut() const noexcept override { return {false, Shortcut::Root::always_off}; }
 };
 
 class TraceIdRatioSampler final : public Sampler {
@@ -88,6 +90,11 @@ class ParentBasedSampler final : public Sampler {
   }
   std::string description() const override {
     return "ParentBased{root=" + root_->description() + "}";
+  }
+  Shortcut shortcut() const noexcept override {
+    auto root = root_->shortcut();
+    // A root that itself follows parents never sees one here; only its own root counts.
+    return {true, root.root};
   }
 
  private:

@@ -32,6 +32,15 @@ class Sampler {
   virtual bool should_sample(const SamplingParameters& parameters) const noexcept = 0;
   // "ParentBased{root=TraceIdRatioBased{0.100000}}" and the like, for logs.
   virtual std::string description() const = 0;
+
+  // What the tracer may decide without calling should_sample: the built-in samplers say
+  // so, and the tracer caches it at construction (saves two virtual calls per span).
+  struct Shortcut {
+    enum class Root : std::uint8_t { ask, always_on, always_off };
+    bool follows_parent = false;  // a valid parent's sampled flag decides
+    Root root = Root::ask;        // without a parent (or when not following it)
+  };
+  virtual Shortcut shortcut() const noexcept { return {}; }
 };
 
 std::shared_ptr<Sampler> make_always_on_sampler();

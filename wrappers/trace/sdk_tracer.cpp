@@ -55,9 +55,13 @@ struct IdGenerator {
     generation = fork_generation.load(std::memory_order_relaxed);
   }
 
-  std::uint64_t next() noexcept {
+  // Call once per span, before next(): reseeds after a fork.
+  void check_fork() {
     if (generation != fork_generation.load(std::memory_order_relaxed)) [[unlikely]]
       seed();
+  }
+
+  std::uint64_t next() noexcept {
     std::uint64_t z = (state += 0x9e3779b97f4a7c15ULL);
     z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
     z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
@@ -395,12 +399,14 @@ class RecordingSpan final : public Span {
     auto now = end_time == std::chrono::system_clock::time_point{} ? span_clock_now() : end_time;
     {
       std::lock_guard lock(lock_);
-      if (ended_.exchange(true, std::memory_order_relaxed)) return;
+      // Under the lock a load and a store suffice (no second locked instruction).
+      if (ended_.load(std::memory_order_relaxed)) return;
+      ended_.store(true, std::memory_order_relaxed);
       data_.end_time = now;
       data_.context = context_;
     }
     // Every mutator checks ended_ under the lock, so data_ is this thread's alone now.
-    sdk_counters().spans_ended.fetch_add(1, std::memory_order_relaxed);
+    count_span_ended();
     core_->processor->on_end(std::move(data_));
   }
 
@@ -560,6 +566,7 @@ void truncate_value(AttributeValue& value, std::size_t limit) noexcept {
 // ---- ids ----
 
 TraceId random_trace_id() noexcept {
+  id_generator.check_fork();
   TraceId id;
   std::uint64_t high = 0, low = 0;
   while ((high | low) == 0) {
@@ -572,6 +579,7 @@ TraceId random_trace_id() noexcept {
 }
 
 SpanId random_span_id() noexcept {
+  id_generator.check_fork();
   SpanId id;
   std::uint64_t value = 0;
   while (value == 0) value = id_generator.next();
@@ -583,11 +591,12 @@ SpanId random_span_id() noexcept {
 
 Statistics statistics() noexcept {
   auto& counters = sdk_counters();
+  auto counts = span_counts();
   Statistics result;
-  result.spans_started = counters.spans_started.load(std::memory_order_relaxed);
-  result.spans_ended = counters.spans_ended.load(std::memory_order_relaxed);
+  result.spans_started = counts.started;
+  result.spans_ended = counts.ended;
   result.spans_exported = counters.spans_exported.load(std::memory_order_relaxed);
-  result.spans_dropped = counters.spans_dropped.load(std::memory_order_relaxed);
+  result.spans_dropped = counts.dropped;
   result.spans_export_failed = counters.spans_export_failed.load(std::memory_order_relaxed);
   result.export_failures = counters.export_failures.load(std::memory_order_relaxed);
   return result;
@@ -607,6 +616,7 @@ std::string format_statistics(const Statistics& statistics) {
 SdkTracer::SdkTracer(std::shared_ptr<Sampler> sampler, std::shared_ptr<SpanProcessor> processor,
                      SpanLimits limits, Redactor redactor)
     : sampler_(std::move(sampler)),
+      shortcut_(sampler_->shortcut()),
       core_(std::make_shared<const SdkCore>(
           SdkCore{std::move(processor), limits, std::move(redactor)})) {}
 
@@ -624,7 +634,7 @@ std::shared_ptr<Span> SdkTracer::start_span(std::string_view name, const Context
 
   IdWords ids;
   std::uint8_t flags;
-  TraceId trace_id;  // what the sampler sees
+  id_generator.check_fork();
   if (parent != nullptr) {
     ids.trace_high = load_word(parent->trace_id.bytes.data());
     ids.trace_low = load_word(parent->trace_id.bytes.data() + 8);
@@ -636,18 +646,30 @@ std::shared_ptr<Span> SdkTracer::start_span(std::string_view name, const Context
     }
     flags = flag_random;
   }
-  store_word(trace_id.bytes.data(), ids.trace_high);
-  store_word(trace_id.bytes.data() + 8, ids.trace_low);
   while (ids.span == 0) ids.span = id_generator.next();
 
-  SamplingParameters parameters{parent, trace_id, name, options.kind,
-                                std::span<const Attribute>(options.attributes)};
-  if (!sampler_->should_sample(parameters))
+  // The built-in samplers decide here, without a virtual call or building parameters.
+  bool sampled;
+  if (parent != nullptr && shortcut_.follows_parent) {
+    sampled = parent->sampled();
+  } else if (shortcut_.root == Sampler::Shortcut::Root::always_on) {
+    sampled = true;
+  } else if (shortcut_.root == Sampler::Shortcut::Root::always_off) {
+    sampled = false;
+  } else {
+    TraceId trace_id;  // what the sampler sees
+    store_word(trace_id.bytes.data(), ids.trace_high);
+    store_word(trace_id.bytes.data() + 8, ids.trace_low);
+    SamplingParameters parameters{parent, trace_id, name, options.kind,
+                                  std::span<const Attribute>(options.attributes)};
+    sampled = sampler_->should_sample(parameters);
+  }
+  if (!sampled)
     return std::allocate_shared<NonRecordingSpan>(
         PoolAllocator<NonRecordingSpan>{}, ids, flags,
         parent != nullptr ? &parent->trace_state : nullptr);
 
-  sdk_counters().spans_started.fetch_add(1, std::memory_order_relaxed);
+  count_span_started();
   return std::allocate_shared<RecordingSpan>(PoolAllocator<RecordingSpan>{}, core_, ids,
                                              static_cast<std::uint8_t>(flags | flag_sampled),
                                              parent, name, options);

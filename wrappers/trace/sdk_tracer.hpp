@@ -112,6 +112,7 @@ class SdkTracer final : public Tracer {
 
  private:
   std::shared_ptr<Sampler> sampler_;
+  Sampler::Shortcut shortcut_;  // the sampler's, cached
   std::shared_ptr<const SdkCore> core_;
 };
 
