@@ -1,8 +1,9 @@
 // plugins/tcp/client.cpp — client connections: connect with a timeout, many calls in flight
-// matched to responses by request id, a deadline timer per call, and clear 503s when a
-// connection cannot be made or is lost.
+// matched to responses by request id, one deadline timer per connection over a min-heap of the
+// calls' deadlines, and clear 503s when a connection cannot be made or is lost.
 #include "client.hpp"
 
+#include <algorithm>
 #include <unordered_map>
 
 #include <boost/asio/connect.hpp>
@@ -14,6 +15,7 @@
 namespace micro::tcp {
 
 using asio::ip::tcp;
+using Clock = Context::Clock;
 
 namespace {
 std::string calls_pending(std::size_t count) {
@@ -31,13 +33,19 @@ class ClientConnection final : public FramedConnection {
         settings_(std::move(settings)),
         pools_(std::move(pools)),
         resolver_(strand_),
-        connect_timer_(strand_) {}
+        connect_timer_(strand_),
+        deadline_timer_(strand_) {}
 
   // False once the connection failed, closed, or the server announced it will close:
   // the pool then replaces it.
   bool usable() const noexcept { return usable_.load(std::memory_order_acquire); }
 
   void submit(OutgoingCall call) {
+    // A completion on this connection starting the next call: no handler to wrap and queue.
+    if (strand_.running_in_this_thread()) {
+      accept_call(std::move(call));
+      return;
+    }
     asio::dispatch(strand_, [self = shared(), call = std::move(call)]() mutable {
       self->accept_call(std::move(call));
     });
@@ -59,8 +67,19 @@ class ClientConnection final : public FramedConnection {
 
   struct PendingCall {
     ResponseHandler done;
-    std::optional<Timer> timer;  // armed only when the call has a deadline
   };
+  using PendingMap = std::unordered_map<std::uint64_t, PendingCall>;
+
+  // One entry per call with a deadline. Entries of calls answered meanwhile stay until they
+  // reach the top or the heap is rebuilt: cheaper than finding them on every response.
+  struct DeadlineEntry {
+    Clock::time_point deadline;
+    std::uint64_t request_id;
+    // std::push_heap keeps the largest on top; this order puts the earliest there.
+    bool operator<(const DeadlineEntry& other) const noexcept { return deadline > other.deadline; }
+  };
+  // Map nodes kept for reuse, so a steady stream of calls allocates no node per call.
+  static constexpr std::size_t spare_nodes_kept = 64;
 
   std::shared_ptr<ClientConnection> shared() {
     return std::static_pointer_cast<ClientConnection>(shared_from_this());
@@ -143,27 +162,75 @@ class ClientConnection final : public FramedConnection {
       return;
     }
     if (state_ == State::idle) begin_connect();
-    auto [entry, inserted] = pending_.try_emplace(call.request_id);
-    entry->second.done = std::move(call.done);
-    if (call.deadline) {
-      auto& timer = entry->second.timer.emplace(strand_, *call.deadline);
-      timer.async_wait([self = shared(), id = call.request_id](const boost::system::error_code& e) {
-        self->on_deadline(e, id);
-      });
-    }
+    add_pending(call.request_id, std::move(call.done));
+    if (call.deadline) add_deadline(*call.deadline, call.request_id);
     send_frame(std::move(call.frame));
   }
 
-  void on_deadline(const boost::system::error_code& error, std::uint64_t request_id) {
-    if (error) return;
-    auto entry = pending_.find(request_id);
-    if (entry == pending_.end()) return;  // answered meanwhile
-    ResponseHandler done = std::move(entry->second.done);
-    pending_.erase(entry);  // a late response for this id is ignored
-    complete(done, timeout_error(client_error_id,
-                                 "tcp: deadline passed waiting for the response "
-                                 "from " +
-                                     address_));
+  void add_pending(std::uint64_t request_id, ResponseHandler done) {
+    if (spare_nodes_.empty()) {
+      pending_.try_emplace(request_id, PendingCall{std::move(done)});
+      return;
+    }
+    auto node = std::move(spare_nodes_.back());
+    spare_nodes_.pop_back();
+    node.key() = request_id;
+    node.mapped().done = std::move(done);
+    pending_.insert(std::move(node));
+  }
+
+  // Removes the call `entry` points at and returns its completion.
+  ResponseHandler take_pending(PendingMap::iterator entry) {
+    auto node = pending_.extract(entry);
+    ResponseHandler done = std::move(node.mapped().done);
+    if (spare_nodes_.size() < spare_nodes_kept) spare_nodes_.push_back(std::move(node));
+    return done;
+  }
+
+  void add_deadline(Clock::time_point deadline, std::uint64_t request_id) {
+    // Drop the entries of answered calls once they outnumber the live ones.
+    if (deadlines_.size() >= 2 * pending_.size() + 64) {
+      std::erase_if(deadlines_, [&](const DeadlineEntry& entry) {
+        return !pending_.contains(entry.request_id);
+      });
+      std::make_heap(deadlines_.begin(), deadlines_.end());
+    }
+    deadlines_.push_back({deadline, request_id});
+    std::push_heap(deadlines_.begin(), deadlines_.end());
+    if (!deadline_armed_ || deadline < armed_deadline_) arm_deadline_timer(deadline);
+  }
+
+  void arm_deadline_timer(Clock::time_point deadline) {
+    deadline_armed_ = true;
+    armed_deadline_ = deadline;
+    // Re-arming cancels the previous wait, whose handler then sees operation_aborted.
+    deadline_timer_.expires_at(deadline);
+    deadline_timer_.async_wait(
+        [self = shared()](const boost::system::error_code& error) { self->on_deadline(error); });
+  }
+
+  // Completes every call whose deadline has passed with 408, then waits for the next one.
+  void on_deadline(const boost::system::error_code& error) {
+    if (error || state_ == State::closed) return;
+    deadline_armed_ = false;
+    auto now = Clock::now();
+    while (!deadlines_.empty()) {
+      const DeadlineEntry& top = deadlines_.front();
+      auto entry = pending_.find(top.request_id);
+      if (entry != pending_.end() && top.deadline > now) break;  // the next live deadline
+      std::pop_heap(deadlines_.begin(), deadlines_.end());
+      deadlines_.pop_back();
+      if (entry == pending_.end()) continue;       // answered meanwhile
+      ResponseHandler done = take_pending(entry);  // a late response for this id is ignored
+      complete(done, timeout_error(client_error_id,
+                                   "tcp: deadline passed waiting for the response "
+                                   "from " +
+                                       address_));
+      if (state_ == State::closed) return;  // the completion closed the transport
+    }
+    // A completion above may have submitted a call (and armed the timer for it) meanwhile.
+    if (!deadlines_.empty() && (!deadline_armed_ || deadlines_.front().deadline < armed_deadline_))
+      arm_deadline_timer(deadlines_.front().deadline);
   }
 
   void on_frame(const FrameHeader& header, std::string_view frame) override {
@@ -179,8 +246,7 @@ class ClientConnection final : public FramedConnection {
     }
     auto entry = pending_.find(header.request_id);
     if (entry == pending_.end()) return;  // late: its deadline already completed it
-    ResponseHandler done = std::move(entry->second.done);
-    pending_.erase(entry);
+    ResponseHandler done = take_pending(entry);
     Response response;
     if (auto problem = decode_response(frame, response)) {
       complete(done, bad_request(client_error_id, "tcp: malformed response frame from " + address_ +
@@ -198,8 +264,7 @@ class ClientConnection final : public FramedConnection {
     if (problem.too_large) {
       auto entry = pending_.find(header.request_id);
       if (entry != pending_.end()) {
-        ResponseHandler done = std::move(entry->second.done);
-        pending_.erase(entry);
+        ResponseHandler done = take_pending(entry);
         complete(done, Error(client_error_id, 413,
                              "tcp: response from " + address_ + ": " + problem.what));
       }
@@ -223,6 +288,8 @@ class ClientConnection final : public FramedConnection {
     usable_.store(false, std::memory_order_release);
     state_ = State::closed;
     connect_timer_.cancel();
+    deadline_timer_.cancel();
+    deadline_armed_ = false;
     resolver_.cancel();
   }
 
@@ -237,6 +304,7 @@ class ClientConnection final : public FramedConnection {
     usable_.store(false, std::memory_order_release);
     auto calls = std::move(pending_);
     pending_.clear();
+    deadlines_.clear();
     for (auto& [id, call] : calls) complete(call.done, error);
   }
 
@@ -254,7 +322,12 @@ class ClientConnection final : public FramedConnection {
   std::weak_ptr<ClientPools> pools_;
   Resolver resolver_;
   Timer connect_timer_;
-  std::unordered_map<std::uint64_t, PendingCall> pending_;
+  Timer deadline_timer_;
+  PendingMap pending_;
+  std::vector<PendingMap::node_type> spare_nodes_;
+  std::vector<DeadlineEntry> deadlines_;  // a min-heap by deadline
+  Clock::time_point armed_deadline_;      // what deadline_timer_ waits for, when armed
+  bool deadline_armed_ = false;
   std::atomic<bool> usable_{true};
   State state_ = State::idle;
   std::string close_detail_;  // why it closed, for calls that arrive afterwards

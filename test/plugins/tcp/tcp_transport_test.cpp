@@ -299,6 +299,71 @@ TEST_CASE("a call past its deadline completes with 408 and the late response is 
         "tcp: deadline passed before the call to " + listener->address() + " was sent");
 }
 
+TEST_CASE("deadlines on one connection fire in deadline order, however the calls were sent") {
+  // One connection, one deadline timer: a call sent later with an earlier deadline must not
+  // wait behind the earlier calls' deadlines, and answered calls must not time out.
+  Runtime runtime;
+  auto transport = make_tcp(runtime, {{"pool_size", "1"}});
+  std::mutex held_mutex;
+  std::vector<micro::ResponseHandler> held;  // never answered until the end
+  auto listener = transport->listen("127.0.0.1:0",
+                                    [&](micro::Request& request, micro::ResponseHandler respond) {
+                                      if (request.endpoint == "Fast.Call") {
+                                        respond(micro::Response{});
+                                        return;
+                                      }
+                                      std::lock_guard lock(held_mutex);
+                                      held.push_back(std::move(respond));
+                                    });
+
+  // Deadlines 300, 600, ... ms from now, the earliest sent after later ones, with answered
+  // calls (shorter deadlines of their own) in between.
+  constexpr std::size_t slow_count = 5;
+  constexpr auto spacing = 300ms;
+  const std::size_t send_order[slow_count] = {3, 1, 4, 0, 2};
+  Collector collector(slow_count);
+  std::mutex times_mutex;
+  std::vector<std::chrono::steady_clock::time_point> completed_at(slow_count);
+  std::vector<micro::Request> requests(slow_count);
+  auto start = std::chrono::steady_clock::now();
+  for (std::size_t i : send_order) {
+    requests[i] = make_request("", "Slow.Call");
+    requests[i].context.set_deadline(start + spacing * (i + 1));
+    auto collect = collector.handler(i);
+    transport->async_call(listener->address(), requests[i],
+                          [&, i, collect](micro::Response&& response) {
+                            {
+                              std::lock_guard lock(times_mutex);
+                              completed_at[i] = std::chrono::steady_clock::now();
+                            }
+                            collect(std::move(response));
+                          });
+    micro::Request fast = make_request("", "Fast.Call");
+    fast.context.set_timeout(100ms);
+    CHECK_FALSE(call_and_wait(*transport, listener->address(), fast).error);
+  }
+
+  REQUIRE(collector.wait_all());
+  auto order = collector.order();
+  CHECK(std::is_sorted(order.begin(), order.end()));  // completed by deadline, not send order
+  std::lock_guard times_lock(times_mutex);
+  for (std::size_t i = 0; i < slow_count; ++i) {
+    const auto& response = collector.responses()[i];
+    REQUIRE(response);
+    REQUIRE(response->error);
+    CHECK(response->error->code == 408);
+    // Never before its deadline, and not held back until a later call's deadline.
+    CHECK(completed_at[i] >= start + spacing * (i + 1));
+    CHECK(completed_at[i] < start + spacing * (i + 1) + 250ms);
+  }
+
+  // The fast calls' deadlines (100 ms each) have long passed: they must not have fired late.
+  micro::Request after = make_request("", "Fast.Call");
+  CHECK_FALSE(call_and_wait(*transport, listener->address(), after).error);
+  std::lock_guard lock(held_mutex);
+  for (auto& respond : held) respond(micro::Response{});  // late answers are dropped
+}
+
 TEST_CASE("connection refused completes with 503 naming the address") {
   Runtime runtime;
   auto transport = make_tcp(runtime);
