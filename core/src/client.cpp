@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <optional>
 
 #include <boost/asio/steady_timer.hpp>
 
@@ -23,6 +24,9 @@ struct Client::State : std::enable_shared_from_this<Client::State> {
   ClientFunction client_chain;
   CallFunction call_chain;
   PublishFunction publish_chain;
+  // No client wrapper configured: async_call starts the logical call itself, which then owns
+  // the request (one allocation instead of three).
+  bool direct = false;
 
   std::atomic<std::uint64_t> calls{0}, attempts{0}, retries{0}, failures{0};
 
@@ -36,8 +40,12 @@ namespace {
 
 // One logical call: looks the service up once, then makes attempts until one succeeds, the
 // error is not retryable, attempts run out, or the deadline passes.
+//
+// Clock reads are shared where they are nanoseconds apart: `now` passed to start() serves the
+// registry's freshness check, the first attempt's deadline check and its latency start.
 class LogicalCall : public std::enable_shared_from_this<LogicalCall> {
  public:
+  // The request lives elsewhere (a client wrapper's caller) until `done` runs.
   LogicalCall(std::shared_ptr<Client::State> state, Request& request, const CallOptions& options,
               ResponseHandler done)
       : state_(std::move(state)),
@@ -49,23 +57,41 @@ class LogicalCall : public std::enable_shared_from_this<LogicalCall> {
     max_attempts_ = 1 + std::max(0, retries);
   }
 
-  void start() {
+  // The call owns its request.
+  LogicalCall(std::shared_ptr<Client::State> state, Request&& request, const CallOptions& options,
+              ResponseHandler done)
+      : state_(std::move(state)),
+        owned_request_(std::move(request)),
+        request_(*owned_request_),
+        address_(options.address),
+        done_(std::move(done)),
+        backoff_timer_(state_->executor) {
+    int retries = options.retries >= 0 ? options.retries : state_->options.retries;
+    max_attempts_ = 1 + std::max(0, retries);
+  }
+
+  void start(Clock::time_point now) {
     if (!address_.empty()) {
       direct_node_.id = address_;
       direct_node_.address = address_;
       nodes_ = std::span<const Node>(&direct_node_, 1);
-      attempt();
+      attempt(now);
+      return;
+    }
+    // A cache hit needs no callback (and no allocation for one).
+    if (auto snapshot = state_->registry->cached_service(request_.service, now)) {
+      on_lookup(std::move(snapshot), std::nullopt, now);
       return;
     }
     state_->registry->async_get_service(
         request_.service,
         [self = shared_from_this()](ServiceSnapshot snapshot, std::optional<Error> error) {
-          self->on_lookup(std::move(snapshot), std::move(error));
+          self->on_lookup(std::move(snapshot), std::move(error), Clock::now());
         });
   }
 
  private:
-  void on_lookup(ServiceSnapshot snapshot, std::optional<Error> error) {
+  void on_lookup(ServiceSnapshot snapshot, std::optional<Error> error, Clock::time_point now) {
     if (error) {
       finish(Response::failure(
           Error(state_->options.id, ErrorCode::unavailable,
@@ -86,12 +112,12 @@ class LogicalCall : public std::enable_shared_from_this<LogicalCall> {
                                      "service '" + request_.service + "' has no nodes")));
       return;
     }
-    attempt();
+    attempt(now);
   }
 
-  void attempt() {
+  void attempt(Clock::time_point now) {
     ++attempt_;
-    if (request_.context.expired()) {
+    if (request_.context.has_deadline() && now >= request_.context.deadline()) {
       finish(Response::failure(
           Error(state_->options.id, ErrorCode::timeout,
                 "deadline passed calling " + request_.service + "." + request_.endpoint +
@@ -103,7 +129,7 @@ class LogicalCall : public std::enable_shared_from_this<LogicalCall> {
     std::size_t index =
         state_->selector->select_node(request_.service, nodes_, request_.context, attempt_);
     if (index >= nodes_.size()) index = 0;  // a misbehaving selector must not crash the call
-    attempt_started_ = Clock::now();
+    attempt_started_ = now;
     const Node& node = nodes_[index];
     state_->call_chain(request_, Attempt{node, attempt_},
                        [self = shared_from_this(), index](Response&& response) {
@@ -131,7 +157,7 @@ class LogicalCall : public std::enable_shared_from_this<LogicalCall> {
       if (delay >= remaining) delay = remaining / 2;  // leave the last attempt some time
       backoff_timer_.expires_after(delay);
       backoff_timer_.async_wait(
-          [self = shared_from_this()](boost::system::error_code) { self->attempt(); });
+          [self = shared_from_this()](boost::system::error_code) { self->attempt(Clock::now()); });
       return;
     }
     finish(std::move(response));
@@ -144,6 +170,7 @@ class LogicalCall : public std::enable_shared_from_this<LogicalCall> {
   }
 
   std::shared_ptr<Client::State> state_;
+  std::optional<Request> owned_request_;  // set when the call owns its request
   Request& request_;
   std::string address_;
   ResponseHandler done_;
@@ -179,6 +206,21 @@ Client::Client(ClientOptions options, std::shared_ptr<Transport> transport,
   state_->executor = std::move(executor);
 
   std::weak_ptr<State> weak = state_;
+  // A named type for the innermost client function, so the constructor can tell whether any
+  // client wrapper was put around it.
+  struct StartLogicalCall {
+    std::weak_ptr<State> weak;
+    void operator()(Request& request, const CallOptions& options, ResponseHandler done) const {
+      auto state = weak.lock();
+      if (!state) {
+        done(Response::failure(
+            Error("micro.client", ErrorCode::unavailable, "the client was destroyed")));
+        return;
+      }
+      std::make_shared<LogicalCall>(std::move(state), request, options, std::move(done))
+          ->start(Clock::now());
+    }
+  };
   state_->call_chain =
       wrappers.wrap_call([weak](Request& request, const Attempt& attempt, ResponseHandler done) {
         auto state = weak.lock();
@@ -189,16 +231,8 @@ Client::Client(ClientOptions options, std::shared_ptr<Transport> transport,
         }
         state->transport->async_call(attempt.node.address, request, std::move(done));
       });
-  state_->client_chain = wrappers.wrap_client(
-      [weak](Request& request, const CallOptions& options, ResponseHandler done) {
-        auto state = weak.lock();
-        if (!state) {
-          done(Response::failure(
-              Error("micro.client", ErrorCode::unavailable, "the client was destroyed")));
-          return;
-        }
-        std::make_shared<LogicalCall>(std::move(state), request, options, std::move(done))->start();
-      });
+  state_->client_chain = wrappers.wrap_client(StartLogicalCall{weak});
+  state_->direct = state_->client_chain.target<StartLogicalCall>() != nullptr;
   state_->publish_chain = wrappers.wrap_publish([weak](Context& context, Message& message) {
     auto state = weak.lock();
     if (!state || !state->broker)
@@ -216,8 +250,16 @@ Client::~Client() = default;
 void Client::async_call(Request request, ResponseHandler done, const CallOptions& options) {
   state_->calls.fetch_add(1, std::memory_order_relaxed);
   auto timeout = options.timeout.count() > 0 ? options.timeout : state_->options.timeout;
-  if (timeout.count() > 0) request.context.set_timeout(timeout);
   if (request.content_type.empty()) request.content_type = state_->options.content_type;
+  if (state_->direct) {
+    // One clock read for the deadline and everything up to the first attempt.
+    auto now = Clock::now();
+    if (timeout.count() > 0 && now + timeout < request.context.deadline())
+      request.context.set_deadline(now + timeout);
+    std::make_shared<LogicalCall>(state_, std::move(request), options, std::move(done))->start(now);
+    return;
+  }
+  if (timeout.count() > 0) request.context.set_timeout(timeout);
   auto owned = std::make_shared<OwnedCall>(OwnedCall{std::move(request), std::move(done)});
   state_->client_chain(owned->request, options, [owned](Response&& response) {
     ResponseHandler done = std::move(owned->done);

@@ -93,10 +93,10 @@ struct RegistryCache::State : std::enable_shared_from_this<RegistryCache::State>
   }
 
   // A fresh snapshot, or null.
-  ServiceSnapshot lookup_fresh(const std::string& name) const {
+  ServiceSnapshot lookup_fresh(const std::string& name, Clock::time_point now) const {
     std::shared_lock lock(entries_mutex);
     auto found = entries.find(name);
-    if (found == entries.end() || !fresh(found->second, Clock::now())) return nullptr;
+    if (found == entries.end() || !fresh(found->second, now)) return nullptr;
     return found->second.snapshot;
   }
 
@@ -239,13 +239,19 @@ RegistryCache::~RegistryCache() {
 }
 
 void RegistryCache::async_get_service(std::string name, DoneCallback done) {
-  if (auto snapshot = state_->lookup_fresh(name)) {
+  if (auto snapshot = state_->lookup_fresh(name, Clock::now())) {
     state_->hits.fetch_add(1, std::memory_order_relaxed);
     done(std::move(snapshot), std::nullopt);
     return;
   }
   state_->misses.fetch_add(1, std::memory_order_relaxed);
   state_->join_fetch(name, std::move(done));
+}
+
+ServiceSnapshot RegistryCache::cached_service(const std::string& name, Clock::time_point now) {
+  auto snapshot = state_->lookup_fresh(name, now);
+  if (snapshot) state_->hits.fetch_add(1, std::memory_order_relaxed);
+  return snapshot;
 }
 
 void RegistryCache::register_service(const Service& service, const RegisterOptions& options) {
@@ -258,7 +264,7 @@ void RegistryCache::deregister_service(const Service& service) {
 
 std::vector<Service> RegistryCache::get_service(std::string_view name_view) {
   std::string name(name_view);
-  if (auto snapshot = state_->lookup_fresh(name)) {
+  if (auto snapshot = state_->lookup_fresh(name, Clock::now())) {
     state_->hits.fetch_add(1, std::memory_order_relaxed);
     return *snapshot;
   }

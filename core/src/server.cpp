@@ -39,6 +39,24 @@ struct EndpointEntry {
   EndpointOptions options;
 };
 
+// The innermost handler: checks the deadline once more (wrappers may have queued the request
+// until it passed) before the endpoint's own handler runs. A named type, so start() can tell
+// whether any handler wrapper was put around it.
+struct GuardedHandler {
+  std::function<void()> count_refused;
+  HandlerFunction raw;
+
+  void operator()(Request& request, ResponseHandler respond) const {
+    if (request.context.expired()) {
+      count_refused();
+      respond(Response::failure(Error(request.service, ErrorCode::timeout,
+                                      "deadline passed before " + request.endpoint + " started")));
+      return;
+    }
+    raw(request, std::move(respond));
+  }
+};
+
 struct SubscriberEntry {
   std::string topic;
   std::string queue;
@@ -134,6 +152,25 @@ struct Server::State : std::enable_shared_from_this<Server::State> {
     return list.empty() ? "none" : list;
   }
 
+  // One request's way back: the transport's responder, guarded so that exactly one response
+  // goes out (a handler may throw after answering) and the in-flight count drops once. One
+  // allocation holds all of it; the handler's ResponseHandler shares it.
+  struct Answer {
+    Answer(std::shared_ptr<State> server_, ResponseHandler respond_)
+        : server(std::move(server_)), respond(std::move(respond_)) {}
+
+    void deliver(Response&& response) {
+      if (answered.exchange(true, std::memory_order_acq_rel)) return;
+      bool error = response.error.has_value();
+      respond(std::move(response));
+      server->finish_one(error);
+    }
+
+    std::shared_ptr<State> server;
+    ResponseHandler respond;
+    std::atomic<bool> answered{false};
+  };
+
   // Per request, on an I/O thread.
   void dispatch(Request& request, ResponseHandler respond) {
     const std::string& id = options.name;
@@ -157,21 +194,14 @@ struct Server::State : std::enable_shared_from_this<Server::State> {
       return;
     }
     in_flight.fetch_add(1, std::memory_order_acq_rel);
-    // Guards against a handler that throws after answering: exactly one response goes out.
-    auto answered = std::make_shared<std::atomic<bool>>(false);
-    auto self = shared_from_this();
-    auto once = [self, answered, respond = std::move(respond)](Response&& response) {
-      if (answered->exchange(true)) return;
-      bool error = response.error.has_value();
-      respond(std::move(response));
-      self->finish_one(error);
-    };
+    auto answer = std::make_shared<Answer>(shared_from_this(), std::move(respond));
     try {
-      found->second.wrapped(request, once);
+      found->second.wrapped(
+          request, [answer](Response&& response) { answer->deliver(std::move(response)); });
     } catch (const Exception& e) {
-      once(Response::failure(e.error()));
+      answer->deliver(Response::failure(e.error()));
     } catch (const std::exception& e) {
-      once(Response::failure(Error(id, ErrorCode::internal, e.what())));
+      answer->deliver(Response::failure(Error(id, ErrorCode::internal, e.what())));
     }
   }
 };
@@ -219,17 +249,15 @@ void Server::start() {
   for (auto& [name, entry] : state.endpoints) {
     // Checked again innermost: wrappers may have queued the request (rate limits, auth
     // round trips) until its deadline passed, and then the work is not worth starting.
-    HandlerFunction guarded = [weak, raw = entry.raw](Request& request, ResponseHandler respond) {
-      if (request.context.expired()) {
-        if (auto self = weak.lock()) self->refused.fetch_add(1, std::memory_order_relaxed);
-        respond(
-            Response::failure(Error(request.service, ErrorCode::timeout,
-                                    "deadline passed before " + request.endpoint + " started")));
-        return;
-      }
-      raw(request, std::move(respond));
-    };
+    GuardedHandler guarded{[weak] {
+                             if (auto self = weak.lock())
+                               self->refused.fetch_add(1, std::memory_order_relaxed);
+                           },
+                           entry.raw};
     entry.wrapped = state.wrappers.wrap_handler(std::move(guarded));
+    // With no handler wrapper nothing runs between dispatch's own deadline check and the
+    // handler, so the second check (a clock read per request) is left out.
+    if (entry.wrapped.target<GuardedHandler>() != nullptr) entry.wrapped = entry.raw;
   }
 
   state.listener = state.transport->listen(

@@ -39,6 +39,11 @@ class RegistryCache : public Registry {
       std::string name,
       std::function<void(ServiceSnapshot snapshot, std::optional<Error> error)> done);
 
+  // The snapshot of `name` when it is cached and fresh at `now` (counted as a hit), else null;
+  // never fetches. Lets a caller that has just read the clock skip the callback on a hit.
+  ServiceSnapshot cached_service(const std::string& name,
+                                 std::chrono::steady_clock::time_point now);
+
   // Registry: register/deregister/list/watch pass through; get_service reads the cache.
   void register_service(const Service& service, const RegisterOptions& options) override;
   void deregister_service(const Service& service) override;
