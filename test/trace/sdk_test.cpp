@@ -10,6 +10,7 @@
 #include <chrono>
 #include <condition_variable>
 #include <cstdlib>
+#include <cstring>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -480,6 +481,23 @@ TEST_CASE("sensitive attribute keys are redacted, case-insensitively, everywhere
   CHECK_FALSE(custom.sensitive("password"));  // the list replaces the default
   CHECK(Redactor::parse("none").empty());
   CHECK_FALSE(Redactor(Redactor::parse("")).sensitive("password"));
+
+  // The per-thread cache: the same buffer holding another key, the same key under another
+  // redactor, and a copy (which shares the patterns) all get the scan's verdict.
+  char buffer[] = "user.password";
+  std::string_view key(buffer);
+  CHECK(redactor.sensitive(key));
+  CHECK(redactor.sensitive(key));  // from the cache
+  std::memcpy(buffer, "user.passwore", sizeof buffer);
+  CHECK_FALSE(redactor.sensitive(key));
+  CHECK(redactor.scan("user.password"));
+  CHECK_FALSE(custom.sensitive("user.password"));
+  Redactor copy = custom;
+  CHECK(copy.sensitive("user.pin"));
+  CHECK_FALSE(copy.sensitive("user.password"));
+  std::string long_key(100, 'x');
+  long_key += "token";
+  CHECK(redactor.sensitive(long_key));
 
   auto processor = std::make_shared<CollectingProcessor>();
   SdkTracer tracer(make_always_on_sampler(), processor);

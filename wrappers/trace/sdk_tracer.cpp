@@ -450,6 +450,30 @@ std::size_t environment_limit(const char* name, std::size_t fallback) {
 
 // ---- limits, redaction, truncation ----
 
+namespace {
+
+std::atomic<std::uint64_t> next_redactor_identity{1};
+
+// One thread's recently seen keys and their verdicts, direct-mapped by the key's address.
+// An entry is trusted only when redactor, length and bytes all match, so a reused buffer
+// holding another key just misses.
+struct RedactionCache {
+  struct Entry {
+    std::uint64_t redactor = 0;  // identity; 0: empty
+    const char* address = nullptr;
+    std::uint32_t size = 0;
+    bool sensitive = false;
+    char bytes[43];
+  };
+  static_assert(sizeof(Entry) == 64);
+  static constexpr std::size_t entries = 64;
+  Entry table[entries];
+};
+
+thread_local RedactionCache redaction_cache;  // trivially constructible and destructible
+
+}  // namespace
+
 SpanLimits SpanLimits::from_environment() {
   SpanLimits limits;
   limits.attribute_count = environment_limit("OTEL_SPAN_ATTRIBUTE_COUNT_LIMIT", 128);
@@ -481,7 +505,8 @@ std::vector<std::string> Redactor::parse(std::string_view comma_list) {
   return patterns;
 }
 
-Redactor::Redactor(const std::vector<std::string>& patterns) {
+Redactor::Redactor(const std::vector<std::string>& patterns)
+    : identity_(next_redactor_identity.fetch_add(1, std::memory_order_relaxed)) {
   for (const auto& pattern : patterns) {
     if (pattern.empty()) continue;
     std::string lower;
@@ -524,6 +549,26 @@ Redactor::Redactor(const std::vector<std::string>& patterns) {
 }
 
 bool Redactor::sensitive(std::string_view key) const noexcept {
+  if (patterns_.empty() || key.size() < shortest_) return false;
+  using Entry = RedactionCache::Entry;
+  if (key.size() > sizeof(Entry::bytes)) return scan(key);
+  auto address = reinterpret_cast<std::uintptr_t>(key.data());
+  auto& entry =
+      redaction_cache
+          .table[((address >> 3) ^ (address >> 9) ^ key.size()) % RedactionCache::entries];
+  if (entry.redactor == identity_ && entry.address == key.data() && entry.size == key.size() &&
+      std::memcmp(entry.bytes, key.data(), key.size()) == 0) [[likely]]
+    return entry.sensitive;
+  bool verdict = scan(key);
+  entry.redactor = identity_;
+  entry.address = key.data();
+  entry.size = static_cast<std::uint32_t>(key.size());
+  entry.sensitive = verdict;
+  std::memcpy(entry.bytes, key.data(), key.size());
+  return verdict;
+}
+
+bool Redactor::scan(std::string_view key) const noexcept {
   if (patterns_.empty() || key.size() < shortest_) return false;
   std::size_t last = key.size() - shortest_;
   for (std::size_t position = 0; position <= last; ++position) {

@@ -50,7 +50,17 @@ class Redactor {
 
   Redactor() : Redactor(default_patterns()) {}
   explicit Redactor(const std::vector<std::string>& patterns);
+  // Copies share the patterns and so the identity below; no move (a moved-from redactor
+  // would keep its identity but lose its patterns).
+  Redactor(const Redactor&) = default;
+  Redactor& operator=(const Redactor&) = default;
+
+  // Answers from a small per-thread cache of recently seen keys (found by the key's
+  // address and length, confirmed by its bytes) before scanning: keys are nearly always
+  // string literals, so each call site scans once.
   bool sensitive(std::string_view key) const noexcept;
+  // The scan itself, uncached.
+  bool scan(std::string_view key) const noexcept;
 
  private:
   bool may_start_at(unsigned char first, unsigned char second) const noexcept {
@@ -66,6 +76,7 @@ class Redactor {
   // position is rejected with one bit test.
   std::array<std::uint64_t, 65536 / 64> bigrams_{};
   std::size_t shortest_ = 0;
+  std::uint64_t identity_ = 0;  // unique per pattern set, for the per-thread cache
 };
 
 // Applies the value-length limit in place: strings, and each string of a string array.
