@@ -327,15 +327,20 @@ void HttpConnection::handshake(const EndpointAddress& endpoint) {
   }
 }
 
-http::response<http::string_body> HttpConnection::round_trip(
-    http::request<http::string_body>& request, milliseconds timeout) {
+void HttpConnection::write_request(http::request<http::string_body>& request,
+                                   milliseconds timeout) {
   tcp().expires_after(timeout);
-  auto result =
+  const auto result =
       complete([&](auto& stream, auto&& on_done) { http::async_write(stream, request, on_done); });
   if (result) throw TransportError("cannot send to etcd: " + result.message());
+}
+
+http::response<http::string_body> HttpConnection::round_trip(
+    http::request<http::string_body>& request, milliseconds timeout) {
+  write_request(request, timeout);
   http::response_parser<http::string_body> parser;
   parser.body_limit(boost::none);
-  result = complete(
+  auto result = complete(
       [&](auto& stream, auto&& on_done) { http::async_read(stream, buffer_, parser, on_done); });
   tcp().expires_never();
   if (result) throw TransportError("no answer from etcd: " + describe(result));
@@ -345,14 +350,10 @@ http::response<http::string_body> HttpConnection::round_trip(
 unsigned HttpConnection::stream(http::request<http::string_body>& request,
                                 milliseconds header_timeout,
                                 const std::function<void(std::string_view)>& on_data) {
-  tcp().expires_after(header_timeout);
-  auto result =
-      complete([&](auto& stream, auto&& on_done) { http::async_write(stream, request, on_done); });
-  if (result) throw TransportError("cannot send to etcd: " + result.message());
-
+  write_request(request, header_timeout);
   http::response_parser<http::string_body> parser;
   parser.body_limit(boost::none);
-  result = complete([&](auto& stream, auto&& on_done) {
+  auto result = complete([&](auto& stream, auto&& on_done) {
     http::async_read_header(stream, buffer_, parser, on_done);
   });
   if (result) throw TransportError("no answer from etcd: " + describe(result));

@@ -134,6 +134,9 @@ class HttpConnection {
     run_until(done);
     return result;
   }
+  // Sends a whole request (bounded by `timeout`); the first half of round_trip() and stream().
+  void write_request(boost::beast::http::request<boost::beast::http::string_body>& request,
+                     std::chrono::milliseconds timeout);
   // Reads the next piece of the duplex response (re-armed by its own handler).
   void read_response_piece();
   // TLS handshake (within the connect timeout), checking the certificate names `endpoint`.
