@@ -162,6 +162,10 @@ class ClientConnection final : public FramedConnection {
       return;
     }
     if (state_ == State::idle) begin_connect();
+    if (call.frame.empty()) {
+      call.frame = take_buffer();
+      encode_request(call.frame, call.request_id, *call.request, call.timeout_nanoseconds);
+    }
     add_pending(call.request_id, std::move(call.done));
     if (call.deadline) add_deadline(*call.deadline, call.request_id);
     send_frame(std::move(call.frame));

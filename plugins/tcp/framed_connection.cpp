@@ -15,6 +15,10 @@ constexpr std::size_t initial_read_capacity = 16 * 1024;
 constexpr std::size_t keep_read_capacity = 256 * 1024;
 // How long a closing connection keeps reading (and dropping) what the peer still sends.
 constexpr auto linger_time = std::chrono::seconds(1);
+// Written frames kept for reuse: a few, and only small ones, so a burst of large frames does
+// not stay allocated.
+constexpr std::size_t spare_buffers_kept = 16;
+constexpr std::size_t spare_buffer_largest = 64 * 1024;
 }  // namespace
 
 FramedConnection::FramedConnection(Strand strand, Socket socket, FrameType incoming,
@@ -121,6 +125,13 @@ void FramedConnection::send_frame(std::string frame) {
   if (!in_batch_) flush();
 }
 
+std::string FramedConnection::take_buffer() {
+  if (spare_buffers_.empty()) return {};
+  std::string buffer = std::move(spare_buffers_.back());
+  spare_buffers_.pop_back();
+  return buffer;
+}
+
 void FramedConnection::flush() {
   if (write_in_flight_ || !writable_ || closed_) return;
   if (queued_.empty()) {
@@ -139,6 +150,12 @@ void FramedConnection::flush() {
 
 void FramedConnection::on_written(const boost::system::error_code& error) {
   write_in_flight_ = false;
+  for (auto& frame : writing_) {
+    if (spare_buffers_.size() >= spare_buffers_kept) break;
+    if (frame.capacity() > spare_buffer_largest) continue;
+    frame.clear();
+    spare_buffers_.push_back(std::move(frame));
+  }
   writing_.clear();
   if (closed_) return;
   if (error) {

@@ -39,6 +39,9 @@ class FramedConnection : public std::enable_shared_from_this<FramedConnection> {
   // Queues a whole frame; frames queued while a frame batch is being read, or while a
   // write is in flight, are coalesced into the next write.
   void send_frame(std::string frame);
+  // An empty string keeping the capacity of a frame already written, to encode the next
+  // frame into without allocating (strand only).
+  std::string take_buffer();
   // Stops reading, and closes once every queued frame is written: the send side is shut,
   // then whatever the peer still sends is read and dropped for a moment, so that closing
   // with unread bytes does not reset the connection before the peer reads our last frame.
@@ -80,8 +83,9 @@ class FramedConnection : public std::enable_shared_from_this<FramedConnection> {
   std::size_t read_end_ = 0;
   std::size_t wanted_ = header_size;
 
-  std::vector<std::string> queued_;   // waiting for the next write
-  std::vector<std::string> writing_;  // owned by the write in flight
+  std::vector<std::string> queued_;         // waiting for the next write
+  std::vector<std::string> writing_;        // owned by the write in flight
+  std::vector<std::string> spare_buffers_;  // written frames' storage, for take_buffer()
   std::vector<asio::const_buffer> write_buffers_;
   Timer linger_timer_;
 

@@ -86,13 +86,16 @@ class ServerConnection final : public FramedConnection {
                                       " bytes exceeds max_frame " + std::to_string(max_frame_)));
       error_json = response.error->to_json();
     }
-    std::string frame;
-    encode_response(frame, request_id, 0, response, error_json);
-    // Handlers usually answer inline, on this strand: queue without wrapping a handler.
+    // Handlers usually answer inline, on this strand: encode into a reused buffer and queue
+    // without wrapping a handler.
     if (strand_.running_in_this_thread()) {
+      std::string frame = take_buffer();
+      encode_response(frame, request_id, 0, response, error_json);
       send_frame(std::move(frame));
       return;
     }
+    std::string frame;
+    encode_response(frame, request_id, 0, response, error_json);
     asio::dispatch(strand_, [self = shared(), frame = std::move(frame)]() mutable {
       self->send_frame(std::move(frame));
     });

@@ -90,7 +90,8 @@ class TcpTransport final : public Transport {
       return;
     }
     call.request_id = pools_->next_request_id();
-    encode_request(call.frame, call.request_id, request, timeout_nanoseconds);
+    call.request = &request;
+    call.timeout_nanoseconds = timeout_nanoseconds;
     call.done = std::move(done);
     submit_call(connection, std::move(call));
   }

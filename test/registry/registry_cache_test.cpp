@@ -143,6 +143,27 @@ TEST_CASE("cache: hits are answered from memory without reaching the backend") {
   CHECK(fixture.backend->get_calls.load() == 1);
 }
 
+TEST_CASE("cache: cached_service answers fresh hits only and never fetches") {
+  CacheFixture fixture(100ms);
+  fixture.cache->register_service(make_service("greeter", "1", {"g-1"}), {});
+  auto now = std::chrono::steady_clock::now();
+  CHECK_FALSE(fixture.cache->cached_service("greeter", now));  // nothing cached yet
+  CHECK(fixture.backend->get_calls.load() == 0);
+  CHECK(fixture.cache->statistics().misses == 0);
+
+  fixture.cache->get_service("greeter");
+  now = std::chrono::steady_clock::now();
+  auto snapshot = fixture.cache->cached_service("greeter", now);
+  REQUIRE(snapshot);
+  CHECK(node_ids(snapshot->at(0)) == std::vector<std::string>{"g-1"});
+  CHECK(fixture.cache->statistics().hits == 1);
+  // Judged at the time given: past the TTL it is not fresh, and nothing is fetched for it.
+  CHECK_FALSE(fixture.cache->cached_service("greeter", now + 100ms));
+  CHECK_FALSE(fixture.cache->cached_service("other", now));
+  CHECK(fixture.backend->get_calls.load() == 1);
+  CHECK(fixture.cache->statistics().hits == 1);
+}
+
 TEST_CASE("cache: concurrent misses share one fetch") {
   CacheFixture fixture;
   fixture.cache->register_service(make_service("greeter", "1", {"g-1", "g-2"}), {});
