@@ -51,8 +51,7 @@ class LogicalCall : public std::enable_shared_from_this<LogicalCall> {
       : state_(std::move(state)),
         request_(request),
         address_(options.address),
-        done_(std::move(done)),
-        backoff_timer_(state_->executor) {
+        done_(std::move(done)) {
     int retries = options.retries >= 0 ? options.retries : state_->options.retries;
     max_attempts_ = 1 + std::max(0, retries);
   }
@@ -64,8 +63,7 @@ class LogicalCall : public std::enable_shared_from_this<LogicalCall> {
         owned_request_(std::move(request)),
         request_(*owned_request_),
         address_(options.address),
-        done_(std::move(done)),
-        backoff_timer_(state_->executor) {
+        done_(std::move(done)) {
     int retries = options.retries >= 0 ? options.retries : state_->options.retries;
     max_attempts_ = 1 + std::max(0, retries);
   }
@@ -155,8 +153,11 @@ class LogicalCall : public std::enable_shared_from_this<LogicalCall> {
       auto remaining =
           std::chrono::duration_cast<std::chrono::milliseconds>(request_.context.remaining());
       if (delay >= remaining) delay = remaining / 2;  // leave the last attempt some time
-      backoff_timer_.expires_after(delay);
-      backoff_timer_.async_wait(
+      // Made on the first retry: creating an Asio timer looks its service up under a mutex,
+      // a cost most calls would pay for nothing.
+      if (!backoff_timer_) backoff_timer_.emplace(state_->executor);
+      backoff_timer_->expires_after(delay);
+      backoff_timer_->async_wait(
           [self = shared_from_this()](boost::system::error_code) { self->attempt(Clock::now()); });
       return;
     }
@@ -174,7 +175,7 @@ class LogicalCall : public std::enable_shared_from_this<LogicalCall> {
   Request& request_;
   std::string address_;
   ResponseHandler done_;
-  boost::asio::steady_timer backoff_timer_;
+  std::optional<boost::asio::steady_timer> backoff_timer_;
   ServiceSnapshot snapshot_;
   std::vector<Node> flattened_;
   Node direct_node_;
