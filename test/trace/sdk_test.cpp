@@ -686,6 +686,78 @@ TEST_CASE("force_flush exports what ended before it") {
   CHECK(log->exported() == 7);
 }
 
+// Keeps a copy of every exported span.
+class CopyingExporter final : public SpanExporter {
+ public:
+  explicit CopyingExporter(std::shared_ptr<std::vector<SpanData>> spans)
+      : spans_(std::move(spans)) {}
+  ExportResult export_spans(std::span<const SpanData> spans) override {
+    spans_->insert(spans_->end(), spans.begin(), spans.end());  // only the worker calls
+    return ExportResult::success;
+  }
+  void shutdown(std::chrono::milliseconds) override {}
+
+ private:
+  std::shared_ptr<std::vector<SpanData>> spans_;
+};
+
+TEST_CASE("pooled span data: a reused node carries nothing of its previous span") {
+  auto exported = std::make_shared<std::vector<SpanData>>();
+  BatchSettings settings;
+  settings.max_queue_size = 4;
+  settings.schedule_delay = std::chrono::hours(1);
+  auto processor =
+      std::make_shared<BatchProcessor>(std::make_unique<CopyingExporter>(exported), settings);
+  SdkTracer tracer(make_always_on_sampler(), processor);
+  micro::Context empty;
+  SpanContext remote{random_trace_id(), random_span_id(), flag_sampled, "vendor=1", true};
+  constexpr int rounds = 4;
+  for (int round = 0; round < rounds; ++round) {
+    StartOptions options;
+    options.parent = &remote;
+    options.kind = SpanKind::client;
+    auto full = tracer.start_span("full", empty, options);
+    full->set_attribute("round", std::int64_t{round});
+    full->set_attribute("text", std::string(300, 'x'));
+    full->add_event("event");
+    full->add_link(remote);
+    full->set_status(StatusCode::error, "broken");
+    full->end();
+    tracer.start_span("never ended", empty);  // its data goes back unexported
+    CHECK(processor->force_flush(10s));
+    tracer.start_span("bare", empty)->end();
+    CHECK(processor->force_flush(10s));
+  }
+  CHECK(processor->shutdown());
+  REQUIRE(exported->size() == 2 * rounds);
+  for (int round = 0; round < rounds; ++round) {
+    const auto& full = exported->at(2 * round);
+    CHECK(full.name == "full");
+    CHECK(full.kind == SpanKind::client);
+    CHECK(full.parent_span_id == remote.span_id);
+    CHECK(full.parent_remote);
+    CHECK(full.context.trace_state == "vendor=1");
+    REQUIRE(full.attributes.size() == 2);
+    CHECK(std::get<std::int64_t>(full.attributes[0].second) == round);
+    CHECK(full.events.size() == 1);
+    CHECK(full.links.size() == 1);
+    CHECK(full.status == StatusCode::error);
+    CHECK(full.status_message == "broken");
+    const auto& bare = exported->at(2 * round + 1);
+    CHECK(bare.name == "bare");
+    CHECK(bare.kind == SpanKind::internal);
+    CHECK_FALSE(bare.parent_span_id.valid());
+    CHECK_FALSE(bare.parent_remote);
+    CHECK(bare.context.trace_state.empty());
+    CHECK(bare.attributes.empty());
+    CHECK(bare.events.empty());
+    CHECK(bare.links.empty());
+    CHECK(bare.status == StatusCode::unset);
+    CHECK(bare.status_message.empty());
+    CHECK(bare.dropped_attributes + bare.dropped_events + bare.dropped_links == 0);
+  }
+}
+
 TEST_CASE("a full queue drops and counts without blocking; shutdown loses nothing queued") {
   auto log = std::make_shared<ExportLog>();
   log->block = true;

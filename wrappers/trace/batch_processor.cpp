@@ -1,6 +1,6 @@
-// wrappers/trace — the batch span processor: a bounded multi-producer queue (Vyukov's
-// sequence-numbered ring: a push is one CAS and a move, never a lock) drained by one
-// worker thread that exports in batches.
+// wrappers/trace — the batch span processor: a bounded multi-producer queue of span data
+// pointers (Vyukov's sequence-numbered ring: a push is one CAS, never a lock) drained by
+// one worker thread that exports in batches, and the free list the span data returns to.
 #include "batch_processor.hpp"
 
 #include <pthread.h>
@@ -56,7 +56,7 @@ std::chrono::milliseconds positive_duration(const PluginArguments& arguments, co
   return value;
 }
 
-// Vyukov's bounded MPMC queue over preallocated slots (finished spans; recycled vectors).
+// Vyukov's bounded MPMC queue over preallocated slots (finished spans; free span data).
 template <class T>
 class BoundedQueue {
  public:
@@ -254,23 +254,54 @@ BatchSettings BatchSettings::from(const PluginArguments& arguments) {
   return settings;
 }
 
+void clear_span_data(SpanData& data) noexcept {
+  // Kept capacity is bounded: a span with unusually many attributes or a long name does
+  // not pin that memory in the pool.
+  constexpr std::size_t max_kept_attributes = 32, max_kept_text = 256;
+  data.context = SpanContext{};
+  data.parent_span_id = SpanId{};
+  data.parent_remote = false;
+  if (data.name.capacity() > max_kept_text) data.name = std::string();
+  data.name.clear();
+  data.kind = SpanKind::internal;
+  data.start_time = data.end_time = {};
+  if (data.attributes.capacity() > max_kept_attributes) data.attributes = {};
+  data.attributes.clear();
+  data.events = {};
+  data.links = {};
+  data.status = StatusCode::unset;
+  if (data.status_message.capacity() > max_kept_text) data.status_message = std::string();
+  data.status_message.clear();
+  data.dropped_attributes = data.dropped_events = data.dropped_links = 0;
+}
+
 struct BatchProcessor::State {
   State(std::unique_ptr<SpanExporter> exporter_, BatchSettings settings_)
       : settings(settings_),
         exporter(std::move(exporter_)),
         queue(settings_.max_queue_size),
-        spare_attributes(std::min<std::size_t>(settings_.max_queue_size, max_spare_attributes)) {}
+        free_data(std::max<std::size_t>(settings_.max_queue_size, min_free_data)) {}
 
-  // Bounds the memory kept in spare vectors (each ~8 attributes, ~600 bytes).
-  static constexpr std::size_t max_spare_attributes = 1024;
-  static constexpr std::size_t min_spare_capacity = 8, max_spare_capacity = 32;
+  ~State() {
+    SpanData* data = nullptr;
+    while (queue.pop(data)) delete data;
+    while (free_data.pop(data)) delete data;
+  }
+
+  static constexpr std::size_t min_free_data = 64;
 
   BatchSettings settings;
   std::unique_ptr<SpanExporter> exporter;
-  BoundedQueue<SpanData> queue;
-  // Attribute vectors of exported spans, cleared, for new spans to reuse: the ending
-  // thread then neither allocates nor frees memory another thread allocated.
-  BoundedQueue<std::vector<Attribute>> spare_attributes;
+  BoundedQueue<SpanData*> queue;
+  // Cleared span data for new spans, owned by this state: the ending thread neither
+  // allocates nor frees, and strings and attribute vectors keep their capacity.
+  BoundedQueue<SpanData*> free_data;
+
+  // Back to the free list, or freed when the list is full (a burst of live spans).
+  void recycle(SpanData* data) noexcept {
+    std::size_t position = 0;
+    if (!free_data.push(data, position)) delete data;
+  }
   std::atomic<bool> closed{false};        // no more spans accepted
   std::atomic<bool> wake_pending{false};  // a producer already signalled a full batch
 
@@ -287,36 +318,32 @@ struct BatchProcessor::State {
     auto& counters = sdk_counters();
     for (;;) {
       if (!all && queue.size() < settings.max_export_batch_size) return;
-      batch.clear();
-      SpanData span;
-      while (batch.size() < settings.max_export_batch_size && queue.pop(span))
-        batch.push_back(std::move(span));
-      if (batch.empty()) return;
+      // The batch's entries still hold the previous batch's spans: swapped into the node
+      // and cleared there, their memory goes round again.
+      std::size_t count = 0;
+      SpanData* data = nullptr;
+      while (count < settings.max_export_batch_size && queue.pop(data)) {
+        if (count == batch.size()) batch.emplace_back();
+        std::swap(batch[count], *data);
+        clear_span_data(*data);
+        recycle(data);
+        ++count;
+      }
+      if (count == 0) return;
       ExportResult result = ExportResult::failure;
       try {
-        result = exporter->export_spans(std::span<const SpanData>(batch));
+        result = exporter->export_spans(std::span<const SpanData>(batch.data(), count));
       } catch (const std::exception& error) {
         std::fprintf(stderr, "[micro] trace: exporter threw: %s\n", error.what());
       } catch (...) {
         std::fprintf(stderr, "[micro] trace: exporter threw\n");
       }
       if (result == ExportResult::success) {
-        counters.spans_exported.fetch_add(batch.size(), std::memory_order_relaxed);
+        counters.spans_exported.fetch_add(count, std::memory_order_relaxed);
       } else {
         counters.export_failures.fetch_add(1, std::memory_order_relaxed);
-        counters.spans_export_failed.fetch_add(batch.size(), std::memory_order_relaxed);
+        counters.spans_export_failed.fetch_add(count, std::memory_order_relaxed);
       }
-      recycle(batch);
-    }
-  }
-
-  void recycle(std::vector<SpanData>& batch) noexcept {
-    std::size_t position = 0;
-    for (auto& span : batch) {
-      auto capacity = span.attributes.capacity();
-      if (capacity < min_spare_capacity || capacity > max_spare_capacity) continue;
-      span.attributes.clear();
-      if (!spare_attributes.push(span.attributes, position)) return;  // enough spares
     }
   }
 
@@ -385,16 +412,35 @@ std::size_t BatchProcessor::queued() const noexcept {
 }
 
 void BatchProcessor::on_end(SpanData&& span) noexcept {
+  SpanData* data = nullptr;
+  try {
+    data = acquire_span_data();
+  } catch (...) {
+    count_span_dropped();
+    return;
+  }
+  *data = std::move(span);
+  end_span(data);
+}
+
+SpanData* BatchProcessor::acquire_span_data() {
+  SpanData* data = nullptr;
+  if (state_->free_data.pop(data)) return data;
+  return new SpanData;
+}
+
+void BatchProcessor::release_span_data(SpanData* data) noexcept {
+  clear_span_data(*data);
+  state_->recycle(data);
+}
+
+void BatchProcessor::end_span(SpanData* data) noexcept {
   State& state = *state_;
   std::size_t position = 0;
-  if (state.closed.load(std::memory_order_relaxed) || !state.queue.push(span, position)) {
+  if (state.closed.load(std::memory_order_relaxed) || !state.queue.push(data, position)) {
     count_span_dropped();
-    // Keep the dropped span's attribute vector for the next span rather than freeing it.
-    auto capacity = span.attributes.capacity();
-    if (capacity >= State::min_spare_capacity && capacity <= State::max_spare_capacity) {
-      span.attributes.clear();
-      state.spare_attributes.push(span.attributes, position);
-    }
+    clear_span_data(*data);
+    state.recycle(data);
     return;
   }
   // Every batch_size-th span wakes the worker (which checks whether a batch is really
@@ -405,12 +451,6 @@ void BatchProcessor::on_end(SpanData&& span) noexcept {
     std::lock_guard lock(state.mutex);
     state.wake.notify_one();
   }
-}
-
-std::vector<Attribute> BatchProcessor::take_attribute_storage() noexcept {
-  std::vector<Attribute> storage;
-  state_->spare_attributes.pop(storage);
-  return storage;
 }
 
 bool BatchProcessor::force_flush(std::chrono::milliseconds timeout) {

@@ -1,7 +1,8 @@
 // wrappers/trace — span processors: what happens to a span when it ends. The batch
-// processor queues finished spans in a bounded lock-free queue (the ending thread never
-// blocks; when full it drops and counts) and one worker thread hands them to the exporter
-// in batches, when a batch is full or the schedule delay passes.
+// processor queues finished spans (pointers to pooled span data) in a bounded lock-free
+// queue (the ending thread never blocks; when full it drops and counts) and one worker
+// thread hands them to the exporter in batches, when a batch is full or the schedule delay
+// passes.
 #pragma once
 
 #include <atomic>
@@ -52,10 +53,22 @@ class SpanProcessor {
   virtual bool force_flush(std::chrono::milliseconds timeout) = 0;
   // Flushes and stops; later spans are dropped. Idempotent.
   virtual bool shutdown() = 0;
-  // An empty attribute vector with spare capacity, recycled from exported spans so a
-  // recording span need not allocate one; a plain empty vector when none is spare.
-  virtual std::vector<Attribute> take_attribute_storage() noexcept { return {}; }
+
+  // A recording span's data lives in storage the processor lends: acquire_span_data at
+  // start (cleared, default values), then exactly one of end_span (the span ended; the
+  // processor owns the data again) or release_span_data (destroyed without ending). The
+  // defaults allocate one SpanData per span and pass it to on_end.
+  virtual SpanData* acquire_span_data() { return new SpanData; }
+  virtual void end_span(SpanData* data) noexcept {
+    on_end(std::move(*data));
+    delete data;
+  }
+  virtual void release_span_data(SpanData* data) noexcept { delete data; }
 };
+
+// Empties `data` for reuse, keeping the capacity of its strings and attribute vector
+// unless that grew unusually large.
+void clear_span_data(SpanData& data) noexcept;
 
 struct BatchSettings {
   std::size_t max_queue_size = 2048;
@@ -83,7 +96,12 @@ class BatchProcessor final : public SpanProcessor {
   // the exporter is stuck beyond that, the worker is left to finish on its own (it owns
   // its state) and false is returned.
   bool shutdown() override;
-  std::vector<Attribute> take_attribute_storage() noexcept override;
+  // Span data nodes circulate: taken from a free list at span start, queued by pointer at
+  // end (nothing is moved on the ending thread), swapped into the export batch by the
+  // worker, which clears them and puts them back on the free list.
+  SpanData* acquire_span_data() override;
+  void end_span(SpanData* data) noexcept override;
+  void release_span_data(SpanData* data) noexcept override;
 
   const BatchSettings& settings() const noexcept;
   std::size_t queued() const noexcept;  // approximate

@@ -325,27 +325,45 @@ class RecordingSpan final : public Span {
  public:
   RecordingSpan(std::shared_ptr<const SdkCore> core, const IdWords& ids, std::uint8_t flags,
                 const SpanContext* parent, std::string_view name, const StartOptions& options)
-      : core_(std::move(core)) {
-    fill_context(context_, ids, flags, parent != nullptr ? &parent->trace_state : nullptr);
-    data_.name.assign(name);
-    data_.kind = options.kind;
-    if (parent != nullptr) {
-      data_.parent_span_id = parent->span_id;
-      data_.parent_remote = parent->remote;
+      : core_(std::move(core)), data_(core_->processor->acquire_span_data()) {
+    try {
+      start(ids, flags, parent, name, options);
+    } catch (...) {
+      core_->processor->release_span_data(data_);  // no destructor runs for a failed constructor
+      throw;
     }
-    data_.start_time = options.start_time == std::chrono::system_clock::time_point{}
-                           ? span_clock_now()
-                           : options.start_time;
-    // Room for the start attributes plus the handful instrumentation adds later, in a
-    // vector an exported span left behind when there is one.
-    data_.attributes = core_->processor->take_attribute_storage();
-    data_.attributes.reserve(
+  }
+
+ private:
+  void start(const IdWords& ids, std::uint8_t flags, const SpanContext* parent,
+             std::string_view name, const StartOptions& options) {
+    fill_context(context_, ids, flags, parent != nullptr ? &parent->trace_state : nullptr);
+    data_->name.assign(name);
+    data_->kind = options.kind;
+    if (parent != nullptr) {
+      data_->parent_span_id = parent->span_id;
+      data_->parent_remote = parent->remote;
+    }
+    data_->start_time = options.start_time == std::chrono::system_clock::time_point{}
+                            ? span_clock_now()
+                            : options.start_time;
+    // Room for the start attributes plus the handful instrumentation adds later (pooled
+    // span data usually has it already).
+    data_->attributes.reserve(
         std::min(options.attributes.size() + 8, core_->limits.attribute_count));
     for (const auto& [key, value] : options.attributes)
-      if (!put_attribute(data_.attributes, key, AttributeValue(value), *core_))
-        ++data_.dropped_attributes;
+      if (!put_attribute(data_->attributes, key, AttributeValue(value), *core_))
+        ++data_->dropped_attributes;
     for (const auto& link : options.links) add_link_locked(link.context, link.attributes);
   }
+
+ public:
+  ~RecordingSpan() override {
+    // Never ended: the data goes back unexported.
+    if (!ended_.load(std::memory_order_relaxed)) core_->processor->release_span_data(data_);
+  }
+  RecordingSpan(const RecordingSpan&) = delete;
+  RecordingSpan& operator=(const RecordingSpan&) = delete;
 
   const SpanContext& context() const noexcept override { return context_; }
   bool recording() const noexcept override { return !ended_.load(std::memory_order_relaxed); }
@@ -353,22 +371,23 @@ class RecordingSpan final : public Span {
   void set_attribute(std::string_view key, AttributeValue value) override {
     std::lock_guard lock(lock_);
     if (ended_.load(std::memory_order_relaxed)) return;
-    if (!put_attribute(data_.attributes, key, std::move(value), *core_)) ++data_.dropped_attributes;
+    if (!put_attribute(data_->attributes, key, std::move(value), *core_))
+      ++data_->dropped_attributes;
   }
 
   void add_event(std::string_view name, std::vector<Attribute> attributes) override {
     auto now = span_clock_now();
     std::lock_guard lock(lock_);
     if (ended_.load(std::memory_order_relaxed)) return;
-    if (data_.events.size() >= core_->limits.event_count) {
-      ++data_.dropped_events;
+    if (data_->events.size() >= core_->limits.event_count) {
+      ++data_->dropped_events;
       return;
     }
     Event event;
     event.name.assign(name);
     event.time = now;
     event.dropped_attributes = limited_attributes(event.attributes, std::move(attributes), *core_);
-    data_.events.push_back(std::move(event));
+    data_->events.push_back(std::move(event));
   }
 
   void add_link(const SpanContext& context, std::vector<Attribute> attributes) override {
@@ -381,18 +400,18 @@ class RecordingSpan final : public Span {
     std::lock_guard lock(lock_);
     if (ended_.load(std::memory_order_relaxed)) return;
     // Per spec: UNSET is ignored, OK is final, a description goes only with ERROR.
-    if (code == StatusCode::unset || data_.status == StatusCode::ok) return;
-    data_.status = code;
+    if (code == StatusCode::unset || data_->status == StatusCode::ok) return;
+    data_->status = code;
     if (code == StatusCode::error)
-      data_.status_message.assign(description);
+      data_->status_message.assign(description);
     else
-      data_.status_message.clear();
+      data_->status_message.clear();
   }
 
   void update_name(std::string_view name) override {
     std::lock_guard lock(lock_);
     if (ended_.load(std::memory_order_relaxed)) return;
-    data_.name.assign(name);
+    data_->name.assign(name);
   }
 
   void end(std::chrono::system_clock::time_point end_time) override {
@@ -402,31 +421,32 @@ class RecordingSpan final : public Span {
       // Under the lock a load and a store suffice (no second locked instruction).
       if (ended_.load(std::memory_order_relaxed)) return;
       ended_.store(true, std::memory_order_relaxed);
-      data_.end_time = now;
-      data_.context = context_;
+      data_->end_time = now;
+      data_->context = context_;
     }
-    // Every mutator checks ended_ under the lock, so data_ is this thread's alone now.
+    // Every mutator checks ended_ under the lock, so data_ is this thread's alone now;
+    // the processor takes it by pointer.
     count_span_ended();
-    core_->processor->on_end(std::move(data_));
+    core_->processor->end_span(data_);
   }
 
  private:
   void add_link_locked(const SpanContext& context, std::vector<Attribute> attributes) {
-    if (data_.links.size() >= core_->limits.link_count) {
-      ++data_.dropped_links;
+    if (data_->links.size() >= core_->limits.link_count) {
+      ++data_->dropped_links;
       return;
     }
     LinkData link;
     link.context = context;
     link.dropped_attributes = limited_attributes(link.attributes, std::move(attributes), *core_);
-    data_.links.push_back(std::move(link));
+    data_->links.push_back(std::move(link));
   }
 
   std::shared_ptr<const SdkCore> core_;
   SpanContext context_;  // outlives end(): children and propagation still read it
   SpinLock lock_;
   std::atomic<bool> ended_{false};
-  SpanData data_;
+  SpanData* data_;  // lent by the processor; given back by end() or the destructor
 };
 
 char ascii_lower(char c) noexcept {
