@@ -33,7 +33,7 @@ namespace micro::trace::sdk {
 
 namespace {
 
-// ---- ids: splitmix64 per thread, reseeded after fork so parent and child differ ----
+// ---- ids: wyrand per thread, reseeded after fork so parent and child differ ----
 
 std::atomic<std::uint64_t> fork_generation{1};
 std::once_flag fork_handler_once;
@@ -61,11 +61,12 @@ struct IdGenerator {
       seed();
   }
 
+  // wyrand: a Weyl sequence folded through one 64x64->128-bit multiply. Half the latency
+  // of splitmix64's two chained multiplies, and a span's three draws run in parallel.
   std::uint64_t next() noexcept {
-    std::uint64_t z = (state += 0x9e3779b97f4a7c15ULL);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
-    return z ^ (z >> 31);
+    state += 0xa0761d6478bd642fULL;
+    auto product = static_cast<unsigned __int128>(state) * (state ^ 0xe7037ed1a0b428dbULL);
+    return static_cast<std::uint64_t>(product >> 64) ^ static_cast<std::uint64_t>(product);
   }
 };
 

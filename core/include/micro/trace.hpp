@@ -59,7 +59,13 @@ struct SpanContext {
 };
 
 // Values are OTLP's: SPAN_KIND_INTERNAL = 1 … SPAN_KIND_CONSUMER = 5.
-enum class SpanKind : std::uint8_t { internal = 1, server = 2, client = 3, producer = 4, consumer = 5 };
+enum class SpanKind : std::uint8_t {
+  internal = 1,
+  server = 2,
+  client = 3,
+  producer = 4,
+  consumer = 5
+};
 // OTLP's STATUS_CODE_UNSET = 0, OK = 1, ERROR = 2.
 enum class StatusCode : std::uint8_t { unset = 0, ok = 1, error = 2 };
 
@@ -118,10 +124,17 @@ Tracer& tracer() noexcept;
 // hold it; callers keep their own shared_ptr as long as the SDK must live.
 void set_tracer(std::shared_ptr<Tracer> tracer) noexcept;
 
+// Default options, shared: passing these costs nothing, while a defaulted `{}` argument
+// builds and destroys a StartOptions (two vectors) at every call site.
+inline constinit const StartOptions default_start_options{};
+
 // Shorthand for tracer().start_span(…).
 inline std::shared_ptr<Span> start_span(std::string_view name, const Context& context,
-                                        const StartOptions& options = {}) {
+                                        const StartOptions& options) {
   return tracer().start_span(name, context, options);
+}
+inline std::shared_ptr<Span> start_span(std::string_view name, const Context& context) {
+  return tracer().start_span(name, context, default_start_options);
 }
 
 // ---- W3C Trace Context (https://www.w3.org/TR/trace-context/) ----
