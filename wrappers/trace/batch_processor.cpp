@@ -293,8 +293,8 @@ struct BatchProcessor::State {
   BatchSettings settings;
   std::unique_ptr<SpanExporter> exporter;
   BoundedQueue<SpanData*> queue;
-  // Cleared span data for new spans, owned by this state: the ending thread neither
-  // allocates nor frees, and strings and attribute vectors keep their capacity.
+  // Span data for new spans (cleared when taken), owned by this state: the ending thread
+  // neither allocates nor frees, and strings and attribute vectors keep their capacity.
   BoundedQueue<SpanData*> free_data;
 
   // Back to the free list, or freed when the list is full (a burst of live spans).
@@ -318,14 +318,15 @@ struct BatchProcessor::State {
     auto& counters = sdk_counters();
     for (;;) {
       if (!all && queue.size() < settings.max_export_batch_size) return;
-      // The batch's entries still hold the previous batch's spans: swapped into the node
-      // and cleared there, their memory goes round again.
+      // Copied into the batch, whose entries reuse their own capacity, so the worker only
+      // reads the node: its cache lines stay shared rather than migrating back and forth
+      // between the worker's core and the ending thread's. The next span to take the node
+      // clears it.
       std::size_t count = 0;
       SpanData* data = nullptr;
       while (count < settings.max_export_batch_size && queue.pop(data)) {
         if (count == batch.size()) batch.emplace_back();
-        std::swap(batch[count], *data);
-        clear_span_data(*data);
+        batch[count] = *data;
         recycle(data);
         ++count;
       }
@@ -425,12 +426,14 @@ void BatchProcessor::on_end(SpanData&& span) noexcept {
 
 SpanData* BatchProcessor::acquire_span_data() {
   SpanData* data = nullptr;
-  if (state_->free_data.pop(data)) return data;
+  if (state_->free_data.pop(data)) {
+    clear_span_data(*data);  // it still holds the span it carried last
+    return data;
+  }
   return new SpanData;
 }
 
 void BatchProcessor::release_span_data(SpanData* data) noexcept {
-  clear_span_data(*data);
   state_->recycle(data);
 }
 
@@ -439,7 +442,6 @@ void BatchProcessor::end_span(SpanData* data) noexcept {
   std::size_t position = 0;
   if (state.closed.load(std::memory_order_relaxed) || !state.queue.push(data, position)) {
     count_span_dropped();
-    clear_span_data(*data);
     state.recycle(data);
     return;
   }

@@ -115,7 +115,7 @@ class SdkTracer final : public Tracer {
   // new root (random trace id, W3C random flag set). Unsampled spans do not record but
   // carry a valid SpanContext with the sampled flag clear.
   std::shared_ptr<Span> start_span(std::string_view name, const Context& context,
-                                   const StartOptions& options = {}) override;
+                                   const StartOptions& options = default_start_options) override;
   bool enabled() const noexcept override { return true; }
 
   const Sampler& sampler() const noexcept { return *sampler_; }

@@ -91,6 +91,10 @@ struct StartOptions {
   std::chrono::system_clock::time_point start_time{};  // default: now
 };
 
+// Default options, shared: passing these costs nothing, while a defaulted `{}` argument
+// builds and destroys a StartOptions (two vectors) at every call site.
+inline constinit const StartOptions default_start_options{};
+
 // One operation. Methods may be called from any thread; after end() they do nothing.
 // A span that is not recording (unsampled, or tracing off) ignores attributes and events
 // cheaply: instrumentation checks recording() before building expensive values.
@@ -113,7 +117,7 @@ class Tracer {
   virtual ~Tracer() = default;
   // Starts a span under `context`'s active span (or options.parent). Never returns null.
   virtual std::shared_ptr<Span> start_span(std::string_view name, const Context& context,
-                                           const StartOptions& options = {}) = 0;
+                                           const StartOptions& options = default_start_options) = 0;
   // False for the no-op: callers may skip work that only feeds spans.
   virtual bool enabled() const noexcept = 0;
 };
@@ -124,17 +128,10 @@ Tracer& tracer() noexcept;
 // hold it; callers keep their own shared_ptr as long as the SDK must live.
 void set_tracer(std::shared_ptr<Tracer> tracer) noexcept;
 
-// Default options, shared: passing these costs nothing, while a defaulted `{}` argument
-// builds and destroys a StartOptions (two vectors) at every call site.
-inline constinit const StartOptions default_start_options{};
-
 // Shorthand for tracer().start_span(…).
 inline std::shared_ptr<Span> start_span(std::string_view name, const Context& context,
-                                        const StartOptions& options) {
+                                        const StartOptions& options = default_start_options) {
   return tracer().start_span(name, context, options);
-}
-inline std::shared_ptr<Span> start_span(std::string_view name, const Context& context) {
-  return tracer().start_span(name, context, default_start_options);
 }
 
 // ---- W3C Trace Context (https://www.w3.org/TR/trace-context/) ----
