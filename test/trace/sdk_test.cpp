@@ -758,6 +758,51 @@ TEST_CASE("pooled span data: a reused node carries nothing of its previous span"
   }
 }
 
+TEST_CASE("pooled span data under concurrent producers: every span whole, counts add up") {
+  auto exported = std::make_shared<std::vector<SpanData>>();
+  BatchSettings settings;
+  settings.max_queue_size = 64;  // small: drops and node reuse both happen
+  settings.max_export_batch_size = 16;
+  settings.schedule_delay = 1ms;
+  auto processor =
+      std::make_shared<BatchProcessor>(std::make_unique<CopyingExporter>(exported), settings);
+  SdkTracer tracer(make_always_on_sampler(), processor);
+  auto before = statistics();
+  constexpr int threads = 4, spans_per_thread = 5000;
+  std::vector<std::thread> producers;
+  for (int thread = 0; thread < threads; ++thread)
+    producers.emplace_back([&, thread] {
+      micro::Context empty;
+      for (int index = 0; index < spans_per_thread; ++index) {
+        // Each span's name, attributes and status all encode the same number.
+        std::string number = std::to_string(thread * spans_per_thread + index);
+        auto span = tracer.start_span(number, empty);
+        span->set_attribute("number", number);
+        if (index % 3 == 0) span->set_attribute("extra." + number, true);
+        if (index % 5 == 0) span->set_status(StatusCode::error, number);
+        span->end();
+      }
+    });
+  for (auto& producer : producers) producer.join();
+  CHECK(processor->shutdown());
+  auto after = statistics();
+  CHECK(after.spans_ended - before.spans_ended == threads * spans_per_thread);
+  CHECK(exported->size() + (after.spans_dropped - before.spans_dropped) ==
+        threads * spans_per_thread);
+  CHECK_FALSE(exported->empty());
+  std::size_t broken = 0;
+  for (const auto& span : *exported) {
+    int number = std::stoi(span.name);
+    bool whole = string_attribute(span.attributes, "number") == span.name &&
+                 span.attributes.size() == (number % spans_per_thread % 3 == 0 ? 2u : 1u) &&
+                 (number % spans_per_thread % 5 == 0
+                      ? span.status == StatusCode::error && span.status_message == span.name
+                      : span.status == StatusCode::unset && span.status_message.empty());
+    if (!whole) ++broken;
+  }
+  CHECK(broken == 0);
+}
+
 TEST_CASE("a full queue drops and counts without blocking; shutdown loses nothing queued") {
   auto log = std::make_shared<ExportLog>();
   log->block = true;

@@ -4,7 +4,8 @@
 // Cost notes: span objects come from a per-thread free list (allocate_shared with a pooling
 // allocator), so an unsampled span allocates nothing once the pool is warm; a recording
 // span guards its fields with a one-byte spinlock, since it is nearly always touched by one
-// thread at a time, and reserves its attribute vector once.
+// thread at a time, and writes into span data lent by the processor (pooled, handed back
+// by pointer at end).
 #include "sdk_tracer.hpp"
 
 #include <pthread.h>
@@ -335,30 +336,6 @@ class RecordingSpan final : public Span {
     }
   }
 
- private:
-  void start(const IdWords& ids, std::uint8_t flags, const SpanContext* parent,
-             std::string_view name, const StartOptions& options) {
-    fill_context(context_, ids, flags, parent != nullptr ? &parent->trace_state : nullptr);
-    data_->name.assign(name);
-    data_->kind = options.kind;
-    if (parent != nullptr) {
-      data_->parent_span_id = parent->span_id;
-      data_->parent_remote = parent->remote;
-    }
-    data_->start_time = options.start_time == std::chrono::system_clock::time_point{}
-                            ? span_clock_now()
-                            : options.start_time;
-    // Room for the start attributes plus the handful instrumentation adds later (pooled
-    // span data usually has it already).
-    data_->attributes.reserve(
-        std::min(options.attributes.size() + 8, core_->limits.attribute_count));
-    for (const auto& [key, value] : options.attributes)
-      if (!put_attribute(data_->attributes, key, AttributeValue(value), *core_))
-        ++data_->dropped_attributes;
-    for (const auto& link : options.links) add_link_locked(link.context, link.attributes);
-  }
-
- public:
   ~RecordingSpan() override {
     // Never ended: the data goes back unexported.
     if (!ended_.load(std::memory_order_relaxed)) core_->processor->release_span_data(data_);
@@ -432,6 +409,28 @@ class RecordingSpan final : public Span {
   }
 
  private:
+  void start(const IdWords& ids, std::uint8_t flags, const SpanContext* parent,
+             std::string_view name, const StartOptions& options) {
+    fill_context(context_, ids, flags, parent != nullptr ? &parent->trace_state : nullptr);
+    data_->name.assign(name);
+    data_->kind = options.kind;
+    if (parent != nullptr) {
+      data_->parent_span_id = parent->span_id;
+      data_->parent_remote = parent->remote;
+    }
+    data_->start_time = options.start_time == std::chrono::system_clock::time_point{}
+                            ? span_clock_now()
+                            : options.start_time;
+    // Room for the start attributes plus the handful instrumentation adds later (pooled
+    // span data usually has it already).
+    data_->attributes.reserve(
+        std::min(options.attributes.size() + 8, core_->limits.attribute_count));
+    for (const auto& [key, value] : options.attributes)
+      if (!put_attribute(data_->attributes, key, AttributeValue(value), *core_))
+        ++data_->dropped_attributes;
+    for (const auto& link : options.links) add_link_locked(link.context, link.attributes);
+  }
+
   void add_link_locked(const SpanContext& context, std::vector<Attribute> attributes) {
     if (data_->links.size() >= core_->limits.link_count) {
       ++data_->dropped_links;
