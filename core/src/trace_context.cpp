@@ -285,16 +285,24 @@ std::optional<SpanContext> parse_traceparent(std::string_view value, std::string
                          describe(value[traceparent_length]));
     return std::nullopt;
   }
-  if (!check_dash(value, 2, error)) return std::nullopt;
-  if (!check_hex(value, trace_id_offset, 32, "trace id", error)) return std::nullopt;
-  if (!check_dash(value, 35, error)) return std::nullopt;
-  if (!check_hex(value, span_id_offset, 16, "parent id", error)) return std::nullopt;
-  if (!check_dash(value, 52, error)) return std::nullopt;
-  if (!check_hex(value, flags_offset, 2, "flags", error)) return std::nullopt;
-
   SpanContext context;
-  context.trace_id = *TraceId::from_hex(value.substr(trace_id_offset, 32));
-  context.span_id = *SpanId::from_hex(value.substr(span_id_offset, 16));
+  // Fast path: the ids decode (lowercase hex) and the separators are in place. Only when
+  // something is wrong do the checks below run, in order, to say what and where.
+  auto trace_id = TraceId::from_hex(value.substr(trace_id_offset, 32));
+  auto span_id = SpanId::from_hex(value.substr(span_id_offset, 16));
+  bool well_formed = trace_id && span_id && value[2] == '-' && value[35] == '-' &&
+                     value[52] == '-' && is_lower_hex(value[flags_offset]) &&
+                     is_lower_hex(value[flags_offset + 1]);
+  if (!well_formed) {
+    if (!check_dash(value, 2, error)) return std::nullopt;
+    if (!check_hex(value, trace_id_offset, 32, "trace id", error)) return std::nullopt;
+    if (!check_dash(value, 35, error)) return std::nullopt;
+    if (!check_hex(value, span_id_offset, 16, "parent id", error)) return std::nullopt;
+    if (!check_dash(value, 52, error)) return std::nullopt;
+    if (!check_hex(value, flags_offset, 2, "flags", error)) return std::nullopt;
+  }
+  context.trace_id = *trace_id;
+  context.span_id = *span_id;
   if (!context.trace_id.valid()) {
     set_error(error, "traceparent: the trace id at offset 3 is all zeros");
     return std::nullopt;
@@ -314,15 +322,20 @@ std::optional<SpanContext> parse_traceparent(std::string_view value, std::string
 std::string format_traceparent(const SpanContext& context) {
   // Flags we do not know must be sent as zero (trace-context §3.2.2.5).
   auto flags = static_cast<std::uint8_t>(context.flags & (flag_sampled | flag_random));
-  std::string value;
-  value.reserve(traceparent_length);
-  value += "00-";
-  value += context.trace_id.to_hex();
-  value += '-';
-  value += context.span_id.to_hex();
-  value += '-';
-  value += hex_digits[flags >> 4];
-  value += hex_digits[flags & 0x0f];
+  // Written in place: one allocation for the 55 characters, none for the ids' hex forms.
+  std::string value(traceparent_length, '-');
+  auto write_hex = [&value](std::size_t offset, const auto& bytes) {
+    for (std::uint8_t byte : bytes) {
+      value[offset++] = hex_digits[byte >> 4];
+      value[offset++] = hex_digits[byte & 0x0f];
+    }
+  };
+  value[0] = '0';
+  value[1] = '0';
+  write_hex(trace_id_offset, context.trace_id.bytes);
+  write_hex(span_id_offset, context.span_id.bytes);
+  value[flags_offset] = hex_digits[flags >> 4];
+  value[flags_offset + 1] = hex_digits[flags & 0x0f];
   return value;
 }
 
