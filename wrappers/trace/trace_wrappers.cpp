@@ -156,6 +156,10 @@ HandlerWrapper handler_wrapper() {
       std::shared_ptr<Span> span = active.start_span(request.endpoint, request.context, options);
       // Handler code's own spans (Database.Insert…) nest under the server span.
       request.context.set_span(span);
+      if (!span->recording()) {  // unsampled: nothing to end or record, so no wrapped responder
+        next(request, std::move(respond));
+        return;
+      }
       try {
         // Servers leave UNSET on success (OTel RPC conventions); errors are ERROR. The span
         // ends before the response leaves, so the peer never sees it unfinished.
@@ -184,6 +188,10 @@ void with_client_span(Tracer& active, Request& request, std::string_view name, b
   if (becomes_active) request.context.set_span(span);
   // Every hop gets a new parent id: the server's span becomes the attempt's child.
   if (injects) inject(span->context(), request.context.metadata());
+  if (!span->recording()) {  // unsampled: nothing to end or record, so no wrapped handler
+    next(std::move(done));
+    return;
+  }
   try {
     next(ending_span(span, std::move(done)));
   } catch (...) {
