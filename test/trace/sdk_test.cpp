@@ -242,6 +242,33 @@ TEST_CASE("always_on, always_off, and parent-based samplers follow the parent's 
   CHECK(on->description() == "ParentBased{root=AlwaysOnSampler}");
 }
 
+TEST_CASE("may_record agrees with what start_span then decides, and is unsure only for ratios") {
+  auto processor = std::make_shared<CollectingProcessor>();
+  auto id = random_trace_id();
+  SpanContext sampled_parent{id, random_span_id(), flag_sampled, "", true};
+  SpanContext unsampled_parent{id, random_span_id(), 0, "", true};
+  micro::Context context;
+  auto records = [&](SdkTracer& tracer, const SpanContext* parent) {
+    StartOptions options;
+    options.parent = parent;
+    return tracer.start_span("probe", context, options)->recording();
+  };
+  SdkTracer off(make_always_off_sampler(), processor);
+  CHECK_FALSE(off.may_record(nullptr));
+  CHECK_FALSE(off.may_record(&sampled_parent));  // always_off ignores parents
+  CHECK_FALSE(records(off, &sampled_parent));
+  SdkTracer on(make_parent_based_sampler(make_always_on_sampler()), processor);
+  CHECK(on.may_record(nullptr));
+  CHECK(on.may_record(&sampled_parent));
+  CHECK_FALSE(on.may_record(&unsampled_parent));
+  CHECK_FALSE(records(on, &unsampled_parent));
+  CHECK(records(on, &sampled_parent));
+  SdkTracer ratio(make_parent_based_sampler(make_trace_id_ratio_sampler(0.5)), processor);
+  CHECK(ratio.may_record(nullptr));  // a new trace: the ratio must see its id
+  CHECK_FALSE(ratio.may_record(&unsampled_parent));
+  CHECK_FALSE(micro::trace::tracer().may_record(nullptr));  // the no-op never records
+}
+
 TEST_CASE("glob patterns") {
   CHECK(glob_match("payment.*", "payment.Charge"));
   CHECK(glob_match("payment.*", "payment."));

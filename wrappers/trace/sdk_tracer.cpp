@@ -740,4 +740,11 @@ std::shared_ptr<Span> SdkTracer::start_span(std::string_view name, const Context
                                              parent, name, options);
 }
 
+bool SdkTracer::may_record(const SpanContext* parent) const noexcept {
+  // The same order start_span decides in; samplers that must see the span (ratio, rules)
+  // are "unsure".
+  if (parent != nullptr && parent->valid() && shortcut_.follows_parent) return parent->sampled();
+  return shortcut_.root != Sampler::Shortcut::Root::always_off;
+}
+
 }  // namespace micro::trace::sdk

@@ -117,6 +117,7 @@ class SdkTracer final : public Tracer {
   std::shared_ptr<Span> start_span(std::string_view name, const Context& context,
                                    const StartOptions& options = default_start_options) override;
   bool enabled() const noexcept override { return true; }
+  bool may_record(const SpanContext* parent) const noexcept override;
 
   const Sampler& sampler() const noexcept { return *sampler_; }
   const std::shared_ptr<SpanProcessor>& processor() const noexcept { return core_->processor; }

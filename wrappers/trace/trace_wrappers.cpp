@@ -114,6 +114,14 @@ std::optional<SpanContext> parent_from_metadata(const Context& context) {
   return extract(context.metadata());
 }
 
+// The parent start_span will use: a valid options.parent, else the context's active span.
+const SpanContext* effective_parent(const Context& context, const StartOptions& options) {
+  if (options.root) return nullptr;
+  if (options.parent != nullptr && options.parent->valid()) return options.parent;
+  if (context.span() && context.span()->context().valid()) return &context.span()->context();
+  return nullptr;
+}
+
 // A response handler that records an error response on `span`, ends it, then passes the
 // response on.
 ResponseHandler ending_span(std::shared_ptr<Span> span, ResponseHandler done) {
@@ -147,12 +155,14 @@ HandlerWrapper handler_wrapper() {
       std::optional<SpanContext> remote = extract(request.context.metadata());
       StartOptions& options = scratch_options(SpanKind::server);
       if (remote) options.parent = &*remote;
-      add_rpc_attributes(options.attributes, request);
-      const Metadata& metadata = request.context.metadata();
-      if (const std::string* local = metadata.find("Local"))
-        add_address(options.attributes, *local, "server.address", "server.port");
-      if (const std::string* peer = metadata.find("Remote"))
-        add_address(options.attributes, *peer, "client.address", "client.port");
+      if (active.may_record(effective_parent(request.context, options))) {
+        add_rpc_attributes(options.attributes, request);
+        const Metadata& metadata = request.context.metadata();
+        if (const std::string* local = metadata.find("Local"))
+          add_address(options.attributes, *local, "server.address", "server.port");
+        if (const std::string* peer = metadata.find("Remote"))
+          add_address(options.attributes, *peer, "client.address", "client.port");
+      }
       std::shared_ptr<Span> span = active.start_span(request.endpoint, request.context, options);
       // Handler code's own spans (Database.Insert…) nest under the server span.
       request.context.set_span(span);
@@ -181,8 +191,10 @@ void with_client_span(Tracer& active, Request& request, std::string_view name, b
   std::optional<SpanContext> upstream = parent_from_metadata(request.context);
   StartOptions& options = scratch_options(SpanKind::client);
   if (upstream) options.parent = &*upstream;
-  add_rpc_attributes(options.attributes, request);
-  add_attributes(options.attributes);
+  if (active.may_record(effective_parent(request.context, options))) {
+    add_rpc_attributes(options.attributes, request);
+    add_attributes(options.attributes);
+  }
   std::shared_ptr<Span> span = active.start_span(name, request.context, options);
   // A logical call's span is the parent of its attempts.
   if (becomes_active) request.context.set_span(span);

@@ -120,6 +120,13 @@ class Tracer {
                                            const StartOptions& options = default_start_options) = 0;
   // False for the no-op: callers may skip work that only feeds spans.
   virtual bool enabled() const noexcept = 0;
+  // False when a span started now under `parent` (nullptr: a new trace) is sure not to
+  // record, e.g. its parent is unsampled and the sampler follows parents: instrumentation
+  // then skips building start attributes nobody will read. True when unsure.
+  virtual bool may_record(const SpanContext* parent) const noexcept {
+    (void)parent;
+    return enabled();
+  }
 };
 
 // The process-wide tracer. Never null; a no-op until an SDK installs one.
