@@ -23,7 +23,7 @@ def check(condition, what):
 
 with tempfile.TemporaryDirectory(prefix="micro-bench-test-") as directory:
     output = os.path.join(directory, "latest.json")
-    environment = dict(os.environ, BENCH_SECONDS="0.2", BENCH_MESSAGES="20000")
+    environment = dict(os.environ, BENCH_SECONDS="0.2", BENCH_MESSAGES="20000", BENCH_ROUNDS="1")
     result = subprocess.run([runner, "--output", output], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True, timeout=600, env=environment)
     print(result.stdout)
