@@ -36,6 +36,8 @@
 
 #include <boost/asio.hpp>
 
+#include "load_report.hpp"
+
 namespace asio = boost::asio;
 using tcp = asio::ip::tcp;
 using Clock = std::chrono::steady_clock;
@@ -55,14 +57,6 @@ constexpr std::size_t read_buffer_size = 64 * 1024;
 constexpr std::size_t max_body_size = read_buffer_size - length_prefix_size;
 constexpr unsigned io_threads = 2;
 constexpr int connection_count = 2;
-
-long peak_rss_kilobytes() {
-  std::ifstream status("/proc/self/status");
-  std::string line;
-  while (std::getline(status, line))
-    if (line.rfind("VmHWM:", 0) == 0) return std::atol(line.c_str() + 6);
-  return 0;
-}
 
 void append_frame(std::vector<char>& out, const char* body, std::uint32_t length) {
   const char prefix[length_prefix_size] = {
@@ -373,10 +367,7 @@ int main(int argc, char** argv) try {
   for (int concurrency : {1, 16, 64}) {
     if (stuck) break;
     auto& load = *loads.emplace_back(std::make_unique<Load>());
-    // Room for every sample up front (pages count in RSS only once written): growing the
-    // vector would briefly hold two copies and inflate the peak RSS figure. The samples
-    // themselves (8 bytes per completed call) are still part of it.
-    load.latencies_ns.reserve(1 << 24);
+    load.latencies_ns.reserve(bench::latency_samples_reserved);
     auto started = Clock::now();
     load.deadline = started + duration;
     if (!run_load(connections, load, concurrency, limit)) {
@@ -384,24 +375,12 @@ int main(int argc, char** argv) try {
       break;
     }
     double elapsed = std::chrono::duration<double>(Clock::now() - started).count();
-    auto& latencies = load.latencies_ns;
-    std::sort(latencies.begin(), latencies.end());
-    auto percentile = [&](double p) {
-      return latencies.empty()
-                 ? 0.0
-                 : latencies[std::min(latencies.size() - 1,
-                                      static_cast<std::size_t>(p * latencies.size()))] /
-                       1000.0;
-    };
-    std::string name = "asio_echo_c" + std::to_string(concurrency);
-    std::printf("%s_requests_per_second %.0f req/s\n", name.c_str(), load.completed / elapsed);
-    std::printf("%s_p50 %.1f us\n", name.c_str(), percentile(0.50));
-    std::printf("%s_p99 %.1f us\n", name.c_str(), percentile(0.99));
-    std::printf("%s_errors %llu count\n", name.c_str(),
-                static_cast<unsigned long long>(load.failed.load()));
-    std::vector<std::int64_t>().swap(latencies);  // as rpc_bench, which frees each point's
+    bench::report_point("asio_echo", concurrency, load.completed, load.failed, elapsed,
+                        load.latencies_ns);
+    std::vector<std::int64_t>().swap(
+        load.latencies_ns);  // frees each point's samples, as rpc_bench does
   }
-  if (!stuck) std::printf("asio_echo_peak_rss %ld KiB\n", peak_rss_kilobytes());
+  if (!stuck) bench::report_peak_rss("asio_echo");
   std::fflush(stdout);
 
   // Stop: clients close, each server session ends on end-of-stream, the acceptor closes, and

@@ -39,6 +39,8 @@
 
 #include <grpcpp/grpcpp.h>
 
+#include "load_report.hpp"
+
 #include "echo.grpc.pb.h"
 
 using Clock = std::chrono::steady_clock;
@@ -52,14 +54,6 @@ constexpr int server_threads = 2;
 constexpr int handlers_per_server_queue = 128;
 constexpr int channel_count = 2;
 constexpr int max_concurrency = 64;
-
-long peak_rss_kilobytes() {
-  std::ifstream status("/proc/self/status");
-  std::string line;
-  while (std::getline(status, line))
-    if (line.rfind("VmHWM:", 0) == 0) return std::atol(line.c_str() + 6);
-  return 0;
-}
 
 // ---- server ----
 
@@ -295,10 +289,7 @@ int main(int argc, char** argv) try {
   for (int concurrency : {1, 16, 64}) {
     if (stuck) break;
     auto& load = *loads.emplace_back(std::make_unique<Load>());
-    // Room for every sample up front (pages count in RSS only once written): growing the
-    // vector would briefly hold two copies and inflate the peak RSS figure. The samples
-    // themselves (8 bytes per completed call) are still part of it.
-    load.latencies_ns.reserve(1 << 24);
+    load.latencies_ns.reserve(bench::latency_samples_reserved);
     auto started = Clock::now();
     load.deadline = started + duration;
     if (!run_load(channels, load, concurrency, limit)) {
@@ -306,24 +297,12 @@ int main(int argc, char** argv) try {
       break;
     }
     double elapsed = std::chrono::duration<double>(Clock::now() - started).count();
-    auto& latencies = load.latencies_ns;
-    std::sort(latencies.begin(), latencies.end());
-    auto percentile = [&](double p) {
-      return latencies.empty()
-                 ? 0.0
-                 : latencies[std::min(latencies.size() - 1,
-                                      static_cast<std::size_t>(p * latencies.size()))] /
-                       1000.0;
-    };
-    std::string name = "grpc_echo_c" + std::to_string(concurrency);
-    std::printf("%s_requests_per_second %.0f req/s\n", name.c_str(), load.completed / elapsed);
-    std::printf("%s_p50 %.1f us\n", name.c_str(), percentile(0.50));
-    std::printf("%s_p99 %.1f us\n", name.c_str(), percentile(0.99));
-    std::printf("%s_errors %llu count\n", name.c_str(),
-                static_cast<unsigned long long>(load.failed.load()));
-    std::vector<std::int64_t>().swap(latencies);  // as rpc_bench, which frees each point's
+    bench::report_point("grpc_echo", concurrency, load.completed, load.failed, elapsed,
+                        load.latencies_ns);
+    std::vector<std::int64_t>().swap(
+        load.latencies_ns);  // frees each point's samples, as rpc_bench does
   }
-  if (!stuck) std::printf("grpc_echo_peak_rss %ld KiB\n", peak_rss_kilobytes());
+  if (!stuck) bench::report_peak_rss("grpc_echo");
   std::fflush(stdout);
   if (stuck) {
     // Calls are still in flight and would keep the queues from draining: leave at once.

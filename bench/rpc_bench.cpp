@@ -25,6 +25,8 @@
 
 #include <micro/service.hpp>
 
+#include "load_report.hpp"
+
 using namespace std::chrono_literals;
 using Clock = std::chrono::steady_clock;
 
@@ -38,14 +40,6 @@ struct HelloResponse {
 };
 NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE(HelloRequest, name)
 NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE(HelloResponse, greeting)
-
-long peak_rss_kilobytes() {
-  std::ifstream status("/proc/self/status");
-  std::string line;
-  while (std::getline(status, line))
-    if (line.rfind("VmHWM:", 0) == 0) return std::atol(line.c_str() + 6);
-  return 0;
-}
 
 // Keeps `concurrency` calls in flight for `duration`; each completion starts the next.
 struct Load {
@@ -125,30 +119,17 @@ int main(int argc, char** argv) try {
               {},
               {},
               {}};
-    load.latencies_ns.reserve(1 << 20);
+    load.latencies_ns.reserve(bench::latency_samples_reserved);
     auto started = Clock::now();
     load.deadline = started + load.duration;
     load.running = concurrency;
     for (int i = 0; i < concurrency; ++i) load.start_one();
     load.finished.get_future().wait();
     double elapsed = std::chrono::duration<double>(Clock::now() - started).count();
-    auto& latencies = load.latencies_ns;
-    std::sort(latencies.begin(), latencies.end());
-    auto percentile = [&](double p) {
-      return latencies.empty()
-                 ? 0.0
-                 : latencies[std::min(latencies.size() - 1,
-                                      static_cast<std::size_t>(p * latencies.size()))] /
-                       1000.0;
-    };
-    std::string name = name_prefix + "_c" + std::to_string(concurrency);
-    std::printf("%s_requests_per_second %.0f req/s\n", name.c_str(), load.completed / elapsed);
-    std::printf("%s_p50 %.1f us\n", name.c_str(), percentile(0.50));
-    std::printf("%s_p99 %.1f us\n", name.c_str(), percentile(0.99));
-    std::printf("%s_errors %llu count\n", name.c_str(),
-                static_cast<unsigned long long>(load.failed.load()));
+    bench::report_point(name_prefix, concurrency, load.completed, load.failed, elapsed,
+                        load.latencies_ns);
   }
-  std::printf("%s_peak_rss %ld KiB\n", name_prefix.c_str(), peak_rss_kilobytes());
+  bench::report_peak_rss(name_prefix);
   if (!remote) service.stop();
   return 0;
 } catch (const std::exception& e) {
