@@ -360,28 +360,9 @@ int main(int argc, char** argv) try {
 
   // Every load outlives the I/O threads: a stuck point may still have handlers pointing at it.
   std::vector<std::unique_ptr<Load>> loads;
-  // Warm up: both connections, 200 round trips.
-  auto& warm_up = *loads.emplace_back(std::make_unique<Load>());
-  warm_up.budget = 200 - connection_count;
-  bool stuck = !run_load(connections, warm_up, connection_count, limit);
-  for (int concurrency : {1, 16, 64}) {
-    if (stuck) break;
-    auto& load = *loads.emplace_back(std::make_unique<Load>());
-    load.latencies_ns.reserve(bench::latency_samples_reserved);
-    auto started = Clock::now();
-    load.deadline = started + duration;
-    if (!run_load(connections, load, concurrency, limit)) {
-      stuck = true;
-      break;
-    }
-    double elapsed = std::chrono::duration<double>(Clock::now() - started).count();
-    bench::report_point("asio_echo", concurrency, load.completed, load.failed, elapsed,
-                        load.latencies_ns);
-    std::vector<std::int64_t>().swap(
-        load.latencies_ns);  // frees each point's samples, as rpc_bench does
-  }
-  if (!stuck) bench::report_peak_rss("asio_echo");
-  std::fflush(stdout);
+  bool stuck = !bench::run_points(
+      "asio_echo", duration, connection_count, loads,
+      [&](Load& load, int concurrency) { return run_load(connections, load, concurrency, limit); });
 
   // Stop: clients close, each server session ends on end-of-stream, the acceptor closes, and
   // the threads return once no handler is left. Bounded: a leftover handler would be a bug.

@@ -281,29 +281,10 @@ int main(int argc, char** argv) try {
     if (!channel->connect(std::chrono::seconds(5)))
       throw std::runtime_error("a channel did not connect within 5 s");
 
-  // Warm up: both channels, 200 round trips.
   std::vector<std::unique_ptr<Load>> loads;  // outlive the calls that point at them
-  auto& warm_up = *loads.emplace_back(std::make_unique<Load>());
-  warm_up.budget = 200 - channel_count;
-  bool stuck = !run_load(channels, warm_up, channel_count, limit);
-  for (int concurrency : {1, 16, 64}) {
-    if (stuck) break;
-    auto& load = *loads.emplace_back(std::make_unique<Load>());
-    load.latencies_ns.reserve(bench::latency_samples_reserved);
-    auto started = Clock::now();
-    load.deadline = started + duration;
-    if (!run_load(channels, load, concurrency, limit)) {
-      stuck = true;
-      break;
-    }
-    double elapsed = std::chrono::duration<double>(Clock::now() - started).count();
-    bench::report_point("grpc_echo", concurrency, load.completed, load.failed, elapsed,
-                        load.latencies_ns);
-    std::vector<std::int64_t>().swap(
-        load.latencies_ns);  // frees each point's samples, as rpc_bench does
-  }
-  if (!stuck) bench::report_peak_rss("grpc_echo");
-  std::fflush(stdout);
+  bool stuck = !bench::run_points(
+      "grpc_echo", duration, channel_count, loads,
+      [&](Load& load, int concurrency) { return run_load(channels, load, concurrency, limit); });
   if (stuck) {
     // Calls are still in flight and would keep the queues from draining: leave at once.
     std::cerr << "grpc_echo_bench: a load point did not finish in time\n";

@@ -5,10 +5,12 @@
 #pragma once
 
 #include <algorithm>
+#include <chrono>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
 #include <fstream>
+#include <memory>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -52,6 +54,33 @@ inline void report_point(std::string_view prefix, int concurrency, std::uint64_t
 inline void report_peak_rss(std::string_view prefix) {
   std::printf("%s_peak_rss %ld KiB\n", std::string(prefix).c_str(), peak_rss_kilobytes());
   std::fflush(stdout);
+}
+
+// The baselines' driver: 200 warm-up round trips (`budget` calls, one per connection to
+// start), then a point per concurrency 1, 16, 64 for `duration`, each reported as above.
+// `run_load(load, concurrency)` runs one load to its end and returns false when it overran
+// its time limit; every load is kept in `loads`, because a stuck point may still have
+// handlers pointing at it. Returns false when a point got stuck (the peak RSS is then not
+// reported).
+template <class Load, class RunLoad>
+bool run_points(std::string_view prefix, std::chrono::nanoseconds duration, int connections,
+                std::vector<std::unique_ptr<Load>>& loads, RunLoad&& run_load) {
+  auto& warm_up = *loads.emplace_back(std::make_unique<Load>());
+  warm_up.budget = 200 - connections;
+  if (!run_load(warm_up, connections)) return false;
+  for (int concurrency : {1, 16, 64}) {
+    auto& load = *loads.emplace_back(std::make_unique<Load>());
+    load.latencies_ns.reserve(latency_samples_reserved);
+    auto started = std::chrono::steady_clock::now();
+    load.deadline = started + duration;
+    if (!run_load(load, concurrency)) return false;
+    double elapsed =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
+    report_point(prefix, concurrency, load.completed, load.failed, elapsed, load.latencies_ns);
+    std::vector<std::int64_t>().swap(load.latencies_ns);  // each point's samples freed
+  }
+  report_peak_rss(prefix);
+  return true;
 }
 
 }  // namespace bench
