@@ -200,24 +200,7 @@ class EchoServer {
   Acceptor acceptor_;
 };
 
-// Keeps `concurrency` requests in flight until `deadline` (or until `budget` starts are used,
-// for the warm-up); each completion starts the next.
-struct Load {
-  Clock::time_point deadline = Clock::time_point::max();
-  std::atomic<long> budget{LONG_MAX};
-  std::mutex mutex;
-  std::vector<std::int64_t> latencies_ns;
-  std::atomic<std::uint64_t> completed{0}, failed{0};
-  std::atomic<int> running{0};
-  std::promise<void> finished;
-
-  bool may_start_another(Clock::time_point now) {
-    return now < deadline && budget.fetch_sub(1, std::memory_order_relaxed) > 0;
-  }
-  void slot_finished() {
-    if (--running == 0) finished.set_value();
-  }
-};
+using Load = bench::ClosedLoop;
 
 // One client connection: requests pipelined, responses matched in order with a FIFO of send
 // times. Every handler runs on the socket's strand.

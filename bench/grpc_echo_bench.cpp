@@ -151,24 +151,7 @@ class EchoServer {
 
 // ---- client ----
 
-// Keeps `concurrency` calls in flight until `deadline` (or until `budget` starts are used, for
-// the warm-up); each completion starts the next.
-struct Load {
-  Clock::time_point deadline = Clock::time_point::max();
-  std::atomic<long> budget{LONG_MAX};
-  std::mutex mutex;
-  std::vector<std::int64_t> latencies_ns;
-  std::atomic<std::uint64_t> completed{0}, failed{0};
-  std::atomic<int> running{0};
-  std::promise<void> finished;
-
-  bool may_start_another(Clock::time_point now) {
-    return now < deadline && budget.fetch_sub(1, std::memory_order_relaxed) > 0;
-  }
-  void slot_finished() {
-    if (--running == 0) finished.set_value();
-  }
-};
+using Load = bench::ClosedLoop;
 
 struct ClientChannel;
 

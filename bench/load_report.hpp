@@ -5,12 +5,16 @@
 #pragma once
 
 #include <algorithm>
+#include <atomic>
 #include <chrono>
+#include <climits>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
 #include <fstream>
+#include <future>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -20,6 +24,26 @@ namespace bench {
 // Room for every latency sample up front: pages count in RSS only once written, while a
 // growing vector would briefly hold two copies and inflate the peak RSS figure.
 inline constexpr std::size_t latency_samples_reserved = std::size_t{1} << 24;
+
+// The baselines' closed loop: keeps `concurrency` requests in flight until `deadline` (or until
+// `budget` starts are used, for the warm-up); each completion starts the next.
+struct ClosedLoop {
+  using Clock = std::chrono::steady_clock;
+  Clock::time_point deadline = Clock::time_point::max();
+  std::atomic<long> budget{LONG_MAX};
+  std::mutex mutex;  // guards latencies_ns
+  std::vector<std::int64_t> latencies_ns;
+  std::atomic<std::uint64_t> completed{0}, failed{0};
+  std::atomic<int> running{0};
+  std::promise<void> finished;
+
+  bool may_start_another(Clock::time_point now) {
+    return now < deadline && budget.fetch_sub(1, std::memory_order_relaxed) > 0;
+  }
+  void slot_finished() {
+    if (--running == 0) finished.set_value();
+  }
+};
 
 inline long peak_rss_kilobytes() {
   std::ifstream status("/proc/self/status");
