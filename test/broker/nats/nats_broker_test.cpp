@@ -173,12 +173,14 @@ TEST_CASE("nats broker: connecting where no server listens fails with 503 naming
 
 TEST_CASE("nats broker: broadcast vs queue delivery across separate connections") {
   micro_test::NatsServer server;
+  // Receivers first: they must outlive the brokers, whose delivery threads call them until
+  // the brokers are gone.
+  Counter plain_first, plain_second;
+  std::array<Counter, 4> workers;
   // Three connections, as three processes would have.
   auto first = connected_broker(server.address());
   auto second = connected_broker(server.address());
   auto publisher = connected_broker(server.address());
-  Counter plain_first, plain_second;
-  std::array<Counter, 4> workers;
   std::vector<std::shared_ptr<micro::Subscription>> subscriptions;
   subscriptions.push_back(first->subscribe("orders.created", plain_first.handler()));
   subscriptions.push_back(second->subscribe("orders.created", plain_second.handler()));
@@ -209,9 +211,9 @@ TEST_CASE("nats broker: broadcast vs queue delivery across separate connections"
 
 TEST_CASE("nats broker: headers and binary body round-trip between connections, case kept") {
   micro_test::NatsServer server;
+  Inbox inbox;  // outlives the brokers, whose delivery threads write to it
   auto receiver = connected_broker(server.address());
   auto sender = connected_broker(server.address());
-  Inbox inbox;
   auto subscription = receiver->subscribe("greetings.*", inbox.handler());
 
   micro::Message message = message_on("greetings.eu", std::string("hi\0there\xff\r\n", 12));
@@ -250,13 +252,16 @@ struct BareConnection {
 
 TEST_CASE("nats broker: Go-Micro envelope on the wire and round-trip in both directions") {
   micro_test::NatsServer server;
+  // The inboxes outlive the brokers: a native publish also reaches the native subscriber,
+  // possibly after the test stopped waiting, on a delivery thread that runs until the
+  // brokers are gone (a use-after-free ASan found here once corrupted later tests' heap).
+  Inbox native_inbox, gomicro_inbox;
   auto gomicro = connected_broker(server.address(), {{"encoding", "gomicro"}});
   auto native = connected_broker(server.address());
   BareConnection bare(server.address());
   natsSubscription* wire = nullptr;
   REQUIRE(natsConnection_SubscribeSync(&wire, bare.connection, "envelope.test") == NATS_OK);
   REQUIRE(natsConnection_Flush(bare.connection) == NATS_OK);
-  Inbox native_inbox, gomicro_inbox;
   auto native_subscription = native->subscribe("envelope.test", native_inbox.handler());
   auto gomicro_subscription = gomicro->subscribe("envelope.test", gomicro_inbox.handler());
 
