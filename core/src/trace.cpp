@@ -59,24 +59,9 @@ bool any_nonzero(const std::array<std::uint8_t, Size>& bytes) noexcept {
   return false;
 }
 
-// The span every no-op start_span hands out: invalid context, never recording, ignores
-// everything. One static object shared by all callers.
-class NoopSpan final : public Span {
- public:
-  const SpanContext& context() const noexcept override { return context_; }
-  bool recording() const noexcept override { return false; }
-  void set_attribute(std::string_view, AttributeValue) override {}
-  void add_event(std::string_view, std::vector<Attribute>) override {}
-  void add_link(const SpanContext&, std::vector<Attribute>) override {}
-  void set_status(StatusCode, std::string_view) override {}
-  void update_name(std::string_view) override {}
-  void end(std::chrono::system_clock::time_point) override {}
-
- private:
-  SpanContext context_;
-};
-
-NoopSpan noop_span;
+// The span every no-op start_span hands out (invalid context): one static object shared by
+// all callers.
+NonRecordingSpan noop_span;
 
 class NoopTracer final : public Tracer {
  public:

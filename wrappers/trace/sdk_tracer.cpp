@@ -275,22 +275,12 @@ class SpinLock {
   std::atomic<bool> locked_{false};
 };
 
-class NonRecordingSpan final : public Span {
+// An unsampled span: a fresh context (it still propagates), nothing recorded.
+class UnsampledSpan final : public NonRecordingSpan {
  public:
-  NonRecordingSpan(const IdWords& ids, std::uint8_t flags, const std::string* trace_state) {
+  UnsampledSpan(const IdWords& ids, std::uint8_t flags, const std::string* trace_state) {
     fill_context(context_, ids, flags, trace_state);
   }
-  const SpanContext& context() const noexcept override { return context_; }
-  bool recording() const noexcept override { return false; }
-  void set_attribute(std::string_view, AttributeValue) override {}
-  void add_event(std::string_view, std::vector<Attribute>) override {}
-  void add_link(const SpanContext&, std::vector<Attribute>) override {}
-  void set_status(StatusCode, std::string_view) override {}
-  void update_name(std::string_view) override {}
-  void end(std::chrono::system_clock::time_point) override {}
-
- private:
-  SpanContext context_;
 };
 
 // Adds or replaces an attribute within limits; returns false when dropped.
@@ -730,9 +720,8 @@ std::shared_ptr<Span> SdkTracer::start_span(std::string_view name, const Context
     sampled = sampler_->should_sample(parameters);
   }
   if (!sampled)
-    return std::allocate_shared<NonRecordingSpan>(
-        PoolAllocator<NonRecordingSpan>{}, ids, flags,
-        parent != nullptr ? &parent->trace_state : nullptr);
+    return std::allocate_shared<UnsampledSpan>(PoolAllocator<UnsampledSpan>{}, ids, flags,
+                                               parent != nullptr ? &parent->trace_state : nullptr);
 
   count_span_started();
   return std::allocate_shared<RecordingSpan>(PoolAllocator<RecordingSpan>{}, core_, ids,

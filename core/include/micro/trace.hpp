@@ -112,6 +112,25 @@ class Span {
   virtual void end(std::chrono::system_clock::time_point end_time = {}) = 0;
 };
 
+// A span that only carries its context: never records and ignores everything. The no-op
+// tracer hands one out; SDKs derive from it for unsampled spans (which must still propagate).
+class NonRecordingSpan : public Span {
+ public:
+  NonRecordingSpan() = default;
+  explicit NonRecordingSpan(SpanContext context) : context_(std::move(context)) {}
+  const SpanContext& context() const noexcept final { return context_; }
+  bool recording() const noexcept final { return false; }
+  void set_attribute(std::string_view, AttributeValue) final {}
+  void add_event(std::string_view, std::vector<Attribute>) final {}
+  void add_link(const SpanContext&, std::vector<Attribute>) final {}
+  void set_status(StatusCode, std::string_view) final {}
+  void update_name(std::string_view) final {}
+  void end(std::chrono::system_clock::time_point) final {}
+
+ protected:
+  SpanContext context_;
+};
+
 class Tracer {
  public:
   virtual ~Tracer() = default;
