@@ -293,6 +293,13 @@ void HttpConnection::connect(const EndpointAddress& endpoint, milliseconds timeo
     throw TransportError("cannot connect to " + endpoint.text() + ": " + result.message());
   tcp().socket().set_option(boost::asio::ip::tcp::no_delay(true));
   if (tls_stream_) handshake(endpoint);
+  // A cancel() during resolve or connect closed nothing (there was no socket yet): without
+  // this the stream that follows would wait forever for a member that has nothing to say.
+  if (cancelled_.load()) {
+    beast::error_code ignored;
+    tcp().socket().close(ignored);
+    throw TransportError("connection to " + endpoint.text() + " cancelled");
+  }
 }
 
 void HttpConnection::handshake(const EndpointAddress& endpoint) {
@@ -462,6 +469,7 @@ void HttpConnection::wake() {
 }
 
 void HttpConnection::cancel() {
+  cancelled_.store(true);
   boost::asio::post(io_context_, [this] {
     beast::error_code ignored;
     tcp().socket().shutdown(boost::asio::ip::tcp::socket::shutdown_both, ignored);

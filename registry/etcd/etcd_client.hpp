@@ -155,6 +155,9 @@ class HttpConnection {
 
   std::size_t endpoint_index_;
   boost::asio::io_context io_context_;
+  // Set by cancel(): the close it posts finds no socket while the connection is still being
+  // made, so connect() checks this once the socket is open.
+  std::atomic<bool> cancelled_{false};
   std::shared_ptr<boost::asio::ssl::context> tls_;
   boost::beast::tcp_stream stream_{io_context_};  // plain HTTP only
   std::unique_ptr<boost::beast::ssl_stream<boost::beast::tcp_stream>> tls_stream_;
