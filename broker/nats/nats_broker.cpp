@@ -24,7 +24,6 @@
 #include <functional>
 #include <memory>
 #include <mutex>
-#include <random>
 #include <shared_mutex>
 #include <string>
 #include <string_view>
@@ -37,7 +36,9 @@
 
 #include <micro/broker.hpp>
 #include <micro/error.hpp>
+#include <micro/log.hpp>
 #include <micro/plugin.hpp>
+#include <micro/random.hpp>
 
 namespace {
 
@@ -54,10 +55,7 @@ constexpr const char* error_id = "micro.broker.nats";
   throw micro::Exception(micro::unavailable(error_id, std::move(detail)));
 }
 
-void log_line(const std::string& text) {
-  std::string line = "[micro] broker nats: " + text + "\n";
-  std::fwrite(line.data(), 1, line.size(), stderr);
-}
+constexpr std::string_view log_component = "broker nats";
 
 // ---- address: "host:port,host:port" → NATS URLs ----
 
@@ -183,24 +181,12 @@ bool base64_decode(std::string_view text, std::string& out) {
   return true;
 }
 
-std::string random_uuid() {
-  thread_local std::mt19937_64 generator{std::random_device{}()};
-  std::uint64_t high = generator(), low = generator();
-  high = (high & 0xffffffffffff0fffULL) | 0x4000ULL;            // version 4
-  low = (low & 0x3fffffffffffffffULL) | 0x8000000000000000ULL;  // RFC 4122 variant
-  char text[37];
-  std::snprintf(text, sizeof text, "%08x-%04x-%04x-%04x-%012llx", unsigned(high >> 32),
-                unsigned((high >> 16) & 0xffff), unsigned(high & 0xffff), unsigned(low >> 48),
-                static_cast<unsigned long long>(low & 0xffffffffffffULL));
-  return text;
-}
-
 // Go-Micro's broker.Message as JSON, with the headers a Go-Micro subscriber expects.
 std::string encode_gomicro(const Message& message) {
   nlohmann::json header = nlohmann::json::object();
   for (const auto& [key, value] : message.headers) header[key] = value;
   if (!message.headers.contains("Micro-Topic")) header["Micro-Topic"] = message.topic;
-  if (!message.headers.contains("Micro-Id")) header["Micro-Id"] = random_uuid();
+  if (!message.headers.contains("Micro-Id")) header["Micro-Id"] = micro::random_uuid();
   if (!message.headers.contains("Content-Type"))
     header["Content-Type"] = "application/octet-stream";
   nlohmann::json envelope = {{"Header", std::move(header)}, {"Body", base64_encode(message.body)}};
@@ -389,19 +375,20 @@ struct ConnectionEvents {
       std::lock_guard lock(self->mutex);
       url = self->server_url;
     }
-    log_line("disconnected from " + url + " (disconnect #" + std::to_string(count) +
-             "); publishes are buffered while reconnecting");
+    micro::log::warn(log_component, "disconnected from " + url + " (disconnect #" +
+                                        std::to_string(count) +
+                                        "); publishes are buffered while reconnecting");
   }
   static void on_reconnected(natsConnection* connection, void* closure) {
     auto* self = static_cast<ConnectionEvents*>(closure);
     self->connected_to(connection);
     auto count = self->reconnects.fetch_add(1) + 1;
-    log_line("reconnected to " + url_of(connection) + " (reconnect #" + std::to_string(count) +
-             "); subscriptions restored");
+    micro::log::info(log_component, "reconnected to " + url_of(connection) + " (reconnect #" +
+                                        std::to_string(count) + "); subscriptions restored");
   }
   static void on_closed(natsConnection*, void* closure) {
     auto* self = static_cast<ConnectionEvents*>(closure);
-    log_line("connection closed");
+    micro::log::debug(log_component, "connection closed");
     std::lock_guard lock(self->mutex);
     ++self->closed_count;
     self->changed.notify_all();
@@ -655,7 +642,8 @@ class NatsBroker : public micro::Broker {
       });
       if (!closed) {
         lock.unlock();
-        log_line("drain did not finish within " + std::to_string(timeout.count()) + " ms; closing");
+        micro::log::warn(log_component, "drain did not finish within " +
+                                            std::to_string(timeout.count()) + " ms; closing");
         natsConnection_Close(connection);
       }
     }

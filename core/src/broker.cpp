@@ -1,6 +1,7 @@
 // Helpers every broker plugin shares (declared in <micro/broker.hpp>): the topic syntax
 // check and the dispatch of delivery failures to the error handler.
 #include <micro/broker.hpp>
+#include <micro/log.hpp>
 
 #include <cstdio>
 #include <exception>
@@ -70,9 +71,8 @@ void BrokerErrorReporter::report(const Message& message, std::string_view what) 
       (*handler)(message, what);
       return;
     }
-    std::string line = "[micro] broker " + broker_name_ + ": handler for topic '" + message.topic +
-                       "' failed: " + std::string(what) + "\n";
-    std::fwrite(line.data(), 1, line.size(), stderr);
+    log::error("broker " + broker_name_,
+               "handler for topic '" + message.topic + "' failed: " + std::string(what));
   } catch (...) {
     // An error handler that throws (or a line that cannot be built) has nowhere to go.
   }

@@ -2,9 +2,9 @@
 // JSON files, all setting the same keys, plus the plugin item grammar
 // `name[://address][?key=value&…]` and the error messages that point into the text.
 #include <micro/config.hpp>
-#include "text.hpp"
 
 #include <micro/plugin.hpp>
+#include <micro/text.hpp>
 
 #include <algorithm>
 #include <cerrno>
@@ -23,8 +23,6 @@
 namespace micro {
 
 namespace {
-
-using detail::edit_distance;
 
 using std::chrono::milliseconds;
 
@@ -116,19 +114,10 @@ std::string unknown_key_message(std::string_view key) {
     if (character >= 'A' && character <= 'Z') character = static_cast<char>(character - 'A' + 'a');
     if (character == '-') character = '_';
   }
-  std::string_view best;
-  std::size_t best_distance = std::max<std::size_t>(2, key.size() / 3) + 1;
-  for (const auto& spec : key_specs) {
-    std::size_t distance = edit_distance(lowered, spec.name);
-    if (distance < best_distance) {
-      best_distance = distance;
-      best = spec.name;
-    }
-  }
-  std::string message =
-      "unknown key '" + std::string(key) + "'; expected one of: " + all_key_names();
-  if (!best.empty()) message += " (did you mean '" + std::string(best) + "'?)";
-  return message;
+  std::vector<std::string> names;
+  for (const auto& spec : key_specs) names.emplace_back(spec.name);
+  return "unknown key '" + std::string(key) + "'; expected one of: " + all_key_names() +
+         did_you_mean(lowered, names);
 }
 
 [[noreturn]] void fail(std::string_view origin, std::size_t position, std::string message) {

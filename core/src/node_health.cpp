@@ -1,12 +1,12 @@
-// thread_random: splitmix64 per thread.
 // FailurePenalty: per-service, per-node failure stamps behind a lock-free "any recent failure"
 // shortcut. Two levels of tables, each behind a shared_mutex: services (never removed, so a
 // ServiceTable pointer stays valid for the FailurePenalty's life) and, per service, nodes.
 #include <micro/node_health.hpp>
 
+#include <micro/text.hpp>
+
 #include <functional>
 #include <mutex>
-#include <random>
 #include <string>
 #include <thread>
 #include <unordered_map>
@@ -30,41 +30,13 @@ std::int64_t now_nanoseconds() {
       .count();
 }
 
-// Lets the tables be searched with a string_view, without building a std::string.
-struct StringHash {
-  using is_transparent = void;
-  std::size_t operator()(std::string_view text) const noexcept {
-    return std::hash<std::string_view>{}(text);
-  }
-};
-
 struct NodeHealth {
   std::atomic<std::int64_t> last_failure{never};
   std::atomic<std::uint64_t> failures{0};
   std::atomic<std::uint64_t> successes{0};
 };
 
-template <typename Value>
-using StringMap = std::unordered_map<std::string, Value, StringHash, std::equal_to<>>;
-
 }  // namespace
-
-std::uint64_t thread_random() noexcept {
-  thread_local std::uint64_t state = [] {
-    std::random_device device;
-    return (static_cast<std::uint64_t>(device()) << 32) ^ device() ^
-           std::hash<std::thread::id>{}(std::this_thread::get_id());
-  }();
-  std::uint64_t mixed = (state += 0x9e3779b97f4a7c15ULL);
-  mixed = (mixed ^ (mixed >> 30)) * 0xbf58476d1ce4e5b9ULL;
-  mixed = (mixed ^ (mixed >> 27)) * 0x94d049bb133111ebULL;
-  return mixed ^ (mixed >> 31);
-}
-
-std::size_t thread_random_below(std::size_t bound) noexcept {
-  return static_cast<std::size_t>(((thread_random() >> 32) * static_cast<std::uint64_t>(bound)) >>
-                                  32);
-}
 
 struct FailurePenalty::ServiceTable {
   mutable std::shared_mutex mutex;

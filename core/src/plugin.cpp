@@ -3,7 +3,6 @@
 // it, calls the factory and keeps the shared object loaded while anything it made lives.
 // Also the small helpers declared beside it: plugin kinds, durations, PluginArguments.
 #include <micro/plugin.hpp>
-#include "text.hpp"
 
 #include <cxxabi.h>
 #include <dlfcn.h>
@@ -23,14 +22,13 @@
 #include <micro/error.hpp>
 #include <micro/registry.hpp>
 #include <micro/selector.hpp>
+#include <micro/text.hpp>
 #include <micro/transport.hpp>
 #include <micro/wrapper.hpp>
 
 namespace micro {
 
 namespace {
-
-using detail::edit_distance;
 
 constexpr std::string_view error_id = "micro.plugin";
 
@@ -99,20 +97,6 @@ bool is_plain_identifier(std::string_view text) {
     return (character >= 'a' && character <= 'z') || (character >= '0' && character <= '9') ||
            character == '_';
   });
-}
-
-// " (did you mean 'x'?)" for the closest candidate when it is close enough, else "".
-std::string did_you_mean(std::string_view wrong, const std::vector<std::string>& candidates) {
-  std::string best;
-  std::size_t best_distance = std::max<std::size_t>(2, wrong.size() / 3) + 1;
-  for (const auto& candidate : candidates) {
-    std::size_t distance = edit_distance(wrong, candidate);
-    if (distance < best_distance) {
-      best_distance = distance;
-      best = candidate;
-    }
-  }
-  return best.empty() ? std::string() : " (did you mean '" + best + "'?)";
 }
 
 std::string join(const std::vector<std::string>& items, std::string_view separator = ", ") {

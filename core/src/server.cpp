@@ -2,36 +2,20 @@
 // alive by a refresh thread, and a graceful stop that loses no accepted request.
 #include <micro/server.hpp>
 
+#include <micro/log.hpp>
+#include <micro/random.hpp>
+#include <micro/text.hpp>
+
 #include <atomic>
 #include <condition_variable>
 #include <iostream>
 #include <mutex>
-#include <random>
 #include <thread>
 #include <unordered_map>
 
 namespace micro {
 
 namespace {
-
-struct StringHash {
-  using is_transparent = void;
-  std::size_t operator()(std::string_view text) const noexcept {
-    return std::hash<std::string_view>{}(text);
-  }
-};
-
-std::string random_suffix() {
-  static thread_local std::mt19937_64 generator{std::random_device{}()};
-  static constexpr char digits[] = "0123456789abcdef";
-  std::string suffix(16, '0');
-  std::uint64_t bits = generator();
-  for (auto& c : suffix) {
-    c = digits[bits & 15];
-    bits >>= 4;
-  }
-  return suffix;
-}
 
 struct EndpointEntry {
   HandlerFunction raw;
@@ -75,7 +59,7 @@ struct Server::State : std::enable_shared_from_this<Server::State> {
 
   std::string node_id;
   // Filled before start(), read-only afterwards: lookups need no lock.
-  std::unordered_map<std::string, EndpointEntry, StringHash, std::equal_to<>> endpoints;
+  StringMap<EndpointEntry> endpoints;
   std::vector<SubscriberEntry> subscribers;
   std::vector<std::shared_ptr<Subscription>> subscriptions;
   std::unique_ptr<Listener> listener;
@@ -127,7 +111,7 @@ struct Server::State : std::enable_shared_from_this<Server::State> {
         register_now();
       } catch (const std::exception& e) {
         // The next interval tries again; the TTL leaves room for a few misses.
-        std::cerr << "[micro] " << options.name << ": re-register failed: " << e.what() << "\n";
+        log::warn("server " + options.name, std::string("re-register failed: ") + e.what());
       }
       lock.lock();
     }
@@ -217,7 +201,7 @@ Server::Server(ServerOptions options, std::shared_ptr<Transport> transport,
   state_->broker = std::move(broker);
   state_->wrappers = std::move(wrappers);
   state_->executor = std::move(executor);
-  state_->node_id = state_->options.name + "-" + random_suffix();
+  state_->node_id = state_->options.name + "-" + random_hex(16);
 }
 
 Server::~Server() {
@@ -315,7 +299,7 @@ std::size_t Server::stop() {
     try {
       state.registry->deregister_service(state.registration());
     } catch (const std::exception& e) {
-      std::cerr << "[micro] " << state.options.name << ": deregister failed: " << e.what() << "\n";
+      log::warn("server " + state.options.name, std::string("deregister failed: ") + e.what());
     }
   }
   // 2. No new connections; requests arriving on open ones are refused with 503 (retried

@@ -1,4 +1,5 @@
 // Microservice: assembles runtime, plugins named by the config, server, client and broker.
+#include <micro/log.hpp>
 #include <micro/service.hpp>
 
 #include <condition_variable>
@@ -102,7 +103,7 @@ Microservice::~Microservice() {
   try {
     stop();
   } catch (const std::exception& e) {
-    std::cerr << "[micro] " << state_->name << ": stop failed: " << e.what() << "\n";
+    log::error("service " + state_->name, std::string("stop failed: ") + e.what());
   }
   // Objects made by plugins go before the runtime whose executor they hold.
   state_->client.reset();
@@ -182,8 +183,8 @@ void Microservice::stop() {
   if (state_->server) {
     std::size_t unfinished = state_->server->stop();
     if (unfinished > 0)
-      std::cerr << "[micro] " << state_->name << ": " << unfinished
-                << " request(s) unfinished at the drain timeout\n";
+      log::warn("service " + state_->name,
+                std::to_string(unfinished) + " request(s) unfinished at the drain timeout");
   }
   if (state_->broker_connected) {
     state_->broker->disconnect();

@@ -29,16 +29,9 @@
 #include <micro/plugin.hpp>
 #include <micro/registry.hpp>
 #include <micro/selector.hpp>
+#include <micro/text.hpp>
 
 namespace {
-
-// Lets the counter table be searched with a string_view, without building a std::string.
-struct StringHash {
-  using is_transparent = void;
-  std::size_t operator()(std::string_view text) const noexcept {
-    return std::hash<std::string_view>{}(text);
-  }
-};
 
 struct Rotation {
   explicit Rotation(std::uint64_t start) : next(start) {}
@@ -88,8 +81,7 @@ class RoundRobinSelector final : public micro::Selector {
 
   micro::FailurePenalty penalty_;
   std::shared_mutex mutex_;
-  std::unordered_map<std::string, std::unique_ptr<Rotation>, StringHash, std::equal_to<>>
-      rotations_;
+  micro::StringMap<std::unique_ptr<Rotation>> rotations_;
 };
 
 const micro::PluginOption options[] = {

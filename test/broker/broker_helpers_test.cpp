@@ -158,12 +158,14 @@ TEST_CASE("BrokerErrorReporter: without an error handler a failure is a line on 
   std::string printed = stderr_of([&] {
     reporter.deliver([](micro::Message&) { throw std::runtime_error("boom"); }, message);
   });
-  CHECK(printed == "[micro] broker memory: handler for topic 'orders.created' failed: boom\n");
+  CHECK(printed ==
+        "[micro] error broker memory: handler for topic 'orders.created' failed: boom\n");
 
   // An empty std::function counts as no handler; a later real one replaces it.
   reporter.set_handler(nullptr);
   printed = stderr_of([&] { reporter.report(message, "lost"); });
-  CHECK(printed == "[micro] broker memory: handler for topic 'orders.created' failed: lost\n");
+  CHECK(printed ==
+        "[micro] error broker memory: handler for topic 'orders.created' failed: lost\n");
   int calls = 0;
   reporter.set_handler([&](const micro::Message&, std::string_view) { ++calls; });
   printed = stderr_of([&] { reporter.report(message, "lost"); });

@@ -25,6 +25,7 @@
 
 #include <micro/error.hpp>
 #include <micro/plugin.hpp>
+#include <micro/text.hpp>
 #include <micro/wrapper.hpp>
 
 namespace {
@@ -49,13 +50,6 @@ struct Counters {
     while (seen < nanoseconds &&
            !latency_max.compare_exchange_weak(seen, nanoseconds, std::memory_order_relaxed)) {
     }
-  }
-};
-
-struct StringHash {
-  using is_transparent = void;
-  std::size_t operator()(std::string_view text) const noexcept {
-    return std::hash<std::string_view>{}(text);
   }
 };
 
@@ -104,7 +98,7 @@ class Registry {
 
  private:
   mutable std::shared_mutex mutex_;
-  std::unordered_map<std::string, std::unique_ptr<Counters>, StringHash, std::equal_to<>> table_;
+  micro::StringMap<std::unique_ptr<Counters>> table_;
 };
 
 std::FILE* open_stream(const std::string& stream, bool& owned) {

@@ -17,6 +17,7 @@
 #include <vector>
 
 #include <micro/error.hpp>
+#include <micro/log.hpp>
 
 namespace micro::trace::sdk {
 
@@ -335,9 +336,9 @@ struct BatchProcessor::State {
       try {
         result = exporter->export_spans(std::span<const SpanData>(batch.data(), count));
       } catch (const std::exception& error) {
-        std::fprintf(stderr, "[micro] trace: exporter threw: %s\n", error.what());
+        micro::log::error("trace", std::string("exporter threw: ") + error.what());
       } catch (...) {
-        std::fprintf(stderr, "[micro] trace: exporter threw\n");
+        micro::log::error("trace", "exporter threw");
       }
       if (result == ExportResult::success) {
         counters.spans_exported.fetch_add(count, std::memory_order_relaxed);
@@ -485,10 +486,9 @@ bool BatchProcessor::shutdown() {
       worker_.detach();
   }
   if (!finished)
-    std::fprintf(stderr,
-                 "[micro] trace: exporter did not finish within export_timeout (%lld ms); "
-                 "leaving it to finish in the background\n",
-                 static_cast<long long>(state.settings.export_timeout.count()));
+    micro::log::warn("trace", "exporter did not finish within export_timeout (" +
+                                  std::to_string(state.settings.export_timeout.count()) +
+                                  " ms); leaving it to finish in the background");
   return finished;
 }
 

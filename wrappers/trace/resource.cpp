@@ -11,6 +11,8 @@
 #include <string>
 #include <system_error>
 
+#include <micro/log.hpp>
+
 namespace micro::trace::sdk {
 
 namespace {
@@ -113,8 +115,7 @@ Resource make_resource(std::string_view service_name, std::string_view service_v
   if (const char* text = std::getenv("OTEL_RESOURCE_ATTRIBUTES")) {
     std::vector<std::string> warnings;
     attributes = parse_resource_attributes(text, &warnings);
-    for (const auto& warning : warnings)
-      std::fprintf(stderr, "[micro] trace: %s\n", warning.c_str());
+    for (const auto& warning : warnings) micro::log::warn("trace", warning);
   }
 
   char host[HOST_NAME_MAX + 1] = {};

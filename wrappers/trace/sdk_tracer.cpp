@@ -29,49 +29,15 @@
 #include <utility>
 
 #include <micro/error.hpp>
+#include <micro/random.hpp>
 
 namespace micro::trace::sdk {
 
 namespace {
 
-// ---- ids: wyrand per thread, reseeded after fork so parent and child differ ----
+// ---- ids: micro::Wyrand per thread (inlined here: three draws per span), reseeded after fork ----
 
-std::atomic<std::uint64_t> fork_generation{1};
-std::once_flag fork_handler_once;
-
-struct IdGenerator {
-  std::uint64_t state = 0;
-  std::uint64_t generation = 0;
-
-  void seed() {
-    std::call_once(fork_handler_once, [] {
-      pthread_atfork(nullptr, nullptr,
-                     [] { fork_generation.fetch_add(1, std::memory_order_relaxed); });
-    });
-    std::random_device device;
-    state =
-        (static_cast<std::uint64_t>(device()) << 32) ^ device() ^
-        static_cast<std::uint64_t>(std::chrono::steady_clock::now().time_since_epoch().count()) ^
-        std::hash<std::thread::id>{}(std::this_thread::get_id());
-    generation = fork_generation.load(std::memory_order_relaxed);
-  }
-
-  // Call once per span, before next(): reseeds after a fork.
-  void check_fork() {
-    if (generation != fork_generation.load(std::memory_order_relaxed)) [[unlikely]]
-      seed();
-  }
-
-  // wyrand: a Weyl sequence folded through one 64x64->128-bit multiply. Half the latency
-  // of splitmix64's two chained multiplies, and a span's three draws run in parallel.
-  std::uint64_t next() noexcept {
-    state += 0xa0761d6478bd642fULL;
-    auto product = static_cast<unsigned __int128>(state) * (state ^ 0xe7037ed1a0b428dbULL);
-    return static_cast<std::uint64_t>(product >> 64) ^ static_cast<std::uint64_t>(product);
-  }
-};
-
-thread_local IdGenerator id_generator;  // trivially constructible: no TLS guard
+thread_local micro::Wyrand id_generator;  // trivially constructible: no TLS guard
 
 // One 8-byte store: writing byte by byte and then reading the id back as a word (as the
 // callers' return does) stalls on store-to-load forwarding, which cost more than the
@@ -621,7 +587,7 @@ void truncate_value(AttributeValue& value, std::size_t limit) noexcept {
 // ---- ids ----
 
 TraceId random_trace_id() noexcept {
-  id_generator.check_fork();
+  id_generator.check_seed();
   TraceId id;
   std::uint64_t high = 0, low = 0;
   while ((high | low) == 0) {
@@ -634,7 +600,7 @@ TraceId random_trace_id() noexcept {
 }
 
 SpanId random_span_id() noexcept {
-  id_generator.check_fork();
+  id_generator.check_seed();
   SpanId id;
   std::uint64_t value = 0;
   while (value == 0) value = id_generator.next();
@@ -689,7 +655,7 @@ std::shared_ptr<Span> SdkTracer::start_span(std::string_view name, const Context
 
   IdWords ids;
   std::uint8_t flags;
-  id_generator.check_fork();
+  id_generator.check_seed();
   if (parent != nullptr) {
     ids.trace_high = load_word(parent->trace_id.bytes.data());
     ids.trace_low = load_word(parent->trace_id.bytes.data() + 8);

@@ -9,6 +9,7 @@
 #include <string>
 
 #include <micro/error.hpp>
+#include <micro/log.hpp>
 #include <micro/plugin.hpp>
 #include <micro/trace.hpp>
 #include <micro/wrapper.hpp>
@@ -74,8 +75,8 @@ class TraceWrapper final : public micro::Wrapper {
     tracer_.reset();
     processor_->shutdown();
     auto line = format_statistics(statistics());
-    std::fprintf(stderr, "[micro] trace: %s retries=%llu\n", line.c_str(),
-                 static_cast<unsigned long long>(exporter_statistics_->retries.load()));
+    micro::log::info("trace",
+                     line + " retries=" + std::to_string(exporter_statistics_->retries.load()));
   }
 
   micro::WrapperSet wrappers(const micro::WrapperScope& scope) override {

@@ -29,19 +29,11 @@
 #include <shared_mutex>
 #include <string_view>
 
+#include <micro/random.hpp>  // thread_random, which every selector draws from
 #include <micro/registry.hpp>
 #include <micro/selector.hpp>
 
 namespace micro {
-
-// A pseudo-random number from this thread's own splitmix64 generator, seeded once per thread
-// (std::random_device and the thread id): no shared state and no lock, so selectors can draw
-// one per pick. Not for anything that needs unpredictability (keys, tokens).
-std::uint64_t thread_random() noexcept;
-
-// A number in [0, bound) from thread_random(), without a division (Lemire's multiply-shift;
-// the bias is negligible for bounds like node counts). `bound` must be below 2^32; 0 gives 0.
-std::size_t thread_random_below(std::size_t bound) noexcept;
 
 class FailurePenalty {
  public:
