@@ -17,7 +17,7 @@
 #include <nats/nats.h>
 
 #include <micro/broker.hpp>
-#include <micro/plugin.hpp>
+#include <micro/plugin_loader.hpp>
 #include <micro/runtime.hpp>
 
 #include "broker/nats/nats_server.hpp"
@@ -61,12 +61,10 @@ Result run_broker(const std::string& name, const std::string& address, long mess
                   micro::Runtime& runtime) {
   auto& loader = micro::PluginLoader::instance();
   // Separate publisher and subscriber instances, as two processes would have.
-  auto subscriber = loader.create_as<micro::Broker>(micro::PluginKind::broker, name, address, {},
-                                                    runtime.executor());
+  auto subscriber = loader.create<micro::Broker>(name, address, {}, runtime.executor());
   auto publisher = name == "memory"
                        ? subscriber
-                       : loader.create_as<micro::Broker>(micro::PluginKind::broker, name, address,
-                                                         {}, runtime.executor());
+                       : loader.create<micro::Broker>(name, address, {}, runtime.executor());
   subscriber->connect();
   publisher->connect();
   std::atomic<long> received{0};

@@ -12,7 +12,6 @@
 //
 // Wire: native messages are NATS headers + raw body; `encoding=gomicro` sends Go-Micro's
 // JSON envelope {"Header":{...},"Body":"<base64>"}. Receiving accepts both.
-#include <dlfcn.h>
 
 #include <atomic>
 #include <cerrno>
@@ -220,34 +219,21 @@ bool decode_gomicro(std::string_view data, Message& message) {
   return true;
 }
 
-// ---- pinning ----
-
-// The C client keeps library threads (timers, callbacks) that run code from libnats and from
-// this plugin after the last broker is gone; unloading either would pull that code out from
-// under them. So the plugin (and with it libnats) stays loaded once used.
-void pin_this_plugin() {
-  static std::once_flag once;
-  std::call_once(once, [] {
-    Dl_info info{};
-    if (dladdr(reinterpret_cast<void*>(&pin_this_plugin), &info) != 0 && info.dli_fname)
-      dlopen(info.dli_fname, RTLD_NOW | RTLD_NODELETE | RTLD_NOLOAD);
-  });
-}
-
 // ---- the broker ----
 
 enum class Encoding { native, gomicro };
 
+// Values and their defaults come from nats_options (the descriptor), read by read_settings.
 struct Settings {
   std::vector<std::string> urls;
   std::string name, user, password, token, tls_ca, tls_cert, tls_key;
   bool tls = false;
   bool randomize = true;
-  std::chrono::milliseconds connect_timeout{2000};
-  std::chrono::milliseconds reconnect_wait{2000};
-  std::int64_t max_reconnects = 60;
-  std::int64_t reconnect_buffer = 8 * 1024 * 1024;
-  std::chrono::milliseconds drain_timeout{30000};
+  std::chrono::milliseconds connect_timeout{};
+  std::chrono::milliseconds reconnect_wait{};
+  std::int64_t max_reconnects = 0;
+  std::int64_t reconnect_buffer = 0;
+  std::chrono::milliseconds drain_timeout{};
   Encoding encoding = Encoding::native;
 };
 
@@ -258,17 +244,17 @@ Settings read_settings(const micro::PluginArguments& arguments) {
   settings.user = arguments.get_string("user");
   settings.password = arguments.get_string("password");
   settings.token = arguments.get_string("token");
-  settings.tls = arguments.get_bool("tls", false);
+  settings.tls = arguments.get_bool("tls");
   settings.tls_ca = arguments.get_string("tls_ca");
   settings.tls_cert = arguments.get_string("tls_cert");
   settings.tls_key = arguments.get_string("tls_key");
-  settings.randomize = arguments.get_bool("randomize", true);
-  settings.connect_timeout = arguments.get_duration("connect_timeout", settings.connect_timeout);
-  settings.reconnect_wait = arguments.get_duration("reconnect_wait", settings.reconnect_wait);
-  settings.max_reconnects = arguments.get_int("max_reconnects", settings.max_reconnects);
-  settings.reconnect_buffer = arguments.get_int("reconnect_buffer", settings.reconnect_buffer);
-  settings.drain_timeout = arguments.get_duration("drain_timeout", settings.drain_timeout);
-  std::string encoding = arguments.get_string("encoding", "native");
+  settings.randomize = arguments.get_bool("randomize");
+  settings.connect_timeout = arguments.get_duration("connect_timeout");
+  settings.reconnect_wait = arguments.get_duration("reconnect_wait");
+  settings.max_reconnects = arguments.get_int("max_reconnects");
+  settings.reconnect_buffer = arguments.get_int("reconnect_buffer");
+  settings.drain_timeout = arguments.get_duration("drain_timeout");
+  std::string encoding = arguments.get_string("encoding");
   if (encoding == "gomicro")
     settings.encoding = Encoding::gomicro;
   else if (encoding != "native")
@@ -279,16 +265,6 @@ Settings read_settings(const micro::PluginArguments& arguments) {
     throw_bad_request("options token and user cannot be used together");
   if (settings.tls_cert.empty() != settings.tls_key.empty())
     throw_bad_request("options tls_cert and tls_key go together");
-  if (settings.connect_timeout.count() <= 0)
-    throw_bad_request("option connect_timeout must be positive");
-  if (settings.reconnect_wait.count() < 0)
-    throw_bad_request("option reconnect_wait must not be negative");
-  if (settings.drain_timeout.count() <= 0)
-    throw_bad_request("option drain_timeout must be positive");
-  if (settings.max_reconnects < -1 || settings.max_reconnects > INT32_MAX)
-    throw_bad_request("option max_reconnects must be -1 (forever) or a count");
-  if (settings.reconnect_buffer < 0 || settings.reconnect_buffer > INT32_MAX)
-    throw_bad_request("option reconnect_buffer must be a byte count from 0 to 2147483647");
   if (!settings.tls_ca.empty() || !settings.tls_cert.empty()) settings.tls = true;
   return settings;
 }
@@ -350,6 +326,8 @@ struct ConnectionEvents {
   std::condition_variable changed;
   std::uint64_t closed_count = 0;
   std::atomic<std::uint64_t> disconnects{0}, reconnects{0};
+  // Set by disconnect(): a close we asked for is routine (debug), any other is a warning.
+  std::atomic<bool> closing{false};
 
   static std::string url_of(natsConnection* connection) {
     char buffer[256] = {0};
@@ -388,7 +366,10 @@ struct ConnectionEvents {
   }
   static void on_closed(natsConnection*, void* closure) {
     auto* self = static_cast<ConnectionEvents*>(closure);
-    micro::log::debug(log_component, "connection closed");
+    if (self->closing.load())
+      micro::log::debug(log_component, "connection closed");
+    else
+      micro::log::warn(log_component, "connection closed: reconnect attempts exhausted");
     std::lock_guard lock(self->mutex);
     ++self->closed_count;
     self->changed.notify_all();
@@ -624,6 +605,7 @@ class NatsBroker : public micro::Broker {
         if (state->binding) bindings.push_back(std::exchange(state->binding, nullptr));
     }
     std::uint64_t closed_before = 0;
+    core_->events->closing.store(true);
     {
       std::lock_guard lock(core_->events->mutex);
       closed_before = core_->events->closed_count;
@@ -813,22 +795,25 @@ class NatsBroker : public micro::Broker {
 };
 
 const micro::PluginOption nats_options[] = {
-    {"name", "string", nullptr, "client name shown by the server"},
-    {"user", "string", nullptr, "user name (with password)"},
-    {"password", "string", nullptr, "password for user"},
-    {"token", "string", nullptr, "authentication token (instead of user/password)"},
+    {"name", "string", "", "client name shown by the server"},
+    {"user", "string", "", "user name (with password)"},
+    {"password", "string", "", "password for user"},
+    {"token", "string", "", "authentication token (instead of user/password)"},
     {"tls", "bool", "false", "connect with TLS (implied by tls_ca or tls_cert)"},
-    {"tls_ca", "string", nullptr, "PEM file of CA certificates to trust"},
-    {"tls_cert", "string", nullptr, "PEM client certificate chain (with tls_key)"},
-    {"tls_key", "string", nullptr, "PEM client private key (with tls_cert)"},
+    {"tls_ca", "string", "", "PEM file of CA certificates to trust"},
+    {"tls_cert", "string", "", "PEM client certificate chain (with tls_key)"},
+    {"tls_key", "string", "", "PEM client private key (with tls_cert)"},
     {"randomize", "bool", "true",
      "try the servers in random order (spreads clients over a cluster); false: in order given"},
-    {"connect_timeout", "duration", "2s", "timeout of each connection attempt"},
-    {"reconnect_wait", "duration", "2s", "pause between reconnect attempts to the same server"},
-    {"max_reconnects", "int", "60", "reconnect attempts before giving up; -1: forever"},
+    {"connect_timeout", "duration", "2s", "timeout of each connection attempt", "1ms"},
+    {"reconnect_wait", "duration", "2s", "pause between reconnect attempts to the same server",
+     "0s"},
+    {"max_reconnects", "int", "60", "reconnect attempts before giving up; -1: forever", "-1",
+     "2147483647"},
     {"reconnect_buffer", "int", "8388608",
-     "bytes of publishes held while reconnecting; beyond it publish fails with 503; 0: none"},
-    {"drain_timeout", "duration", "30s", "how long disconnect waits for accepted messages"},
+     "bytes of publishes held while reconnecting; beyond it publish fails with 503; 0: none", "0",
+     "2147483647"},
+    {"drain_timeout", "duration", "30s", "how long disconnect waits for accepted messages", "1ms"},
     {"encoding", "string", "native",
      "native (NATS headers + raw body) or gomicro (Go-Micro's JSON envelope)"},
 };
@@ -838,6 +823,5 @@ const micro::PluginOption nats_options[] = {
 MICRO_PLUGIN(broker, nats,
              "publish/subscribe over NATS (servers or a cluster), Go-Micro compatible",
              nats_options, [](const micro::PluginArguments& arguments) -> micro::PluginObject* {
-               pin_this_plugin();
                return new NatsBroker(arguments);
              })

@@ -34,15 +34,14 @@ struct Microservice::State {
 namespace {
 
 template <class T>
-std::shared_ptr<T> load(PluginLoader& loader, PluginKind kind, const PluginChoice& choice,
+std::shared_ptr<T> load(PluginLoader& loader, const PluginChoice& choice,
                         boost::asio::any_io_executor executor) {
   try {
-    return loader.create_as<T>(kind, choice.name, choice.address, choice.options,
-                               std::move(executor));
+    return loader.create<T>(choice.name, choice.address, choice.options, std::move(executor));
   } catch (const Exception& e) {
     Error error = e.error();
-    error.detail = std::string(to_string(kind)) + " '" + choice.name + "' (from " + choice.origin +
-                   "): " + error.detail;
+    error.detail = std::string(to_string(T::plugin_kind)) + " '" + choice.name + "' (from " +
+                   choice.origin + "): " + error.detail;
     throw Exception(std::move(error));
   }
 }
@@ -59,16 +58,16 @@ Microservice::Microservice(std::string name, Config config, PluginLoader& loader
   state.runtime = std::make_unique<Runtime>(cfg.threads);
   auto executor = state.runtime->executor();
 
-  state.registry_backend = load<Registry>(loader, PluginKind::registry, cfg.registry, executor);
+  state.registry_backend = load<Registry>(loader, cfg.registry, executor);
   state.registry =
       std::make_shared<RegistryCache>(state.registry_backend, state.runtime->blocking_executor());
-  state.broker = load<Broker>(loader, PluginKind::broker, cfg.broker, executor);
-  state.selector = load<Selector>(loader, PluginKind::selector, cfg.selector, executor);
-  state.transport = load<Transport>(loader, PluginKind::transport, cfg.transport, executor);
+  state.broker = load<Broker>(loader, cfg.broker, executor);
+  state.selector = load<Selector>(loader, cfg.selector, executor);
+  state.transport = load<Transport>(loader, cfg.transport, executor);
 
   WrapperScope scope{name, cfg.server_version, cfg.transport.name, cfg.broker.name};
   for (const auto& choice : cfg.wrappers) {
-    auto wrapper = load<Wrapper>(loader, PluginKind::wrapper, choice, executor);
+    auto wrapper = load<Wrapper>(loader, choice, executor);
     state.wrappers.add(wrapper->wrappers(scope));
     state.wrapper_objects.push_back(std::move(wrapper));
   }

@@ -17,32 +17,13 @@ namespace micro::tcp {
 
 namespace {
 
+// Ranges are the descriptor's (tcp_options): the loader has checked them.
 Settings read_settings(const PluginArguments& arguments) {
   Settings settings;
-  std::int64_t max_frame = arguments.get_int("max_frame", settings.max_frame);
-  // Room for a header plus a few fields; the u32 length field bounds the other end.
-  constexpr std::int64_t smallest_frame = 64;
-  if (max_frame < smallest_frame || max_frame > std::numeric_limits<std::uint32_t>::max()) {
-    throw Exception(bad_request(
-        "tcp", "tcp: option max_frame must be between " + std::to_string(smallest_frame) + " and " +
-                   std::to_string(std::numeric_limits<std::uint32_t>::max()) + " bytes, got " +
-                   std::to_string(max_frame)));
-  }
-  settings.max_frame = static_cast<std::uint32_t>(max_frame);
-  std::int64_t pool_size =
-      arguments.get_int("pool_size", static_cast<std::int64_t>(settings.pool_size));
-  if (pool_size < 1 || pool_size > 64) {
-    throw Exception(bad_request(
-        "tcp", "tcp: option pool_size must be between 1 and 64, got " + std::to_string(pool_size)));
-  }
-  settings.pool_size = static_cast<std::size_t>(pool_size);
-  settings.connect_timeout = arguments.get_duration("connect_timeout", settings.connect_timeout);
-  if (settings.connect_timeout.count() <= 0) {
-    throw Exception(bad_request("tcp", "tcp: option connect_timeout must be positive, got " +
-                                           std::to_string(settings.connect_timeout.count()) +
-                                           "ms"));
-  }
-  settings.nodelay = arguments.get_bool("nodelay", settings.nodelay);
+  settings.max_frame = static_cast<std::uint32_t>(arguments.get_int("max_frame"));
+  settings.pool_size = static_cast<std::size_t>(arguments.get_int("pool_size"));
+  settings.connect_timeout = arguments.get_duration("connect_timeout");
+  settings.nodelay = arguments.get_bool("nodelay");
   return settings;
 }
 
@@ -112,11 +93,14 @@ class TcpTransport final : public Transport {
 };
 
 const PluginOption tcp_options[] = {
+    // At least room for a header plus a few fields; the u32 length field bounds the other end.
     {"max_frame", "int", "4194304",
-     "largest frame sent or accepted, in bytes, header included (refused with 413)"},
-    {"pool_size", "int", "2", "connections kept per node address; calls are spread across them"},
-    {"connect_timeout", "duration", "5s",
-     "how long connecting may take before calls fail with 503"},
+     "largest frame sent or accepted, in bytes, header included (refused with 413)", "64",
+     "4294967295"},
+    {"pool_size", "int", "2", "connections kept per node address; calls are spread across them",
+     "1", "64"},
+    {"connect_timeout", "duration", "5s", "how long connecting may take before calls fail with 503",
+     "1ms"},
     {"nodelay", "bool", "true", "set TCP_NODELAY on every connection"},
 };
 

@@ -626,24 +626,21 @@ class EtcdRegistry final : public micro::Registry {
 Settings settings_from(const micro::PluginArguments& arguments) {
   Settings settings;
   settings.client.endpoints = micro::etcd::parse_endpoints(arguments.address());
-  settings.client.dial_timeout = arguments.get_duration("dial_timeout", 5s);
-  settings.client.request_timeout = arguments.get_duration("request_timeout", 5s);
+  settings.client.dial_timeout = arguments.get_duration("dial_timeout");
+  settings.client.request_timeout = arguments.get_duration("request_timeout");
   settings.client.username = arguments.get_string("username");
   settings.client.password = arguments.get_string("password");
-  settings.default_ttl = arguments.get_duration("ttl", 30s);
-  settings.prefix = arguments.get_string("prefix", "/micro/registry/");
+  settings.default_ttl = arguments.get_duration("ttl");
+  settings.prefix = arguments.get_string("prefix");
 
   auto refuse = [](const std::string& detail) {
     throw micro::Exception(micro::bad_request(error_id, detail));
   };
-  if (settings.client.dial_timeout.count() <= 0) refuse("dial_timeout must be positive");
-  if (settings.client.request_timeout.count() <= 0) refuse("request_timeout must be positive");
-  if (settings.default_ttl < 1s) refuse("ttl must be at least 1s (etcd leases count seconds)");
   if (!settings.prefix.starts_with('/')) {
     refuse("prefix \"" + settings.prefix + "\" must start with \"/\"");
   }
   if (!settings.prefix.ends_with('/')) settings.prefix += '/';
-  const std::string keepalive = arguments.get_string("keepalive", "stream");
+  const std::string keepalive = arguments.get_string("keepalive");
   if (keepalive != "stream" && keepalive != "batch") {
     refuse("keepalive \"" + keepalive + "\" must be \"stream\" or \"batch\"");
   }
@@ -655,8 +652,8 @@ Settings settings_from(const micro::PluginArguments& arguments) {
   const bool https_endpoint =
       std::any_of(settings.client.endpoints.begin(), settings.client.endpoints.end(),
                   [](const auto& endpoint) { return endpoint.https; });
-  if (arguments.get_bool("tls", false) || https_endpoint || arguments.has("tls_ca") ||
-      arguments.has("tls_cert") || arguments.has("tls_key")) {
+  if (arguments.get_bool("tls") || https_endpoint || !arguments.get_string("tls_ca").empty() ||
+      !arguments.get_string("tls_cert").empty() || !arguments.get_string("tls_key").empty()) {
     settings.client.tls = micro::etcd::make_tls_context({arguments.get_string("tls_ca"),
                                                          arguments.get_string("tls_cert"),
                                                          arguments.get_string("tls_key")});
@@ -674,15 +671,16 @@ Settings settings_from(const micro::PluginArguments& arguments) {
 }
 
 const micro::PluginOption etcd_options[] = {
-    {"ttl", "duration", "30s", "lease TTL when RegisterOptions.ttl is zero"},
-    {"dial_timeout", "duration", "5s", "how long connecting to one endpoint may take"},
-    {"request_timeout", "duration", "5s", "how long one call may take, across endpoints"},
-    {"username", "string", nullptr, "etcd user (with password)"},
-    {"password", "string", nullptr, "etcd user's password"},
+    // etcd leases count whole seconds.
+    {"ttl", "duration", "30s", "lease TTL when RegisterOptions.ttl is zero", "1s"},
+    {"dial_timeout", "duration", "5s", "how long connecting to one endpoint may take", "1ms"},
+    {"request_timeout", "duration", "5s", "how long one call may take, across endpoints", "1ms"},
+    {"username", "string", "", "etcd user (with password)"},
+    {"password", "string", "", "etcd user's password"},
     {"tls", "bool", "false", "use https for every endpoint (implied by tls_* or https://)"},
-    {"tls_ca", "string", nullptr, "CA bundle (PEM) the server certificate must chain to"},
-    {"tls_cert", "string", nullptr, "client certificate chain (PEM), with tls_key"},
-    {"tls_key", "string", nullptr, "client private key (PEM), with tls_cert"},
+    {"tls_ca", "string", "", "CA bundle (PEM) the server certificate must chain to"},
+    {"tls_cert", "string", "", "client certificate chain (PEM), with tls_key"},
+    {"tls_key", "string", "", "client private key (PEM), with tls_cert"},
     {"prefix", "string", "/micro/registry/", "key prefix, Go-Micro's by default"},
     {"keepalive", "string", "stream",
      "stream: one held-open keep-alive stream per process; batch: one request per interval"},

@@ -203,9 +203,7 @@ class FileWatch final : public micro::Watch {
 class FileRegistry final : public micro::Registry {
  public:
   explicit FileRegistry(const micro::PluginArguments& arguments)
-      : root_(directory_from(arguments)),
-        poll_interval_(arguments.get_duration("poll", std::chrono::milliseconds(500))) {
-    if (poll_interval_.count() <= 0) poll_interval_ = std::chrono::milliseconds(1);
+      : root_(directory_from(arguments)), poll_interval_(arguments.get_duration("poll")) {
     std::error_code error;
     fs::create_directories(root_, error);
     if (error) {
@@ -285,7 +283,7 @@ class FileRegistry final : public micro::Registry {
     constexpr std::string_view scheme = "file://";
     if (address.starts_with(scheme)) address.erase(0, scheme.size());
     if (!address.empty()) return fs::path(address);
-    return fs::path(arguments.get_string("dir", "/tmp/micro-registry"));
+    return fs::path(arguments.get_string("dir"));
   }
 
   [[noreturn]] static void fail(const std::string& what, const std::error_code& error) {
@@ -334,7 +332,7 @@ class FileRegistry final : public micro::Registry {
 const micro::PluginOption file_registry_options[] = {
     {"dir", "string", "/tmp/micro-registry",
      "directory holding <service>/<node-id>.json (the address file:///path overrides it)"},
-    {"poll", "duration", "500ms", "how often a watch rescans the directory"},
+    {"poll", "duration", "500ms", "how often a watch rescans the directory", "1ms"},
 };
 
 }  // namespace

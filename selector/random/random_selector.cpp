@@ -27,7 +27,7 @@ namespace {
 class RandomSelector final : public micro::Selector {
  public:
   explicit RandomSelector(const micro::PluginArguments& arguments)
-      : penalty_(arguments.get_duration("penalty", std::chrono::seconds(10))) {}
+      : penalty_(arguments.get_duration("penalty")) {}
 
   std::size_t select_node(std::string_view service, std::span<const micro::Node> nodes,
                           const micro::Context&, int) override {

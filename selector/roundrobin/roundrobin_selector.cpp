@@ -41,7 +41,7 @@ struct Rotation {
 class RoundRobinSelector final : public micro::Selector {
  public:
   explicit RoundRobinSelector(const micro::PluginArguments& arguments)
-      : penalty_(arguments.get_duration("penalty", std::chrono::seconds(10))) {}
+      : penalty_(arguments.get_duration("penalty")) {}
 
   std::size_t select_node(std::string_view service, std::span<const micro::Node> nodes,
                           const micro::Context&, int) override {

@@ -16,7 +16,7 @@
 
 #include <micro/broker.hpp>
 #include <micro/error.hpp>
-#include <micro/plugin.hpp>
+#include <micro/plugin_loader.hpp>
 #include <micro/runtime.hpp>
 
 #include "broker/broker_test_support.hpp"
@@ -43,9 +43,8 @@ const std::vector<BrokerUnderTest> brokers_under_test =
 
 struct BrokerFixture {
   explicit BrokerFixture(const BrokerUnderTest& under_test) {
-    broker = micro::PluginLoader::instance().create_as<micro::Broker>(
-        micro::PluginKind::broker, under_test.name, under_test.address, under_test.options,
-        runtime.executor());
+    broker = micro::PluginLoader::instance().create<micro::Broker>(
+        under_test.name, under_test.address, under_test.options, runtime.executor());
     broker->connect();
   }
   ~BrokerFixture() {
@@ -465,8 +464,8 @@ TEST_CASE("memory broker: the default error handler keeps the subscription going
 }
 
 TEST_CASE("memory broker: works without a runtime executor") {
-  auto broker = micro::PluginLoader::instance().create_as<micro::Broker>(
-      micro::PluginKind::broker, "memory", "", {}, boost::asio::any_io_executor{});
+  auto broker = micro::PluginLoader::instance().create<micro::Broker>(
+      "memory", "", {}, boost::asio::any_io_executor{});
   broker->connect();
   Counter counter;
   auto subscription = broker->subscribe("solo", counter.handler());

@@ -16,6 +16,7 @@
 #include <boost/asio/use_future.hpp>
 
 #include <micro/client.hpp>
+#include <micro/plugin_loader.hpp>
 #include <micro/runtime.hpp>
 #include <micro/server.hpp>
 
@@ -59,13 +60,12 @@ class RecordingSelector : public micro::Selector {
 struct Fixture {
   micro::Runtime runtime{4};
   micro::PluginLoader& loader = micro::PluginLoader::instance();
-  std::shared_ptr<micro::Registry> registry = loader.create_as<micro::Registry>(
-      micro::PluginKind::registry, "memory", "", {}, runtime.executor());
-  std::shared_ptr<micro::Transport> transport = loader.create_as<micro::Transport>(
-      micro::PluginKind::transport, "tcp", "", {}, runtime.executor());
-  std::shared_ptr<RecordingSelector> selector =
-      std::make_shared<RecordingSelector>(loader.create_as<micro::Selector>(
-          micro::PluginKind::selector, "roundrobin", "", {}, runtime.executor()));
+  std::shared_ptr<micro::Registry> registry =
+      loader.create<micro::Registry>("memory", "", {}, runtime.executor());
+  std::shared_ptr<micro::Transport> transport =
+      loader.create<micro::Transport>("tcp", "", {}, runtime.executor());
+  std::shared_ptr<RecordingSelector> selector = std::make_shared<RecordingSelector>(
+      loader.create<micro::Selector>("roundrobin", "", {}, runtime.executor()));
   std::shared_ptr<micro::RegistryCache> cache =
       std::make_shared<micro::RegistryCache>(registry, runtime.blocking_executor());
   std::vector<std::unique_ptr<micro::Server>> servers;

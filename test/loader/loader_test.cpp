@@ -13,8 +13,9 @@
 #include <string>
 #include <thread>
 
+#include <micro/broker.hpp>
 #include <micro/error.hpp>
-#include <micro/plugin.hpp>
+#include <micro/plugin_loader.hpp>
 #include <micro/registry.hpp>
 
 namespace {
@@ -103,32 +104,44 @@ TEST_CASE("durations parse like Go's, and malformed ones are refused") {
   }
 }
 
-TEST_CASE("PluginArguments getters read typed values and fall back") {
+TEST_CASE("PluginArguments getters read typed values; a value the plugin never got is its bug") {
   micro::PluginArguments arguments(
-      "host:1",
+      micro::PluginKind::registry, "good", "host:1",
       {{"count", "42"}, {"flag", "true"}, {"ratio", "0.25"}, {"ttl", "2s"}, {"junk", "x"}}, {});
   CHECK(arguments.address() == "host:1");
+  CHECK(arguments.error_id() == "micro.registry.good");
   CHECK(arguments.has("count"));
   CHECK_FALSE(arguments.has("missing"));
   CHECK(arguments.get_int("count") == 42);
-  CHECK(arguments.get_int("junk", 7) == 7);
-  CHECK(arguments.get_int("missing", 9) == 9);
   CHECK(arguments.get_bool("flag"));
-  CHECK(arguments.get_bool("junk", true));
   CHECK(arguments.get_double("ratio") == doctest::Approx(0.25));
   CHECK(arguments.get_duration("ttl") == std::chrono::seconds(2));
-  CHECK(arguments.get_duration("junk", std::chrono::milliseconds(5)) ==
-        std::chrono::milliseconds(5));
   CHECK(arguments.get_string("junk") == "x");
-  CHECK(arguments.get_string("missing", "fallback") == "fallback");
+  // No fallbacks in code: defaults live in the descriptor, so an absent value is a plugin bug.
+  try {
+    arguments.get_string("missing");
+    FAIL("an absent option was read");
+  } catch (const micro::Exception& e) {
+    CHECK(e.error().code == 500);
+    CHECK(e.error().id == "micro.registry.good");
+    CHECK(e.error().detail ==
+          "option 'missing' has no value: it has no default and was not given; expected the "
+          "plugin to check has(\"missing\") first");
+  }
+  try {
+    arguments.get_int("junk");
+    FAIL("a string was read as a number");
+  } catch (const micro::Exception& e) {
+    CHECK(e.error().code == 500);
+    CHECK(e.error().detail.starts_with("option 'junk' is 'x', which the getter cannot read"));
+  }
 }
 
 TEST_CASE("a good plugin loads with defaults filled and typed options passed") {
   micro::PluginLoader loader({fixture_dir});
   REQUIRE(loader.search_path().size() == 1);
 
-  auto registry = loader.create_as<micro::Registry>(micro::PluginKind::registry, "good",
-                                                    "10.0.0.1:2379", {}, {});
+  auto registry = loader.create<micro::Registry>("good", "10.0.0.1:2379", {}, {});
   REQUIRE(registry);
   auto services = registry->list_services();
   REQUIRE(services.size() == 1);
@@ -138,14 +151,15 @@ TEST_CASE("a good plugin loads with defaults filled and typed options passed") {
   CHECK(services[0].metadata["enabled"] == "yes");
   CHECK(services[0].metadata["ratio"] == "absent");
   CHECK(services[0].metadata["ttl_ms"] == "30000");
+  CHECK(services[0].metadata["error_id"] == "micro.registry.good");
 
-  auto configured = loader.create_as<micro::Registry>(micro::PluginKind::registry, "good", "",
-                                                      {{"count", "-12"},
-                                                       {"enabled", "false"},
-                                                       {"ratio", "0.5"},
-                                                       {"ttl", "250ms"},
-                                                       {"label", "custom"}},
-                                                      {});
+  auto configured = loader.create<micro::Registry>("good", "",
+                                                   {{"count", "-12"},
+                                                    {"enabled", "false"},
+                                                    {"ratio", "0.5"},
+                                                    {"ttl", "250ms"},
+                                                    {"label", "custom"}},
+                                                   {});
   auto custom = configured->list_services().at(0);
   CHECK(custom.name == "custom");
   CHECK(custom.metadata["count"] == "-12");
@@ -202,6 +216,17 @@ TEST_CASE("options are checked against the descriptor") {
   CHECK(twice.detail ==
         "registry plugin 'good': option 'count' is given twice; expected it at most once");
 
+  auto too_small = create_error(loader, PluginKind::registry, "good", {{"count", "-101"}});
+  CHECK(too_small.code == 400);
+  CHECK(too_small.detail ==
+        "registry plugin 'good': option 'count' is -101, below its minimum -100; expected a whole "
+        "number from -100 to 100");
+  auto too_long = create_error(loader, PluginKind::registry, "good", {{"ttl", "2h"}});
+  CHECK(too_long.detail ==
+        "registry plugin 'good': option 'ttl' is 2h, above its maximum 1h; expected a duration "
+        "from 1ms to 1h");
+  CHECK(loader.create<micro::Registry>("good", "", {{"count", "100"}, {"ttl", "1h"}}));
+
   auto none_accepted = create_error(loader, PluginKind::registry, "wrongtype", {{"any", "1"}});
   CHECK(none_accepted.detail ==
         "registry plugin 'wrongtype' has no option 'any'; expected no options at all");
@@ -232,7 +257,8 @@ TEST_CASE("an unknown name lists what was found and everywhere the loader looked
         "no registry plugin named 'goood' (did you mean 'good'?): no micro-registry-goood.so in "
         "/nonexistent/first, " +
             fixture_dir.string() +
-            "; expected one of the registry plugins found: badabi, good, misnamed, noentry, "
+            "; expected one of the registry plugins found: badabi, badoption, good, misnamed, "
+            "noentry, "
             "throwing, wrongkind, wrongtype");
 
   auto none = create_error(loader, micro::PluginKind::broker, "nats");
@@ -306,13 +332,12 @@ TEST_CASE("an object of the wrong dynamic type is refused") {
                             "micro::Registry");
 }
 
-TEST_CASE("the shared object stays loaded while an object it made lives") {
+TEST_CASE("a plugin stays loaded after its objects and its loader are gone (the unload policy)") {
   const std::string path = fixture("micro-registry-good.so");
   std::shared_ptr<micro::Registry> registry;
   {
     micro::PluginLoader loader({fixture_dir});
-    registry = loader.create_as<micro::Registry>(micro::PluginKind::registry, "good", "",
-                                                 {{"label", "survivor"}}, {});
+    registry = loader.create<micro::Registry>("good", "", {{"label", "survivor"}});
   }
   // The loader is gone; the object's code must still be mapped.
   CHECK(is_loaded(path));
@@ -320,8 +345,43 @@ TEST_CASE("the shared object stays loaded while an object it made lives") {
   REQUIRE(services.size() == 1);
   CHECK(services[0].name == "survivor");
   registry.reset();
-  // The last object is gone, and nothing else holds the library.
-  CHECK_FALSE(is_loaded(path));
+  // Handlers, threads and thread-locals of a plugin may outlive its objects: it stays mapped.
+  CHECK(is_loaded(path));
+}
+
+namespace {
+// A registry interface of its own: a plugin's object is not one of these.
+class SpecialRegistry : public micro::Registry {};
+}  // namespace
+
+TEST_CASE("create<T> deduces the kind from T and checks the object is a T") {
+  micro::PluginLoader loader({fixture_dir});
+  CHECK(loader.create<micro::Registry>("good"));
+  try {
+    loader.create<SpecialRegistry>("good");
+    FAIL("a GoodRegistry was handed out as a SpecialRegistry");
+  } catch (const micro::Exception& e) {
+    CHECK(e.error().code == 400);
+    CHECK(e.error().detail.find("which is not a (anonymous namespace)::SpecialRegistry") !=
+          std::string::npos);
+  }
+  // The kind comes from the type: a broker named 'good' is looked for, not the registry.
+  try {
+    loader.create<micro::Broker>("good");
+    FAIL("found a broker named good");
+  } catch (const micro::Exception& e) {
+    CHECK(e.error().code == 404);
+    CHECK(e.error().detail.starts_with("no broker plugin named 'good'"));
+  }
+}
+
+TEST_CASE("a descriptor whose default breaks its own range is refused at load") {
+  micro::PluginLoader loader({fixture_dir});
+  auto error = create_error(loader, micro::PluginKind::registry, "badoption");
+  CHECK(error.code == 400);
+  CHECK(error.detail == fixture("micro-registry-badoption.so") +
+                            ": the default of option 'workers' is 500, above its maximum 100; "
+                            "expected a whole number from 1 to 100");
 }
 
 TEST_CASE("list() finds every plugin once, in search order, and reports broken files") {
@@ -348,7 +408,7 @@ TEST_CASE("list() finds every plugin once, in search order, and reports broken f
   CHECK(plugins[0].path == scratch.path / "micro-registry-good.so");
   CHECK(plugins[0].options.size() == 5);
 
-  REQUIRE(problems.size() == 6);
+  REQUIRE(problems.size() == 7);
   CHECK(problems[0].starts_with((scratch.path / "micro-broker-garbage.so").string() +
                                 ": cannot load it: "));
   CHECK(problems[0].ends_with("; expected a shared object built against libmicro"));
@@ -356,11 +416,12 @@ TEST_CASE("list() finds every plugin once, in search order, and reports broken f
                            ": unknown plugin kind 'gadget'; expected one of: registry, selector, "
                            "broker, transport, wrapper");
   CHECK(problems[2].starts_with(fixture("micro-registry-badabi.so") + ": plugin ABI version"));
-  CHECK(problems[3] == fixture("micro-registry-misnamed.so") +
+  CHECK(problems[3].starts_with(fixture("micro-registry-badoption.so") + ": the default of"));
+  CHECK(problems[4] == fixture("micro-registry-misnamed.so") +
                            ": the file is named for registry plugin 'misnamed' but its "
                            "descriptor declares name 'othername'; expected name 'misnamed'");
-  CHECK(problems[4].starts_with(fixture("micro-registry-noentry.so") + ": no entry point"));
-  CHECK(problems[5].starts_with(fixture("micro-registry-wrongkind.so") +
+  CHECK(problems[5].starts_with(fixture("micro-registry-noentry.so") + ": no entry point"));
+  CHECK(problems[6].starts_with(fixture("micro-registry-wrongkind.so") +
                                 ": the file is named as a registry plugin"));
 
   // Without a problems vector list() still succeeds.
@@ -393,8 +454,7 @@ TEST_CASE("the default search path is MICRO_PLUGIN_PATH, the install dir, then t
 TEST_CASE("the default loader finds plugins the project builds in the build tree") {
   EnvironmentFreeLoader scope;
   micro::PluginLoader loader;
-  auto registry =
-      loader.create_as<micro::Registry>(micro::PluginKind::registry, "memory", "", {}, {});
+  auto registry = loader.create<micro::Registry>("memory", "", {}, {});
   REQUIRE(registry);
   CHECK(registry->list_services().empty());
 
@@ -428,8 +488,8 @@ TEST_CASE("one loader serves many threads at once") {
   for (int thread = 0; thread < 4; ++thread) {
     threads.emplace_back([&, thread] {
       for (int round = 0; round < 25; ++round) {
-        auto registry = loader.create_as<micro::Registry>(
-            micro::PluginKind::registry, "good", "", {{"label", "t" + std::to_string(thread)}}, {});
+        auto registry = loader.create<micro::Registry>(
+            "good", "", {{"label", "t" + std::to_string(thread)}}, {});
         if (registry->list_services().at(0).name == "t" + std::to_string(thread)) ++made;
         try {
           loader.create(micro::PluginKind::registry, "badabi", "", {}, {});

@@ -12,7 +12,7 @@
 #include <nlohmann/json.hpp>
 
 #include <micro/error.hpp>
-#include <micro/plugin.hpp>
+#include <micro/plugin_loader.hpp>
 #include <micro/registry.hpp>
 
 #include "registry/registry_test_support.hpp"
@@ -25,8 +25,8 @@ namespace {
 std::shared_ptr<micro::Registry> make_file_registry(
     const std::string& address, std::vector<std::pair<std::string, std::string>> options) {
   static boost::asio::io_context io_context;  // never run: the file registry needs no executor
-  return micro::PluginLoader::instance().create_as<micro::Registry>(
-      micro::PluginKind::registry, "file", address, options, io_context.get_executor());
+  return micro::PluginLoader::instance().create<micro::Registry>("file", address, options,
+                                                                 io_context.get_executor());
 }
 
 std::shared_ptr<micro::Registry> make_file_registry(const fs::path& directory) {

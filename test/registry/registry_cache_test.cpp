@@ -11,7 +11,7 @@
 #include <boost/asio/thread_pool.hpp>
 
 #include <micro/error.hpp>
-#include <micro/plugin.hpp>
+#include <micro/plugin_loader.hpp>
 #include <micro/registry_cache.hpp>
 
 #include "registry/registry_test_support.hpp"
@@ -77,8 +77,8 @@ struct CacheFixture {
   explicit CacheFixture(std::chrono::milliseconds ttl = std::chrono::minutes(1),
                         std::size_t pool_threads = 4)
       : pool(pool_threads) {
-    auto memory = micro::PluginLoader::instance().create_as<micro::Registry>(
-        micro::PluginKind::registry, "memory", "", {}, io_context.get_executor());
+    auto memory = micro::PluginLoader::instance().create<micro::Registry>(
+        "memory", "", {}, io_context.get_executor());
     backend = std::make_shared<CountingRegistry>(memory);
     cache = std::make_unique<micro::RegistryCache>(backend, pool.get_executor(),
                                                    micro::RegistryCacheOptions{ttl});

@@ -11,7 +11,7 @@
 #include <boost/asio/io_context.hpp>
 
 #include <micro/error.hpp>
-#include <micro/plugin.hpp>
+#include <micro/plugin_loader.hpp>
 #include <micro/registry.hpp>
 
 #include "registry/etcd/etcd_fixture.hpp"
@@ -59,17 +59,15 @@ const std::vector<RegistryUnderTest>& registries_under_test() {
 // One registry made for one test, through the loader as an application would make it.
 struct LoadedRegistry {
   explicit LoadedRegistry(const RegistryUnderTest& under_test) : setup(under_test.setup()) {
-    registry = micro::PluginLoader::instance().create_as<micro::Registry>(
-        micro::PluginKind::registry, under_test.plugin, setup.address, setup.options,
-        io_context.get_executor());
+    registry = micro::PluginLoader::instance().create<micro::Registry>(
+        under_test.plugin, setup.address, setup.options, io_context.get_executor());
   }
 
   // A second registry over the same backing store (same address and options), as another
   // process of the same deployment would have.
   std::shared_ptr<micro::Registry> another(const RegistryUnderTest& under_test) {
-    return micro::PluginLoader::instance().create_as<micro::Registry>(
-        micro::PluginKind::registry, under_test.plugin, setup.address, setup.options,
-        io_context.get_executor());
+    return micro::PluginLoader::instance().create<micro::Registry>(
+        under_test.plugin, setup.address, setup.options, io_context.get_executor());
   }
 
   boost::asio::io_context io_context;

@@ -15,7 +15,7 @@
 
 #include <micro/context.hpp>
 #include <micro/error.hpp>
-#include <micro/plugin.hpp>
+#include <micro/plugin_loader.hpp>
 #include <micro/registry.hpp>
 #include <micro/selector.hpp>
 
@@ -30,8 +30,8 @@ boost::asio::io_context& io_context() {
 
 std::shared_ptr<micro::Selector> load_selector(
     const char* name, const std::vector<std::pair<std::string, std::string>>& options = {}) {
-  return micro::PluginLoader::instance().create_as<micro::Selector>(
-      micro::PluginKind::selector, name, "", options, io_context().get_executor());
+  return micro::PluginLoader::instance().create<micro::Selector>(name, "", options,
+                                                                 io_context().get_executor());
 }
 
 std::vector<micro::Node> three_nodes() {

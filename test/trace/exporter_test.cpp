@@ -404,7 +404,8 @@ struct Environment {
 };
 
 ExporterSettings settings_from(std::map<std::string, std::string> options) {
-  return ExporterSettings::from(micro::PluginArguments("", std::move(options), {}));
+  return ExporterSettings::from(
+      micro::PluginArguments(micro::PluginKind::wrapper, "trace", "", std::move(options), {}));
 }
 
 std::string settings_error(std::map<std::string, std::string> options) {

@@ -76,7 +76,7 @@ class ScopedEnvironment {
 };
 
 micro::PluginArguments arguments(std::map<std::string, std::string> options = {}) {
-  return micro::PluginArguments("", std::move(options), {});
+  return micro::PluginArguments(micro::PluginKind::wrapper, "trace", "", std::move(options), {});
 }
 
 template <class Function>

@@ -16,6 +16,7 @@
 #include <stdexcept>
 
 #include <micro/client.hpp>
+#include <micro/plugin_loader.hpp>
 #include <micro/runtime.hpp>
 #include <micro/server.hpp>
 #include <micro/trace.hpp>
@@ -213,14 +214,14 @@ std::int64_t port_of(const std::string& address) {
 struct Fixture {
   micro::Runtime runtime{4};
   micro::PluginLoader& loader = micro::PluginLoader::instance();
-  std::shared_ptr<micro::Registry> registry = loader.create_as<micro::Registry>(
-      micro::PluginKind::registry, "memory", "", {}, runtime.executor());
-  std::shared_ptr<micro::Transport> transport = loader.create_as<micro::Transport>(
-      micro::PluginKind::transport, "tcp", "", {}, runtime.executor());
-  std::shared_ptr<micro::Broker> broker = loader.create_as<micro::Broker>(
-      micro::PluginKind::broker, "memory", "", {}, runtime.executor());
-  std::shared_ptr<micro::Selector> selector = loader.create_as<micro::Selector>(
-      micro::PluginKind::selector, "roundrobin", "", {}, runtime.executor());
+  std::shared_ptr<micro::Registry> registry =
+      loader.create<micro::Registry>("memory", "", {}, runtime.executor());
+  std::shared_ptr<micro::Transport> transport =
+      loader.create<micro::Transport>("tcp", "", {}, runtime.executor());
+  std::shared_ptr<micro::Broker> broker =
+      loader.create<micro::Broker>("memory", "", {}, runtime.executor());
+  std::shared_ptr<micro::Selector> selector =
+      loader.create<micro::Selector>("roundrobin", "", {}, runtime.executor());
   std::shared_ptr<micro::RegistryCache> cache =
       std::make_shared<micro::RegistryCache>(registry, runtime.blocking_executor());
   std::shared_ptr<RecordingTracer> recorder = std::make_shared<RecordingTracer>();

@@ -21,7 +21,7 @@
 #include <boost/asio/io_context.hpp>
 
 #include <micro/error.hpp>
-#include <micro/plugin.hpp>
+#include <micro/plugin_loader.hpp>
 #include <micro/wrapper.hpp>
 
 using namespace std::chrono_literals;
@@ -35,8 +35,8 @@ boost::asio::io_context& io_context() {
 
 std::shared_ptr<micro::Wrapper> load_wrapper(
     const char* name, const std::vector<std::pair<std::string, std::string>>& options = {}) {
-  return micro::PluginLoader::instance().create_as<micro::Wrapper>(
-      micro::PluginKind::wrapper, name, "", options, io_context().get_executor());
+  return micro::PluginLoader::instance().create<micro::Wrapper>(name, "", options,
+                                                                io_context().get_executor());
 }
 
 // A file under the temp directory, removed when the test is done.

@@ -133,8 +133,8 @@ void run_logged_message(const std::shared_ptr<Output>& output, std::string_view 
 class LogWrapper final : public micro::Wrapper {
  public:
   explicit LogWrapper(const micro::PluginArguments& arguments)
-      : output_(std::make_shared<Output>(arguments.get_string("stream", "stderr"),
-                                         arguments.get_string("prefix", "[micro]"))) {}
+      : output_(std::make_shared<Output>(arguments.get_string("stream"),
+                                         arguments.get_string("prefix"))) {}
 
   micro::WrapperSet wrappers(const micro::WrapperScope& scope) override {
     micro::WrapperSet set;

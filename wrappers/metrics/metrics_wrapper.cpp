@@ -165,9 +165,9 @@ class MetricsWrapper final : public micro::Wrapper {
  public:
   explicit MetricsWrapper(const micro::PluginArguments& arguments)
       : registry_(std::make_shared<Registry>()),
-        prefix_(arguments.get_string("prefix", "[micro]")),
-        interval_(arguments.get_duration("report", std::chrono::milliseconds(0))) {
-    file_ = open_stream(arguments.get_string("stream", "stderr"), owned_);
+        prefix_(arguments.get_string("prefix")),
+        interval_(arguments.get_duration("report")) {
+    file_ = open_stream(arguments.get_string("stream"), owned_);
     if (interval_ > std::chrono::milliseconds(0)) {
       // A thread of its own: reporting must not sit on an I/O thread, and nothing of
       // this plugin is left queued on the runtime once the object is gone.

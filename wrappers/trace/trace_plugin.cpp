@@ -30,7 +30,7 @@ const micro::PluginOption trace_options[] = {
     {"sampler", "string", nullptr,
      "always_on, always_off, traceidratio, parentbased_always_on (default), "
      "parentbased_always_off, parentbased_traceidratio"},
-    {"ratio", "double", nullptr, "sampling ratio 0..1 for the traceidratio samplers"},
+    {"ratio", "double", nullptr, "sampling ratio 0..1 for the traceidratio samplers", "0", "1"},
     {"rules", "string", nullptr, "per-subject ratios, e.g. payment.*=1.0;topic:audit.*=0"},
     {"redact", "string", nullptr, "comma list of sensitive key fragments (replaces the default)"},
     {"exporter", "string", nullptr, "otlp (default), console, file or none"},
@@ -38,13 +38,14 @@ const micro::PluginOption trace_options[] = {
     {"protocol", "string", nullptr, "http/protobuf (default) or http/json"},
     {"headers", "string", nullptr, "extra HTTP headers, k=v,k2=v2"},
     {"compression", "string", nullptr, "none (default) or gzip"},
-    {"timeout", "duration", nullptr, "per-request OTLP timeout (default 10s)"},
-    {"max_attempts", "int", nullptr, "OTLP attempts per batch on retryable failures (default 5)"},
+    {"timeout", "duration", nullptr, "per-request OTLP timeout (default 10s)", "1ms"},
+    {"max_attempts", "int", nullptr, "OTLP attempts per batch on retryable failures (default 5)",
+     "1", "100"},
     {"file", "string", nullptr, "path for exporter=file; stdout for exporter=console"},
-    {"max_queue_size", "int", nullptr, "spans queued for export (default 2048)"},
-    {"max_export_batch_size", "int", nullptr, "spans per export (default 512)"},
-    {"schedule_delay", "duration", nullptr, "export at least this often (default 5s)"},
-    {"export_timeout", "duration", nullptr, "bound on flush at shutdown (default 30s)"},
+    {"max_queue_size", "int", nullptr, "spans queued for export (default 2048)", "1"},
+    {"max_export_batch_size", "int", nullptr, "spans per export (default 512)", "1"},
+    {"schedule_delay", "duration", nullptr, "export at least this often (default 5s)", "1ms"},
+    {"export_timeout", "duration", nullptr, "bound on flush at shutdown (default 30s)", "1ms"},
     {"service_name", "string", nullptr, "service.name (default: the service's own name)"},
 };
 
@@ -63,7 +64,7 @@ class TraceWrapper final : public micro::Wrapper {
         redactor_(arguments.has("redact")
                       ? Redactor(Redactor::parse(arguments.get_string("redact")))
                       : Redactor()),
-        service_name_(arguments.get_string("service_name")) {
+        service_name_(arguments.has("service_name") ? arguments.get_string("service_name") : "") {
     make_sampler(sampler_settings_);  // rejects a bad sampler now rather than later
   }
 

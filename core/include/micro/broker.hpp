@@ -43,6 +43,8 @@ class Subscription {
 // Failures throw micro::Exception (503 when not connected).
 class Broker : public PluginObject {
  public:
+  static constexpr PluginKind plugin_kind = PluginKind::broker;
+
   virtual void connect() = 0;
   // Stops delivery, finishing messages already accepted.
   virtual void disconnect() = 0;

@@ -1,12 +1,17 @@
-// micro/plugin.hpp — plugins: shared objects loaded at run time by kind and name.
+// micro/plugin.hpp — what a plugin is: the object it makes, the options it declares, the
+// arguments its factory receives and the one C entry point it exports. This is the header a
+// plugin author includes; finding and loading plugins is <micro/plugin_loader.hpp>.
 //
-// A plugin is a `.so` exporting one C entry point, `micro_plugin_descriptor`, which returns
-// a PluginDescriptor: ABI version first (checked before anything else is read), kind,
-// name, a one-line summary, the options it accepts and a factory. The loader keeps the
-// `.so` loaded for as long as any object it made is alive.
+// A plugin is a `.so` exporting `micro_plugin_descriptor`, which returns a PluginDescriptor:
+// ABI version first (checked before anything else is read), kind, name, a one-line summary,
+// the options it accepts and a factory. Option defaults and ranges are declared once, here in
+// the descriptor: the loader fills defaults in and checks types and ranges before the factory
+// runs, so a factory only reads values (no fallbacks repeated in code).
 //
 // Writing one:
-//   static const micro::PluginOption options[] = {{"dir", "string", "/tmp/micro", "where"}};
+//   static const micro::PluginOption options[] = {
+//       {"dir", "string", "/tmp/micro", "where the files live"},
+//       {"poll", "duration", "500ms", "how often to look for changes", "10ms", "1m"}};
 //   MICRO_PLUGIN(registry, file, "one JSON file per node", options,
 //                [](const micro::PluginArguments& args) { return new FileRegistry(args); })
 #pragma once
@@ -14,41 +19,43 @@
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
-#include <filesystem>
 #include <map>
-#include <memory>
 #include <optional>
-#include <span>
 #include <string>
 #include <string_view>
-#include <vector>
 
 #include <boost/asio/any_io_executor.hpp>
 
 namespace micro {
 
 // Bumped whenever a public interface a plugin implements changes layout or meaning.
-inline constexpr std::uint32_t plugin_abi_version = 1;
-
-// The base of every object a plugin factory returns; the loader checks its dynamic type
-// against the declared kind.
-class PluginObject {
- public:
-  virtual ~PluginObject() = default;
-};
+// 2: PluginOption gained min and max.
+inline constexpr std::uint32_t plugin_abi_version = 2;
 
 enum class PluginKind { registry, selector, broker, transport, wrapper };
 std::string_view to_string(PluginKind kind) noexcept;
 std::optional<PluginKind> plugin_kind_from_string(std::string_view text) noexcept;
 
-// Types an option value is checked against before the factory sees it.
+// The base of every object a plugin factory returns. Each interface derived from it names its
+// kind (`static constexpr PluginKind plugin_kind`), so the loader can deduce the kind from the
+// type asked for and check the object's dynamic type against it.
+class PluginObject {
+ public:
+  virtual ~PluginObject() = default;
+};
+
+// One option a plugin accepts. Types a value is checked against before the factory sees it:
 //   "string", "int", "bool" (true/false), "double", "duration" (e.g. 250ms, 30s, 5m; a bare
 //   number is seconds)
+// `min` and `max`, when set, bound int, double and duration values (inclusive), written in
+// the option's type ("1", "0.5", "10ms"); the loader refuses values outside with one message.
 struct PluginOption {
   const char* name;
   const char* type;
   const char* default_value;  // nullptr: no default (the option is optional and absent)
   const char* help;
+  const char* min = nullptr;
+  const char* max = nullptr;
 };
 
 // What a factory receives: validated options with defaults filled in, the address part of
@@ -56,23 +63,34 @@ struct PluginOption {
 class PluginArguments {
  public:
   PluginArguments() = default;
-  PluginArguments(std::string address, std::map<std::string, std::string> options,
+  PluginArguments(PluginKind kind, std::string name, std::string address,
+                  std::map<std::string, std::string> options,
                   boost::asio::any_io_executor executor);
 
+  PluginKind kind() const noexcept { return kind_; }
+  const std::string& name() const noexcept { return name_; }
+  // "micro.<kind>.<name>", the id of every micro::Error the plugin raises.
+  std::string error_id() const;
   const std::string& address() const noexcept { return address_; }
   const boost::asio::any_io_executor& executor() const noexcept { return executor_; }
   const std::map<std::string, std::string>& options() const noexcept { return options_; }
 
+  // Whether the option has a value: given, or declared with a default.
   bool has(std::string_view name) const;
-  // Typed getters; the loader has already checked the text parses as the declared type.
-  std::string get_string(std::string_view name, std::string_view fallback = {}) const;
-  std::int64_t get_int(std::string_view name, std::int64_t fallback = 0) const;
-  double get_double(std::string_view name, double fallback = 0) const;
-  bool get_bool(std::string_view name, bool fallback = false) const;
-  std::chrono::milliseconds get_duration(std::string_view name,
-                                         std::chrono::milliseconds fallback = {}) const;
+  // Typed values; the loader has already checked type and range and filled in defaults.
+  // Reading an option without a value (no default and not given: check has() first) throws
+  // micro::Exception 500 naming the option, as it is a bug in the plugin.
+  std::string get_string(std::string_view name) const;
+  std::int64_t get_int(std::string_view name) const;
+  double get_double(std::string_view name) const;
+  bool get_bool(std::string_view name) const;
+  std::chrono::milliseconds get_duration(std::string_view name) const;
 
  private:
+  const std::string& value_of(std::string_view name) const;
+
+  PluginKind kind_ = PluginKind::registry;
+  std::string name_;
   std::string address_;
   std::map<std::string, std::string> options_;
   boost::asio::any_io_executor executor_;
@@ -83,7 +101,7 @@ std::optional<std::chrono::milliseconds> parse_duration(std::string_view text) n
 
 extern "C" {
 // Plain C layout: the loader reads abi_version before trusting any other field.
-struct micro_plugin_descriptor_v1 {
+struct micro_plugin_descriptor_v2 {
   std::uint32_t abi_version;
   const char* kind;
   const char* name;
@@ -95,63 +113,10 @@ struct micro_plugin_descriptor_v1 {
 };
 }
 
-using PluginDescriptor = micro_plugin_descriptor_v1;
+using PluginDescriptor = micro_plugin_descriptor_v2;
 
 // The name of the one symbol every plugin exports.
 inline constexpr const char* plugin_entry_point = "micro_plugin_descriptor";
-
-// A plugin found on disk (or linked in statically), with where it came from.
-struct PluginInfo {
-  PluginKind kind;
-  std::string name;
-  std::string summary;
-  std::vector<PluginOption> options;
-  std::filesystem::path path;  // empty for built-in plugins
-};
-
-class PluginLoaderImpl;
-
-// Finds and loads plugins. Search order: each directory of MICRO_PLUGIN_PATH (':'-separated),
-// then the install directory, then the build tree. A plugin of kind K and name N lives in a
-// file `micro-K-N.so`. Thread-safe.
-class PluginLoader {
- public:
-  PluginLoader();  // the default search path
-  explicit PluginLoader(std::vector<std::filesystem::path> search_path);
-  ~PluginLoader();
-  PluginLoader(const PluginLoader&) = delete;
-  PluginLoader& operator=(const PluginLoader&) = delete;
-
-  // The process-wide loader with the default search path.
-  static PluginLoader& instance();
-
-  const std::vector<std::filesystem::path>& search_path() const noexcept;
-
-  // Loads the plugin and makes an object with `options` (checked against the descriptor:
-  // unknown names and ill-typed values are errors) and `address`. Throws micro::Exception
-  // with code 400 (bad name/option) or 404 (not found), saying what it found and where it
-  // looked. The returned object keeps the shared object loaded.
-  std::shared_ptr<PluginObject> create(
-      PluginKind kind, std::string_view name, std::string_view address,
-      const std::vector<std::pair<std::string, std::string>>& options,
-      boost::asio::any_io_executor executor);
-
-  template <class T>
-  std::shared_ptr<T> create_as(PluginKind kind, std::string_view name, std::string_view address,
-                               const std::vector<std::pair<std::string, std::string>>& options,
-                               boost::asio::any_io_executor executor) {
-    return std::static_pointer_cast<T>(create(kind, name, address, options, std::move(executor)));
-  }
-
-  // The descriptor of a plugin, loading it if needed (same errors as create).
-  PluginInfo describe(PluginKind kind, std::string_view name);
-  // Every plugin the search path holds, sorted by kind then name. Files that fail to load
-  // are reported in `problems` rather than thrown.
-  std::vector<PluginInfo> list(std::vector<std::string>* problems = nullptr);
-
- private:
-  std::unique_ptr<PluginLoaderImpl> impl_;
-};
 
 }  // namespace micro
 

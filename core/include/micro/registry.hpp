@@ -102,6 +102,8 @@ class Watch {
 // (503 when the backend is unreachable, 404 from get_service for an unknown name).
 class Registry : public PluginObject {
  public:
+  static constexpr PluginKind plugin_kind = PluginKind::registry;
+
   virtual void register_service(const Service& service, const RegisterOptions& options) = 0;
   virtual void deregister_service(const Service& service) = 0;
   // Every registered version of `name`, each with its live nodes.

@@ -25,6 +25,8 @@ struct Outcome {
 // the common path.
 class Selector : public PluginObject {
  public:
+  static constexpr PluginKind plugin_kind = PluginKind::selector;
+
   // Index into `nodes` (never empty) of the node for `attempt` (1 for the first try).
   // `context` is the call's (hash selectors read a key from its metadata).
   virtual std::size_t select_node(std::string_view service, std::span<const Node> nodes,

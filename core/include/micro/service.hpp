@@ -17,7 +17,7 @@
 #include <micro/broker.hpp>
 #include <micro/client.hpp>
 #include <micro/config.hpp>
-#include <micro/plugin.hpp>
+#include <micro/plugin_loader.hpp>
 #include <micro/registry.hpp>
 #include <micro/registry_cache.hpp>
 #include <micro/runtime.hpp>

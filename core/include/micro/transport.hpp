@@ -65,6 +65,8 @@ class Listener {
 // completions run on the executor the transport was created with.
 class Transport : public PluginObject {
  public:
+  static constexpr PluginKind plugin_kind = PluginKind::transport;
+
   // Listens on "host:port" ("127.0.0.1:0" picks a free port). Throws micro::Exception.
   virtual std::unique_ptr<Listener> listen(std::string_view address, RequestHandler handler) = 0;
   // Sends `request` to the node at `address`. `request` must stay valid until `done` runs.

@@ -72,6 +72,8 @@ struct WrapperScope {
 // A wrapper plugin's object.
 class Wrapper : public PluginObject {
  public:
+  static constexpr PluginKind plugin_kind = PluginKind::wrapper;
+
   virtual WrapperSet wrappers(const WrapperScope& scope) = 0;
 };
 

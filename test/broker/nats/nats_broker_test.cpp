@@ -23,7 +23,7 @@
 
 #include <micro/broker.hpp>
 #include <micro/error.hpp>
-#include <micro/plugin.hpp>
+#include <micro/plugin_loader.hpp>
 
 #include "broker/broker_test_support.hpp"
 #include "broker/nats/nats_server.hpp"
@@ -39,8 +39,8 @@ namespace {
 
 std::shared_ptr<micro::Broker> make_broker(const std::string& address,
                                            const Options& options = {}) {
-  auto broker = micro::PluginLoader::instance().create_as<micro::Broker>(
-      micro::PluginKind::broker, "nats", address, options, boost::asio::any_io_executor{});
+  auto broker = micro::PluginLoader::instance().create<micro::Broker>(
+      "nats", address, options, boost::asio::any_io_executor{});
   return broker;
 }
 
@@ -150,12 +150,16 @@ TEST_CASE("nats broker: malformed addresses and options are refused with the rea
                   "options token and user cannot be used together"));
   CHECK(ends_with(detail_of("", {{"tls_cert", "/c.pem"}}),
                   "options tls_cert and tls_key go together"));
+  // Ranges are the descriptor's, checked by the loader with one message for every plugin.
   CHECK(ends_with(detail_of("", {{"max_reconnects", "-2"}}),
-                  "option max_reconnects must be -1 (forever) or a count"));
+                  "broker plugin 'nats': option 'max_reconnects' is -2, below its minimum -1; "
+                  "expected a whole number from -1 to 2147483647"));
   CHECK(ends_with(detail_of("", {{"reconnect_buffer", "-1"}}),
-                  "option reconnect_buffer must be a byte count from 0 to 2147483647"));
-  CHECK(
-      ends_with(detail_of("", {{"drain_timeout", "0s"}}), "option drain_timeout must be positive"));
+                  "option 'reconnect_buffer' is -1, below its minimum 0; expected a whole number "
+                  "from 0 to 2147483647"));
+  CHECK(ends_with(detail_of("", {{"drain_timeout", "0s"}}),
+                  "option 'drain_timeout' is 0s, below its minimum 1ms; expected a duration of "
+                  "at least 1ms"));
   // Well-formed variants are accepted (nothing connects until connect()).
   CHECK(failure_of([] { make_broker("nats://a:1, tls://b ,[::1]:4223"); }).first == 0);
 }

@@ -29,7 +29,7 @@
 #include <vector>
 
 #include <micro/error.hpp>
-#include <micro/plugin.hpp>
+#include <micro/plugin_loader.hpp>
 
 namespace micro_test {
 

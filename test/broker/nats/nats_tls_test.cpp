@@ -20,7 +20,7 @@
 
 #include <micro/broker.hpp>
 #include <micro/error.hpp>
-#include <micro/plugin.hpp>
+#include <micro/plugin_loader.hpp>
 
 #include "broker/broker_test_support.hpp"
 #include "broker/nats/nats_server.hpp"
@@ -95,8 +95,8 @@ std::vector<std::string> tls_server_arguments(bool verify_clients) {
 }
 
 std::shared_ptr<micro::Broker> make_broker(const std::string& address, const Options& options) {
-  return micro::PluginLoader::instance().create_as<micro::Broker>(
-      micro::PluginKind::broker, "nats", address, options, boost::asio::any_io_executor{});
+  return micro::PluginLoader::instance().create<micro::Broker>("nats", address, options,
+                                                               boost::asio::any_io_executor{});
 }
 
 // The error connect() fails with; fails the test case when it succeeds.

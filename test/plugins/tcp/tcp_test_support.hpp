@@ -29,7 +29,7 @@
 
 #include <doctest/doctest.h>
 
-#include <micro/plugin.hpp>
+#include <micro/plugin_loader.hpp>
 #include <micro/transport.hpp>
 
 namespace tcp_test {
@@ -73,8 +73,8 @@ class Runtime {
 
 inline std::shared_ptr<micro::Transport> make_tcp(
     Runtime& runtime, const std::vector<std::pair<std::string, std::string>>& options = {}) {
-  return micro::PluginLoader::instance().create_as<micro::Transport>(
-      micro::PluginKind::transport, "tcp", "", options, runtime.executor());
+  return micro::PluginLoader::instance().create<micro::Transport>("tcp", "", options,
+                                                                  runtime.executor());
 }
 
 // Waits for one call's response without risking a dangling promise if it never comes.

@@ -423,8 +423,8 @@ TEST_CASE("a server killed mid-call fails its pending calls with 503") {
     ::close(pipe_ends[0]);
     int out = pipe_ends[1];
     asio::io_context io;
-    auto transport = micro::PluginLoader::instance().create_as<micro::Transport>(
-        micro::PluginKind::transport, "tcp", "", {}, io.get_executor());
+    auto transport =
+        micro::PluginLoader::instance().create<micro::Transport>("tcp", "", {}, io.get_executor());
     std::vector<micro::ResponseHandler> never_answered;
     auto listener =
         transport->listen("127.0.0.1:0", [&](micro::Request&, micro::ResponseHandler respond) {
@@ -877,13 +877,12 @@ TEST_CASE("options are checked") {
   };
   auto pool = refusal({{"pool_size", "0"}});
   CHECK(pool.code == 400);
-  CHECK(pool.detail.find("tcp: option pool_size must be between 1 and 64, got 0") !=
-        std::string::npos);
+  CHECK(pool.detail.find("transport plugin 'tcp': option 'pool_size' is 0, below its minimum 1; "
+                         "expected a whole number from 1 to 64") != std::string::npos);
   auto frame_limit = refusal({{"max_frame", "10"}});
   CHECK(frame_limit.code == 400);
-  CHECK(frame_limit.detail.find(
-            "tcp: option max_frame must be between 64 and 4294967295 bytes, got 10") !=
-        std::string::npos);
+  CHECK(frame_limit.detail.find("option 'max_frame' is 10, below its minimum 64; expected a whole "
+                                "number from 64 to 4294967295") != std::string::npos);
   auto info = micro::PluginLoader::instance().describe(micro::PluginKind::transport, "tcp");
   std::set<std::string> names;
   for (const auto& option : info.options) names.insert(option.name);

@@ -35,7 +35,7 @@
 #include <boost/asio/io_context.hpp>
 
 #include <micro/error.hpp>
-#include <micro/plugin.hpp>
+#include <micro/plugin_loader.hpp>
 #include <micro/registry.hpp>
 
 #include "registry/registry_test_support.hpp"
@@ -361,8 +361,8 @@ using Options = std::vector<std::pair<std::string, std::string>>;
 inline std::shared_ptr<micro::Registry> make_registry(const std::string& address,
                                                       Options options = {}) {
   static boost::asio::io_context io_context;
-  return micro::PluginLoader::instance().create_as<micro::Registry>(
-      micro::PluginKind::registry, "etcd", address, options, io_context.get_executor());
+  return micro::PluginLoader::instance().create<micro::Registry>("etcd", address, options,
+                                                                 io_context.get_executor());
 }
 
 // The error detail creating an etcd registry fails with: "" when it does not fail; prefixed

@@ -12,7 +12,7 @@
 #include <boost/asio/thread_pool.hpp>
 
 #include <micro/context.hpp>
-#include <micro/plugin.hpp>
+#include <micro/plugin_loader.hpp>
 #include <micro/registry.hpp>
 #include <micro/registry_cache.hpp>
 #include <micro/selector.hpp>
@@ -27,10 +27,9 @@ int main(int argc, char** argv) {
   boost::asio::io_context io_context;
   boost::asio::thread_pool blocking(2);
   auto& loader = micro::PluginLoader::instance();
-  auto registry = loader.create_as<micro::Registry>(micro::PluginKind::registry, "etcd",
-                                                    etcd.address(), {}, io_context.get_executor());
-  auto selector = loader.create_as<micro::Selector>(micro::PluginKind::selector, "random", "", {},
-                                                    io_context.get_executor());
+  auto registry =
+      loader.create<micro::Registry>("etcd", etcd.address(), {}, io_context.get_executor());
+  auto selector = loader.create<micro::Selector>("random", "", {}, io_context.get_executor());
   registry->register_service(
       registry_test::make_service("bench", "1", {"bench-1", "bench-2", "bench-3", "bench-4"}), {});
 

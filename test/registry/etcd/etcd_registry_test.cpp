@@ -49,10 +49,13 @@ TEST_CASE("etcd registry: malformed addresses and options are refused with what 
                   "prefix \"micro/\" must start with \"/\""));
   CHECK(ends_with(creation_error("127.0.0.1:2379", {{"username", "root"}}),
                   "username and password go together: give both or neither"));
+  // Ranges are the descriptor's, checked by the loader (etcd leases count whole seconds).
   CHECK(ends_with(creation_error("127.0.0.1:2379", {{"ttl", "500ms"}}),
-                  "ttl must be at least 1s (etcd leases count seconds)"));
+                  "registry plugin 'etcd': option 'ttl' is 500ms, below its minimum 1s; expected a "
+                  "duration of at least 1s"));
   CHECK(ends_with(creation_error("127.0.0.1:2379", {{"request_timeout", "0s"}}),
-                  "request_timeout must be positive"));
+                  "option 'request_timeout' is 0s, below its minimum 1ms; expected a duration of "
+                  "at least 1ms"));
   CHECK(ends_with(creation_error("127.0.0.1:2379", {{"keepalive", "sometimes"}}),
                   "keepalive \"sometimes\" must be \"stream\" or \"batch\""));
   // The loader itself refuses unknown options and ill-typed values.
