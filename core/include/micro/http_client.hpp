@@ -249,7 +249,8 @@ class Client {
   using StreamCallback = std::function<void(std::exception_ptr, std::shared_ptr<Stream>)>;
 
   explicit Client(boost::asio::any_io_executor executor, ClientOptions options = {});
-  // Closes idle connections; operations in flight finish on their own.
+  // Closes idle connections and cancels the exchanges still going (their handlers still run,
+  // with a 503 "cancelled").
   ~Client();
   Client(const Client&) = delete;
   Client& operator=(const Client&) = delete;
@@ -307,7 +308,7 @@ class Client {
 class BlockingClient {
  public:
   explicit BlockingClient(ClientOptions options = {});
-  // Closes idle connections and joins the thread; streams still open are cancelled.
+  // Cancels what is still going (as ~Client), then joins the thread.
   ~BlockingClient();
   BlockingClient(const BlockingClient&) = delete;
   BlockingClient& operator=(const BlockingClient&) = delete;

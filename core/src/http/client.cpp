@@ -57,13 +57,28 @@ void Pool::give_back(std::shared_ptr<Connection> connection) {
   connections.push_back(std::move(connection));
 }
 
-void Pool::close_all() {
+void Pool::track(const std::shared_ptr<StreamState>& state) {
   std::lock_guard lock(mutex_);
-  closed_ = true;
-  for (auto& [origin, connections] : idle_) {
-    for (auto& connection : connections) connection->close();
+  std::erase_if(exchanges_, [](const auto& exchange) { return exchange.expired(); });
+  exchanges_.push_back(state);
+}
+
+void Pool::close_all() {
+  std::vector<std::weak_ptr<StreamState>> exchanges;
+  {
+    std::lock_guard lock(mutex_);
+    closed_ = true;
+    for (auto& [origin, connections] : idle_) {
+      for (auto& connection : connections) connection->close();
+    }
+    idle_.clear();
+    exchanges.swap(exchanges_);
   }
-  idle_.clear();
+  for (auto& exchange : exchanges) {
+    if (auto state = exchange.lock()) {
+      asio::dispatch(state->strand, [state] { state->cancel(); });
+    }
+  }
 }
 
 namespace {
@@ -110,6 +125,7 @@ class Opening : public std::enable_shared_from_this<Opening> {
     }
     state_ = std::make_shared<StreamState>(connection, pool_, description_, duplex_, reused,
                                            request_.method == "HEAD");
+    pool_->track(state_);
     watch_cancellation();
     if (reused) {
       ++pool_->reused;
@@ -353,11 +369,9 @@ BlockingClient::BlockingClient(ClientOptions options)
       thread_([this] { io_context_.run(); }) {}
 
 BlockingClient::~BlockingClient() {
+  // Cancels what is still going; the thread ends once every handler has run.
   client_.reset();
   work_.reset();
-  // Streams still open would keep the loop running for ever: their handlers are dropped, and a
-  // caller still waiting on one sees a broken promise.
-  io_context_.stop();
   thread_.join();
 }
 

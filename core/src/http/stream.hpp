@@ -18,6 +18,8 @@ namespace micro::http::detail {
 
 namespace http = beast::http;
 
+struct StreamState;
+
 // Idle connections by origin, shared by a Client and the exchanges it started (which may end
 // after the Client is gone: they hold the pool weakly).
 struct Pool {
@@ -30,6 +32,9 @@ struct Pool {
   std::shared_ptr<Connection> make(const Url& url);
   // An idle connection whose last response was read to its end, kept alive.
   void give_back(std::shared_ptr<Connection> connection);
+  // An exchange starting: close_all() ends it if it is still going then.
+  void track(const std::shared_ptr<StreamState>& state);
+  // Closes the idle connections and cancels the exchanges still going (the Client is gone).
   void close_all();
 
   asio::any_io_executor executor;
@@ -40,6 +45,7 @@ struct Pool {
   std::mutex mutex_;
   bool closed_ = false;
   std::map<std::string, std::vector<std::shared_ptr<Connection>>> idle_;
+  std::vector<std::weak_ptr<StreamState>> exchanges_;
   std::shared_ptr<const TlsContext> system_tls_;  // made on the first https URL without one
 };
 
