@@ -23,6 +23,7 @@
 #include <functional>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <shared_mutex>
 #include <string>
 #include <string_view>
@@ -33,6 +34,7 @@
 #include <nats/nats.h>
 #include <nlohmann/json.hpp>
 
+#include <micro/base64.hpp>
 #include <micro/broker.hpp>
 #include <micro/error.hpp>
 #include <micro/log.hpp>
@@ -113,73 +115,6 @@ std::vector<std::string> parse_address(std::string_view address) {
   }
 }
 
-// ---- base64 (standard alphabet, padded: what Go's encoding/json uses for []byte) ----
-
-constexpr char base64_alphabet[] =
-    "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-
-std::string base64_encode(std::string_view data) {
-  std::string out;
-  out.reserve((data.size() + 2) / 3 * 4);
-  std::size_t i = 0;
-  for (; i + 2 < data.size(); i += 3) {
-    std::uint32_t n = (std::uint8_t(data[i]) << 16) | (std::uint8_t(data[i + 1]) << 8) |
-                      std::uint8_t(data[i + 2]);
-    out += base64_alphabet[(n >> 18) & 63];
-    out += base64_alphabet[(n >> 12) & 63];
-    out += base64_alphabet[(n >> 6) & 63];
-    out += base64_alphabet[n & 63];
-  }
-  if (i + 1 == data.size()) {
-    std::uint32_t n = std::uint8_t(data[i]) << 16;
-    out += base64_alphabet[(n >> 18) & 63];
-    out += base64_alphabet[(n >> 12) & 63];
-    out += "==";
-  } else if (i + 2 == data.size()) {
-    std::uint32_t n = (std::uint8_t(data[i]) << 16) | (std::uint8_t(data[i + 1]) << 8);
-    out += base64_alphabet[(n >> 18) & 63];
-    out += base64_alphabet[(n >> 12) & 63];
-    out += base64_alphabet[(n >> 6) & 63];
-    out += '=';
-  }
-  return out;
-}
-
-// Strict decoding; false when `text` is not padded standard base64.
-bool base64_decode(std::string_view text, std::string& out) {
-  if (text.size() % 4 != 0) return false;
-  auto value = [](char c) -> int {
-    if (c >= 'A' && c <= 'Z') return c - 'A';
-    if (c >= 'a' && c <= 'z') return c - 'a' + 26;
-    if (c >= '0' && c <= '9') return c - '0' + 52;
-    if (c == '+') return 62;
-    if (c == '/') return 63;
-    return -1;
-  };
-  out.clear();
-  out.reserve(text.size() / 4 * 3);
-  for (std::size_t i = 0; i < text.size(); i += 4) {
-    bool last = i + 4 == text.size();
-    int padding = 0;
-    if (last && text[i + 3] == '=') padding = text[i + 2] == '=' ? 2 : 1;
-    std::uint32_t n = 0;
-    for (int k = 0; k < 4; ++k) {
-      int v = 0;
-      if (k >= 4 - padding) {
-        if (text[i + k] != '=') return false;
-      } else {
-        v = value(text[i + k]);
-        if (v < 0) return false;
-      }
-      n = (n << 6) | std::uint32_t(v);
-    }
-    out += char((n >> 16) & 0xff);
-    if (padding < 2) out += char((n >> 8) & 0xff);
-    if (padding < 1) out += char(n & 0xff);
-  }
-  return true;
-}
-
 // Go-Micro's broker.Message as JSON, with the headers a Go-Micro subscriber expects.
 std::string encode_gomicro(const Message& message) {
   nlohmann::json header = nlohmann::json::object();
@@ -188,7 +123,8 @@ std::string encode_gomicro(const Message& message) {
   if (!message.headers.contains("Micro-Id")) header["Micro-Id"] = micro::random_uuid();
   if (!message.headers.contains("Content-Type"))
     header["Content-Type"] = "application/octet-stream";
-  nlohmann::json envelope = {{"Header", std::move(header)}, {"Body", base64_encode(message.body)}};
+  nlohmann::json envelope = {{"Header", std::move(header)},
+                             {"Body", micro::base64::encode(message.body)}};
   return envelope.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
 }
 
@@ -212,10 +148,14 @@ bool decode_gomicro(std::string_view data, Message& message) {
       headers.set(key, value.get<std::string>());
     }
   }
-  std::string decoded;
-  if (body.is_string() && !base64_decode(body.get_ref<const std::string&>(), decoded)) return false;
+  // Padded standard base64: what Go's encoding/json writes for []byte.
+  std::optional<std::string> decoded;
+  if (body.is_string()) {
+    decoded = micro::base64::try_decode(body.get_ref<const std::string&>());
+    if (!decoded) return false;
+  }
   message.headers = std::move(headers);
-  message.body = std::move(decoded);
+  message.body = decoded ? std::move(*decoded) : std::string();
   return true;
 }
 

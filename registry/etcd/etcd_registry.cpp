@@ -14,20 +14,21 @@
 
 #include <nlohmann/json.hpp>
 
+#include <micro/base64.hpp>
 #include <micro/error.hpp>
 #include <micro/plugin.hpp>
 #include <micro/registry.hpp>
 
 #include "etcd_client.hpp"
 #include "lease_keeper.hpp"
+#include "stream_session.hpp"
 
 namespace {
 
 using Clock = std::chrono::steady_clock;
 using std::chrono::milliseconds;
 using namespace std::chrono_literals;
-using micro::etcd::base64_decode;
-using micro::etcd::base64_encode;
+namespace base64 = micro::base64;
 using micro::etcd::json_int64;
 
 constexpr const char* error_id = "micro.registry.etcd";
@@ -49,8 +50,8 @@ struct KeyValue {
 
 KeyValue decode_key_value(const nlohmann::json& kv) {
   KeyValue decoded;
-  decoded.key = base64_decode(kv.value("key", ""));
-  decoded.value = base64_decode(kv.value("value", ""));
+  decoded.key = base64::decode(kv.value("key", ""));
+  decoded.value = base64::decode(kv.value("value", ""));
   decoded.version = json_int64(kv, "version");
   decoded.mod_revision = json_int64(kv, "mod_revision");
   return decoded;
@@ -80,9 +81,9 @@ struct WatchShared {
   std::atomic<bool> stopped{false};
   std::mutex callback_mutex;  // held while a callback runs
 
-  std::mutex state_mutex;  // guards `connection` and `wake`
+  std::mutex state_mutex;  // guards `session` and `wake`
   std::condition_variable wake;
-  micro::etcd::HttpConnection* connection = nullptr;
+  micro::etcd::StreamSession* session = nullptr;
 
   // Owned by the watch thread (and by the constructor before the thread starts).
   std::map<std::string, std::string> known;  // key → last value seen
@@ -114,7 +115,7 @@ class EtcdWatch final : public micro::Watch {
     shared_->stopped.store(true);
     {
       std::lock_guard lock(shared_->state_mutex);
-      if (shared_->connection) shared_->connection->cancel();
+      if (shared_->session) shared_->session->cancel();
       shared_->wake.notify_all();
     }
     if (std::this_thread::get_id() == thread_.get_id()) return;  // from inside a callback
@@ -148,8 +149,8 @@ class EtcdWatch final : public micro::Watch {
   // the difference from what was known (used after etcd compacted away our resume point).
   static void synchronize(WatchShared& shared, bool emit) {
     const nlohmann::json request = {
-        {"key", base64_encode(shared.key_prefix)},
-        {"range_end", base64_encode(micro::etcd::prefix_range_end(shared.key_prefix))}};
+        {"key", base64::encode(shared.key_prefix)},
+        {"range_end", base64::encode(micro::etcd::prefix_range_end(shared.key_prefix))}};
     const auto answer = shared.client->call("/v3/kv/range", request);
     std::map<std::string, std::string> now;
     for (const auto& kv : answer.value("kvs", nlohmann::json::array())) {
@@ -211,81 +212,87 @@ class EtcdWatch final : public micro::Watch {
     return !shared.wake.wait_for(lock, pause, [&] { return shared.stopped.load(); });
   }
 
+  // Handles one message of the watch stream; false when the stream must end (`resynchronize`
+  // set when etcd compacted away our resume point).
+  static bool handle_message(WatchShared& shared, const nlohmann::json& message,
+                             bool& resynchronize) {
+    if (const auto error = micro::etcd::gateway_error(message)) {
+      // The stream failed after it began: an expired auth token (log in again before the next
+      // stream), a lost leader.
+      if (error->code == micro::etcd::grpc_unauthenticated) {
+        try {
+          shared.client->authenticate();
+        } catch (const std::exception&) {
+        }
+      }
+      return false;
+    }
+    const auto& result = message.contains("result") ? message["result"] : message;
+    if (json_int64(result, "compact_revision") > 0) {
+      // Our resume point was compacted away: start over from a fresh range.
+      resynchronize = true;
+      return false;
+    }
+    if (result.value("canceled", false)) return false;
+    std::int64_t highest = shared.last_revision;
+    for (const auto& event : result.value("events", nlohmann::json::array())) {
+      handle_event(shared, event);
+      highest = std::max(highest,
+                         json_int64(event.value("kv", nlohmann::json::object()), "mod_revision"));
+    }
+    shared.last_revision = highest;
+    return true;
+  }
+
+  // Reads the open stream until it ends, fails or the watch stops; true when etcd asked for a
+  // resynchronization.
+  static bool read_stream(WatchShared& shared, micro::etcd::StreamSession& session) {
+    bool resynchronize = false;
+    while (!shared.stopped.load()) {
+      const auto update = session.wait(Clock::now() + 1s);
+      if (update.status != 0 && update.status != 200) {
+        if (update.status == 401) shared.client->authenticate();
+        return false;
+      }
+      for (const auto& message : update.messages) {
+        if (!handle_message(shared, message, resynchronize)) return resynchronize;
+      }
+      if (update.ended) return false;
+    }
+    return false;
+  }
+
   // One stream, from connect to its end. Returns normally when the stream ended or failed.
   static void follow_stream(WatchShared& shared) {
     auto& client = *shared.client;
-    const std::size_t endpoint = client.preferred_endpoint() % client.options().endpoints.size();
-    micro::etcd::HttpConnection connection(endpoint, client.options().tls);
+    micro::etcd::StreamSession session(client, "/v3/watch", false);
     {
       std::lock_guard lock(shared.state_mutex);
       if (shared.stopped.load()) return;
-      shared.connection = &connection;
+      shared.session = &session;
     }
     struct Unpublish {
       WatchShared& shared;
       ~Unpublish() {
         std::lock_guard lock(shared.state_mutex);
-        shared.connection = nullptr;
+        shared.session = nullptr;
       }
     } unpublish{shared};
 
     bool resynchronize = false;
-    std::string stream_error;
     try {
-      connection.connect(client.options().endpoints[endpoint], client.options().dial_timeout);
       const nlohmann::json create = {
           {"create_request",
-           {{"key", base64_encode(shared.key_prefix)},
-            {"range_end", base64_encode(micro::etcd::prefix_range_end(shared.key_prefix))},
+           {{"key", base64::encode(shared.key_prefix)},
+            {"range_end", base64::encode(micro::etcd::prefix_range_end(shared.key_prefix))},
             {"start_revision", std::to_string(shared.last_revision + 1)},
             {"prev_kv", true}}}};
-      auto request =
-          client.make_request("/v3/watch", create.dump(), client.options().endpoints[endpoint]);
-      // etcd's "require leader": a member cut off from its leader ends the stream, so the
-      // watch moves to a member that still hears about changes.
-      request.set("Grpc-Metadata-hasleader", "true");
-      std::string pending;
-      const unsigned status =
-          connection.stream(request, client.options().request_timeout, [&](std::string_view data) {
-            pending.append(data);
-            for (const auto& message : micro::etcd::take_json_lines(pending)) {
-              if (message.contains("error")) {
-                // The stream failed after it began (an expired auth token, a lost leader).
-                stream_error = message.dump();
-                connection.cancel();
-                return;
-              }
-              const auto& result = message.contains("result") ? message["result"] : message;
-              if (json_int64(result, "compact_revision") > 0) {
-                // Our resume point was compacted away: start over from a fresh range.
-                resynchronize = true;
-                connection.cancel();
-                return;
-              }
-              if (result.value("canceled", false)) {
-                connection.cancel();
-                return;
-              }
-              std::int64_t highest = shared.last_revision;
-              for (const auto& event : result.value("events", nlohmann::json::array())) {
-                handle_event(shared, event);
-                highest = std::max(highest, json_int64(event.value("kv", nlohmann::json::object()),
-                                                       "mod_revision"));
-              }
-              shared.last_revision = highest;
-            }
-          });
-      if (status == 401 || status == 403) client.authenticate();
-      client.endpoint_failed(endpoint);
+      session.open(create.dump());
+      resynchronize = read_stream(shared, session);
     } catch (const std::exception&) {
-      if (stream_error.find("auth") != std::string::npos) {
-        try {
-          client.authenticate();
-        } catch (const std::exception&) {
-        }
-      }
-      if (!resynchronize) client.endpoint_failed(endpoint);
     }
+    // A stream that ended or broke moves the watch to the next member (not when it was stopped).
+    if (!resynchronize && !shared.stopped.load()) client.endpoint_failed(session.endpoint());
     if (resynchronize && !shared.stopped.load()) {
       try {
         synchronize(shared, true);
@@ -414,7 +421,7 @@ class EtcdRegistry final : public micro::Registry {
         }
       }
       if (lease != 0) keeper_->remove(lease);
-      call("/v3/kv/deleterange", {{"key", base64_encode(key)}});
+      call("/v3/kv/deleterange", {{"key", base64::encode(key)}});
       if (lease != 0) revoke(lease);
     }
   }
@@ -487,9 +494,9 @@ class EtcdRegistry final : public micro::Registry {
   }
 
   std::vector<micro::Service> range(const std::string& prefix) {
-    const auto answer =
-        call("/v3/kv/range", {{"key", base64_encode(prefix)},
-                              {"range_end", base64_encode(micro::etcd::prefix_range_end(prefix))}});
+    const auto answer = call(
+        "/v3/kv/range", {{"key", base64::encode(prefix)},
+                         {"range_end", base64::encode(micro::etcd::prefix_range_end(prefix))}});
     std::vector<micro::Service> services;
     for (const auto& kv : answer.value("kvs", nlohmann::json::array())) {
       if (auto service = parse_service(decode_key_value(kv).value)) {
@@ -528,8 +535,8 @@ class EtcdRegistry final : public micro::Registry {
       throw micro::Exception(micro::Error(error_id, micro::ErrorCode::bad_gateway,
                                           "etcd granted no lease: " + grant.dump()));
     }
-    call("/v3/kv/put", {{"key", base64_encode(key)},
-                        {"value", base64_encode(value)},
+    call("/v3/kv/put", {{"key", base64::encode(key)},
+                        {"value", base64::encode(value)},
                         {"lease", std::to_string(lease)}});
     std::int64_t previous = 0;
     Clock::time_point keep_alive_until;
@@ -537,7 +544,7 @@ class EtcdRegistry final : public micro::Registry {
       std::unique_lock lock(mutex_);
       if (repair && !registrations_.contains(key)) {
         lock.unlock();
-        call("/v3/kv/deleterange", {{"key", base64_encode(key)}});
+        call("/v3/kv/deleterange", {{"key", base64::encode(key)}});
         revoke(lease);
         return;
       }
@@ -654,14 +661,16 @@ Settings settings_from(const micro::PluginArguments& arguments) {
                   [](const auto& endpoint) { return endpoint.https; });
   if (arguments.get_bool("tls") || https_endpoint || !arguments.get_string("tls_ca").empty() ||
       !arguments.get_string("tls_cert").empty() || !arguments.get_string("tls_key").empty()) {
-    settings.client.tls = micro::etcd::make_tls_context({arguments.get_string("tls_ca"),
-                                                         arguments.get_string("tls_cert"),
-                                                         arguments.get_string("tls_key")});
+    micro::http::TlsOptions tls;
+    tls.ca_file = arguments.get_string("tls_ca");
+    tls.cert_file = arguments.get_string("tls_cert");
+    tls.key_file = arguments.get_string("tls_key");
+    settings.client.tls = micro::http::make_tls_context(tls);
   }
   // Registries share a keep-alive stream only when they reach the same members the same way.
   settings.keeper_identity = keepalive + (settings.client.tls ? " https" : " http");
   for (const auto& endpoint : settings.client.endpoints)
-    settings.keeper_identity += " " + endpoint.text();
+    settings.keeper_identity += " " + endpoint.authority();
   for (const auto& part :
        {settings.client.username, settings.client.password, arguments.get_string("tls_ca"),
         arguments.get_string("tls_cert"), arguments.get_string("tls_key")}) {

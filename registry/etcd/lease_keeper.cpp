@@ -7,6 +7,8 @@
 #include <algorithm>
 #include <atomic>
 
+#include <micro/error.hpp>
+
 namespace micro::etcd {
 
 using std::chrono::milliseconds;
@@ -66,7 +68,7 @@ LeaseKeeper::~LeaseKeeper() {
   {
     std::lock_guard lock(mutex_);
     stopping_ = true;
-    if (connection_) connection_->wake();
+    if (session_) session_->wake();
   }
   wake_.notify_all();
   if (thread_.joinable()) thread_.join();
@@ -83,7 +85,7 @@ void LeaseKeeper::add(const void* owner, std::int64_t lease, std::int64_t ttl_se
   entry.listener = std::move(listener);
   // The thread (and with it the stream) starts with the first lease.
   if (!thread_.joinable()) thread_ = std::thread([this] { run(); });
-  if (connection_) connection_->wake();
+  if (session_) session_->wake();
   wake_.notify_all();
 }
 
@@ -92,13 +94,13 @@ void LeaseKeeper::extend(std::int64_t lease, Clock::time_point keep_until) {
   auto found = leases_.find(lease);
   if (found == leases_.end()) return;
   found->second.keep_until = std::max(found->second.keep_until, keep_until);
-  if (connection_) connection_->wake();
+  if (session_) session_->wake();
 }
 
 void LeaseKeeper::remove(std::int64_t lease) {
   std::lock_guard lock(mutex_);
   leases_.erase(lease);
-  if (connection_) connection_->wake();
+  if (session_) session_->wake();
 }
 
 void LeaseKeeper::forget_owner(const void* owner) {
@@ -106,7 +108,7 @@ void LeaseKeeper::forget_owner(const void* owner) {
   std::lock_guard listening(listener_mutex_);
   std::lock_guard lock(mutex_);
   std::erase_if(leases_, [&](const auto& item) { return item.second.owner == owner; });
-  if (connection_) connection_->wake();
+  if (session_) session_->wake();
 }
 
 void LeaseKeeper::run() {
@@ -135,7 +137,16 @@ void LeaseKeeper::run() {
 std::string LeaseKeeper::handle_answer(const nlohmann::json& message,
                                        std::map<std::int64_t, Clock::time_point>& in_flight) {
   if (!message.is_object()) return "etcd sent a keep-alive answer that is not an object";
-  if (message.contains("error")) return "etcd ended the keep-alive stream: " + message.dump();
+  if (const auto error = gateway_error(message)) {
+    // The token expired: log in again before the next stream (whose head carries it).
+    if (error->code == grpc_unauthenticated) {
+      try {
+        client_.authenticate();
+      } catch (const std::exception&) {
+      }
+    }
+    return "etcd ended the keep-alive stream: " + message.dump();
+  }
   const auto& result = message.contains("result") ? message["result"] : message;
   const std::int64_t lease = json_int64(result, "ID");
   if (lease == 0) return {};  // the answer to the stream's opening message
@@ -184,7 +195,6 @@ std::optional<std::vector<std::int64_t>> LeaseKeeper::due_leases(
 }
 
 bool LeaseKeeper::send_batches() {
-  std::unique_ptr<HttpConnection> connection;  // kept across batches
   const std::map<std::int64_t, Clock::time_point> none_in_flight;
   while (true) {
     auto next_wake = Clock::now() + 1s;
@@ -194,8 +204,9 @@ bool LeaseKeeper::send_batches() {
       std::string body;
       for (const auto lease : *due) body += "{\"ID\":\"" + std::to_string(lease) + "\"}\n";
       try {
-        // call_raw fails over across endpoints itself, within request_timeout.
-        std::string answer = client_.call_raw("/v3/lease/keepalive", body, &connection);
+        // call_raw fails over across endpoints itself, within request_timeout; the HTTP client
+        // keeps the connection alive between batches.
+        std::string answer = client_.call_raw("/v3/lease/keepalive", body);
         ++counters().batches_sent;
         counters().keepalives_sent += due->size();
         answer += '\n';
@@ -213,142 +224,128 @@ bool LeaseKeeper::send_batches() {
   }
 }
 
-bool LeaseKeeper::follow_stream() {
+namespace {
+
+[[noreturn]] void stream_broke(const std::string& why) {
+  throw micro::Exception(micro::unavailable("micro.registry.etcd", why));
+}
+
+}  // namespace
+
+void LeaseKeeper::take_answers(StreamSession& session, Clock::time_point until,
+                               std::map<std::int64_t, Clock::time_point>& in_flight) {
+  auto update = session.wait(until);
+  for (const auto& message : update.messages) {
+    const auto broken = handle_answer(message, in_flight);
+    if (!broken.empty()) stream_broke(broken);
+  }
+  if (update.ended) stream_broke(update.why);
+}
+
+bool LeaseKeeper::prime(StreamSession& session,
+                        std::map<std::int64_t, Clock::time_point>& in_flight) {
   const auto& options = client_.options();
-  const std::size_t endpoint = client_.preferred_endpoint() % options.endpoints.size();
-  const auto& address = options.endpoints[endpoint];
-  HttpConnection connection(endpoint, options.tls);
+  static const std::string padding(padding_piece, ' ');
+  // A server that answers at once is given a moment first and needs no padding.
+  auto update = session.wait(Clock::now() + 20ms);
+  const auto priming_deadline = Clock::now() + options.request_timeout;
+  std::size_t padded = 0;
+  while (true) {
+    for (const auto& message : update.messages) {
+      const auto broken = handle_answer(message, in_flight);
+      if (!broken.empty()) stream_broke(broken);
+    }
+    if (update.status != 0) break;
+    if (update.ended) stream_broke(update.why);
+    {
+      std::lock_guard lock(mutex_);
+      if (stopping_) return false;
+    }
+    if (Clock::now() > priming_deadline || padded >= padding_limit) {
+      // A member without a leader answers nothing either; but when stream after stream (on
+      // the next endpoints) gets no answer, the servers (or a proxy before them) hold
+      // answers until the request ends: batch for a while instead, then try again.
+      if (++priming_failures_ >= 3) {
+        priming_failures_ = 0;
+        batched_until_ = Clock::now() + 60s;
+      }
+      stream_broke("etcd at " + session.endpoint_text() +
+                   " did not start answering the keep-alive stream after " +
+                   std::to_string(padded / 1024) + " KiB");
+    }
+    session.send(padding);
+    padded += padding.size();
+    counters().priming_bytes += padding.size();
+    update = session.wait(Clock::now());  // only what is there already
+  }
+  priming_failures_ = 0;
+  if (update.status != 200) {
+    if (update.status == 401) client_.authenticate();
+    stream_broke("etcd at " + session.endpoint_text() + " answered the keep-alive stream with " +
+                 std::to_string(update.status));
+  }
+  return true;
+}
+
+bool LeaseKeeper::keep_alive_due(StreamSession& session,
+                                 std::map<std::int64_t, Clock::time_point>& in_flight,
+                                 Clock::time_point& next_wake) {
+  const auto due = due_leases(in_flight, next_wake);
+  if (!due) return false;
+  for (const auto lease : *due) {
+    session.send("{\"ID\":\"" + std::to_string(lease) + "\"}\n");
+    in_flight[lease] = Clock::now();
+    ++counters().keepalives_sent;
+  }
+  const auto timeout = client_.options().request_timeout;
+  const auto now = Clock::now();
+  for (const auto& [lease, sent] : in_flight) {
+    // The member stopped answering without closing the connection (lost its leader, hung).
+    if (now - sent > timeout) {
+      stream_broke("etcd at " + session.endpoint_text() + " did not answer a keep-alive within " +
+                   std::to_string(timeout.count()) + "ms");
+    }
+    next_wake = std::min(next_wake, sent + timeout);
+  }
+  return true;
+}
+
+bool LeaseKeeper::follow_stream() {
+  StreamSession session(client_, "/v3/lease/keepalive", true);
   {
     std::lock_guard lock(mutex_);
     if (stopping_) return true;
-    connection_ = &connection;
+    session_ = &session;
   }
   struct Unpublish {
     LeaseKeeper& keeper;
     bool counted = false;
     ~Unpublish() {
       std::lock_guard lock(keeper.mutex_);
-      keeper.connection_ = nullptr;
+      keeper.session_ = nullptr;
       if (counted) --counters().streams_open;
     }
   } unpublish{*this};
 
   std::map<std::int64_t, Clock::time_point> in_flight;  // lease → when its ID was sent
-  std::string broken;                                   // why the stream failed, once it did
-  bool header_seen = false;
-  unsigned status = 0;
-  std::string pending;
   try {
-    connection.connect(address, options.dial_timeout);
-    auto request = client_.make_chunked_request("/v3/lease/keepalive", address);
-    // A member cut off from its leader ends the stream, so keep-alives move to one that can
-    // renew leases.
-    request.set("Grpc-Metadata-hasleader", "true");
-    connection.begin_chunked_request(request, options.request_timeout);
-    connection.start_reading_response(
-        [&](unsigned code) {
-          header_seen = true;
-          status = code;
-          connection.wake();
-        },
-        [&](std::string_view data) {
-          if (!broken.empty()) return;
-          pending.append(data);
-          try {
-            for (const auto& message : take_json_lines(pending)) {
-              broken = handle_answer(message, in_flight);
-              if (!broken.empty()) break;
-            }
-          } catch (const std::exception& error) {
-            broken = error.what();
-          }
-          connection.wake();
-        },
-        [&](const std::string& why) {
-          if (broken.empty()) broken = why;
-          connection.wake();
-        });
+    // Open with a lease ID nobody holds (etcd answers it with TTL 0), then pad until the
+    // gateway starts answering (see padding_piece).
+    session.open("{\"ID\":\"0\"}\n");
     ++counters().streams_opened;
     ++counters().streams_open;
     unpublish.counted = true;
-
-    // Open with a lease ID nobody holds (etcd answers it with TTL 0), then pad until the
-    // gateway starts answering (see padding_piece). A server that answers at once is given a
-    // moment first and needs no padding.
-    connection.send_chunk("{\"ID\":\"0\"}\n", options.request_timeout);
-    connection.run_for(20ms);
-    static const std::string padding(padding_piece, ' ');
-    const auto priming_deadline = Clock::now() + options.request_timeout;
-    std::size_t padded = 0;
-    while (!header_seen && broken.empty()) {
-      {
-        std::lock_guard lock(mutex_);
-        if (stopping_) return true;
-      }
-      if (Clock::now() > priming_deadline || padded >= padding_limit) {
-        // A member without a leader answers nothing either; but when stream after stream (on
-        // the next endpoints) gets no answer, the servers (or a proxy before them) hold
-        // answers until the request ends: batch for a while instead, then try again.
-        if (++priming_failures_ >= 3) {
-          priming_failures_ = 0;
-          batched_until_ = Clock::now() + 60s;
-        }
-        throw TransportError("etcd at " + address.text() +
-                             " did not start answering the keep-alive stream after " +
-                             std::to_string(padded / 1024) + " KiB");
-      }
-      connection.send_chunk(padding, options.request_timeout);
-      padded += padding.size();
-      counters().priming_bytes += padding.size();
-      connection.run_for(0ms);
-    }
-    if (!broken.empty()) throw TransportError(broken);
-    priming_failures_ = 0;
-    if (status != 200) {
-      if (status == 401 || status == 403) client_.authenticate();
-      throw TransportError("etcd at " + address.text() + " answered the keep-alive stream with " +
-                           std::to_string(status));
-    }
-
+    if (!prime(session, in_flight)) return true;
     while (true) {
       auto next_wake = Clock::now() + 1s;
-      const auto due_now = due_leases(in_flight, next_wake);
-      if (!due_now) break;
-      const auto& due = *due_now;
-      for (const auto lease : due) {
-        connection.send_chunk("{\"ID\":\"" + std::to_string(lease) + "\"}\n",
-                              options.request_timeout);
-        in_flight[lease] = Clock::now();
-        ++counters().keepalives_sent;
-      }
-      if (!broken.empty()) throw TransportError(broken);
-      const auto now = Clock::now();
-      for (const auto& [lease, sent] : in_flight) {
-        // The member stopped answering without closing the connection (lost its leader, hung).
-        if (now - sent > options.request_timeout) {
-          throw TransportError("etcd at " + address.text() +
-                               " did not answer a keep-alive within " +
-                               std::to_string(options.request_timeout.count()) + "ms");
-        }
-        next_wake = std::min(next_wake, sent + options.request_timeout);
-      }
-      connection.run_for(std::chrono::ceil<milliseconds>(next_wake - now));
-      if (!broken.empty()) throw TransportError(broken);
+      if (!keep_alive_due(session, in_flight, next_wake)) break;
+      take_answers(session, next_wake, in_flight);
     }
     // Nothing left to keep alive: end the request body, which ends etcd's stream.
-    try {
-      connection.send_chunk({}, 1s);
-    } catch (const TransportError&) {
-    }
+    session.finish();
     return true;
-  } catch (const std::exception& error) {
-    if (std::string_view(error.what()).find("auth") != std::string_view::npos) {
-      try {
-        client_.authenticate();
-      } catch (const std::exception&) {
-      }
-    }
-    client_.endpoint_failed(endpoint);
+  } catch (const std::exception&) {
+    client_.endpoint_failed(session.endpoint());
     return false;
   }
 }

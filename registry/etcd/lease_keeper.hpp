@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "etcd_client.hpp"
+#include "stream_session.hpp"
 
 namespace micro::etcd {
 
@@ -86,6 +87,15 @@ class LeaseKeeper {
   // Handles one answer line; returns an error text when the stream reported a failure.
   std::string handle_answer(const nlohmann::json& message,
                             std::map<std::int64_t, Clock::time_point>& in_flight);
+  // Sends padding until the gateway answers the stream's head (see lease_keeper.cpp). False when
+  // the keeper stops meanwhile; throws when the stream broke or never started answering.
+  bool prime(StreamSession& session, std::map<std::int64_t, Clock::time_point>& in_flight);
+  // Takes what arrived on the stream (waiting until `until`); throws when it broke.
+  void take_answers(StreamSession& session, Clock::time_point until,
+                    std::map<std::int64_t, Clock::time_point>& in_flight);
+  // Sends the due leases, checks for leases etcd did not answer; false when nothing is left.
+  bool keep_alive_due(StreamSession& session, std::map<std::int64_t, Clock::time_point>& in_flight,
+                      Clock::time_point& next_wake);
 
   Client client_;
   const bool batched_;
@@ -96,8 +106,8 @@ class LeaseKeeper {
   std::condition_variable wake_;
   bool stopping_ = false;
   std::map<std::int64_t, Entry> leases_;
-  HttpConnection* connection_ = nullptr;  // the stream's, to wake it
-  std::mutex listener_mutex_;             // held while a listener runs
+  StreamSession* session_ = nullptr;  // the stream's, to wake it
+  std::mutex listener_mutex_;         // held while a listener runs
   std::thread thread_;
 };
 

@@ -388,6 +388,12 @@ const char* const otel_variables[] = {
     "OTEL_EXPORTER_OTLP_TRACES_COMPRESSION",
     "OTEL_EXPORTER_OTLP_PROTOCOL",
     "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL",
+    "OTEL_EXPORTER_OTLP_CERTIFICATE",
+    "OTEL_EXPORTER_OTLP_TRACES_CERTIFICATE",
+    "OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE",
+    "OTEL_EXPORTER_OTLP_TRACES_CLIENT_CERTIFICATE",
+    "OTEL_EXPORTER_OTLP_CLIENT_KEY",
+    "OTEL_EXPORTER_OTLP_TRACES_CLIENT_KEY",
 };
 
 // Clears every OTEL_* variable the settings read, sets the given ones, clears again after.
@@ -710,14 +716,23 @@ TEST_CASE("malformed settings are refused with exact messages") {
   CHECK(settings_error({{"exporter", "file"}}) ==
         "trace exporter: exporter=file needs the file option (the path to append OTLP JSON lines "
         "to)");
-  CHECK(settings_error({{"endpoint", "https://collector:4318/v1/traces"}}) ==
-        "trace exporter: endpoint \"https://collector:4318/v1/traces\": https is not supported yet "
-        "(no TLS); use an http:// endpoint");
   CHECK(settings_error({{"endpoint", "collector:4318"}}) ==
-        "trace exporter: endpoint \"collector:4318\" is not an http:// URL");
+        "trace exporter: endpoint \"collector:4318\": expected http:// or https:// before the "
+        "host");
   CHECK(settings_error({{"endpoint", "http://collector:99999/v1/traces"}}) ==
-        "trace exporter: endpoint \"http://collector:99999/v1/traces\" has a malformed host or "
-        "port");
+        "trace exporter: endpoint \"http://collector:99999/v1/traces\": port \"99999\" is not a "
+        "number from 1 to 65535");
+  // https is fine; its TLS files must be usable, named by the option or variable that set them.
+  CHECK(settings_error({{"endpoint", "https://collector:4318/v1/traces"}}) == "(no error)");
+  CHECK(settings_error({{"endpoint", "https://collector:4318/v1/traces"},
+                        {"tls_ca", "/nonexistent/ca.pem"}}) ==
+        "trace exporter: cannot use tls_ca option \"/nonexistent/ca.pem\": cannot open the file");
+  {
+    Environment bad({{"OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE", "/nonexistent/client.pem"}});
+    CHECK(settings_error({{"endpoint", "https://collector:4318/v1/traces"}}) ==
+          "trace exporter: cannot use OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE "
+          "\"/nonexistent/client.pem\": cannot open the file");
+  }
   {
     Environment bad({{"OTEL_EXPORTER_OTLP_TIMEOUT", "10s"}});
     CHECK(settings_error({}) ==

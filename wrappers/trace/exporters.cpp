@@ -192,6 +192,31 @@ class NoneExporter final : public SpanExporter {
   void shutdown(std::chrono::milliseconds) override {}
 };
 
+// The TLS files: option > per-signal variable > generic variable (the OTel spec's names); each
+// remembers where it came from, for messages.
+template <class Option>
+void read_tls_files(Option& option, micro::http::TlsOptions& tls) {
+  auto pick = [&](const char* option_name, const char* per_signal, const char* generic,
+                  std::string& path, std::string& name) {
+    if (auto value = option(option_name)) {
+      path = *value;
+      name = std::string(option_name) + " option";
+    } else if (auto specific = environment(per_signal)) {
+      path = *specific;
+      name = per_signal;
+    } else if (auto common = environment(generic)) {
+      path = *common;
+      name = generic;
+    }
+  };
+  pick("tls_ca", "OTEL_EXPORTER_OTLP_TRACES_CERTIFICATE", "OTEL_EXPORTER_OTLP_CERTIFICATE",
+       tls.ca_file, tls.ca_name);
+  pick("tls_cert", "OTEL_EXPORTER_OTLP_TRACES_CLIENT_CERTIFICATE",
+       "OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE", tls.cert_file, tls.cert_name);
+  pick("tls_key", "OTEL_EXPORTER_OTLP_TRACES_CLIENT_KEY", "OTEL_EXPORTER_OTLP_CLIENT_KEY",
+       tls.key_file, tls.key_name);
+}
+
 }  // namespace
 
 ExporterSettings ExporterSettings::from(const PluginArguments& arguments) {
@@ -269,7 +294,11 @@ ExporterSettings ExporterSettings::from(const PluginArguments& arguments) {
   if (settings.kind == "file" && settings.file_path.empty()) {
     bad_setting("exporter=file needs the file option (the path to append OTLP JSON lines to)");
   }
-  if (settings.kind == "otlp") parse_http_url(settings.endpoint);  // fail at load, not export
+  read_tls_files(option, settings.tls);
+  // Fail at load, not at the first export.
+  if (settings.kind == "otlp" && parse_endpoint(settings.endpoint).https) {
+    make_exporter_tls(settings);
+  }
   return settings;
 }
 

@@ -10,6 +10,7 @@
 #include <memory>
 #include <string>
 
+#include <micro/http_client.hpp>
 #include <micro/plugin.hpp>
 
 #include "span_data.hpp"
@@ -26,6 +27,9 @@ struct ExporterSettings {
   std::string compression = "none";  // or gzip
   std::string file_path;             // for kind=file
   int max_attempts = 5;              // retries on 429/502/503/504 and connection failures
+  // For an https endpoint: the CA bundle ("" → the system store), the client certificate and
+  // key, each named in messages by the option or variable that set it.
+  micro::http::TlsOptions tls;
 
   // Plugin options first, then OTEL_EXPORTER_OTLP_* as the OTel spec defines them (the
   // generic endpoint gets "v1/traces" appended; the per-signal one is used as is).

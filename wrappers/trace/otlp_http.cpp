@@ -1,4 +1,5 @@
-// wrappers/trace — the OTLP/HTTP exporter (see otlp_http.hpp): Beast client, gzip, retries.
+// wrappers/trace — the OTLP/HTTP exporter (see otlp_http.hpp): endpoint and TLS settings, gzip,
+// Retry-After, and the exporter with its retry policy.
 #include "otlp_http.hpp"
 
 #include <algorithm>
@@ -9,15 +10,8 @@
 #include <mutex>
 #include <random>
 #include <sstream>
-#include <system_error>
 
-#include <poll.h>
 #include <zlib.h>
-
-#include <boost/asio/io_context.hpp>
-#include <boost/asio/ip/tcp.hpp>
-#include <boost/beast/core.hpp>
-#include <boost/beast/http.hpp>
 
 #include <micro/error.hpp>
 
@@ -28,9 +22,6 @@ namespace micro::trace::sdk {
 
 namespace {
 
-namespace asio = boost::asio;
-namespace beast = boost::beast;
-namespace http = beast::http;
 using Clock = std::chrono::steady_clock;
 
 [[noreturn]] void bad_setting(const std::string& detail) {
@@ -49,20 +40,29 @@ bool retryable_status(int status) {
   return status == 429 || status == 502 || status == 503 || status == 504;
 }
 
+micro::http::ClientOptions http_options(const micro::http::Url& url,
+                                        const ExporterSettings& settings) {
+  micro::http::ClientOptions options;
+  if (url.https) options.tls = make_exporter_tls(settings);
+  return options;
+}
+
 class OtlpHttpExporter final : public SpanExporter {
  public:
   OtlpHttpExporter(const ExporterSettings& settings, Resource resource, InstrumentationScope scope,
                    std::shared_ptr<ExporterStatistics> statistics)
       : settings_(settings),
-        client_(parse_http_url(settings.endpoint)),
+        url_(parse_endpoint(settings.endpoint)),
+        client_(http_options(url_, settings)),
         resource_(std::move(resource)),
         scope_(std::move(scope)),
         statistics_(std::move(statistics)),
         random_(std::random_device{}()) {
-    headers_ = settings.headers;
-    headers_["Content-Type"] =
-        settings.protocol == "http/json" ? "application/json" : "application/x-protobuf";
-    if (settings.compression == "gzip") headers_["Content-Encoding"] = "gzip";
+    for (const auto& [name, value] : settings.headers) headers_.push_back({name, value});
+    headers_.push_back({"Content-Type", settings.protocol == "http/json"
+                                            ? "application/json"
+                                            : "application/x-protobuf"});
+    if (settings.compression == "gzip") headers_.push_back({"Content-Encoding", "gzip"});
   }
 
   ExportResult export_spans(std::span<const SpanData> spans) override {
@@ -87,7 +87,7 @@ class OtlpHttpExporter final : public SpanExporter {
     for (int attempt = 1;; ++attempt) {
       std::optional<std::chrono::milliseconds> wait;
       try {
-        HttpResponse response = client_.post(*body, headers_, deadline);
+        const auto response = post(*body, deadline);
         if (response.status >= 200 && response.status < 300) {
           // A partial success names rejected spans in the body; nothing to do about them.
           statistics_->exported += spans.size();
@@ -97,11 +97,12 @@ class OtlpHttpExporter final : public SpanExporter {
         problem = "HTTP " + std::to_string(response.status);
         retryable = retryable_status(response.status);
         if (!retryable) break;  // 400 and friends: sending the same bytes again will not help
-        if (!response.retry_after.empty()) {
-          wait = parse_retry_after(response.retry_after, std::chrono::system_clock::now());
+        if (const auto retry_after = response.header("Retry-After"); !retry_after.empty()) {
+          wait = parse_retry_after(retry_after, std::chrono::system_clock::now());
         }
-      } catch (const std::exception& error) {
-        problem = error.what();
+      } catch (const micro::Exception& error) {
+        // Connection failures and timeouts (the HTTP client's 503 and 408).
+        problem = error.error().detail;
         retryable = true;
       }
       if (!wait) wait = jittered(backoff);
@@ -127,6 +128,15 @@ class OtlpHttpExporter final : public SpanExporter {
   }
 
  private:
+  // One POST; the deadline covers connecting, sending and the answer.
+  micro::http::Response post(const std::string& body, Clock::time_point deadline) {
+    micro::http::Request request{.method = "POST", .url = url_, .headers = headers_, .body = body};
+    micro::http::RequestOptions options;
+    options.deadline = deadline;
+    options.body_limit = response_body_limit;
+    return client_.request(std::move(request), options);
+  }
+
   bool stopped() {
     std::lock_guard lock(mutex_);
     return stopped_;
@@ -157,12 +167,13 @@ class OtlpHttpExporter final : public SpanExporter {
   }
 
   ExporterSettings settings_;
-  HttpClient client_;
+  micro::http::Url url_;
+  micro::http::BlockingClient client_;
   std::string body_;  // reused between batches
   Resource resource_;
   InstrumentationScope scope_;
   std::shared_ptr<ExporterStatistics> statistics_;
-  std::map<std::string, std::string> headers_;
+  micro::http::Fields headers_;
   std::mt19937_64 random_;
   bool failing_ = false;
   std::mutex mutex_;
@@ -172,48 +183,19 @@ class OtlpHttpExporter final : public SpanExporter {
 
 }  // namespace
 
-HttpUrl parse_http_url(std::string_view url) {
-  constexpr std::string_view http_scheme = "http://";
-  if (url.starts_with("https://")) {
-    bad_setting("endpoint \"" + std::string(url) +
-                "\": https is not supported yet (no TLS); use an http:// endpoint");
+micro::http::Url parse_endpoint(std::string_view url) {
+  std::string problem;
+  auto parsed = micro::http::try_parse_url(url, &problem);
+  if (!parsed) bad_setting("endpoint \"" + std::string(url) + "\": " + problem);
+  return std::move(*parsed);
+}
+
+std::shared_ptr<const micro::http::TlsContext> make_exporter_tls(const ExporterSettings& settings) {
+  try {
+    return micro::http::make_tls_context(settings.tls);
+  } catch (const Exception& error) {
+    bad_setting(error.error().detail);
   }
-  if (!url.starts_with(http_scheme)) {
-    bad_setting("endpoint \"" + std::string(url) + "\" is not an http:// URL");
-  }
-  std::string_view rest = url.substr(http_scheme.size());
-  auto slash = rest.find_first_of("/?");
-  std::string_view authority = rest.substr(0, slash);
-  HttpUrl out;
-  out.target = slash == std::string_view::npos ? "/" : std::string(rest.substr(slash));
-  if (out.target.front() == '?') out.target.insert(0, "/");
-  if (authority.empty() || authority.find('@') != std::string_view::npos) {
-    bad_setting("endpoint \"" + std::string(url) + "\" has no usable host");
-  }
-  std::string_view host = authority, port = "80";
-  if (authority.front() == '[') {  // [::1]:4318
-    auto close = authority.find(']');
-    if (close == std::string_view::npos) {
-      bad_setting("endpoint \"" + std::string(url) + "\" has an unclosed IPv6 address");
-    }
-    host = authority.substr(1, close - 1);
-    std::string_view after = authority.substr(close + 1);
-    if (!after.empty()) {
-      if (after.front() != ':') bad_setting("endpoint \"" + std::string(url) + "\" is malformed");
-      port = after.substr(1);
-    }
-  } else if (auto colon = authority.rfind(':'); colon != std::string_view::npos) {
-    host = authority.substr(0, colon);
-    port = authority.substr(colon + 1);
-  }
-  bool port_ok = !port.empty() && port.size() <= 5 &&
-                 std::all_of(port.begin(), port.end(), [](char c) { return c >= '0' && c <= '9'; });
-  if (!port_ok || std::stoi(std::string(port)) > 65535 || host.empty()) {
-    bad_setting("endpoint \"" + std::string(url) + "\" has a malformed host or port");
-  }
-  out.host = std::string(host);
-  out.port = std::string(port);
-  return out;
 }
 
 std::string gzip_compress(std::string_view data) {
@@ -254,129 +236,6 @@ std::optional<std::chrono::milliseconds> parse_retry_after(
   auto when = std::chrono::system_clock::from_time_t(timegm(&parts));
   if (when <= now) return std::chrono::milliseconds(0);
   return std::chrono::ceil<std::chrono::milliseconds>(when - now);
-}
-
-// One kept-alive connection and the io_context its asynchronous operations run on:
-// only asynchronous operations honour the stream's expiry, and this thread runs them, so
-// each exchange is synchronous for the caller.
-struct HttpClient::Connection {
-  asio::io_context io;
-  asio::ip::tcp::resolver resolver{io};
-  beast::tcp_stream stream{io};
-  beast::flat_buffer buffer;
-  bool open = false;
-
-  // False when the peer closed the idle connection (or sent something unasked for).
-  bool still_usable() {
-    if (!open) return false;
-    pollfd descriptor{stream.socket().native_handle(), POLLIN | POLLRDHUP, 0};
-    return ::poll(&descriptor, 1, 0) == 0;
-  }
-
-  void close() {
-    boost::system::error_code ignored;
-    stream.socket().shutdown(asio::ip::tcp::socket::shutdown_both, ignored);
-    stream.close();
-    buffer.clear();
-    open = false;
-  }
-
-  // Connects when needed, sends, reads the response; the error, or success with `out` set.
-  boost::system::error_code exchange(const HttpUrl& url, std::string_view body,
-                                     const std::map<std::string, std::string>& headers,
-                                     Clock::time_point deadline, HttpResponse& out,
-                                     std::uint64_t& connections_opened) {
-    http::request<http::span_body<const char>> request{http::verb::post, url.target, 11};
-    request.set(http::field::host, url.host + ":" + url.port);
-    request.set(http::field::user_agent, "micro-cpp-otlp/0.1");
-    for (const auto& [name, value] : headers) request.set(name, value);
-    request.body() = boost::beast::span<const char>(body.data(), body.size());
-    request.prepare_payload();
-    http::response_parser<http::string_body> parser;
-    parser.body_limit(response_body_limit);
-
-    auto remaining = [&] {
-      return std::max(Clock::duration::zero(), deadline - Clock::now());
-    };
-    boost::system::error_code failure;
-    bool done = false;
-    auto send = [&] {
-      stream.expires_after(remaining());
-      http::async_write(stream, request, [&](auto error, auto) {
-        if (error) return void(failure = error);
-        http::async_read(stream, buffer, parser, [&](auto error, auto) {
-          failure = error;
-          done = !error;
-        });
-      });
-    };
-    io.restart();
-    if (open) {
-      send();
-    } else {
-      resolver.async_resolve(url.host, url.port, [&](auto error, auto results) {
-        if (error) return void(failure = error);
-        stream.expires_after(remaining());
-        stream.async_connect(results, [&](auto error, auto) {
-          if (error) return void(failure = error);
-          open = true;
-          ++connections_opened;
-          send();
-        });
-      });
-    }
-    io.run_for(remaining());
-    if (!done && !failure) {  // the resolver is not covered by the stream's expiry
-      resolver.cancel();
-      stream.close();
-      io.restart();
-      io.run();
-      failure = beast::error::timeout;
-    }
-    if (failure) {
-      close();
-      return failure;
-    }
-    auto& response = parser.get();
-    out.status = static_cast<int>(response.result_int());
-    if (auto found = response.find(http::field::retry_after); found != response.end()) {
-      out.retry_after = std::string(found->value());
-    }
-    out.body = std::move(response.body());
-    if (!response.keep_alive()) close();
-    return {};
-  }
-};
-
-HttpClient::HttpClient(HttpUrl url) : url_(std::move(url)) {}
-HttpClient::~HttpClient() = default;
-
-HttpResponse HttpClient::post(std::string_view body,
-                              const std::map<std::string, std::string>& headers,
-                              Clock::time_point deadline) {
-  if (!connection_) connection_ = std::make_unique<Connection>();
-  bool reusing = connection_->still_usable();
-  if (connection_->open && !reusing) connection_->close();
-  HttpResponse response;
-  auto failure =
-      connection_->exchange(url_, body, headers, deadline, response, connections_opened_);
-  // A kept-alive connection may be closed by the peer just as it is reused: one more try
-  // on a fresh connection is part of using keep-alive, not a retry.
-  if (failure && reusing && failure != beast::error::timeout && Clock::now() < deadline) {
-    response = {};
-    failure = connection_->exchange(url_, body, headers, deadline, response, connections_opened_);
-  }
-  if (failure) {
-    throw std::system_error(failure, "POST http://" + url_.host + ":" + url_.port + url_.target);
-  }
-  return response;
-}
-
-HttpResponse http_post(const HttpUrl& url, const std::string& body,
-                       const std::map<std::string, std::string>& headers,
-                       Clock::time_point deadline) {
-  HttpClient client(url);
-  return client.post(body, headers, deadline);
 }
 
 std::unique_ptr<SpanExporter> make_otlp_http_exporter(

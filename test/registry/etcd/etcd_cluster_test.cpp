@@ -199,8 +199,16 @@ TEST_CASE("etcd cluster: a watch whose resume point was compacted away reports t
                          std::to_string(revision) + " 2>&1");
 
   CHECK(recorder.wait_for(3, 15s));
-  std::this_thread::sleep_for(200ms);
+  // A marker after the last event: anything duplicated would show up before it.
+  writer->register_service(make_service("compacted", "1", {"marker"}), {});
+  REQUIRE(recorder.wait_for_event(
+      [](const micro::WatchEvent& event) {
+        return is_event(event, WatchAction::create, "compacted", "marker");
+      },
+      15s));
   auto events = recorder.events();
+  REQUIRE(is_event(events.back(), WatchAction::create, "compacted", "marker"));
+  events.pop_back();
   CHECK(events.size() == 3);
   auto saw = [&](WatchAction action, const std::string& id) {
     return std::any_of(events.begin(), events.end(), [&](const micro::WatchEvent& event) {

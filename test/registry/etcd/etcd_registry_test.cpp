@@ -42,9 +42,14 @@ TEST_CASE("etcd registry: malformed addresses and options are refused with what 
   CHECK(ends_with(creation_error("127.0.0.1:2379,"),
                   "bad endpoint \"\" in \"127.0.0.1:2379,\": expected host:port"));
   CHECK(ends_with(creation_error("localhost:http"),
-                  "bad port in endpoint \"localhost:http\": expected a number from 1 to 65535"));
+                  "bad endpoint \"localhost:http\" in \"localhost:http\": port \"http\" is not a "
+                  "number from 1 to 65535"));
   CHECK(ends_with(creation_error("localhost:70000"),
-                  "bad port in endpoint \"localhost:70000\": expected a number from 1 to 65535"));
+                  "bad endpoint \"localhost:70000\" in \"localhost:70000\": port \"70000\" is not "
+                  "a number from 1 to 65535"));
+  CHECK(ends_with(creation_error("https://10.0.0.1:2379/v3"),
+                  "bad endpoint \"https://10.0.0.1:2379/v3\" in \"https://10.0.0.1:2379/v3\": "
+                  "expected host:port, not a path (\"/v3\")"));
   CHECK(ends_with(creation_error("127.0.0.1:2379", {{"prefix", "micro/"}}),
                   "prefix \"micro/\" must start with \"/\""));
   CHECK(ends_with(creation_error("127.0.0.1:2379", {{"username", "root"}}),
@@ -253,11 +258,18 @@ TEST_CASE("etcd registry: 1000 events reach two watchers in order, once, across 
     expected.push_back({WatchAction::remove, id_of(index)});
   }
 
+  // A marker after the last event: both watches see it last, and anything duplicated or late
+  // would show up before it.
+  registry->register_service(make_service("churn", "1", {"marker"}), {});
   for (auto* recorder : {&first, &second}) {
-    CHECK(recorder->wait_for(expected.size(), 20s));
-    // A marker after the last event: anything duplicated would show up before it.
-    std::this_thread::sleep_for(200ms);
+    REQUIRE(recorder->wait_for_event(
+        [](const micro::WatchEvent& event) {
+          return is_event(event, WatchAction::create, "churn", "marker");
+        },
+        20s));
     auto events = recorder->events();
+    REQUIRE(is_event(events.back(), WatchAction::create, "churn", "marker"));
+    events.pop_back();
     std::vector<std::pair<WatchAction, std::string>> seen;
     for (const auto& event : events) {
       REQUIRE(event.service.nodes.size() == 1);
