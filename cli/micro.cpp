@@ -10,10 +10,12 @@
 //     trace <file> [trace-id]         waterfall of the traces in a span file (exporter=file)
 #include <condition_variable>
 #include <csignal>
+#include <cstdlib>
 #include <fstream>
 #include <iostream>
 #include <mutex>
 
+#include <micro/log.hpp>
 #include <micro/service.hpp>
 
 // The waterfall view is the trace plugin's; the CLI compiles it in (a tool, not a plugin).
@@ -46,6 +48,9 @@ int list_plugins() {
     for (const auto& option : plugin.options) {
       std::cout << "    " << option.name << " (" << option.type;
       if (option.default_value) std::cout << ", default " << option.default_value;
+      if (option.min || option.max)
+        std::cout << ", " << (option.min ? option.min : "") << ".."
+                  << (option.max ? option.max : "");
       std::cout << "): " << option.help << "\n";
     }
     std::cout << "    from " << plugin.path.string() << "\n";
@@ -101,6 +106,11 @@ int show_traces(const std::string& path, const std::string& trace_id) {
 }  // namespace
 
 int main(int argc, char** argv) try {
+  // A command's output is its answer: the toolkit's routine lines (a connection closed at the
+  // end of `micro publish`) stay out of it unless MICRO_LOG_LEVEL or --log_level asks for them.
+  const char* level_from_environment = std::getenv("MICRO_LOG_LEVEL");
+  if (level_from_environment == nullptr || *level_from_environment == '\0')
+    micro::log::set_level(micro::log::Level::warn);
   auto config = micro::Config::load(argc, argv);
   if (argc < 2 || std::string_view(argv[1]) == "help" || std::string_view(argv[1]) == "--help") {
     std::cout << usage;

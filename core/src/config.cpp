@@ -3,7 +3,10 @@
 // `name[://address][?key=value&…]` and the error messages that point into the text.
 #include <micro/config.hpp>
 
+#include <micro/client.hpp>
+#include <micro/log.hpp>
 #include <micro/plugin.hpp>
+#include <micro/server.hpp>
 #include <micro/text.hpp>
 
 #include <algorithm>
@@ -17,6 +20,8 @@
 #include <map>
 #include <optional>
 #include <sstream>
+#include <type_traits>
+#include <variant>
 
 #include <nlohmann/json.hpp>
 
@@ -26,62 +31,113 @@ namespace {
 
 using std::chrono::milliseconds;
 
-enum class KeyType { plugin, plugin_address, plugin_list, text, duration, retries, threads };
+// ---- the key table: one entry per configuration key ----
+//
+// A key is its name, its help line, where its value lives in Config (the field type decides
+// how text, JSON values and to_string are handled) and, optionally, which ServerOptions or
+// ClientOptions member it fills. Adding a key is one Config member and one entry here; the
+// environment variable (MICRO_<KEY>) and the flag (--key, --key-with-dashes) follow from the
+// name.
 
-// One configuration key. Exactly one member pointer is set, matching `type`.
+// "etcd://a:1?ttl=30s": a whole plugin choice.
+struct PluginField {
+  PluginChoice Config::*member;
+};
+// The address part of a plugin choice, on its own ("registry_address").
+struct AddressField {
+  PluginChoice Config::*member;
+};
+// Comma-separated plugin items ("wrappers").
+struct ListField {
+  std::vector<PluginChoice> Config::*member;
+};
+// Free text, optionally checked by `valid` (what it expects is said in `expected`).
+struct TextField {
+  std::string Config::*member;
+  bool (*valid)(std::string_view text) = nullptr;
+  std::string_view expected = {};
+  bool omit_when_empty = false;  // to_string leaves the key out while it is empty
+};
+struct DurationField {
+  milliseconds Config::*member;
+};
+// A whole number in [min, max]; `range` says so in words.
+template <typename Number>
+struct NumberField {
+  Number Config::*member;
+  long long min;
+  long long max;
+  std::string_view range;
+};
+
+using Field = std::variant<PluginField, AddressField, ListField, TextField, DurationField,
+                           NumberField<int>, NumberField<unsigned>>;
+
+// Which option member a key fills when a Microservice builds its server and client.
+using OptionTarget =
+    std::variant<std::monostate, std::string ServerOptions::*, milliseconds ServerOptions::*,
+                 milliseconds ClientOptions::*, int ClientOptions::*>;
+
 struct KeySpec {
   std::string_view name;
-  KeyType type;
   std::string_view help;
-  PluginChoice Config::*plugin = nullptr;
-  std::string Config::*text = nullptr;
-  milliseconds Config::*duration = nullptr;
+  Field field;
+  OptionTarget target = {};
 };
 
-// In the order values are applied within one source: a plugin before its address, so
-// "registry_address=a registry=etcd" keeps the address whichever way round it is written.
-const KeySpec key_specs[] = {
-    {"registry", KeyType::plugin,
-     "where services are registered and found: name[://address][?options], e.g. "
-     "etcd://127.0.0.1:2379",
-     &Config::registry},
-    {"registry_address", KeyType::plugin_address,
-     "the registry's address (a comma-separated cluster is fine)", &Config::registry},
-    {"broker", KeyType::plugin,
-     "the pub/sub broker: name[://address][?options], e.g. nats://127.0.0.1:4222", &Config::broker},
-    {"broker_address", KeyType::plugin_address,
-     "the broker's address (a comma-separated cluster is fine)", &Config::broker},
-    {"selector", KeyType::plugin, "how a node is picked for each call: random, roundrobin, p2c, …",
-     &Config::selector},
-    {"transport", KeyType::plugin, "how requests travel: tcp or http, with ?options",
-     &Config::transport},
-    {"transport_address", KeyType::plugin_address, "the transport's own address, if it takes one",
-     &Config::transport},
-    {"wrappers", KeyType::plugin_list,
-     "comma-separated wrapper plugins, outermost first, e.g. trace?ratio=0.1,log"},
-    {"server_name", KeyType::text, "the service's name, e.g. greeter", nullptr,
-     &Config::server_name},
-    {"server_version", KeyType::text, "the service's version (default latest)", nullptr,
-     &Config::server_version},
-    {"server_address", KeyType::text, "host:port to listen on (port 0: any free port)", nullptr,
-     &Config::server_address},
-    {"server_advertise", KeyType::text, "host:port to register instead of the listen address",
-     nullptr, &Config::server_advertise},
-    {"register_ttl", KeyType::duration, "how long a registration lives without refresh (30s)",
-     nullptr, nullptr, &Config::register_ttl},
-    {"register_interval", KeyType::duration, "how often the registration is refreshed (10s)",
-     nullptr, nullptr, &Config::register_interval},
-    {"drain_timeout", KeyType::duration,
-     "how long a stopping server waits for in-flight work (10s)", nullptr, nullptr,
-     &Config::drain_timeout},
-    {"client_request_timeout", KeyType::duration, "a call's default deadline (5s)", nullptr,
-     nullptr, &Config::client_request_timeout},
-    {"client_retries", KeyType::retries, "how many times a failed call is retried (1)"},
-    {"threads", KeyType::threads, "I/O threads (0: one per hardware thread)"},
-};
+bool is_log_level(std::string_view text) {
+  return log::level_from_string(text).has_value();
+}
 
 constexpr int max_retries = 100;
 constexpr unsigned max_threads = 1024;
+
+// In the order values are applied within one source: a plugin before its address, so
+// "registry_address=a registry=etcd" keeps the address whichever way round it is written.
+// to_string writes keys in this order too.
+const KeySpec key_specs[] = {
+    {"registry",
+     "where services are registered and found: name[://address][?options], e.g. "
+     "etcd://127.0.0.1:2379",
+     PluginField{&Config::registry}},
+    {"registry_address", "the registry's address (a comma-separated cluster is fine)",
+     AddressField{&Config::registry}},
+    {"broker", "the pub/sub broker: name[://address][?options], e.g. nats://127.0.0.1:4222",
+     PluginField{&Config::broker}},
+    {"broker_address", "the broker's address (a comma-separated cluster is fine)",
+     AddressField{&Config::broker}},
+    {"selector", "how a node is picked for each call: random or roundrobin, with ?options",
+     PluginField{&Config::selector}},
+    {"transport", "how requests travel between services: tcp, with ?options",
+     PluginField{&Config::transport}},
+    {"wrappers", "comma-separated wrapper plugins, outermost first, e.g. trace?ratio=0.1,log",
+     ListField{&Config::wrappers}},
+    {"server_name", "the service's name, e.g. greeter",
+     TextField{&Config::server_name, nullptr, {}, true}, &ServerOptions::name},
+    {"server_version", "the service's version (default latest)", TextField{&Config::server_version},
+     &ServerOptions::version},
+    {"server_address", "host:port to listen on (port 0: any free port)",
+     TextField{&Config::server_address}, &ServerOptions::address},
+    {"server_advertise", "host:port to register instead of the listen address",
+     TextField{&Config::server_advertise, nullptr, {}, true}, &ServerOptions::advertise},
+    {"register_ttl", "how long a registration lives without refresh (30s)",
+     DurationField{&Config::register_ttl}, &ServerOptions::register_ttl},
+    {"register_interval", "how often the registration is refreshed (10s)",
+     DurationField{&Config::register_interval}, &ServerOptions::register_interval},
+    {"drain_timeout", "how long a stopping server waits for in-flight work (10s)",
+     DurationField{&Config::drain_timeout}, &ServerOptions::drain_timeout},
+    {"client_request_timeout", "a call's default deadline (5s)",
+     DurationField{&Config::client_request_timeout}, &ClientOptions::timeout},
+    {"client_retries", "how many times a failed call is retried (1)",
+     NumberField<int>{&Config::client_retries, 0, max_retries, "a whole number from 0 to 100"},
+     &ClientOptions::retries},
+    {"threads", "I/O threads (0: one per hardware thread)",
+     NumberField<unsigned>{&Config::threads, 0, max_threads,
+                           "a whole number from 0 (one per hardware thread) to 1024"}},
+    {"log_level", "how much the toolkit logs: trace, debug, info, warn, error or off (info)",
+     TextField{&Config::log_level, is_log_level, "one of: trace, debug, info, warn, error, off",
+               true}},
+};
 
 constexpr std::string_view plugin_name_expectation =
     "a plugin name: a lower-case letter, then lower-case letters, digits or '_'";
@@ -357,47 +413,55 @@ long long parse_whole_number(std::string_view text, std::string_view key, long l
   return value;
 }
 
-const std::string retries_range = "a whole number from 0 to " + std::to_string(max_retries);
-const std::string threads_range =
-    "a whole number from 0 (one per hardware thread) to " + std::to_string(max_threads);
+// Overloaded lambdas for std::visit.
+template <class... Handlers>
+struct Overloaded : Handlers... {
+  using Handlers::operator()...;
+};
+template <class... Handlers>
+Overloaded(Handlers...) -> Overloaded<Handlers...>;
 
 // Applies one key's value, given as text. `offset` is where the value starts in its source.
 void apply_text(Config& config, const KeySpec& spec, std::string_view value,
                 std::string_view origin, std::size_t offset) {
-  switch (spec.type) {
-    case KeyType::plugin:
-      config.*spec.plugin = parse_item(value, origin, offset);
-      break;
-    case KeyType::plugin_address:
-      if (!value.empty()) check_address_list(value, origin, offset);
-      (config.*spec.plugin).address = decode(value, origin, offset);
-      break;
-    case KeyType::plugin_list:
-      config.wrappers = parse_item_list(value, origin, offset);
-      break;
-    case KeyType::text:
-      config.*spec.text = decode(value, origin, offset);
-      break;
-    case KeyType::duration: {
-      std::string decoded = decode(value, origin, offset);
-      auto duration = parse_duration(decoded);
-      if (!duration) {
-        fail(origin, offset,
-             "bad duration '" + decoded + "' for " + std::string(spec.name) + "; expected " +
-                 std::string(duration_expectation));
-      }
-      config.*spec.duration = *duration;
-      break;
-    }
-    case KeyType::retries:
-      config.client_retries = static_cast<int>(parse_whole_number(
-          decode(value, origin, offset), spec.name, 0, max_retries, retries_range, origin, offset));
-      break;
-    case KeyType::threads:
-      config.threads = static_cast<unsigned>(parse_whole_number(
-          decode(value, origin, offset), spec.name, 0, max_threads, threads_range, origin, offset));
-      break;
-  }
+  std::visit(Overloaded{
+                 [&](const PluginField& field) {
+                   config.*field.member = parse_item(value, origin, offset);
+                 },
+                 [&](const AddressField& field) {
+                   if (!value.empty()) check_address_list(value, origin, offset);
+                   (config.*field.member).address = decode(value, origin, offset);
+                 },
+                 [&](const ListField& field) {
+                   config.*field.member = parse_item_list(value, origin, offset);
+                 },
+                 [&](const TextField& field) {
+                   std::string decoded = decode(value, origin, offset);
+                   if (field.valid && !decoded.empty() && !field.valid(decoded)) {
+                     fail(origin, offset,
+                          "bad value '" + decoded + "' for " + std::string(spec.name) +
+                              "; expected " + std::string(field.expected));
+                   }
+                   config.*field.member = std::move(decoded);
+                 },
+                 [&](const DurationField& field) {
+                   std::string decoded = decode(value, origin, offset);
+                   auto duration = parse_duration(decoded);
+                   if (!duration) {
+                     fail(origin, offset,
+                          "bad duration '" + decoded + "' for " + std::string(spec.name) +
+                              "; expected " + std::string(duration_expectation));
+                   }
+                   config.*field.member = *duration;
+                 },
+                 [&](const auto& number) {  // NumberField<int> / NumberField<unsigned>
+                   using Number = std::remove_reference_t<decltype(config.*number.member)>;
+                   config.*number.member = static_cast<Number>(
+                       parse_whole_number(decode(value, origin, offset), spec.name, number.min,
+                                          number.max, number.range, origin, offset));
+                 },
+             },
+             spec.field);
 }
 
 // A key=value found in some source, to be applied once the whole source has been checked.
@@ -442,6 +506,54 @@ std::string format_item(const PluginChoice& choice, bool in_list) {
     separator = '&';
   }
   return text;
+}
+
+// The text form of a key's value for to_string, or nullopt when the key is left out
+// (addresses travel inside their plugin item; optional text while empty).
+std::optional<std::string> format_value(const Config& config, const KeySpec& spec) {
+  return std::visit(
+      Overloaded{
+          [&](const PluginField& field) -> std::optional<std::string> {
+            return format_item(config.*field.member, false);
+          },
+          [&](const AddressField&) -> std::optional<std::string> { return std::nullopt; },
+          [&](const ListField& field) -> std::optional<std::string> {
+            const auto& items = config.*field.member;
+            if (items.empty()) return std::nullopt;
+            std::string list;
+            for (const auto& item : items) {
+              if (!list.empty()) list += ',';
+              list += format_item(item, true);
+            }
+            return list;
+          },
+          [&](const TextField& field) -> std::optional<std::string> {
+            const std::string& text = config.*field.member;
+            if (field.omit_when_empty && text.empty()) return std::nullopt;
+            return encode(text, "");
+          },
+          [&](const DurationField& field) -> std::optional<std::string> {
+            return format_duration(config.*field.member);
+          },
+          [&](const auto& number) -> std::optional<std::string> {
+            return std::to_string(config.*number.member);
+          },
+      },
+      spec.field);
+}
+
+// What a JSON value of the key must look like, for messages.
+std::string_view json_expectation(const KeySpec& spec) {
+  return std::visit(
+      Overloaded{
+          [](const PluginField&) { return "a string like \"etcd://127.0.0.1:2379\""; },
+          [](const ListField&) { return "a string like \"trace,log\" or an array of such items"; },
+          [](const DurationField&) { return "a string like \"30s\" or a number of seconds"; },
+          [](const NumberField<int>&) { return "a whole number"; },
+          [](const NumberField<unsigned>&) { return "a whole number"; },
+          [](const auto&) { return "a string"; },
+      },
+      spec.field);
 }
 
 std::string environment_name(std::string_view key) {
@@ -515,6 +627,65 @@ std::optional<std::pair<std::string, std::string>> take_config_flag(int& argc, c
     ++index;
   }
   return result;
+}
+
+// ["trace?ratio=0.1", "log"]: one item per element, each parsed on its own, joined back into
+// the string form so the list is applied with the other keys, in key order.
+std::string joined_list_element(const nlohmann::json& value, const std::string& value_origin) {
+  std::vector<PluginChoice> items;
+  for (std::size_t index = 0; index < value.size(); ++index) {
+    std::string element_origin = value_origin + "[" + std::to_string(index) + "]";
+    if (!value[index].is_string()) {
+      fail(element_origin, 0,
+           "the element is " + json_type_name(value[index]) +
+               "; expected a string like \"trace?ratio=0.1\"");
+    }
+    auto text = value[index].get<std::string>();
+    if (text.find(',') != std::string::npos) {
+      // One element is one item; a comma would silently make it two.
+      fail(element_origin, text.find(','),
+           "',' inside one wrappers element; expected one plugin item per element "
+           "(a comma inside a value is written %2C)");
+    }
+    items.push_back(parse_item(text, element_origin, 0));
+  }
+  std::string joined;
+  for (const auto& item : items) {
+    if (!joined.empty()) joined += ',';
+    joined += format_item(item, true);
+  }
+  return joined;
+}
+
+// The class and type of a pointer to member.
+template <typename Pointer>
+struct MemberPointer;
+template <typename Member, typename Owner>
+struct MemberPointer<Member Owner::*> {
+  using member = Member;
+  using owner = Owner;
+};
+
+// Copies the key's value into `options` when the key's target is a member of Options.
+template <typename Options>
+void copy_to_options(const Config& config, const KeySpec& spec, Options& options) {
+  std::visit(
+      [&](auto target) {
+        using Target = decltype(target);
+        if constexpr (!std::is_same_v<Target, std::monostate>) {
+          if constexpr (std::is_same_v<typename MemberPointer<Target>::owner, Options>) {
+            using Member = typename MemberPointer<Target>::member;
+            std::visit(
+                [&](const auto& field) {
+                  using Value = std::remove_cvref_t<decltype(config.*field.member)>;
+                  if constexpr (std::is_same_v<Value, Member>)
+                    options.*target = config.*field.member;
+                },
+                spec.field);
+          }
+        }
+      },
+      spec.target);
 }
 
 }  // namespace
@@ -614,7 +785,6 @@ void Config::apply_json(std::string_view json_text, std::string_view origin) {
   }
 
   std::vector<Assignment> assignments;
-  Config updated = *this;
   for (const auto& [key, value] : document.items()) {
     const KeySpec* spec = find_key(key);
     if (spec == nullptr) fail(origin, json_key_position(json_text, key), unknown_key_message(key));
@@ -624,36 +794,11 @@ void Config::apply_json(std::string_view json_text, std::string_view origin) {
       assignments.push_back({spec, value.get<std::string>(), value_origin, 0});
       continue;
     }
-    if (spec->type == KeyType::plugin_list && value.is_array()) {
-      // ["trace?ratio=0.1", "log"]: one item per element, each parsed on its own.
-      std::vector<PluginChoice> items;
-      for (std::size_t index = 0; index < value.size(); ++index) {
-        std::string element_origin = value_origin + "[" + std::to_string(index) + "]";
-        if (!value[index].is_string()) {
-          fail(element_origin, 0,
-               "the element is " + json_type_name(value[index]) +
-                   "; expected a string like \"trace?ratio=0.1\"");
-        }
-        auto text = value[index].get<std::string>();
-        if (text.find(',') != std::string::npos) {
-          // One element is one item; a comma would silently make it two.
-          fail(element_origin, text.find(','),
-               "',' inside one wrappers element; expected one plugin item per element "
-               "(a comma inside a value is written %2C)");
-        }
-        items.push_back(parse_item(text, element_origin, 0));
-      }
-      // Applied with the rest, in key order: keep as a pre-parsed assignment by re-encoding.
-      std::string joined;
-      for (const auto& item : items) {
-        if (!joined.empty()) joined += ',';
-        joined += format_item(item, true);
-      }
-      assignments.push_back({spec, joined, value_origin, 0});
+    if (std::holds_alternative<ListField>(spec->field) && value.is_array()) {
+      assignments.push_back({spec, joined_list_element(value, value_origin), value_origin, 0});
       continue;
     }
-    bool numeric = value.is_number();
-    if (numeric && spec->type == KeyType::duration) {
+    if (value.is_number() && std::holds_alternative<DurationField>(spec->field)) {
       // A bare number is seconds, as in the string form.
       double seconds = value.get<double>();
       if (!std::isfinite(seconds) || seconds < 0 || seconds > 1e9) {
@@ -665,26 +810,20 @@ void Config::apply_json(std::string_view json_text, std::string_view origin) {
       assignments.push_back({spec, std::to_string(count) + "ms", value_origin, 0});
       continue;
     }
-    if (numeric && (spec->type == KeyType::retries || spec->type == KeyType::threads)) {
+    const auto* as_int = std::get_if<NumberField<int>>(&spec->field);
+    const auto* as_unsigned = std::get_if<NumberField<unsigned>>(&spec->field);
+    if (value.is_number() && (as_int || as_unsigned)) {
       if (!value.is_number_integer()) {
         fail(value_origin, 0,
              "bad number " + value.dump() + " for " + key + "; expected " +
-                 (spec->type == KeyType::retries ? retries_range : threads_range));
+                 std::string(as_int ? as_int->range : as_unsigned->range));
       }
       assignments.push_back({spec, value.dump(), value_origin, 0});
       continue;
     }
-    std::string_view expected = "a string";
-    if (spec->type == KeyType::plugin) expected = "a string like \"etcd://127.0.0.1:2379\"";
-    if (spec->type == KeyType::plugin_list) {
-      expected = "a string like \"trace,log\" or an array of such items";
-    }
-    if (spec->type == KeyType::duration) expected = "a string like \"30s\" or a number of seconds";
-    if (spec->type == KeyType::retries || spec->type == KeyType::threads) {
-      expected = "a whole number";
-    }
     fail(value_origin, 0,
-         "the value is " + json_type_name(value) + "; expected " + std::string(expected));
+         "the value is " + json_type_name(value) + "; expected " +
+             std::string(json_expectation(*spec)));
   }
   apply_in_key_order(*this, std::move(assignments));
 }
@@ -765,33 +904,25 @@ const std::vector<std::pair<std::string_view, std::string_view>>& Config::keys()
 
 std::string Config::to_string() const {
   std::string text;
-  auto add = [&text](std::string_view key, const std::string& value) {
+  for (const auto& spec : key_specs) {
+    auto value = format_value(*this, spec);
+    if (!value) continue;
     if (!text.empty()) text += ' ';
-    text += std::string(key) + "=" + value;
-  };
-  add("registry", format_item(registry, false));
-  add("broker", format_item(broker, false));
-  add("selector", format_item(selector, false));
-  add("transport", format_item(transport, false));
-  if (!wrappers.empty()) {
-    std::string list;
-    for (const auto& wrapper : wrappers) {
-      if (!list.empty()) list += ',';
-      list += format_item(wrapper, true);
-    }
-    add("wrappers", list);
+    text += std::string(spec.name) + "=" + *value;
   }
-  if (!server_name.empty()) add("server_name", encode(server_name, ""));
-  add("server_version", encode(server_version, ""));
-  add("server_address", encode(server_address, ""));
-  if (!server_advertise.empty()) add("server_advertise", encode(server_advertise, ""));
-  add("register_ttl", format_duration(register_ttl));
-  add("register_interval", format_duration(register_interval));
-  add("drain_timeout", format_duration(drain_timeout));
-  add("client_request_timeout", format_duration(client_request_timeout));
-  add("client_retries", std::to_string(client_retries));
-  add("threads", std::to_string(threads));
   return text;
+}
+
+ServerOptions Config::server_options() const {
+  ServerOptions options;
+  for (const auto& spec : key_specs) copy_to_options(*this, spec, options);
+  return options;
+}
+
+ClientOptions Config::client_options() const {
+  ClientOptions options;
+  for (const auto& spec : key_specs) copy_to_options(*this, spec, options);
+  return options;
 }
 
 }  // namespace micro

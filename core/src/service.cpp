@@ -55,6 +55,9 @@ Microservice::Microservice(std::string name, Config config, PluginLoader& loader
   state.name = name;
   state.config = std::move(config);
   const Config& cfg = state.config;
+  if (!cfg.log_level.empty()) {
+    if (auto level = log::level_from_string(cfg.log_level)) log::set_level(*level);
+  }
   state.runtime = std::make_unique<Runtime>(cfg.threads);
   auto executor = state.runtime->executor();
 
@@ -72,21 +75,13 @@ Microservice::Microservice(std::string name, Config config, PluginLoader& loader
     state.wrapper_objects.push_back(std::move(wrapper));
   }
 
-  ClientOptions client_options;
-  client_options.timeout = cfg.client_request_timeout;
-  client_options.retries = cfg.client_retries;
+  ClientOptions client_options = cfg.client_options();
   state.client = std::make_unique<Client>(client_options, state.transport, state.registry,
                                           state.selector, state.broker, state.wrappers, executor);
 
   if (!name.empty()) {
-    ServerOptions server_options;
+    ServerOptions server_options = cfg.server_options();
     server_options.name = name;
-    server_options.version = cfg.server_version;
-    server_options.address = cfg.server_address;
-    server_options.advertise = cfg.server_advertise;
-    server_options.register_ttl = cfg.register_ttl;
-    server_options.register_interval = cfg.register_interval;
-    server_options.drain_timeout = cfg.drain_timeout;
     server_options.metadata = {{"protocol", cfg.transport.name},
                                {"transport", cfg.transport.name},
                                {"broker", cfg.broker.name},

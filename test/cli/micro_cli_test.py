@@ -2,9 +2,12 @@
 """The `micro` command against a running greeter: plugins, services, describe, call, and clear
 errors with a non-zero exit for a bad endpoint and an unknown command."""
 import json
+import shutil
+import socket
 import subprocess
 import sys
 import tempfile
+import time
 
 micro, server_binary = sys.argv[1], sys.argv[2]
 failures = []
@@ -24,7 +27,8 @@ plugins = run("plugins")
 check(plugins.returncode == 0, "micro plugins failed")
 for name in ("registry/file", "registry/memory", "transport/tcp", "selector/roundrobin", "broker/memory"):
     check(name in plugins.stdout, f"micro plugins does not list {name}")
-check("max_frame (int, default 4194304)" in plugins.stdout, "plugin options are not shown")
+check("max_frame (int, default 4194304, 64..4294967295)" in plugins.stdout,
+      "plugin options (type, default, range) are not shown")
 
 with tempfile.TemporaryDirectory() as registry_dir:
     registry = f"--registry=file?dir={registry_dir}"
@@ -60,6 +64,34 @@ with tempfile.TemporaryDirectory() as registry_dir:
     finally:
         server.terminate()
         server.wait(timeout=15)
+
+# The command's output is its answer: a publish over NATS used to end with a routine
+# "connection closed" line on stderr. Quiet by default; --log_level brings the lines back.
+nats_server = shutil.which("nats-server")
+if nats_server:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        nats_port = probe.getsockname()[1]
+    nats = subprocess.Popen([nats_server, "-a", "127.0.0.1", "-p", str(nats_port)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        broker = f"--broker=nats://127.0.0.1:{nats_port}"
+        published = None
+        for _ in range(200):  # until the server accepts connections (bounded: 10 s)
+            published = run(broker, "publish", "cli.events", '{"n":1}')
+            if published.returncode == 0:
+                break
+            time.sleep(0.05)
+        check(published.returncode == 0, f"publish over nats failed: {published.stderr!r}")
+        check(published.stderr == "", f"publish over nats printed: {published.stderr!r}")
+        loud = run(broker, "--log_level=debug", "publish", "cli.events", '{"n":2}')
+        check(loud.returncode == 0 and "[micro] debug broker nats: connection closed" in loud.stderr,
+              f"--log_level=debug shows no debug line: {loud.stderr!r}")
+    finally:
+        nats.terminate()
+        nats.wait(timeout=15)
+else:
+    print("nats-server not installed: the quiet publish check is skipped")
 
 unknown = run("bogus")
 check(unknown.returncode == 2 and "unknown command 'bogus'" in unknown.stderr, "unknown command")

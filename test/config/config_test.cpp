@@ -11,7 +11,9 @@
 #include <string>
 #include <vector>
 
+#include <micro/client.hpp>
 #include <micro/config.hpp>
+#include <micro/server.hpp>
 
 namespace {
 
@@ -48,6 +50,7 @@ void check_same(const micro::Config& a, const micro::Config& b) {
   CHECK(a.client_request_timeout == b.client_request_timeout);
   CHECK(a.client_retries == b.client_retries);
   CHECK(a.threads == b.threads);
+  CHECK(a.log_level == b.log_level);
 }
 
 // A writable argv built from strings, as main() receives it.
@@ -177,11 +180,10 @@ TEST_CASE("addresses: clusters, separate address keys, escapes") {
 
   // The address keys apply after their plugin key whichever way round they are written.
   auto separate = micro::Config::parse(
-      "registry_address=e1:2379,e2:2379 registry=etcd broker_address=n:4222 broker=nats "
-      "transport_address=0.0.0.0:9000");
+      "registry_address=e1:2379,e2:2379 registry=etcd broker_address=n:4222 broker=nats");
   CHECK(separate.registry == micro::PluginChoice{"etcd", "e1:2379,e2:2379", {}});
   CHECK(separate.broker == micro::PluginChoice{"nats", "n:4222", {}});
-  CHECK(separate.transport == micro::PluginChoice{"tcp", "0.0.0.0:9000", {}});
+  CHECK(separate.transport == micro::PluginChoice{"tcp", "", {}});
 
   auto escaped = micro::Config::parse(
       "registry=file:///var/lib/micro%20registry?mode=a%26b%3Dc%25 server_name=hello%20world "
@@ -230,10 +232,10 @@ TEST_CASE("parse_plugin_choice on its own") {
 
 TEST_CASE("malformed strings: position and expectation in every message") {
   const std::string all_keys =
-      "registry, registry_address, broker, broker_address, selector, transport, "
-      "transport_address, wrappers, server_name, server_version, server_address, "
-      "server_advertise, register_ttl, register_interval, drain_timeout, client_request_timeout, "
-      "client_retries, threads";
+      "registry, registry_address, broker, broker_address, selector, transport, wrappers, "
+      "server_name, server_version, server_address, server_advertise, register_ttl, "
+      "register_interval, drain_timeout, client_request_timeout, client_retries, threads, "
+      "log_level";
   const std::string name_rule =
       "a plugin name: a lower-case letter, then lower-case letters, digits or '_'";
   const std::vector<std::pair<std::string, std::string>> cases = {
@@ -396,7 +398,6 @@ TEST_CASE("environment variables use Go-Micro's names") {
       {"MICRO_BROKER_ADDRESS", ""},  // empty: as if unset
       {"MICRO_SELECTOR", "roundrobin"},
       {"MICRO_TRANSPORT", "http"},
-      {"MICRO_TRANSPORT_ADDRESS", "0.0.0.0:9000"},
       {"MICRO_WRAPPERS", "trace,log"},
       {"MICRO_SERVER_NAME", "greeter"},
       {"MICRO_SERVER_VERSION", "2"},
@@ -419,7 +420,7 @@ TEST_CASE("environment variables use Go-Micro's names") {
   CHECK(config.registry.origin == "MICRO_REGISTRY");
   CHECK(config.broker == micro::PluginChoice{"nats", "127.0.0.1:4222", {}});
   CHECK(config.selector.name == "roundrobin");
-  CHECK(config.transport == micro::PluginChoice{"http", "0.0.0.0:9000", {}});
+  CHECK(config.transport == micro::PluginChoice{"http", "", {}});
   CHECK(config.wrappers.size() == 2);
   CHECK(config.server_name == "greeter");
   CHECK(config.server_version == "2");
@@ -533,9 +534,10 @@ TEST_CASE("malformed JSON") {
   CHECK_THROWS_WITH(
       config.apply_json(R"({"selector": "p2c", "regsitry": "etcd"})", "JSON file app.json"),
       "JSON file app.json, position 20: unknown key 'regsitry'; expected one of: registry, "
-      "registry_address, broker, broker_address, selector, transport, transport_address, "
+      "registry_address, broker, broker_address, selector, transport, "
       "wrappers, server_name, server_version, server_address, server_advertise, register_ttl, "
-      "register_interval, drain_timeout, client_request_timeout, client_retries, threads (did "
+      "register_interval, drain_timeout, client_request_timeout, client_retries, threads, "
+      "log_level (did "
       "you mean 'registry'?)");
   CHECK_THROWS_WITH(config.apply_json(R"({"registry": "etcd?ttl"})", "JSON file app.json"),
                     "JSON file app.json, key \"registry\", position 8: option 'ttl' has no '='; "
@@ -620,7 +622,7 @@ TEST_CASE("to_string round-trips") {
       "register_interval=1500ms drain_timeout=0 client_request_timeout=1h client_retries=0 "
       "threads=16",
       "wrappers=auth?token=a%2Cb%26c%3D%25,ratelimit://x%2Cy?rate=5 registry=file:///tmp/a%3Fb",
-      "registry_address=e1:1,e2:2 transport_address=0.0.0.0:1 server_version=",
+      "registry_address=e1:1,e2:2 server_version= log_level=debug",
   };
   for (const auto& text : texts) {
     CAPTURE(text);
@@ -642,7 +644,7 @@ TEST_CASE("keys() lists every key with help") {
   const auto& keys = micro::Config::keys();
   REQUIRE(keys.size() == 18);
   CHECK(keys.front().first == "registry");
-  CHECK(keys.back().first == "threads");
+  CHECK(keys.back().first == "log_level");
   for (const auto& [key, help] : keys) {
     CAPTURE(key);
     CHECK(!help.empty());
@@ -654,6 +656,45 @@ TEST_CASE("keys() lists every key with help") {
         key == "wrappers") {
       value = "memory";
     }
+    if (key == "log_level") value = "warn";
     CHECK_NOTHROW(config.apply_string(std::string(key) + "=" + value));
   }
+}
+
+TEST_CASE("the key table fills the server's and the client's options") {
+  auto config = micro::Config::parse(
+      "server_name=greeter server_version=2 server_address=127.0.0.1:7000 "
+      "server_advertise=10.0.0.1:7000 register_ttl=90s register_interval=20s drain_timeout=3s "
+      "client_request_timeout=250ms client_retries=4");
+  micro::ServerOptions server = config.server_options();
+  CHECK(server.name == "greeter");
+  CHECK(server.version == "2");
+  CHECK(server.address == "127.0.0.1:7000");
+  CHECK(server.advertise == "10.0.0.1:7000");
+  CHECK(server.register_ttl == std::chrono::seconds(90));
+  CHECK(server.register_interval == std::chrono::seconds(20));
+  CHECK(server.drain_timeout == std::chrono::seconds(3));
+  micro::ClientOptions client = config.client_options();
+  CHECK(client.timeout == std::chrono::milliseconds(250));
+  CHECK(client.retries == 4);
+  // Options no key sets keep their defaults.
+  CHECK(client.retry_on == micro::ClientOptions{}.retry_on);
+  // And the defaults of Config and of the option structs agree.
+  micro::Config defaults;
+  CHECK(defaults.server_options().version == micro::ServerOptions{}.version);
+  CHECK(defaults.server_options().register_ttl == micro::ServerOptions{}.register_ttl);
+  CHECK(defaults.client_options().timeout == micro::ClientOptions{}.timeout);
+  CHECK(defaults.client_options().retries == micro::ClientOptions{}.retries);
+}
+
+TEST_CASE("log_level: a level name, checked; MICRO_LOG_LEVEL and --log_level set it too") {
+  CHECK(micro::Config::parse("log_level=debug").log_level == "debug");
+  CHECK(parse_error("log_level=loud") ==
+        "config string, position 10: bad value 'loud' for log_level; expected one of: trace, "
+        "debug, info, warn, error, off");
+  micro::Config config;
+  config.apply_environment([](const char* name) -> const char* {
+    return std::string_view(name) == "MICRO_LOG_LEVEL" ? "error" : nullptr;
+  });
+  CHECK(config.log_level == "error");
 }

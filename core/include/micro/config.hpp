@@ -2,7 +2,7 @@
 // and JSON files.
 //
 // The string form is space-separated key=value items:
-//   registry=etcd://127.0.0.1:2379?ttl=30s broker=nats://127.0.0.1:4222 selector=p2c
+//   registry=etcd://127.0.0.1:2379?ttl=30s broker=nats://127.0.0.1:4222 selector=roundrobin
 //   transport=tcp wrappers=trace?sampler=parentbased_traceidratio&ratio=0.1,log
 // A plugin item is `name[://address][?option=value&…]`; `wrappers` is a comma-separated
 // list of such items (a comma inside an option value is written %2C). Values may use
@@ -24,6 +24,9 @@
 #include <micro/error.hpp>
 
 namespace micro {
+
+struct ServerOptions;  // <micro/server.hpp>
+struct ClientOptions;  // <micro/client.hpp>
 
 // One plugin choice: "etcd://127.0.0.1:2379?ttl=30s" → {etcd, 127.0.0.1:2379, {ttl: 30s}}.
 struct PluginChoice {
@@ -70,7 +73,8 @@ struct Config {
   std::chrono::milliseconds drain_timeout{std::chrono::seconds(10)};
   std::chrono::milliseconds client_request_timeout{std::chrono::seconds(5)};
   int client_retries = 1;
-  unsigned threads = 0;  // 0: the hardware threads
+  unsigned threads = 0;   // 0: the hardware threads
+  std::string log_level;  // "" leaves the logger's level (MICRO_LOG_LEVEL, or info) alone
 
   // Applies a config string on top of what is set. Throws ConfigError.
   void apply_string(std::string_view text, std::string_view origin = "config string");
@@ -97,6 +101,11 @@ struct Config {
 
   // Back to a string that parses to the same configuration.
   std::string to_string() const;
+
+  // The server's and the client's options as these keys set them (the key table says which
+  // key fills which option); the rest keep their defaults.
+  ServerOptions server_options() const;
+  ClientOptions client_options() const;
 };
 
 // Parses one plugin item ("etcd://a:1,b:2?ttl=30s"); `offset` is its position in a larger

@@ -1,8 +1,8 @@
 // micro/transport.hpp — how request bytes travel between a client and a server node.
 //
-// A transport plugin ("tcp", "http") provides both sides: it listens for requests and hands
-// each to a RequestHandler, and it makes calls to a node's address. Routing, wrappers,
-// node selection and retries are the core's (Server, Client); a transport only moves one
+// A transport plugin ("tcp"; "http" and "grpc" are coming) provides both sides: it listens for
+// requests and hands each to a RequestHandler, and it makes calls to a node's address. Routing,
+// wrappers, node selection and retries are the core's (Server, Client); a transport only moves one
 // request and its one response, honouring the deadline.
 #pragma once
 
