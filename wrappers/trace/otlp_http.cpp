@@ -6,14 +6,14 @@
 #include <condition_variable>
 #include <ctime>
 #include <iomanip>
-#include <iostream>
 #include <mutex>
-#include <random>
 #include <sstream>
 
 #include <zlib.h>
 
 #include <micro/error.hpp>
+#include <micro/log.hpp>
+#include <micro/random.hpp>
 
 #include "otlp_json.hpp"
 #include "otlp_protobuf.hpp"
@@ -56,8 +56,7 @@ class OtlpHttpExporter final : public SpanExporter {
         client_(http_options(url_, settings)),
         resource_(std::move(resource)),
         scope_(std::move(scope)),
-        statistics_(std::move(statistics)),
-        random_(std::random_device{}()) {
+        statistics_(std::move(statistics)) {
     for (const auto& [name, value] : settings.headers) headers_.push_back({name, value});
     headers_.push_back({"Content-Type", settings.protocol == "http/json"
                                             ? "application/json"
@@ -143,8 +142,10 @@ class OtlpHttpExporter final : public SpanExporter {
   }
 
   std::chrono::milliseconds jittered(std::chrono::milliseconds base) {
-    std::uniform_int_distribution<std::int64_t> draw(base.count() / 2, base.count());
-    return std::chrono::milliseconds(draw(random_));
+    // Uniform in [base/2, base]: retries of many exporters do not arrive in lockstep.
+    auto half = static_cast<std::uint64_t>(base.count() / 2);
+    return std::chrono::milliseconds(
+        base.count() / 2 + static_cast<std::int64_t>(micro::thread_random() % (half + 1)));
   }
 
   // False when shutdown interrupted the wait.
@@ -157,13 +158,14 @@ class OtlpHttpExporter final : public SpanExporter {
   void report_failure(const std::string& problem, std::size_t count) {
     if (failing_) return;
     failing_ = true;
-    std::cerr << "micro trace: export to " << settings_.endpoint << " failed (" << problem
-              << "); dropped " << count << " spans, further failures are counted silently\n";
+    micro::log::warn("trace", "export to " + settings_.endpoint + " failed (" + problem +
+                                  "); dropped " + std::to_string(count) +
+                                  " spans, further failures are counted silently");
   }
   void report_recovery() {
     if (!failing_) return;
     failing_ = false;
-    std::cerr << "micro trace: export to " << settings_.endpoint << " works again\n";
+    micro::log::info("trace", "export to " + settings_.endpoint + " works again");
   }
 
   ExporterSettings settings_;
@@ -174,7 +176,6 @@ class OtlpHttpExporter final : public SpanExporter {
   InstrumentationScope scope_;
   std::shared_ptr<ExporterStatistics> statistics_;
   micro::http::Fields headers_;
-  std::mt19937_64 random_;
   bool failing_ = false;
   std::mutex mutex_;
   std::condition_variable wake_;
