@@ -16,6 +16,7 @@
 #include <micro/http_client.hpp>
 
 #include "http/http_test_server.hpp"
+#include "support/test_certificates.hpp"
 
 namespace mh = micro::http;
 using http_test::Peer;
@@ -318,53 +319,9 @@ TEST_CASE("the async core completes on the caller's io_context, token last") {
 
 namespace {
 
-std::string run_command(const std::string& command) {
-  std::string output;
-  FILE* pipe = ::popen(command.c_str(), "r");
-  if (!pipe) return output;
-  char buffer[4096];
-  std::size_t read;
-  while ((read = std::fread(buffer, 1, sizeof(buffer), pipe)) > 0) output.append(buffer, read);
-  ::pclose(pipe);
-  return output;
-}
-
-void openssl(const std::string& arguments) {
-  const std::string output = run_command("openssl " + arguments + " 2>&1; echo rc=$?");
-  INFO("openssl " << arguments << ": " << output);
-  REQUIRE(output.find("rc=0") != std::string::npos);
-}
-
-// A CA, a server certificate for IP 127.0.0.1 only (so "localhost" is the wrong name), a client
-// certificate, and another CA that signed nothing here; removed at exit.
-struct Certificates {
-  std::filesystem::path directory;
-
-  Certificates() {
-    std::string pattern = (std::filesystem::temp_directory_path() / "micro-http-XXXXXX").string();
-    directory = ::mkdtemp(pattern.data());
-    const std::string key_options = "-newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes";
-    for (const std::string ca : {"ca", "other-ca"}) {
-      openssl("req -x509 " + key_options + " -days 2 -subj /CN=micro-http-" + ca + " -keyout " +
-              path(ca + ".key") + " -out " + path(ca + ".pem"));
-    }
-    make_signed("server", "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth");
-    make_signed("client", "extendedKeyUsage=clientAuth");
-  }
-  ~Certificates() { std::filesystem::remove_all(directory); }
-
-  std::string path(const std::string& name) const { return (directory / name).string(); }
-
-  void make_signed(const std::string& name, const std::string& extensions) {
-    std::ofstream(path(name + ".ext")) << extensions << "\n";
-    openssl("req " + std::string("-newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes") +
-            " -subj /CN=micro-http-" + name + " -keyout " + path(name + ".key") + " -out " +
-            path(name + ".csr"));
-    openssl("x509 -req -days 2 -in " + path(name + ".csr") + " -CA " + path("ca.pem") + " -CAkey " +
-            path("ca.key") + " -CAcreateserial -CAserial " + path("ca.srl") + " -extfile " +
-            path(name + ".ext") + " -out " + path(name + ".pem"));
-  }
-
+// The CA, server and client certificates of test/support, with this test's server settings.
+struct Certificates : micro_test::TestCertificates {
+  Certificates() : TestCertificates("micro-http") {}
   http_test::ServerTls server(bool demand_client_certificate = false) const {
     return {path("server.pem"), path("server.key"),
             demand_client_certificate ? path("ca.pem") : std::string()};

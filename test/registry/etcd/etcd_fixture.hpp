@@ -39,6 +39,7 @@
 #include <micro/registry.hpp>
 
 #include "registry/registry_test_support.hpp"
+#include "support/shell.hpp"
 
 namespace etcd_test {
 
@@ -96,17 +97,7 @@ inline std::string http_get(int port, const std::string& path) {
   return response;
 }
 
-// Runs a shell command, returning its standard output (for etcdctl).
-inline std::string run_command(const std::string& command) {
-  std::string output;
-  FILE* pipe = ::popen(command.c_str(), "r");
-  if (!pipe) return output;
-  char buffer[4096];
-  std::size_t read;
-  while ((read = std::fread(buffer, 1, sizeof(buffer), pipe)) > 0) output.append(buffer, read);
-  ::pclose(pipe);
-  return output;
-}
+using micro_test::run_command;  // etcdctl
 
 // PEM files for an etcd serving clients over TLS only: its certificate and key, and the CA
 // client certificates must chain to (--client-cert-auth).

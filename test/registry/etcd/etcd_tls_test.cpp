@@ -12,6 +12,7 @@
 
 #include "registry/etcd/etcd_fixture.hpp"
 #include "registry/registry_test_support.hpp"
+#include "support/test_certificates.hpp"
 
 using namespace registry_test;
 using etcd_test::creation_error;
@@ -22,38 +23,10 @@ using micro::WatchAction;
 
 namespace {
 
-// Runs the openssl CLI; fails the test with its output when it fails.
-void openssl(const std::string& arguments) {
-  const std::string output = etcd_test::run_command("openssl " + arguments + " 2>&1; echo rc=$?");
-  INFO("openssl " << arguments << ": " << output);
-  REQUIRE(output.find("rc=0") != std::string::npos);
-}
-
-// A CA, a server certificate for IP 127.0.0.1 and a client certificate, all signed by the CA;
-// plus an unrelated CA that signed nothing here.
-struct Certificates {
-  TemporaryDirectory directory;
-  std::string path(const std::string& name) const { return (directory.path() / name).string(); }
-
-  Certificates() {
-    const std::string key_options = "-newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes";
-    for (const std::string ca : {"ca", "other-ca"}) {
-      openssl("req -x509 " + key_options + " -days 2 -subj /CN=micro-test-" + ca + " -keyout " +
-              path(ca + ".key") + " -out " + path(ca + ".pem"));
-    }
-    make_signed("server", "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth,clientAuth");
-    make_signed("client", "extendedKeyUsage=clientAuth");
-  }
-
-  void make_signed(const std::string& name, const std::string& extensions) {
-    std::ofstream(path(name + ".ext")) << extensions << "\n";
-    openssl("req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -subj /CN=micro-test-" +
-            name + " -keyout " + path(name + ".key") + " -out " + path(name + ".csr"));
-    openssl("x509 -req -days 2 -in " + path(name + ".csr") + " -CA " + path("ca.pem") + " -CAkey " +
-            path("ca.key") + " -CAcreateserial -CAserial " + path("ca.srl") + " -extfile " +
-            path(name + ".ext") + " -out " + path(name + ".pem"));
-  }
-
+// The CA, server and client certificates of test/support; etcd members dial each other, so
+// the server certificate serves as a client one too.
+struct Certificates : micro_test::TestCertificates {
+  Certificates() : TestCertificates("micro-test", "serverAuth,clientAuth") {}
   etcd_test::ServerTls server() const {
     return {path("ca.pem"), path("server.pem"), path("server.key")};
   }
