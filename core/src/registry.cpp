@@ -1,8 +1,10 @@
 // Registry data model: Go-Micro-compatible JSON for Value/Endpoint/Node/Service, merging of
-// per-node registrations into services, and the names of watch actions.
+// per-node registrations into services, the names of watch actions, and the watch-stop
+// semantics every registry shares (WatchDelivery, DeliveryWatch).
 #include <micro/error.hpp>
 #include <micro/registry.hpp>
 
+#include <thread>
 #include <utility>
 
 #include <nlohmann/json.hpp>
@@ -143,6 +145,60 @@ void validate_registration(const Service& service, std::string_view error_id) {
   for (const auto& node : service.nodes)
     if (node.id.empty())
       throw Exception(bad_request(id, "a node of service " + service.name + " has no id"));
+}
+
+WatchDelivery::WatchDelivery(Callback on_event) : on_event_(std::move(on_event)) {}
+
+bool WatchDelivery::deliver(const WatchEvent& event) {
+  if (stopped_.load(std::memory_order_acquire)) return false;
+  std::lock_guard lock(mutex_);
+  // Checked again under the lock: a stop() that waited for the previous callback must not see
+  // this one start after it returned.
+  if (stopped_.load(std::memory_order_acquire)) return false;
+  delivering_.store(std::this_thread::get_id(), std::memory_order_release);
+  try {
+    on_event_(event);
+  } catch (...) {
+    // A throwing callback must not end the watch nor the registry's delivery thread.
+  }
+  delivering_.store(std::thread::id{}, std::memory_order_release);
+  return !stopped_.load(std::memory_order_acquire);
+}
+
+void WatchDelivery::stop() noexcept {
+  stopped_.store(true, std::memory_order_release);
+  // Only this thread can have stored its own id, and only while inside the callback: then the
+  // flag is enough (and waiting for ourselves would deadlock).
+  if (delivering_.load(std::memory_order_acquire) == std::this_thread::get_id()) return;
+  // Wait out a callback in progress; every later deliver() sees the flag under this lock.
+  std::lock_guard lock(mutex_);
+}
+
+bool WatchDelivery::stopped() const noexcept {
+  return stopped_.load(std::memory_order_acquire);
+}
+
+DeliveryWatch::DeliveryWatch(std::shared_ptr<WatchDelivery> delivery, std::function<void()> on_stop,
+                             std::thread worker)
+    : delivery_(std::move(delivery)), on_stop_(std::move(on_stop)), worker_(std::move(worker)) {}
+
+DeliveryWatch::~DeliveryWatch() {
+  stop();
+  // Still joinable only when destroyed on the worker itself (inside a callback): it finishes
+  // that callback and ends on its own, holding what it needs by shared_ptr.
+  if (worker_.joinable()) worker_.detach();
+}
+
+void DeliveryWatch::stop() {
+  // First: from here on no callback starts, and one in progress elsewhere has finished.
+  delivery_->stop();
+  std::lock_guard lock(stop_mutex_);
+  if (on_stop_) {
+    auto on_stop = std::move(on_stop_);
+    on_stop_ = nullptr;
+    on_stop();
+  }
+  if (worker_.joinable() && worker_.get_id() != std::this_thread::get_id()) worker_.join();
 }
 
 }  // namespace micro

@@ -5,7 +5,6 @@
 // etcd lost is re-registered by its registry. Watches follow a /v3/watch stream and resume from
 // the last revision they saw after a reconnect.
 #include <algorithm>
-#include <atomic>
 #include <cmath>
 #include <condition_variable>
 #include <map>
@@ -74,12 +73,9 @@ std::optional<micro::Service> parse_service(const std::string& value) {
 
 struct WatchShared {
   std::shared_ptr<micro::etcd::Client> client;
-  std::string root_prefix;  // the registry's prefix
-  std::string key_prefix;   // "<prefix>" or "<prefix><service>/"
-  std::function<void(const micro::WatchEvent&)> on_event;
-
-  std::atomic<bool> stopped{false};
-  std::mutex callback_mutex;  // held while a callback runs
+  std::string root_prefix;                         // the registry's prefix
+  std::string key_prefix;                          // "<prefix>" or "<prefix><service>/"
+  std::shared_ptr<micro::WatchDelivery> delivery;  // stopped: the thread ends
 
   std::mutex state_mutex;  // guards `session` and `wake`
   std::condition_variable wake;
@@ -91,44 +87,42 @@ struct WatchShared {
   bool synced = false;
 };
 
-class EtcdWatch final : public micro::Watch {
+// A watch's thread and what it does: range the prefix, then follow /v3/watch streams from the
+// revision after the last one seen, delivering each change.
+class EtcdWatch {
  public:
-  EtcdWatch(std::shared_ptr<micro::etcd::Client> client, std::string root_prefix,
-            std::string key_prefix, std::function<void(const micro::WatchEvent&)> on_event)
-      : shared_(std::make_shared<WatchShared>()) {
-    shared_->client = std::move(client);
-    shared_->root_prefix = std::move(root_prefix);
-    shared_->key_prefix = std::move(key_prefix);
-    shared_->on_event = std::move(on_event);
+  EtcdWatch() = delete;
+
+  static std::unique_ptr<micro::Watch> start(
+      std::shared_ptr<micro::etcd::Client> client, std::string root_prefix, std::string key_prefix,
+      std::function<void(const micro::WatchEvent&)> on_event) {
+    auto shared = std::make_shared<WatchShared>();
+    shared->client = std::move(client);
+    shared->root_prefix = std::move(root_prefix);
+    shared->key_prefix = std::move(key_prefix);
+    shared->delivery = std::make_shared<micro::WatchDelivery>(std::move(on_event));
     // Learn the current state and revision first, so every change after watch() returns is
     // seen; if etcd is unreachable now, the thread keeps trying.
     try {
-      synchronize(*shared_, false);
+      synchronize(*shared, false);
     } catch (const std::exception&) {
     }
-    thread_ = std::thread([shared = shared_] { run(*shared); });
-  }
-
-  ~EtcdWatch() override { stop(); }
-
-  void stop() override {
-    shared_->stopped.store(true);
-    {
-      std::lock_guard lock(shared_->state_mutex);
-      if (shared_->session) shared_->session->cancel();
-      shared_->wake.notify_all();
-    }
-    if (std::this_thread::get_id() == thread_.get_id()) return;  // from inside a callback
-    std::lock_guard lock(stop_mutex_);
-    { std::lock_guard wait_for_callback(shared_->callback_mutex); }
-    if (thread_.joinable()) thread_.join();
+    std::thread thread([shared] { run(*shared); });
+    // Once the delivery is stopped: end the stream being read and the pause between streams.
+    auto on_stop = [shared] {
+      std::lock_guard lock(shared->state_mutex);
+      if (shared->session) shared->session->cancel();
+      shared->wake.notify_all();
+    };
+    return std::make_unique<micro::DeliveryWatch>(shared->delivery, std::move(on_stop),
+                                                  std::move(thread));
   }
 
  private:
+  static bool stopped(const WatchShared& shared) { return shared.delivery->stopped(); }
+
   static void deliver(WatchShared& shared, micro::WatchAction action, micro::Service service) {
-    std::lock_guard lock(shared.callback_mutex);
-    if (shared.stopped.load()) return;
-    shared.on_event(micro::WatchEvent{action, std::move(service)});
+    shared.delivery->deliver(micro::WatchEvent{action, std::move(service)});
   }
 
   // The service and node a key names, for a delete whose value we never saw (names come back
@@ -209,7 +203,7 @@ class EtcdWatch final : public micro::Watch {
   // Waits `pause` unless stopped meanwhile; returns whether the watch is still running.
   static bool pause(WatchShared& shared, milliseconds pause) {
     std::unique_lock lock(shared.state_mutex);
-    return !shared.wake.wait_for(lock, pause, [&] { return shared.stopped.load(); });
+    return !shared.wake.wait_for(lock, pause, [&] { return stopped(shared); });
   }
 
   // Handles one message of the watch stream; false when the stream must end (`resynchronize`
@@ -248,7 +242,7 @@ class EtcdWatch final : public micro::Watch {
   // resynchronization.
   static bool read_stream(WatchShared& shared, micro::etcd::StreamSession& session) {
     bool resynchronize = false;
-    while (!shared.stopped.load()) {
+    while (!stopped(shared)) {
       const auto update = session.wait(Clock::now() + 1s);
       if (update.status != 0 && update.status != 200) {
         if (update.status == 401) shared.client->authenticate();
@@ -268,7 +262,7 @@ class EtcdWatch final : public micro::Watch {
     micro::etcd::StreamSession session(client, "/v3/watch", false);
     {
       std::lock_guard lock(shared.state_mutex);
-      if (shared.stopped.load()) return;
+      if (stopped(shared)) return;
       shared.session = &session;
     }
     struct Unpublish {
@@ -292,8 +286,8 @@ class EtcdWatch final : public micro::Watch {
     } catch (const std::exception&) {
     }
     // A stream that ended or broke moves the watch to the next member (not when it was stopped).
-    if (!resynchronize && !shared.stopped.load()) client.endpoint_failed(session.endpoint());
-    if (resynchronize && !shared.stopped.load()) {
+    if (!resynchronize && !stopped(shared)) client.endpoint_failed(session.endpoint());
+    if (resynchronize && !stopped(shared)) {
       try {
         synchronize(shared, true);
       } catch (const std::exception&) {
@@ -304,7 +298,7 @@ class EtcdWatch final : public micro::Watch {
 
   static void run(WatchShared& shared) {
     milliseconds backoff = 50ms;
-    while (!shared.stopped.load()) {
+    while (!stopped(shared)) {
       if (!shared.synced) {
         try {
           synchronize(shared, false);
@@ -322,10 +316,6 @@ class EtcdWatch final : public micro::Watch {
       backoff = std::min<milliseconds>(backoff * 2, 1s);
     }
   }
-
-  std::shared_ptr<WatchShared> shared_;
-  std::thread thread_;
-  std::mutex stop_mutex_;
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -450,8 +440,7 @@ class EtcdRegistry final : public micro::Registry {
       std::function<void(const micro::WatchEvent&)> on_event) override {
     std::string key_prefix = settings_.prefix;
     if (!options.service.empty()) key_prefix += key_segment(options.service) + "/";
-    return std::make_unique<EtcdWatch>(client_, settings_.prefix, std::move(key_prefix),
-                                       std::move(on_event));
+    return EtcdWatch::start(client_, settings_.prefix, std::move(key_prefix), std::move(on_event));
   }
 
  private:

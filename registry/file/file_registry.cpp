@@ -97,24 +97,23 @@ std::map<fs::path, NodeFile> read_all(const fs::path& root, const std::string& o
   return files;
 }
 
-// The polling side of a watch. The thread holds it by shared_ptr, so a watch destroyed from
-// inside its own callback leaves the thread something valid to return to.
+// The polling side of a watch, run by the watch's own thread, which holds it by shared_ptr
+// (a Watch destroyed from inside its callback leaves the thread something valid to return to).
 class Poller {
  public:
   Poller(fs::path root, std::string service, std::chrono::milliseconds interval,
-         std::function<void(const micro::WatchEvent&)> on_event)
+         std::shared_ptr<micro::WatchDelivery> delivery)
       : root_(std::move(root)),
         service_(std::move(service)),
         interval_(interval),
-        on_event_(std::move(on_event)) {
+        delivery_(std::move(delivery)) {
     seen_ = live(read_all(root_, service_));  // events are for changes from now on
   }
 
-  void stop() {
-    {
-      std::lock_guard lock(mutex_);
-      stopped_ = true;
-    }
+  // Ends the wait between scans early; the delivery is already stopped.
+  void wake() {
+    // Under the lock, so the thread is either before its check of stopped() or waiting.
+    { std::lock_guard lock(mutex_); }
     wake_.notify_all();
   }
 
@@ -122,18 +121,10 @@ class Poller {
     while (true) {
       {
         std::unique_lock lock(mutex_);
-        if (wake_.wait_for(lock, interval_, [this] { return stopped_; })) return;
+        if (wake_.wait_for(lock, interval_, [this] { return delivery_->stopped(); })) return;
       }
       for (const auto& event : poll()) {
-        {
-          std::lock_guard lock(mutex_);
-          if (stopped_) return;
-        }
-        try {
-          on_event_(event);
-        } catch (...) {
-          // A throwing callback must not end the watch.
-        }
+        if (!delivery_->deliver(event)) return;
       }
     }
   }
@@ -170,34 +161,10 @@ class Poller {
   fs::path root_;
   std::string service_;
   std::chrono::milliseconds interval_;
-  std::function<void(const micro::WatchEvent&)> on_event_;
+  std::shared_ptr<micro::WatchDelivery> delivery_;
   std::map<fs::path, NodeFile> seen_;
-  std::mutex mutex_;
+  std::mutex mutex_;  // only for wake_
   std::condition_variable wake_;
-  bool stopped_ = false;
-};
-
-class FileWatch final : public micro::Watch {
- public:
-  explicit FileWatch(std::shared_ptr<Poller> poller)
-      : poller_(std::move(poller)), thread_([poller = poller_] { poller->run(); }) {}
-
-  ~FileWatch() override {
-    stop();
-    // Destroyed from inside its own callback: the thread finishes that callback and exits.
-    if (thread_.joinable()) thread_.detach();
-  }
-
-  void stop() override {
-    poller_->stop();
-    // Joining means no callback runs after we return; from inside a callback the flag alone
-    // does it, as the thread checks it before each event.
-    if (thread_.joinable() && thread_.get_id() != std::this_thread::get_id()) thread_.join();
-  }
-
- private:
-  std::shared_ptr<Poller> poller_;
-  std::thread thread_;
 };
 
 class FileRegistry final : public micro::Registry {
@@ -273,8 +240,11 @@ class FileRegistry final : public micro::Registry {
   std::unique_ptr<micro::Watch> watch(
       const micro::WatchOptions& options,
       std::function<void(const micro::WatchEvent&)> on_event) override {
-    return std::make_unique<FileWatch>(
-        std::make_shared<Poller>(root_, options.service, poll_interval_, std::move(on_event)));
+    auto delivery = std::make_shared<micro::WatchDelivery>(std::move(on_event));
+    auto poller = std::make_shared<Poller>(root_, options.service, poll_interval_, delivery);
+    std::thread thread([poller] { poller->run(); });
+    return std::make_unique<micro::DeliveryWatch>(
+        std::move(delivery), [poller] { poller->wake(); }, std::move(thread));
   }
 
  private:

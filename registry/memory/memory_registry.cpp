@@ -2,7 +2,6 @@
 // watches. One thread per registry delivers watch events and expires nodes, so callbacks never
 // run under the registry's lock nor on the caller's thread.
 #include <algorithm>
-#include <atomic>
 #include <condition_variable>
 #include <deque>
 #include <list>
@@ -33,34 +32,11 @@ struct VersionRecord {
   std::map<std::string, NodeRecord> nodes;
 };
 
-// Shared by the registry and its watches, so that a Watch outliving the registry is harmless.
+// One watch as the registry sees it: its filter and where its events go. The delivery is
+// shared with the Watch, so a Watch outliving the registry (or the reverse) is harmless.
 struct Watcher {
   std::string service;  // empty: every service
-  std::function<void(const micro::WatchEvent&)> on_event;
-  std::mutex delivery_mutex;  // held while a callback runs; stop() takes it to wait one out
-  std::atomic<bool> stopped{false};
-};
-
-class MemoryRegistry;
-
-class MemoryWatch final : public micro::Watch {
- public:
-  MemoryWatch(std::shared_ptr<Watcher> watcher, std::thread::id delivery_thread)
-      : watcher_(std::move(watcher)), delivery_thread_(delivery_thread) {}
-  ~MemoryWatch() override { stop(); }
-
-  void stop() override {
-    watcher_->stopped.store(true);
-    // From inside a callback the flag is enough (and locking would deadlock); from any other
-    // thread, wait for a callback in progress to finish so none runs after we return.
-    if (std::this_thread::get_id() != delivery_thread_) {
-      std::lock_guard lock(watcher_->delivery_mutex);
-    }
-  }
-
- private:
-  std::shared_ptr<Watcher> watcher_;
-  std::thread::id delivery_thread_;
+  std::shared_ptr<micro::WatchDelivery> delivery;
 };
 
 class MemoryRegistry final : public micro::Registry {
@@ -166,15 +142,13 @@ class MemoryRegistry final : public micro::Registry {
   std::unique_ptr<micro::Watch> watch(
       const micro::WatchOptions& options,
       std::function<void(const micro::WatchEvent&)> on_event) override {
-    auto watcher = std::make_shared<Watcher>();
-    watcher->service = options.service;
-    watcher->on_event = std::move(on_event);
+    auto delivery = std::make_shared<micro::WatchDelivery>(std::move(on_event));
     std::lock_guard lock(mutex_);
     // Drop watchers already stopped so the list does not grow with every watch made.
-    watchers_.remove_if(
-        [](const std::shared_ptr<Watcher>& existing) { return existing->stopped.load(); });
-    watchers_.push_back(watcher);
-    return std::make_unique<MemoryWatch>(std::move(watcher), worker_.get_id());
+    watchers_.remove_if([](const Watcher& existing) { return existing.delivery->stopped(); });
+    watchers_.push_back({options.service, delivery});
+    // The worker is shared by every watch: nothing of its own to stop.
+    return std::make_unique<micro::DeliveryWatch>(std::move(delivery));
   }
 
  private:
@@ -229,7 +203,7 @@ class MemoryRegistry final : public micro::Registry {
       if (!events_.empty()) {
         std::deque<micro::WatchEvent> batch;
         batch.swap(events_);
-        std::vector<std::shared_ptr<Watcher>> watchers(watchers_.begin(), watchers_.end());
+        std::vector<Watcher> watchers(watchers_.begin(), watchers_.end());
         lock.unlock();
         deliver(batch, watchers);
         lock.lock();
@@ -248,17 +222,11 @@ class MemoryRegistry final : public micro::Registry {
   }
 
   static void deliver(const std::deque<micro::WatchEvent>& batch,
-                      const std::vector<std::shared_ptr<Watcher>>& watchers) {
+                      const std::vector<Watcher>& watchers) {
     for (const auto& event : batch) {
       for (const auto& watcher : watchers) {
-        if (!watcher->service.empty() && watcher->service != event.service.name) continue;
-        std::lock_guard delivery(watcher->delivery_mutex);
-        if (watcher->stopped.load()) continue;
-        try {
-          watcher->on_event(event);
-        } catch (...) {
-          // A throwing callback must not stop delivery to the others.
-        }
+        if (!watcher.service.empty() && watcher.service != event.service.name) continue;
+        watcher.delivery->deliver(event);
       }
     }
   }
@@ -268,7 +236,7 @@ class MemoryRegistry final : public micro::Registry {
   bool stopping_ = false;
   NameMap services_;
   std::deque<micro::WatchEvent> events_;
-  std::list<std::shared_ptr<Watcher>> watchers_;
+  std::list<Watcher> watchers_;
   std::thread worker_;  // last: starts after every member above exists
 };
 

@@ -15,6 +15,7 @@
 #include <memory>
 #include <optional>
 #include <set>
+#include <stdexcept>
 #include <thread>
 
 #include <boost/asio/io_context.hpp>
@@ -369,7 +370,76 @@ TEST_CASE("registry: after stop() a watch calls back no more") {
   });
 }
 
+TEST_CASE("registry: stop() waits for a callback in progress; after it returns none runs") {
+  for_each_registry([](micro::Registry& registry, const RegistryUnderTest&) {
+    Gate gate;
+    std::atomic<int> calls{0};
+    std::atomic<bool> callback_finished{false};
+    auto watch = registry.watch({}, [&](const micro::WatchEvent&) {
+      if (calls.fetch_add(1) == 0) gate.arrive_and_wait();  // the first one blocks
+      callback_finished.store(true);
+    });
+    registry.register_service(make_service("greeter", "1", {"greeter-1"}), {});
+    REQUIRE(gate.wait_arrived());
+
+    std::atomic<bool> stop_returned{false};
+    std::atomic<bool> finished_when_stop_returned{false};
+    std::thread stopper([&] {
+      watch->stop();
+      finished_when_stop_returned.store(callback_finished.load());
+      stop_returned.store(true);
+    });
+    // The callback is held: stop() must not return meanwhile (this wait is expected to run out).
+    CHECK_FALSE(wait_until([&] { return stop_returned.load(); }, 300ms));
+    gate.open();
+    stopper.join();
+    CHECK(finished_when_stop_returned.load());
+
+    EventRecorder marker;
+    auto marker_watch = registry.watch({}, marker.callback());
+    registry.register_service(make_service("greeter", "1", {"greeter-2"}), {});
+    // The marker seeing greeter-2 is the point by which the stopped watch would have.
+    REQUIRE(marker.wait_for_event([](const micro::WatchEvent& event) {
+      return is_event(event, WatchAction::create, "greeter", "greeter-2");
+    }));
+    CHECK(calls.load() == 1);
+    marker_watch->stop();
+  });
+}
+
 TEST_CASE("registry: a watch may stop itself from inside its callback") {
+  for_each_registry([](micro::Registry& registry, const RegistryUnderTest&) {
+    std::atomic<int> calls{0};
+    std::atomic<bool> stop_returned_inside{false};
+    std::unique_ptr<micro::Watch> watch;
+    std::mutex watch_mutex;
+    {
+      std::lock_guard lock(watch_mutex);
+      watch = registry.watch({}, [&](const micro::WatchEvent&) {
+        calls.fetch_add(1);
+        std::lock_guard inner(watch_mutex);
+        watch->stop();  // returns at once: this callback is the last
+        stop_returned_inside.store(true);
+      });
+    }
+    EventRecorder marker;
+    auto marker_watch = registry.watch({}, marker.callback());
+    registry.register_service(make_service("greeter", "1", {"greeter-1"}), {});
+    REQUIRE(marker.wait_for(1));
+    REQUIRE(wait_until([&] { return stop_returned_inside.load(); }));
+    registry.register_service(make_service("greeter", "1", {"greeter-2"}), {});
+    REQUIRE(marker.wait_for(2));
+    CHECK(calls.load() == 1);
+    {
+      std::lock_guard lock(watch_mutex);
+      watch->stop();  // again, from outside: fine
+      watch.reset();
+    }
+    marker_watch->stop();
+  });
+}
+
+TEST_CASE("registry: a watch may be destroyed from inside its callback") {
   for_each_registry([](micro::Registry& registry, const RegistryUnderTest&) {
     std::atomic<int> calls{0};
     std::unique_ptr<micro::Watch> watch;
@@ -379,17 +449,65 @@ TEST_CASE("registry: a watch may stop itself from inside its callback") {
       watch = registry.watch({}, [&](const micro::WatchEvent&) {
         calls.fetch_add(1);
         std::lock_guard inner(watch_mutex);
-        watch->stop();
+        watch.reset();
       });
     }
     EventRecorder marker;
     auto marker_watch = registry.watch({}, marker.callback());
     registry.register_service(make_service("greeter", "1", {"greeter-1"}), {});
     REQUIRE(marker.wait_for(1));
+    REQUIRE(wait_until([&] {
+      std::lock_guard lock(watch_mutex);
+      return watch == nullptr;
+    }));
     registry.register_service(make_service("greeter", "1", {"greeter-2"}), {});
     REQUIRE(marker.wait_for(2));
     CHECK(calls.load() == 1);
     marker_watch->stop();
+  });
+}
+
+TEST_CASE("registry: stop() twice, and destroying a watch without stop(), are fine") {
+  for_each_registry([](micro::Registry& registry, const RegistryUnderTest&) {
+    EventRecorder twice_recorder;
+    EventRecorder destroyed_recorder;
+    auto twice = registry.watch({}, twice_recorder.callback());
+    auto destroyed = registry.watch({}, destroyed_recorder.callback());
+    registry.register_service(make_service("greeter", "1", {"greeter-1"}), {});
+    REQUIRE(twice_recorder.wait_for(1));
+    REQUIRE(destroyed_recorder.wait_for(1));
+    twice->stop();
+    twice->stop();
+    destroyed.reset();  // never stopped: destroying it stops it
+
+    EventRecorder marker;
+    auto marker_watch = registry.watch({}, marker.callback());
+    registry.register_service(make_service("greeter", "1", {"greeter-2"}), {});
+    REQUIRE(marker.wait_for_event([](const micro::WatchEvent& event) {
+      return is_event(event, WatchAction::create, "greeter", "greeter-2");
+    }));
+    CHECK(twice_recorder.events().size() == 1);
+    CHECK(destroyed_recorder.events().size() == 1);
+    twice.reset();
+    marker_watch.reset();
+  });
+}
+
+TEST_CASE("registry: a callback that throws is ignored and the watch goes on") {
+  for_each_registry([](micro::Registry& registry, const RegistryUnderTest&) {
+    EventRecorder recorder;
+    auto record = recorder.callback();
+    auto watch = registry.watch({}, [&](const micro::WatchEvent& event) {
+      record(event);
+      throw std::runtime_error("callback failed");
+    });
+    registry.register_service(make_service("greeter", "1", {"greeter-1"}), {});
+    REQUIRE(recorder.wait_for(1));
+    registry.register_service(make_service("greeter", "1", {"greeter-2"}), {});
+    CHECK(recorder.wait_for_event([](const micro::WatchEvent& event) {
+      return is_event(event, WatchAction::create, "greeter", "greeter-2");
+    }));
+    watch->stop();
   });
 }
 

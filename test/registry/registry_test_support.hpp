@@ -1,5 +1,6 @@
 // Helpers shared by the registry tests: building services, waiting for a condition with a
-// bounded deadline, recording watch events, and temporary directories.
+// bounded deadline, recording watch events, holding a callback at a gate, and temporary
+// directories.
 #pragma once
 
 #include <algorithm>
@@ -86,6 +87,38 @@ class EventRecorder {
   mutable std::mutex mutex_;
   std::condition_variable changed_;
   std::vector<micro::WatchEvent> events_;
+};
+
+// Where a callback is held until the test lets it go: the test learns that it arrived, then
+// opens the gate. Waits are bounded, so a broken registry fails the test instead of hanging it.
+class Gate {
+ public:
+  // Called by the held thread: marks the arrival, then waits until open (or `timeout`).
+  void arrive_and_wait(std::chrono::milliseconds timeout = 10s) {
+    std::unique_lock lock(mutex_);
+    arrived_ = true;
+    changed_.notify_all();
+    changed_.wait_for(lock, timeout, [&] { return open_; });
+  }
+
+  bool wait_arrived(std::chrono::milliseconds timeout = 5s) {
+    std::unique_lock lock(mutex_);
+    return changed_.wait_for(lock, timeout, [&] { return arrived_; });
+  }
+
+  void open() {
+    {
+      std::lock_guard lock(mutex_);
+      open_ = true;
+    }
+    changed_.notify_all();
+  }
+
+ private:
+  std::mutex mutex_;
+  std::condition_variable changed_;
+  bool arrived_ = false;
+  bool open_ = false;
 };
 
 inline bool is_event(const micro::WatchEvent& event, micro::WatchAction action,

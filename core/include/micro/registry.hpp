@@ -5,12 +5,15 @@
 // a Go-Micro service reading the same registry understands ours.
 #pragma once
 
+#include <atomic>
 #include <chrono>
 #include <functional>
 #include <map>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <string_view>
+#include <thread>
 #include <vector>
 
 #include <nlohmann/json_fwd.hpp>
@@ -89,11 +92,66 @@ struct WatchOptions {
   std::string service;  // empty: every service
 };
 
-// Stops its watch when destroyed or stopped; after stop() returns no callback runs.
+// A running watch, as Registry::watch returns it. Threading contract (every registry keeps it,
+// through WatchDelivery below):
+// - stop() may be called from any thread, any number of times; destroying the Watch stops it.
+// - After stop() returns, no callback runs. Called from another thread, stop() waits for a
+//   callback in progress to finish (so a callback must not wait for a thread that is stopping
+//   its own watch).
+// - Called from inside the watch's own callback, stop() returns at once: the callback in
+//   progress is the last one. The Watch may also be destroyed there.
+// - Callbacks of one watch never overlap. One that throws is ignored; the watch goes on.
 class Watch {
  public:
   virtual ~Watch() = default;
   virtual void stop() = 0;
+};
+
+// What a registry's watch delivers through: holds the callback and keeps the Watch contract
+// above, whichever threads deliver (deliveries are serialised) and whichever stops. Shared by
+// the Watch and the registry's delivering threads, so either may outlive the other. Idle it
+// costs nothing; a delivery costs one lock, a stop() one lock when no callback is running.
+class WatchDelivery {
+ public:
+  using Callback = std::function<void(const WatchEvent&)>;
+
+  explicit WatchDelivery(Callback on_event);
+  WatchDelivery(const WatchDelivery&) = delete;
+  WatchDelivery& operator=(const WatchDelivery&) = delete;
+
+  // Runs the callback with `event` unless stopped, waiting for one in progress on another
+  // thread first; swallows what it throws. Returns false once stopped (the caller's delivery
+  // loop may end), true otherwise.
+  bool deliver(const WatchEvent& event);
+  // See Watch::stop(): sets stopped, then (unless called from inside this delivery's callback)
+  // waits for a callback in progress.
+  void stop() noexcept;
+  bool stopped() const noexcept;
+
+ private:
+  Callback on_event_;
+  std::atomic<bool> stopped_{false};
+  std::mutex mutex_;  // held while the callback runs
+  // The thread running the callback, if any (written under mutex_, read by stop() without it).
+  std::atomic<std::thread::id> delivering_{};
+};
+
+// A ready-made Watch around a WatchDelivery. stop() stops the delivery, then runs `on_stop`
+// once (wake a poller, cancel a stream), then joins `worker` (the thread delivering, if the
+// watch has its own) unless stop() runs on it: from inside a callback the worker finishes that
+// callback and ends by itself (it is detached if the Watch is destroyed there).
+class DeliveryWatch final : public Watch {
+ public:
+  explicit DeliveryWatch(std::shared_ptr<WatchDelivery> delivery,
+                         std::function<void()> on_stop = {}, std::thread worker = {});
+  ~DeliveryWatch() override;
+  void stop() override;
+
+ private:
+  std::shared_ptr<WatchDelivery> delivery_;
+  std::mutex stop_mutex_;  // one stop() at a time runs the hook and joins
+  std::function<void()> on_stop_;
+  std::thread worker_;
 };
 
 // Threading contract: every method may be called from any thread at once. Methods may
@@ -110,7 +168,8 @@ class Registry : public PluginObject {
   virtual std::vector<Service> get_service(std::string_view name) = 0;
   // Every service, by name and version; nodes may be omitted.
   virtual std::vector<Service> list_services() = 0;
-  // Calls `on_event` (from a thread of the registry's) for each change from now on.
+  // Calls `on_event` (from a thread of the registry's) for each change from now on; the Watch
+  // keeps the contract above.
   virtual std::unique_ptr<Watch> watch(const WatchOptions& options,
                                        std::function<void(const WatchEvent&)> on_event) = 0;
 };
