@@ -55,7 +55,6 @@ struct Server::State : std::enable_shared_from_this<Server::State> {
   std::shared_ptr<Registry> registry;
   std::shared_ptr<Broker> broker;
   WrapperChains wrappers;
-  boost::asio::any_io_executor executor;
 
   std::string node_id;
   // Filled before start(), read-only afterwards: lookups need no lock.
@@ -194,7 +193,7 @@ struct Server::State : std::enable_shared_from_this<Server::State> {
 
 Server::Server(ServerOptions options, std::shared_ptr<Transport> transport,
                std::shared_ptr<Registry> registry, std::shared_ptr<Broker> broker,
-               WrapperChains wrappers, boost::asio::any_io_executor executor)
+               WrapperChains wrappers)
     : state_(std::make_shared<State>()) {
   if (options.name.empty()) throw Exception(bad_request("micro.server", "a server needs a name"));
   state_->options = std::move(options);
@@ -202,7 +201,6 @@ Server::Server(ServerOptions options, std::shared_ptr<Transport> transport,
   state_->registry = std::move(registry);
   state_->broker = std::move(broker);
   state_->wrappers = std::move(wrappers);
-  state_->executor = std::move(executor);
   state_->node_id = state_->options.name + "-" + random_hex(16);
 }
 

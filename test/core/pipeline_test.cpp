@@ -83,7 +83,7 @@ struct Fixture {
     options.name = "echo";
     options.drain_timeout = drain;
     auto server = std::make_unique<micro::Server>(options, transport, registry, nullptr,
-                                                  micro::WrapperChains{}, runtime.executor());
+                                                  micro::WrapperChains{});
     auto executor = runtime.executor();
     server->handle(
         "Echo.Call", [executor](const micro::RequestPtr& request, micro::ResponseHandler respond) {
@@ -297,7 +297,7 @@ TEST_CASE("the server refuses work whose deadline passed while a wrapper held it
   });
   micro::ServerOptions options;
   options.name = "echo";
-  micro::Server server(options, fixture.transport, fixture.registry, nullptr, wrappers, executor);
+  micro::Server server(options, fixture.transport, fixture.registry, nullptr, wrappers);
   std::atomic<int> handled{0};
   server.handle("Echo.Held", [&](const micro::RequestPtr&, micro::ResponseHandler respond) {
     ++handled;

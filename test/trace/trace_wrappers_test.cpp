@@ -242,8 +242,7 @@ struct Fixture {
                                              broker, chains, runtime.executor());
     micro::ServerOptions options;
     options.name = "echo";
-    server = std::make_unique<micro::Server>(options, transport, registry, broker, chains,
-                                             runtime.executor());
+    server = std::make_unique<micro::Server>(options, transport, registry, broker, chains);
     server->handle("Trace.Work", [this](micro::Context& context, const Echo& echo) {
       remember(context);
       // Application code's own span, under the server span.

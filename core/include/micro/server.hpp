@@ -47,8 +47,8 @@ struct ServerStatistics {
 class Server {
  public:
   Server(ServerOptions options, std::shared_ptr<Transport> transport,
-         std::shared_ptr<Registry> registry, std::shared_ptr<Broker> broker, WrapperChains wrappers,
-         boost::asio::any_io_executor executor);
+         std::shared_ptr<Registry> registry, std::shared_ptr<Broker> broker,
+         WrapperChains wrappers);
   ~Server();  // stops if running
   Server(const Server&) = delete;
   Server& operator=(const Server&) = delete;
