@@ -73,6 +73,8 @@ std::uint64_t CancellationState::on_cancel(std::function<void()> callback) {
     std::lock_guard lock(mutex_);
     if (!cancelled_.load(std::memory_order_acquire)) {
       std::uint64_t id = next_id_++;
+      // A call usually registers two (the client's and its transport's): one allocation.
+      if (callbacks_.capacity() == 0) callbacks_.reserve(2);
       callbacks_.emplace_back(id, std::move(callback));
       return id;
     }

@@ -219,6 +219,11 @@ class RawSocket {
     ::setsockopt(socket_.native_handle(), SOL_SOCKET, SO_RCVTIMEO, &timeout, sizeof timeout);
   }
   void send(const std::string& bytes) { asio::write(socket_, asio::buffer(bytes)); }
+  // Closes the connection, as a client process that goes away does.
+  void close() {
+    boost::system::error_code ignored;
+    socket_.close(ignored);
+  }
 
   // Reads exactly `size` bytes; nullopt on EOF or timeout.
   std::optional<std::string> read_exactly(std::size_t size) {

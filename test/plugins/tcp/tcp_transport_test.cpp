@@ -1,6 +1,7 @@
 // test/plugins/tcp/tcp_transport_test.cpp — the tcp transport plugin, loaded through the
 // PluginLoader: round trips, many calls in flight answered out of order, pooling,
-// deadlines, lost and refused connections, and frames refused for size or shape.
+// deadlines, cancellation, lost and refused connections, and frames refused for size or
+// shape.
 #include <signal.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -367,6 +368,123 @@ TEST_CASE("deadlines on one connection fire in deadline order, however the calls
   CHECK_FALSE(call_and_wait(*transport, listener->address(), after).error);
   std::lock_guard lock(held_mutex);
   for (auto& respond : held) respond(micro::Response{});  // late answers are dropped
+}
+
+// Handlers that wait for their context to be cancelled, and what they saw.
+struct CancelWatch {
+  std::mutex mutex;
+  std::condition_variable changed;
+  std::vector<std::string> started, cancelled;  // request bodies
+
+  micro::CallHandler handler() {
+    return [this](micro::ServerCallPtr call) {
+      std::string body = call->request().body;
+      if (body.rfind("hold", 0) != 0) {  // answered at once
+        micro::Response response;
+        response.body = "echo:" + body;
+        call->respond(std::move(response));
+        return;
+      }
+      note(started, body);
+      call->context().cancellation()->on_cancel([this, body, call] {
+        note(cancelled, body);
+        call->respond(micro::Response::failure(micro::cancelled_error("echo")));
+      });
+    };
+  }
+  void note(std::vector<std::string>& list, const std::string& body) {
+    std::lock_guard lock(mutex);
+    list.push_back(body);
+    changed.notify_all();
+  }
+  bool wait(std::vector<std::string>& list, std::size_t count) {
+    std::unique_lock lock(mutex);
+    return changed.wait_for(lock, 5s, [&] { return list.size() >= count; });
+  }
+  std::vector<std::string> get(std::vector<std::string>& list) {
+    std::lock_guard lock(mutex);
+    return list;
+  }
+};
+
+TEST_CASE("a cancelled call completes with 499 at once and the server's handler is cancelled") {
+  CancelWatch watch;  // before the runtime, whose handlers may still reach it while it drains
+  Runtime runtime;
+  auto transport = make_tcp(runtime);
+  auto listener = transport->listen("127.0.0.1:0", watch.handler());
+  auto client = make_tcp(runtime, {{"pool_size", "1"}});  // one connection for every call
+
+  micro::Request request = make_request("hold 1");
+  request.context.set_timeout(30s);
+  auto cancellation = request.context.cancellation();
+  Collector collector(1);
+  client->async_call(listener->address(), share(request), collector.handler(0));
+  REQUIRE(watch.wait(watch.started, 1));
+  auto cancelled_at = std::chrono::steady_clock::now();
+  cancellation->cancel();
+  REQUIRE(collector.wait_all(5s));
+  CHECK(std::chrono::steady_clock::now() - cancelled_at < 1s);
+  auto& response = *collector.responses()[0];
+  REQUIRE(response.error);
+  CHECK(response.error->code == 499);
+  CHECK(response.error->id == "micro.client");
+  CHECK(response.error->detail == "call cancelled");
+  // The cancel frame reached the server, and the shared connection carries on.
+  CHECK(watch.wait(watch.cancelled, 1));
+  CHECK(watch.get(watch.cancelled) == std::vector<std::string>{"hold 1"});
+  auto after = call_and_wait(*client, listener->address(), make_request("after"));
+  CHECK_FALSE(after.error);
+  CHECK(after.body == "echo:after");
+
+  // Already cancelled when handed to the transport: nothing is sent.
+  micro::Request late = make_request("hold 2");
+  late.context.cancel();
+  auto refused = call_and_wait(*client, listener->address(), late);
+  REQUIRE(refused.error);
+  CHECK(refused.error->code == 499);
+  CHECK(watch.get(watch.started).size() == 1);
+}
+
+TEST_CASE("a cancel frame cancels that call only; no response is written for it") {
+  CancelWatch watch;  // before the runtime, whose handlers may still reach it while it drains
+  Runtime runtime;
+  auto transport = make_tcp(runtime);
+  auto listener = transport->listen("127.0.0.1:0", watch.handler());
+  RawSocket raw(listener->address());
+  raw.send(frame(1, 7, request_payload("echo", "Echo.Call", "", 0, {}, "hold 7")));
+  raw.send(frame(1, 8, request_payload("echo", "Echo.Call", "", 0, {}, "hold 8")));
+  REQUIRE(watch.wait(watch.started, 2));
+  raw.send(header(3, 7, 20));   // cancel request 7
+  raw.send(header(3, 99, 20));  // an id not in flight: ignored
+  REQUIRE(watch.wait(watch.cancelled, 1));
+  CHECK(watch.get(watch.cancelled) == std::vector<std::string>{"hold 7"});
+  // The connection still serves: the next frame read is the answer to a new request, not one
+  // for the cancelled id.
+  raw.send(frame(1, 9, request_payload("echo", "Echo.Call", "", 0, {}, "ping")));
+  auto response = raw.read_response();
+  REQUIRE(response);
+  CHECK(response->request_id == 9);
+  CHECK(response->body == "echo:ping");
+  CHECK(watch.get(watch.cancelled).size() == 1);  // 8 is still being handled
+}
+
+TEST_CASE("a client connection that goes away cancels the calls it had in flight") {
+  CancelWatch watch;  // before the runtime, whose handlers may still reach it while it drains
+  Runtime runtime;
+  auto transport = make_tcp(runtime);
+  auto listener = transport->listen("127.0.0.1:0", watch.handler());
+  {
+    RawSocket raw(listener->address());
+    raw.send(frame(1, 1, request_payload("echo", "Echo.Call", "", 0, {}, "hold a")));
+    raw.send(frame(1, 2, request_payload("echo", "Echo.Call", "", 0, {}, "hold b")));
+    REQUIRE(watch.wait(watch.started, 2));
+    CHECK(watch.get(watch.cancelled).empty());
+    raw.close();
+  }
+  REQUIRE(watch.wait(watch.cancelled, 2));
+  auto cancelled = watch.get(watch.cancelled);
+  std::sort(cancelled.begin(), cancelled.end());
+  CHECK(cancelled == std::vector<std::string>{"hold a", "hold b"});
 }
 
 TEST_CASE("connection refused completes with 503 naming the address") {
