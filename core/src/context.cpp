@@ -100,19 +100,6 @@ std::shared_ptr<CancellationState> CancellationState::share() const noexcept {
   return std::shared_ptr<CancellationState>(std::move(owner), const_cast<CancellationState*>(this));
 }
 
-Context::Context(const Context& other)
-    : metadata_(other.metadata_),
-      deadline_(other.deadline_),
-      cancellation_(other.existing_cancellation()),
-      span_(other.span_) {}
-
-Context::Context(Context&& other) noexcept
-    : metadata_(std::move(other.metadata_)),
-      deadline_(other.deadline_),
-      cancellation_(other.borrowed() ? other.cancellation_->share()
-                                     : std::move(other.cancellation_)),
-      span_(std::move(other.span_)) {}
-
 Context& Context::operator=(const Context& other) {
   if (this != &other) {
     metadata_ = other.metadata_;
@@ -152,10 +139,6 @@ void Context::cancel() {
 std::shared_ptr<CancellationState> Context::cancellation() {
   if (!cancellation_) cancellation_ = std::make_shared<CancellationState>();
   return existing_cancellation();
-}
-
-std::shared_ptr<CancellationState> Context::existing_cancellation() const noexcept {
-  return borrowed() ? cancellation_->share() : cancellation_;
 }
 
 void Context::borrow_cancellation(CancellationState& state) noexcept {

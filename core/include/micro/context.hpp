@@ -98,8 +98,16 @@ class Context {
 
   Context() = default;
   // Copies share the cancellation (a copy of a server call's context shares the call).
-  Context(const Context& other);
-  Context(Context&& other) noexcept;
+  Context(const Context& other)
+      : metadata_(other.metadata_),
+        deadline_(other.deadline_),
+        cancellation_(other.existing_cancellation()),
+        span_(other.span_) {}
+  Context(Context&& other) noexcept
+      : metadata_(std::move(other.metadata_)),
+        deadline_(other.deadline_),
+        cancellation_(other.take_cancellation()),
+        span_(std::move(other.span_)) {}
   Context& operator=(const Context& other);
   Context& operator=(Context&& other) noexcept;
   ~Context() = default;
@@ -125,7 +133,9 @@ class Context {
   bool cancelled() const noexcept { return cancellation_ && cancellation_->cancelled(); }
   std::shared_ptr<CancellationState> cancellation();
   // The state if there is one, never creating it: what the pipeline and transports check.
-  std::shared_ptr<CancellationState> existing_cancellation() const noexcept;
+  std::shared_ptr<CancellationState> existing_cancellation() const noexcept {
+    return borrowed() ? cancellation_->share() : cancellation_;
+  }
 
   // The span the next child span should hang under; null when tracing is off.
   const std::shared_ptr<trace::Span>& span() const noexcept { return span_; }
@@ -137,6 +147,9 @@ class Context {
   // call); `cancellation_` then owns nothing, and copies take a share of the call instead.
   void borrow_cancellation(CancellationState& state) noexcept;
   bool borrowed() const noexcept { return cancellation_ && cancellation_.use_count() == 0; }
+  std::shared_ptr<CancellationState> take_cancellation() noexcept {
+    return borrowed() ? cancellation_->share() : std::move(cancellation_);
+  }
 
   Metadata metadata_;
   Clock::time_point deadline_ = Clock::time_point::max();
