@@ -14,6 +14,7 @@
 #include <thread>
 
 #include <micro/client.hpp>
+#include <micro/plugin_loader.hpp>
 #include <micro/runtime.hpp>
 #include <micro/server.hpp>
 
@@ -115,13 +116,13 @@ struct Fixture {
   Seen seen;  // before the runtime, whose handlers may still reach it while it drains
   micro::Runtime runtime{4};
   micro::PluginLoader& loader = micro::PluginLoader::instance();
-  std::shared_ptr<micro::Registry> memory = loader.create_as<micro::Registry>(
-      micro::PluginKind::registry, "memory", "", {}, runtime.executor());
+  std::shared_ptr<micro::Registry> memory =
+      loader.create<micro::Registry>("memory", "", {}, runtime.executor());
   std::shared_ptr<HeldRegistry> held = std::make_shared<HeldRegistry>(memory);
-  std::shared_ptr<micro::Transport> transport = loader.create_as<micro::Transport>(
-      micro::PluginKind::transport, "tcp", "", {}, runtime.executor());
-  std::shared_ptr<micro::Selector> selector = loader.create_as<micro::Selector>(
-      micro::PluginKind::selector, "roundrobin", "", {}, runtime.executor());
+  std::shared_ptr<micro::Transport> transport =
+      loader.create<micro::Transport>("tcp", "", {}, runtime.executor());
+  std::shared_ptr<micro::Selector> selector =
+      loader.create<micro::Selector>("roundrobin", "", {}, runtime.executor());
   std::shared_ptr<micro::RegistryCache> cache =
       std::make_shared<micro::RegistryCache>(memory, runtime.blocking_executor());
   std::vector<std::thread> pollers;
