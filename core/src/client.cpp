@@ -6,6 +6,7 @@
 #include <atomic>
 #include <optional>
 
+#include <boost/asio/post.hpp>
 #include <boost/asio/steady_timer.hpp>
 
 namespace micro {
@@ -39,36 +40,51 @@ struct Client::State : std::enable_shared_from_this<Client::State> {
 namespace {
 
 // One logical call: looks the service up once, then makes attempts until one succeeds, the
-// error is not retryable, attempts run out, or the deadline passes.
+// error is not retryable, attempts run out, the deadline passes or the call is cancelled.
 //
 // Clock reads are shared where they are nanoseconds apart: `now` passed to start() serves the
 // registry's freshness check, the first attempt's deadline check and its latency start.
+//
+// The stages (lookup, attempts, backoff) run one after another on whichever thread completed
+// the previous one; only cancellation comes from elsewhere, and `finished_` makes the first
+// of it and the normal end the one that completes `done_`.
 class LogicalCall : public std::enable_shared_from_this<LogicalCall> {
  public:
-  // The request lives elsewhere (a client wrapper's caller) until `done` runs.
-  LogicalCall(std::shared_ptr<Client::State> state, Request& request, const CallOptions& options,
-              ResponseHandler done)
-      : state_(std::move(state)),
-        request_(request),
-        address_(options.address),
-        done_(std::move(done)) {
-    int retries = options.retries >= 0 ? options.retries : state_->options.retries;
-    max_attempts_ = 1 + std::max(0, retries);
-  }
-
-  // The call owns its request.
+  // The call owns its request (no client wrapper): one allocation holds both.
   LogicalCall(std::shared_ptr<Client::State> state, Request&& request, const CallOptions& options,
               ResponseHandler done)
       : state_(std::move(state)),
         owned_request_(std::move(request)),
-        request_(*owned_request_),
+        request_(&owned_request_),
         address_(options.address),
         done_(std::move(done)) {
-    int retries = options.retries >= 0 ? options.retries : state_->options.retries;
-    max_attempts_ = 1 + std::max(0, retries);
+    init(options);
+  }
+
+  // Shares the request the client wrappers passed down.
+  LogicalCall(std::shared_ptr<Client::State> state, RequestPtr request, const CallOptions& options,
+              ResponseHandler done)
+      : state_(std::move(state)),
+        shared_request_(std::move(request)),
+        request_(shared_request_.get()),
+        address_(options.address),
+        done_(std::move(done)) {
+    init(options);
   }
 
   void start(Clock::time_point now) {
+    // Nothing to do for a context that never had cancellation (the common case).
+    if (auto cancellation = request_->context.existing_cancellation()) {
+      if (cancellation->cancelled()) {
+        finish_later(cancelled());
+        return;
+      }
+      cancellation_ = std::move(cancellation);
+      std::weak_ptr<LogicalCall> weak = weak_from_this();
+      cancel_id_ = cancellation_->on_cancel([weak] {
+        if (auto self = weak.lock()) self->finish_later(self->cancelled());
+      });
+    }
     if (!address_.empty()) {
       direct_node_.id = address_;
       direct_node_.address = address_;
@@ -77,23 +93,33 @@ class LogicalCall : public std::enable_shared_from_this<LogicalCall> {
       return;
     }
     // A cache hit needs no callback (and no allocation for one).
-    if (auto snapshot = state_->registry->cached_service(request_.service, now)) {
+    if (auto snapshot = state_->registry->cached_service(request_->service, now)) {
       on_lookup(std::move(snapshot), std::nullopt, now);
       return;
     }
     state_->registry->async_get_service(
-        request_.service,
+        request_->service,
         [self = shared_from_this()](ServiceSnapshot snapshot, std::optional<Error> error) {
           self->on_lookup(std::move(snapshot), std::move(error), Clock::now());
         });
   }
 
  private:
+  void init(const CallOptions& options) {
+    int retries = options.retries >= 0 ? options.retries : state_->options.retries;
+    max_attempts_ = 1 + std::max(0, retries);
+  }
+
+  bool finished() const noexcept { return finished_.load(std::memory_order_acquire); }
+
+  Response cancelled() const { return Response::failure(cancelled_error(state_->options.id)); }
+
   void on_lookup(ServiceSnapshot snapshot, std::optional<Error> error, Clock::time_point now) {
+    if (finished()) return;
     if (error) {
       finish(Response::failure(
           Error(state_->options.id, ErrorCode::unavailable,
-                "cannot look up service '" + request_.service + "': " + error->detail)));
+                "cannot look up service '" + request_->service + "': " + error->detail)));
       return;
     }
     snapshot_ = std::move(snapshot);
@@ -107,30 +133,35 @@ class LogicalCall : public std::enable_shared_from_this<LogicalCall> {
     }
     if (nodes_.empty()) {
       finish(Response::failure(Error(state_->options.id, ErrorCode::unavailable,
-                                     "service '" + request_.service + "' has no nodes")));
+                                     "service '" + request_->service + "' has no nodes")));
       return;
     }
     attempt(now);
   }
 
   void attempt(Clock::time_point now) {
+    if (finished()) return;  // cancelled while backing off
     ++attempt_;
-    if (request_.context.has_deadline() && now >= request_.context.deadline()) {
+    Request& request = *request_;
+    if (request.context.has_deadline() && now >= request.context.deadline()) {
       finish(Response::failure(
           Error(state_->options.id, ErrorCode::timeout,
-                "deadline passed calling " + request_.service + "." + request_.endpoint +
-                    " after " + std::to_string(attempt_ - 1) + " attempt(s)" +
+                "deadline passed calling " + request.service + "." + request.endpoint + " after " +
+                    std::to_string(attempt_ - 1) + " attempt(s)" +
                     (last_error_ ? "; last error: " + last_error_->message() : std::string()))));
       return;
     }
     state_->attempts.fetch_add(1, std::memory_order_relaxed);
     std::size_t index =
-        state_->selector->select_node(request_.service, nodes_, request_.context, attempt_);
+        state_->selector->select_node(request.service, nodes_, request.context, attempt_);
     if (index >= nodes_.size()) index = 0;  // a misbehaving selector must not crash the call
     attempt_started_ = now;
     const Node& node = nodes_[index];
-    state_->call_chain(request_, Attempt{node, attempt_},
-                       [self = shared_from_this(), index](Response&& response) {
+    auto self = shared_from_this();
+    // A share of the request for the attempt: the wrappers' own, or one of this call.
+    RequestPtr shared = shared_request_ ? shared_request_ : RequestPtr(self, &owned_request_);
+    state_->call_chain(shared, Attempt{node, attempt_},
+                       [self = std::move(self), index](Response&& response) {
                          self->on_attempt(index, std::move(response));
                        });
   }
@@ -142,16 +173,16 @@ class LogicalCall : public std::enable_shared_from_this<LogicalCall> {
       outcome.code = response.error->code;
       outcome.ok = !(outcome.code >= 500 || outcome.code == 408);
     }
-    state_->selector->report(request_.service, nodes_[index], outcome);
+    state_->selector->report(request_->service, nodes_[index], outcome);
 
     if (response.error && state_->retryable(response.error->code) && attempt_ < max_attempts_ &&
-        !request_.context.expired()) {
+        !request_->context.expired() && !finished()) {
       last_error_ = response.error;
       state_->retries.fetch_add(1, std::memory_order_relaxed);
       auto delay = state_->options.backoff * (1LL << std::min(attempt_ - 1, 20));
       delay = std::min<std::chrono::milliseconds>(delay, state_->options.max_backoff);
       auto remaining =
-          std::chrono::duration_cast<std::chrono::milliseconds>(request_.context.remaining());
+          std::chrono::duration_cast<std::chrono::milliseconds>(request_->context.remaining());
       if (delay >= remaining) delay = remaining / 2;  // leave the last attempt some time
       // Made on the first retry: creating an Asio timer looks its service up under a mutex,
       // a cost most calls would pay for nothing.
@@ -164,17 +195,32 @@ class LogicalCall : public std::enable_shared_from_this<LogicalCall> {
     finish(std::move(response));
   }
 
+  // Cancellation arrives on the cancelling thread; the call completes on the executor.
+  void finish_later(Response&& response) {
+    if (finished()) return;
+    boost::asio::post(state_->executor,
+                      [self = shared_from_this(), response = std::move(response)]() mutable {
+                        self->finish(std::move(response));
+                      });
+  }
+
   void finish(Response&& response) {
+    if (finished_.exchange(true, std::memory_order_acq_rel)) return;
+    if (cancellation_) cancellation_->forget(cancel_id_);
     if (response.error) state_->failures.fetch_add(1, std::memory_order_relaxed);
     ResponseHandler done = std::move(done_);
     done(std::move(response));
   }
 
   std::shared_ptr<Client::State> state_;
-  std::optional<Request> owned_request_;  // set when the call owns its request
-  Request& request_;
+  Request owned_request_;      // the request, when the call owns it
+  RequestPtr shared_request_;  // or the client wrappers' share of it
+  Request* request_;           // whichever of the two
   std::string address_;
   ResponseHandler done_;
+  std::atomic<bool> finished_{false};
+  std::shared_ptr<CancellationState> cancellation_;  // set when the context has one
+  std::atomic<std::uint64_t> cancel_id_{0};
   std::optional<boost::asio::steady_timer> backoff_timer_;
   ServiceSnapshot snapshot_;
   std::vector<Node> flattened_;
@@ -184,12 +230,6 @@ class LogicalCall : public std::enable_shared_from_this<LogicalCall> {
   int max_attempts_ = 1;
   Clock::time_point attempt_started_;
   std::optional<Error> last_error_;
-};
-
-// Owns the Request of a raw async_call until its response arrives.
-struct OwnedCall {
-  Request request;
-  ResponseHandler done;
 };
 
 }  // namespace
@@ -211,7 +251,8 @@ Client::Client(ClientOptions options, std::shared_ptr<Transport> transport,
   // client wrapper was put around it.
   struct StartLogicalCall {
     std::weak_ptr<State> weak;
-    void operator()(Request& request, const CallOptions& options, ResponseHandler done) const {
+    void operator()(const RequestPtr& request, const CallOptions& options,
+                    ResponseHandler done) const {
       auto state = weak.lock();
       if (!state) {
         done(Response::failure(
@@ -222,8 +263,8 @@ Client::Client(ClientOptions options, std::shared_ptr<Transport> transport,
           ->start(Clock::now());
     }
   };
-  state_->call_chain =
-      wrappers.wrap_call([weak](Request& request, const Attempt& attempt, ResponseHandler done) {
+  state_->call_chain = wrappers.wrap_call(
+      [weak](const RequestPtr& request, const Attempt& attempt, ResponseHandler done) {
         auto state = weak.lock();
         if (!state || !state->transport) {
           done(Response::failure(
@@ -248,7 +289,7 @@ Client::Client(ClientOptions options, std::shared_ptr<Transport> transport,
 
 Client::~Client() = default;
 
-void Client::async_call(Request request, ResponseHandler done, const CallOptions& options) {
+void Client::async_call(Request request, const CallOptions& options, ResponseHandler done) {
   state_->calls.fetch_add(1, std::memory_order_relaxed);
   auto timeout = options.timeout.count() > 0 ? options.timeout : state_->options.timeout;
   if (request.content_type.empty()) request.content_type = state_->options.content_type;
@@ -261,19 +302,15 @@ void Client::async_call(Request request, ResponseHandler done, const CallOptions
     return;
   }
   if (timeout.count() > 0) request.context.set_timeout(timeout);
-  auto owned = std::make_shared<OwnedCall>(OwnedCall{std::move(request), std::move(done)});
-  state_->client_chain(owned->request, options, [owned](Response&& response) {
-    ResponseHandler done = std::move(owned->done);
-    done(std::move(response));
-  });
+  // The client wrappers and then the logical call share the request.
+  state_->client_chain(std::make_shared<Request>(std::move(request)), options, std::move(done));
 }
 
 Response Client::call(Request request, const CallOptions& options) {
   std::promise<Response> promise;
   auto future = promise.get_future();
-  async_call(
-      std::move(request),
-      [&promise](Response&& response) { promise.set_value(std::move(response)); }, options);
+  async_call(std::move(request), options,
+             [&promise](Response&& response) { promise.set_value(std::move(response)); });
   Response response = future.get();
   if (response.error) throw Exception(*response.error);
   return response;

@@ -59,24 +59,66 @@ void Metadata::merge(const Metadata& other) {
 }
 
 void CancellationState::cancel() {
-  std::vector<std::function<void()>> callbacks;
+  std::vector<std::pair<std::uint64_t, std::function<void()>>> callbacks;
   {
     std::lock_guard lock(mutex_);
     if (cancelled_.exchange(true, std::memory_order_acq_rel)) return;
     callbacks.swap(callbacks_);
   }
-  for (auto& callback : callbacks) callback();
+  for (auto& [id, callback] : callbacks) callback();
 }
 
-void CancellationState::on_cancel(std::function<void()> callback) {
+std::uint64_t CancellationState::on_cancel(std::function<void()> callback) {
   {
     std::lock_guard lock(mutex_);
     if (!cancelled_.load(std::memory_order_acquire)) {
-      callbacks_.push_back(std::move(callback));
-      return;
+      std::uint64_t id = next_id_++;
+      // A call usually registers two (the client's and its transport's): one allocation.
+      if (callbacks_.capacity() == 0) callbacks_.reserve(2);
+      callbacks_.emplace_back(id, std::move(callback));
+      return id;
     }
   }
   callback();
+  return 0;
+}
+
+void CancellationState::forget(std::uint64_t id) noexcept {
+  if (id == 0) return;
+  std::function<void()> dropped;  // destroyed outside the lock
+  std::lock_guard lock(mutex_);
+  auto found = std::find_if(callbacks_.begin(), callbacks_.end(),
+                            [id](const auto& entry) { return entry.first == id; });
+  if (found == callbacks_.end()) return;
+  dropped = std::move(found->second);
+  callbacks_.erase(found);
+}
+
+std::shared_ptr<CancellationState> CancellationState::share() const noexcept {
+  auto owner = owner_.lock();
+  if (!owner) return nullptr;
+  return std::shared_ptr<CancellationState>(std::move(owner), const_cast<CancellationState*>(this));
+}
+
+Context& Context::operator=(const Context& other) {
+  if (this != &other) {
+    metadata_ = other.metadata_;
+    deadline_ = other.deadline_;
+    cancellation_ = other.existing_cancellation();
+    span_ = other.span_;
+  }
+  return *this;
+}
+
+Context& Context::operator=(Context&& other) noexcept {
+  if (this != &other) {
+    metadata_ = std::move(other.metadata_);
+    deadline_ = other.deadline_;
+    cancellation_ =
+        other.borrowed() ? other.cancellation_->share() : std::move(other.cancellation_);
+    span_ = std::move(other.span_);
+  }
+  return *this;
 }
 
 void Context::set_timeout(Clock::duration timeout) noexcept {
@@ -94,9 +136,14 @@ void Context::cancel() {
   cancellation()->cancel();
 }
 
-const std::shared_ptr<CancellationState>& Context::cancellation() {
+std::shared_ptr<CancellationState> Context::cancellation() {
   if (!cancellation_) cancellation_ = std::make_shared<CancellationState>();
-  return cancellation_;
+  return existing_cancellation();
+}
+
+void Context::borrow_cancellation(CancellationState& state) noexcept {
+  // The aliasing constructor with an empty owner: points at `state`, owns nothing.
+  cancellation_ = std::shared_ptr<CancellationState>(std::shared_ptr<CancellationState>(), &state);
 }
 
 }  // namespace micro

@@ -23,6 +23,8 @@ std::string_view status_text(std::int32_t code) noexcept {
       return "Payload Too Large";
     case 429:
       return "Too Many Requests";
+    case 499:
+      return "Client Closed Request";
     case 500:
       return "Internal Server Error";
     case 501:
@@ -89,6 +91,10 @@ Error internal_error(std::string id, std::string detail) {
 }
 Error unavailable(std::string id, std::string detail) {
   return Error(std::move(id), ErrorCode::unavailable, std::move(detail));
+}
+
+Error cancelled_error(std::string id, std::string detail) {
+  return Error(std::move(id), ErrorCode::cancelled, std::move(detail));
 }
 
 Exception::Exception(Error error) : std::runtime_error(error.message()), error_(std::move(error)) {}

@@ -30,11 +30,11 @@ struct GuardedHandler {
   std::function<void()> count_refused;
   HandlerFunction raw;
 
-  void operator()(Request& request, ResponseHandler respond) const {
-    if (request.context.expired()) {
+  void operator()(const RequestPtr& request, ResponseHandler respond) const {
+    if (request->context.expired()) {
       count_refused();
-      respond(Response::failure(Error(request.service, ErrorCode::timeout,
-                                      "deadline passed before " + request.endpoint + " started")));
+      respond(Response::failure(Error(request->service, ErrorCode::timeout,
+                                      "deadline passed before " + request->endpoint + " started")));
       return;
     }
     raw(request, std::move(respond));
@@ -55,7 +55,6 @@ struct Server::State : std::enable_shared_from_this<Server::State> {
   std::shared_ptr<Registry> registry;
   std::shared_ptr<Broker> broker;
   WrapperChains wrappers;
-  boost::asio::any_io_executor executor;
 
   std::string node_id;
   // Filled before start(), read-only afterwards: lookups need no lock.
@@ -136,52 +135,54 @@ struct Server::State : std::enable_shared_from_this<Server::State> {
     return list.empty() ? "none" : list;
   }
 
-  // One request's way back: the transport's responder, guarded so that exactly one response
-  // goes out (a handler may throw after answering) and the in-flight count drops once. One
-  // allocation holds all of it; the handler's ResponseHandler shares it.
+  // One call's way back: the call answers once (a handler may throw after answering), and
+  // the in-flight count drops with that answer. One allocation; the handler's
+  // ResponseHandler shares it.
   struct Answer {
-    Answer(std::shared_ptr<State> server_, ResponseHandler respond_)
-        : server(std::move(server_)), respond(std::move(respond_)) {}
+    Answer(std::shared_ptr<State> server_, ServerCallPtr call_)
+        : server(std::move(server_)), call(std::move(call_)) {}
 
     void deliver(Response&& response) {
-      if (answered.exchange(true, std::memory_order_acq_rel)) return;
       bool error = response.error.has_value();
-      respond(std::move(response));
-      server->finish_one(error);
+      if (call->respond(std::move(response))) server->finish_one(error);
     }
 
     std::shared_ptr<State> server;
-    ResponseHandler respond;
-    std::atomic<bool> answered{false};
+    ServerCallPtr call;
   };
 
-  // Per request, on an I/O thread.
-  void dispatch(Request& request, ResponseHandler respond) {
+  // Per call, on an I/O thread.
+  void dispatch(ServerCallPtr call) {
     const std::string& id = options.name;
+    Request& request = call->request();
     if (stopping.load(std::memory_order_acquire)) {
       refused.fetch_add(1, std::memory_order_relaxed);
-      respond(Response::failure(Error(id, ErrorCode::unavailable, "server is shutting down")));
+      call->respond(
+          Response::failure(Error(id, ErrorCode::unavailable, "server is shutting down")));
       return;
     }
     if (request.context.expired()) {
       refused.fetch_add(1, std::memory_order_relaxed);
-      respond(Response::failure(Error(id, ErrorCode::timeout,
-                                      "deadline passed before " + request.endpoint + " started")));
+      call->respond(Response::failure(Error(
+          id, ErrorCode::timeout, "deadline passed before " + request.endpoint + " started")));
       return;
     }
     auto found = endpoints.find(std::string_view(request.endpoint));
     if (found == endpoints.end()) {
       refused.fetch_add(1, std::memory_order_relaxed);
-      respond(Response::failure(Error(id, ErrorCode::not_found,
-                                      "service " + options.name + " has no endpoint '" +
-                                          request.endpoint + "'; it has: " + endpoint_list())));
+      call->respond(
+          Response::failure(Error(id, ErrorCode::not_found,
+                                  "service " + options.name + " has no endpoint '" +
+                                      request.endpoint + "'; it has: " + endpoint_list())));
       return;
     }
     in_flight.fetch_add(1, std::memory_order_acq_rel);
-    auto answer = std::make_shared<Answer>(shared_from_this(), std::move(respond));
+    // The handlers' share of the request is a share of the call (no allocation).
+    RequestPtr shared_request(call, &request);
+    auto answer = std::make_shared<Answer>(shared_from_this(), std::move(call));
     try {
       found->second.wrapped(
-          request, [answer](Response&& response) { answer->deliver(std::move(response)); });
+          shared_request, [answer](Response&& response) { answer->deliver(std::move(response)); });
     } catch (const Exception& e) {
       answer->deliver(Response::failure(e.error()));
     } catch (const std::exception& e) {
@@ -192,7 +193,7 @@ struct Server::State : std::enable_shared_from_this<Server::State> {
 
 Server::Server(ServerOptions options, std::shared_ptr<Transport> transport,
                std::shared_ptr<Registry> registry, std::shared_ptr<Broker> broker,
-               WrapperChains wrappers, boost::asio::any_io_executor executor)
+               WrapperChains wrappers)
     : state_(std::make_shared<State>()) {
   if (options.name.empty()) throw Exception(bad_request("micro.server", "a server needs a name"));
   state_->options = std::move(options);
@@ -200,7 +201,6 @@ Server::Server(ServerOptions options, std::shared_ptr<Transport> transport,
   state_->registry = std::move(registry);
   state_->broker = std::move(broker);
   state_->wrappers = std::move(wrappers);
-  state_->executor = std::move(executor);
   state_->node_id = state_->options.name + "-" + random_hex(16);
 }
 
@@ -244,13 +244,13 @@ void Server::start() {
     if (entry.wrapped.target<GuardedHandler>() != nullptr) entry.wrapped = entry.raw;
   }
 
-  state.listener = state.transport->listen(
-      state.options.address, [weak](Request& request, ResponseHandler respond) {
-        if (auto self = weak.lock())
-          self->dispatch(request, std::move(respond));
-        else
-          respond(Response::failure(Error("micro.server", ErrorCode::unavailable, "server gone")));
-      });
+  state.listener = state.transport->listen(state.options.address, [weak](ServerCallPtr call) {
+    if (auto self = weak.lock())
+      self->dispatch(std::move(call));
+    else
+      call->respond(
+          Response::failure(Error("micro.server", ErrorCode::unavailable, "server gone")));
+  });
   state.bound_address = state.listener->address();
 
   try {

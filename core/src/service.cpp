@@ -89,7 +89,7 @@ Microservice::Microservice(std::string name, Config config, PluginLoader& loader
                                {"server", "micro-cpp"}};
     // Registrations go straight to the backend; the cache is for lookups.
     state.server = std::make_unique<Server>(server_options, state.transport, state.registry_backend,
-                                            state.broker, state.wrappers, executor);
+                                            state.broker, state.wrappers);
   }
 }
 

@@ -28,8 +28,8 @@ class TrailWrapper final : public micro::Wrapper {
     std::string label = label_;
     // Server side: around the handler.
     set.handler = [label](micro::HandlerFunction next) -> micro::HandlerFunction {
-      return [label, next](micro::Request& request, micro::ResponseHandler respond) {
-        print("    " + label + " handler enter " + request.endpoint);
+      return [label, next](const micro::RequestPtr& request, micro::ResponseHandler respond) {
+        print("    " + label + " handler enter " + request->endpoint);
         next(request, [label, respond](micro::Response&& response) {
           print("    " + label + " handler leave");
           respond(std::move(response));
@@ -38,9 +38,9 @@ class TrailWrapper final : public micro::Wrapper {
     };
     // Client side: around the whole logical call.
     set.client = [label](micro::ClientFunction next) -> micro::ClientFunction {
-      return [label, next](micro::Request& request, const micro::CallOptions& options,
+      return [label, next](const micro::RequestPtr& request, const micro::CallOptions& options,
                            micro::ResponseHandler done) {
-        print(label + " client enter " + request.endpoint);
+        print(label + " client enter " + request->endpoint);
         next(request, options, [label, done](micro::Response&& response) {
           print(label + " client leave");
           done(std::move(response));

@@ -8,6 +8,7 @@
 
 #include <boost/asio/connect.hpp>
 #include <boost/asio/dispatch.hpp>
+#include <boost/asio/post.hpp>
 #include <boost/asio/steady_timer.hpp>
 
 #include "framed_connection.hpp"
@@ -67,6 +68,9 @@ class ClientConnection final : public FramedConnection {
 
   struct PendingCall {
     ResponseHandler done;
+    // Set when the call's context can be cancelled: the callback to forget once it ends.
+    std::shared_ptr<CancellationState> cancellation;
+    std::uint64_t cancel_id = 0;
   };
   using PendingMap = std::unordered_map<std::uint64_t, PendingCall>;
 
@@ -166,14 +170,48 @@ class ClientConnection final : public FramedConnection {
       call.frame = take_buffer();
       encode_request(call.frame, call.request_id, *call.request, call.timeout_nanoseconds);
     }
+    // A context that never had cancellation costs a null check here and nothing else.
+    auto cancellation = call.request->context.existing_cancellation();
+    call.request.reset();  // encoded: the transport's share of the request ends here
     add_pending(call.request_id, std::move(call.done));
     if (call.deadline) add_deadline(*call.deadline, call.request_id);
     send_frame(std::move(call.frame));
+    if (cancellation) watch_cancellation(call.request_id, std::move(cancellation));
+  }
+
+  // Registered after the request frame is queued, so a cancel frame always follows it. The
+  // callback runs on the cancelling thread and posts (never runs inline), so it cannot land
+  // inside this function.
+  void watch_cancellation(std::uint64_t request_id,
+                          std::shared_ptr<CancellationState> cancellation) {
+    std::uint64_t id = cancellation->on_cancel([weak = weak_from_this(), request_id] {
+      if (auto self = std::static_pointer_cast<ClientConnection>(weak.lock()))
+        asio::post(self->strand_, [self, request_id] { self->cancel_call(request_id); });
+    });
+    auto entry = pending_.find(request_id);
+    if (entry == pending_.end()) {
+      cancellation->forget(id);
+      return;
+    }
+    entry->second.cancellation = std::move(cancellation);
+    entry->second.cancel_id = id;
+  }
+
+  // The caller cancelled: the call completes with 499 now, and the server is told so that it
+  // can cancel the handler; the connection and its other calls go on.
+  void cancel_call(std::uint64_t request_id) {
+    auto entry = pending_.find(request_id);
+    if (entry == pending_.end()) return;  // answered or timed out meanwhile
+    ResponseHandler done = take_pending(entry);
+    std::string frame = take_buffer();
+    encode_cancel(frame, request_id);
+    send_frame(std::move(frame));
+    complete(done, cancelled_error(client_error_id));
   }
 
   void add_pending(std::uint64_t request_id, ResponseHandler done) {
     if (spare_nodes_.empty()) {
-      pending_.try_emplace(request_id, PendingCall{std::move(done)});
+      pending_.try_emplace(request_id, PendingCall{std::move(done), nullptr, 0});
       return;
     }
     auto node = std::move(spare_nodes_.back());
@@ -186,7 +224,12 @@ class ClientConnection final : public FramedConnection {
   // Removes the call `entry` points at and returns its completion.
   ResponseHandler take_pending(PendingMap::iterator entry) {
     auto node = pending_.extract(entry);
-    ResponseHandler done = std::move(node.mapped().done);
+    PendingCall& call = node.mapped();
+    ResponseHandler done = std::move(call.done);
+    if (call.cancellation) {
+      call.cancellation->forget(call.cancel_id);
+      call.cancellation.reset();
+    }
     if (spare_nodes_.size() < spare_nodes_kept) spare_nodes_.push_back(std::move(node));
     return done;
   }
@@ -309,7 +352,10 @@ class ClientConnection final : public FramedConnection {
     auto calls = std::move(pending_);
     pending_.clear();
     deadlines_.clear();
-    for (auto& [id, call] : calls) complete(call.done, error);
+    for (auto& [id, call] : calls) {
+      if (call.cancellation) call.cancellation->forget(call.cancel_id);
+      complete(call.done, error);
+    }
   }
 
   static void complete(ResponseHandler& done, Error error) {

@@ -20,12 +20,11 @@ namespace micro::tcp {
 class ClientConnection;
 
 // One call on its way. The frame is encoded on the connection's strand, into a buffer the
-// connection reuses; the request stays valid until `done` runs, as Transport::async_call
-// promises. Its id is unique per transport, so the call can move to another connection of
-// the pool if its first one closed.
+// connection reuses; the call holds its share of the request until then. Its id is unique per
+// transport, so the call can move to another connection of the pool if its first one closed.
 struct OutgoingCall {
   std::uint64_t request_id = 0;
-  const Request* request = nullptr;
+  std::shared_ptr<const Request> request;
   std::uint64_t timeout_nanoseconds = 0;
   std::string frame;  // empty until encoded
   ResponseHandler done;

@@ -166,18 +166,21 @@ std::optional<HeaderProblem> parse_header(const char* data, FrameType expected,
                          std::to_string(protocol_version) + ")"};
   }
   auto type = load<std::uint8_t>(data + 3);
-  if (type != static_cast<std::uint8_t>(expected)) {
-    return HeaderProblem{"unexpected frame type " + std::to_string(type) +
-                         " at offset 3 (expected " +
-                         std::to_string(static_cast<std::uint8_t>(expected)) +
-                         (expected == FrameType::request ? ", a request)" : ", a response)")};
+  // The side that reads requests also reads their cancellations.
+  bool cancel =
+      expected == FrameType::request && type == static_cast<std::uint8_t>(FrameType::cancel);
+  if (type != static_cast<std::uint8_t>(expected) && !cancel) {
+    return HeaderProblem{
+        "unexpected frame type " + std::to_string(type) + " at offset 3 (expected " +
+        std::to_string(static_cast<std::uint8_t>(expected)) +
+        (expected == FrameType::request ? ", a request, or 3, a cancel)" : ", a response)")};
   }
   auto reserved = load<std::uint16_t>(data + 6);
   if (reserved != 0) {
     return HeaderProblem{"reserved field at offset 6 is " + std::to_string(reserved) +
                          " (must be 0)"};
   }
-  header.type = expected;
+  header.type = static_cast<FrameType>(type);
   header.flags = load<std::uint16_t>(data + 4);
   header.request_id = load<std::uint64_t>(data + 8);
   header.length = load<std::uint32_t>(data + 16);
@@ -229,6 +232,12 @@ void encode_response(std::string& out, std::uint64_t request_id, std::uint16_t f
   writer.string(response.content_type);
   write_metadata(writer, response.metadata);
   writer.bytes(response.body);
+}
+
+void encode_cancel(std::string& out, std::uint64_t request_id) {
+  out.resize(header_size);
+  Writer writer(out.data());
+  write_header(writer, FrameType::cancel, 0, request_id, header_size);
 }
 
 std::optional<std::string> decode_request(std::string_view frame, Request& request,

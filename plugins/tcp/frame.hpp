@@ -19,7 +19,8 @@ inline constexpr char magic_second = 'T';
 inline constexpr std::uint8_t protocol_version = 1;
 inline constexpr std::size_t header_size = 20;
 
-enum class FrameType : std::uint8_t { request = 1, response = 2 };
+// A cancel frame (client to server, header only) names a request the client gave up on.
+enum class FrameType : std::uint8_t { request = 1, response = 2, cancel = 3 };
 
 // Response flag: the sender closes the connection after this frame (it could not go on
 // reading the stream, e.g. after an oversize or unreadable header).
@@ -39,7 +40,8 @@ struct HeaderProblem {
   bool too_large = false;
 };
 
-// Reads and checks the 20 bytes at `data`: magic, version, expected type, reserved bits and
+// Reads and checks the 20 bytes at `data`: magic, version, expected type (a side expecting
+// requests also takes cancel frames), reserved bits and
 // the length against [header_size, max_frame]. Returns the problem, or nullopt when sound
 // (then `header` is filled).
 std::optional<HeaderProblem> parse_header(const char* data, FrameType expected,
@@ -53,6 +55,8 @@ std::size_t response_frame_size(const Response& response, std::string_view error
 // (it must fit in the u32 length field).
 void encode_request(std::string& out, std::uint64_t request_id, const Request& request,
                     std::uint64_t timeout_nanoseconds);
+// A header-only cancel frame for `request_id`.
+void encode_cancel(std::string& out, std::uint64_t request_id);
 // `error_json` is response.error->to_json() when the response is a failure, else empty.
 void encode_response(std::string& out, std::uint64_t request_id, std::uint16_t flags,
                      const Response& response, std::string_view error_json);

@@ -24,25 +24,31 @@ class ServerConnection;
 // What every connection of one listener shares; outlives the Listener object so that
 // connections still draining can reach the handler.
 struct ListenerState {
-  ListenerState(RequestHandler handler_, Settings settings_)
+  ListenerState(CallHandler handler_, Settings settings_)
       : handler(std::move(handler_)), settings(settings_) {}
 
-  RequestHandler handler;
+  CallHandler handler;
   Settings settings;
   std::atomic<bool> closed{false};
   std::mutex mutex;  // guards `connections`; never held across I/O
   std::unordered_map<ServerConnection*, std::weak_ptr<ServerConnection>> connections;
 };
 
-// One request between its frame arriving and its response being queued. The handler's
-// ResponseHandler owns it, so `request` stays valid until respond is called.
-struct RequestSlot {
-  Request request;
-  std::shared_ptr<ServerConnection> connection;
-  std::uint64_t request_id = 0;
-  std::atomic<bool> answered{false};
+// One call between its request frame arriving and its response being queued; the handler
+// holds it. The connection tracks it (by request id) until then, to cancel it when a cancel
+// frame names it or the connection goes away.
+class TcpServerCall final : public ServerCall {
+ public:
+  TcpServerCall(std::shared_ptr<ServerConnection> connection_, std::uint64_t request_id_)
+      : connection(std::move(connection_)), request_id(request_id_) {}
 
-  void respond(Response&& response);
+  const std::shared_ptr<ServerConnection> connection;
+  const std::uint64_t request_id;
+  // The client sent a cancel frame: it dropped the call, so no response is written.
+  std::atomic<bool> dropped_by_client{false};
+
+ private:
+  void send(Response&& response) override;
 };
 
 class ServerConnection final : public FramedConnection {
@@ -75,7 +81,9 @@ class ServerConnection final : public FramedConnection {
   }
 
   // Any thread: encodes here, so the strand only queues bytes.
-  void send_response(std::uint64_t request_id, Response&& response) {
+  void send_response(TcpServerCall& call, Response&& response) {
+    if (call.dropped_by_client.load(std::memory_order_acquire)) return;  // and untracked
+    std::uint64_t request_id = call.request_id;
     std::string error_json;
     if (response.error) error_json = response.error->to_json();
     std::size_t size = response_frame_size(response, error_json);
@@ -89,6 +97,7 @@ class ServerConnection final : public FramedConnection {
     // Handlers usually answer inline, on this strand: encode into a reused buffer and queue
     // without wrapping a handler.
     if (strand_.running_in_this_thread()) {
+      untrack(request_id, &call);
       std::string frame = take_buffer();
       encode_response(frame, request_id, 0, response, error_json);
       send_frame(std::move(frame));
@@ -96,9 +105,11 @@ class ServerConnection final : public FramedConnection {
     }
     std::string frame;
     encode_response(frame, request_id, 0, response, error_json);
-    asio::dispatch(strand_, [self = shared(), frame = std::move(frame)]() mutable {
-      self->send_frame(std::move(frame));
-    });
+    asio::dispatch(strand_,
+                   [self = shared(), frame = std::move(frame), request_id, key = &call]() mutable {
+                     self->untrack(request_id, key);
+                     self->send_frame(std::move(frame));
+                   });
   }
 
  private:
@@ -106,12 +117,57 @@ class ServerConnection final : public FramedConnection {
     return std::static_pointer_cast<ServerConnection>(shared_from_this());
   }
 
+  // A call being handled, by request id. `key` tells this call's entry from a later call
+  // that reused the id (it is compared, never dereferenced).
+  struct Tracked {
+    const TcpServerCall* key = nullptr;
+    std::weak_ptr<TcpServerCall> call;
+  };
+  using TrackedMap = std::unordered_map<std::uint64_t, Tracked>;
+  // Map nodes kept for reuse, so a steady stream of calls allocates no node per call.
+  static constexpr std::size_t spare_nodes_kept = 64;
+
+  void track(const std::shared_ptr<TcpServerCall>& call) {
+    if (spare_nodes_.empty()) {
+      calls_.try_emplace(call->request_id, Tracked{call.get(), call});
+      return;
+    }
+    auto node = std::move(spare_nodes_.back());
+    spare_nodes_.pop_back();
+    node.key() = call->request_id;
+    node.mapped() = Tracked{call.get(), call};
+    if (!calls_.insert(std::move(node)).inserted) return;  // an id already in flight: untracked
+  }
+
+  void untrack(std::uint64_t request_id, const TcpServerCall* key) {
+    auto found = calls_.find(request_id);
+    if (found == calls_.end() || found->second.key != key) return;
+    auto node = calls_.extract(found);
+    node.mapped().call.reset();
+    if (spare_nodes_.size() < spare_nodes_kept) spare_nodes_.push_back(std::move(node));
+  }
+
+  // A cancel frame: the client dropped the call. Unknown ids (answered already) are ignored.
+  void cancel_call(std::uint64_t request_id) {
+    auto found = calls_.find(request_id);
+    if (found == calls_.end()) return;
+    auto call = found->second.call.lock();
+    untrack(request_id, found->second.key);
+    if (!call) return;
+    call->dropped_by_client.store(true, std::memory_order_release);
+    call->cancel();
+  }
+
   void on_frame(const FrameHeader& header, std::string_view frame) override {
     if (state_->closed.load(std::memory_order_acquire)) return;
-    auto slot = std::make_shared<RequestSlot>();
-    slot->request_id = header.request_id;
+    if (header.type == FrameType::cancel) {
+      cancel_call(header.request_id);
+      return;
+    }
+    auto call = ServerCall::make<TcpServerCall>(shared(), header.request_id);
+    Request& request = call->request();
     std::uint64_t timeout_nanoseconds = 0;
-    if (auto problem = decode_request(frame, slot->request, timeout_nanoseconds)) {
+    if (auto problem = decode_request(frame, request, timeout_nanoseconds)) {
       // The framing is intact, so only this request is refused; the connection goes on.
       send_error(header.request_id, 0,
                  bad_request(server_error_id, "tcp: malformed request frame: " + *problem));
@@ -121,7 +177,7 @@ class ServerConnection final : public FramedConnection {
       // Re-based on our clock; absurd budgets (over ~30 years) count as none.
       constexpr std::uint64_t longest = 1'000'000'000'000'000'000ULL;
       if (timeout_nanoseconds <= longest) {
-        slot->request.context.set_deadline(
+        request.context.set_deadline(
             Context::Clock::now() +
             std::chrono::duration_cast<Context::Clock::duration>(
                 std::chrono::nanoseconds(static_cast<std::int64_t>(timeout_nanoseconds))));
@@ -129,24 +185,20 @@ class ServerConnection final : public FramedConnection {
     }
     // Go-Micro's servers tell handlers who is on each end of the socket. Without metadata of
     // the client's own, one copy of the prepared pair costs one allocation instead of two.
-    Metadata& metadata = slot->request.context.metadata();
+    Metadata& metadata = request.context.metadata();
     if (metadata.empty()) {
       metadata = socket_metadata_;
     } else {
       metadata.set("Local", local_);
       metadata.set("Remote", remote_);
     }
-    slot->connection = shared();
-
-    ResponseHandler respond = [slot](Response&& response) {
-      slot->respond(std::move(response));
-    };
+    track(call);
     try {
-      state_->handler(slot->request, std::move(respond));
+      state_->handler(call);
     } catch (const Exception& e) {
-      slot->respond(Response::failure(e.error()));
+      call->respond(Response::failure(e.error()));
     } catch (const std::exception& e) {
-      slot->respond(Response::failure(internal_error(server_error_id, e.what())));
+      call->respond(Response::failure(internal_error(server_error_id, e.what())));
     }
   }
 
@@ -164,9 +216,17 @@ class ServerConnection final : public FramedConnection {
 
   void on_disconnect(const boost::system::error_code&) override {}
 
+  // The connection is gone (the client closed it, it failed, or the listener closed it):
+  // every call still being handled is cancelled.
   void on_closed() override {
-    std::lock_guard lock(state_->mutex);
-    state_->connections.erase(this);
+    {
+      std::lock_guard lock(state_->mutex);
+      state_->connections.erase(this);
+    }
+    TrackedMap calls;
+    calls.swap(calls_);
+    for (auto& [id, tracked] : calls)
+      if (auto call = tracked.call.lock()) call->cancel();
   }
 
   void send_error(std::uint64_t request_id, std::uint16_t flags, Error error) {
@@ -180,11 +240,12 @@ class ServerConnection final : public FramedConnection {
   std::string local_;
   std::string remote_;
   Metadata socket_metadata_;  // Local and Remote, as every request of this socket gets them
+  TrackedMap calls_;
+  std::vector<TrackedMap::node_type> spare_nodes_;
 };
 
-void RequestSlot::respond(Response&& response) {
-  if (answered.exchange(true, std::memory_order_acq_rel)) return;  // called exactly once
-  connection->send_response(request_id, std::move(response));
+void TcpServerCall::send(Response&& response) {
+  connection->send_response(*this, std::move(response));
 }
 
 class AcceptLoop : public std::enable_shared_from_this<AcceptLoop> {
@@ -302,7 +363,7 @@ class TcpListener final : public Listener {
 }  // namespace
 
 std::unique_ptr<Listener> make_listener(asio::any_io_executor executor, const Settings& settings,
-                                        std::string_view address, RequestHandler handler) {
+                                        std::string_view address, CallHandler handler) {
   auto parts = split_address(address);
   if (!parts) {
     throw Exception(bad_request(server_error_id, "tcp: cannot listen on \"" + std::string(address) +

@@ -14,6 +14,6 @@ namespace micro::tcp {
 // Binds `address` and starts accepting. Throws micro::Exception (400 for an unusable
 // address, 500 when the socket cannot be bound).
 std::unique_ptr<Listener> make_listener(asio::any_io_executor executor, const Settings& settings,
-                                        std::string_view address, RequestHandler handler);
+                                        std::string_view address, CallHandler handler);
 
 }  // namespace micro::tcp

@@ -36,11 +36,17 @@ class TcpTransport final : public Transport {
 
   ~TcpTransport() override { close(); }
 
-  std::unique_ptr<Listener> listen(std::string_view address, RequestHandler handler) override {
+  std::unique_ptr<Listener> listen(std::string_view address, CallHandler handler) override {
     return make_listener(executor_, *settings_, address, std::move(handler));
   }
 
-  void async_call(std::string_view address, Request& request, ResponseHandler done) override {
+  void async_call(std::string_view address, std::shared_ptr<const Request> shared,
+                  ResponseHandler done) override {
+    const Request& request = *shared;
+    if (request.context.cancelled()) {
+      fail(std::move(done), cancelled_error(client_error_id));
+      return;
+    }
     OutgoingCall call;
     std::uint64_t timeout_nanoseconds = 0;
     if (request.context.has_deadline()) {
@@ -71,7 +77,7 @@ class TcpTransport final : public Transport {
       return;
     }
     call.request_id = pools_->next_request_id();
-    call.request = &request;
+    call.request = std::move(shared);
     call.timeout_nanoseconds = timeout_nanoseconds;
     call.done = std::move(done);
     submit_call(connection, std::move(call));

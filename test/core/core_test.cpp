@@ -120,13 +120,14 @@ TEST_CASE("wrapper chains run the first configured outermost") {
   auto named = [&order](std::string name) {
     micro::WrapperSet set;
     set.handler = [&order, name](micro::HandlerFunction next) -> micro::HandlerFunction {
-      return [&order, name, next](micro::Request& request, micro::ResponseHandler respond) {
-        order.push_back(name + " in");
-        next(request, [&order, name, respond](micro::Response&& response) {
-          order.push_back(name + " out");
-          respond(std::move(response));
-        });
-      };
+      return
+          [&order, name, next](const micro::RequestPtr& request, micro::ResponseHandler respond) {
+            order.push_back(name + " in");
+            next(request, [&order, name, respond](micro::Response&& response) {
+              order.push_back(name + " out");
+              respond(std::move(response));
+            });
+          };
     };
     set.publish = [&order, name](micro::PublishFunction next) -> micro::PublishFunction {
       return [&order, name, next](micro::Context& context, micro::Message& message) {
@@ -141,13 +142,13 @@ TEST_CASE("wrapper chains run the first configured outermost") {
   chains.add(named("b"));
   chains.add(micro::WrapperSet{});  // contributes nothing, changes nothing
 
-  auto handler = chains.wrap_handler([&order](micro::Request&, micro::ResponseHandler respond) {
-    order.push_back("handler");
-    respond(micro::Response{});
-  });
-  micro::Request request;
+  auto handler =
+      chains.wrap_handler([&order](const micro::RequestPtr&, micro::ResponseHandler respond) {
+        order.push_back("handler");
+        respond(micro::Response{});
+      });
   bool answered = false;
-  handler(request, [&](micro::Response&&) { answered = true; });
+  handler(std::make_shared<micro::Request>(), [&](micro::Response&&) { answered = true; });
   CHECK(answered);
   CHECK(order == std::vector<std::string>{"a in", "b in", "handler", "b out", "a out"});
 

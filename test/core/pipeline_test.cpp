@@ -76,20 +76,21 @@ struct Fixture {
   }
 
   // A server of "echo" whose Echo.Call answers after delay_ms on a timer (not blocking a thread).
-  micro::Server& add_server(std::function<void(micro::Request&, micro::ResponseHandler)> extra = {},
-                            std::chrono::milliseconds drain = 5s) {
+  micro::Server& add_server(
+      std::function<void(const micro::RequestPtr&, micro::ResponseHandler)> extra = {},
+      std::chrono::milliseconds drain = 5s) {
     micro::ServerOptions options;
     options.name = "echo";
     options.drain_timeout = drain;
     auto server = std::make_unique<micro::Server>(options, transport, registry, nullptr,
-                                                  micro::WrapperChains{}, runtime.executor());
+                                                  micro::WrapperChains{});
     auto executor = runtime.executor();
     server->handle(
-        "Echo.Call", [executor](micro::Request& request, micro::ResponseHandler respond) {
-          auto echo = nlohmann::json::parse(request.body).get<Echo>();
+        "Echo.Call", [executor](const micro::RequestPtr& request, micro::ResponseHandler respond) {
+          auto echo = nlohmann::json::parse(request->body).get<Echo>();
           auto timer = std::make_shared<boost::asio::steady_timer>(executor);
           timer->expires_after(std::chrono::milliseconds(echo.delay_ms));
-          timer->async_wait([timer, body = request.body, respond](boost::system::error_code) {
+          timer->async_wait([timer, body = request->body, respond](boost::system::error_code) {
             micro::Response response;
             response.content_type = "application/json";
             response.body = body;
@@ -170,15 +171,16 @@ TEST_CASE("unknown endpoint and unknown service") {
 
 TEST_CASE("a 503 from one node is retried on the next, and the selector hears of both") {
   Fixture fixture;
-  auto& failing = fixture.add_server([](micro::Request&, micro::ResponseHandler respond) {
+  auto& failing = fixture.add_server([](const micro::RequestPtr&, micro::ResponseHandler respond) {
     respond(micro::Response::failure(micro::unavailable("echo", "overloaded")));
   });
-  auto& healthy = fixture.add_server([](micro::Request& request, micro::ResponseHandler respond) {
-    micro::Response response;
-    response.content_type = "application/json";
-    response.body = request.body;
-    respond(std::move(response));
-  });
+  auto& healthy =
+      fixture.add_server([](const micro::RequestPtr& request, micro::ResponseHandler respond) {
+        micro::Response response;
+        response.content_type = "application/json";
+        response.body = request->body;
+        respond(std::move(response));
+      });
   auto client = fixture.make_client();
   for (int i = 0; i < 10; ++i)
     CHECK(client.call<Echo>("echo", "Echo.Extra", Echo{"x", 0}).text == "x");
@@ -220,9 +222,9 @@ TEST_CASE("a call past its deadline gets 408 in about its timeout") {
 TEST_CASE("the deadline travels to the server") {
   Fixture fixture;
   std::promise<std::chrono::milliseconds> seen;
-  fixture.add_server([&seen](micro::Request& request, micro::ResponseHandler respond) {
+  fixture.add_server([&seen](const micro::RequestPtr& request, micro::ResponseHandler respond) {
     seen.set_value(
-        std::chrono::duration_cast<std::chrono::milliseconds>(request.context.remaining()));
+        std::chrono::duration_cast<std::chrono::milliseconds>(request->context.remaining()));
     respond(micro::Response{});
   });
   auto client = fixture.make_client();
@@ -287,17 +289,17 @@ TEST_CASE("the server refuses work whose deadline passed while a wrapper held it
   micro::WrapperChains wrappers;
   auto executor = fixture.runtime.executor();
   wrappers.add_handler([executor](micro::HandlerFunction next) -> micro::HandlerFunction {
-    return [executor, next](micro::Request& request, micro::ResponseHandler respond) {
+    return [executor, next](const micro::RequestPtr& request, micro::ResponseHandler respond) {
       auto timer = std::make_shared<boost::asio::steady_timer>(executor, 300ms);
       timer->async_wait(
-          [timer, next, &request, respond](boost::system::error_code) { next(request, respond); });
+          [timer, next, request, respond](boost::system::error_code) { next(request, respond); });
     };
   });
   micro::ServerOptions options;
   options.name = "echo";
-  micro::Server server(options, fixture.transport, fixture.registry, nullptr, wrappers, executor);
+  micro::Server server(options, fixture.transport, fixture.registry, nullptr, wrappers);
   std::atomic<int> handled{0};
-  server.handle("Echo.Held", [&](micro::Request&, micro::ResponseHandler respond) {
+  server.handle("Echo.Held", [&](const micro::RequestPtr&, micro::ResponseHandler respond) {
     ++handled;
     respond(micro::Response{});
   });

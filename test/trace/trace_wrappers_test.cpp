@@ -242,8 +242,7 @@ struct Fixture {
                                              broker, chains, runtime.executor());
     micro::ServerOptions options;
     options.name = "echo";
-    server = std::make_unique<micro::Server>(options, transport, registry, broker, chains,
-                                             runtime.executor());
+    server = std::make_unique<micro::Server>(options, transport, registry, broker, chains);
     server->handle("Trace.Work", [this](micro::Context& context, const Echo& echo) {
       remember(context);
       // Application code's own span, under the server span.
@@ -444,7 +443,7 @@ TEST_CASE("a Go peer's capitalised Traceparent joins the trace") {
                                  "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01");
   std::promise<micro::Response> answered;
   fixture.transport->async_call(
-      fixture.server->address(), request,
+      fixture.server->address(), std::make_shared<micro::Request>(std::move(request)),
       [&](micro::Response&& response) { answered.set_value(std::move(response)); });
   auto future = answered.get_future();
   REQUIRE(future.wait_for(10s) == std::future_status::ready);
@@ -483,27 +482,28 @@ TEST_CASE("tracing off: all five wrappers call straight through without allocati
   micro::trace::set_tracer(nullptr);
   auto set = micro::trace::sdk::make_trace_wrappers({"echo", "1.0", "tcp", "memory"});
   int reached = 0;
-  auto handler = set.handler([&](micro::Request&, micro::ResponseHandler respond) {
+  auto handler = set.handler([&](const micro::RequestPtr&, micro::ResponseHandler respond) {
     ++reached;
     respond(micro::Response{});
   });
-  auto client =
-      set.client([&](micro::Request&, const micro::CallOptions&, micro::ResponseHandler done) {
+  auto client = set.client(
+      [&](const micro::RequestPtr&, const micro::CallOptions&, micro::ResponseHandler done) {
         ++reached;
         done(micro::Response{});
       });
-  auto call = set.call([&](micro::Request&, const micro::Attempt&, micro::ResponseHandler done) {
-    ++reached;
-    done(micro::Response{});
-  });
+  auto call =
+      set.call([&](const micro::RequestPtr&, const micro::Attempt&, micro::ResponseHandler done) {
+        ++reached;
+        done(micro::Response{});
+      });
   auto publish = set.publish([&](micro::Context&, micro::Message&) { ++reached; });
   auto subscriber = set.subscriber([&](micro::Context&, micro::Message&) { ++reached; });
 
   const std::string incoming = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
-  micro::Request request;
-  request.service = "echo";
-  request.endpoint = "Echo.Call";
-  request.context.metadata().set("traceparent", incoming);
+  auto request = std::make_shared<micro::Request>();
+  request->service = "echo";
+  request->endpoint = "Echo.Call";
+  request->context.metadata().set("traceparent", incoming);
   micro::Message message;
   message.topic = "events";
   micro::Node node{"echo-1", "127.0.0.1:4000", {}};
@@ -518,16 +518,16 @@ TEST_CASE("tracing off: all five wrappers call straight through without allocati
     handler(request, respond);
     client(request, options, respond);
     call(request, micro::Attempt{node, 1}, respond);
-    publish(request.context, message);
-    subscriber(request.context, message);
+    publish(request->context, message);
+    subscriber(request->context, message);
   }
   long allocated = allocations.load() - before;
   CHECK(allocated == 0);
   CHECK(reached == 500);
   CHECK(answered == 300);
   // Nothing was injected: the incoming header is untouched, no span was set.
-  CHECK(request.context.metadata().get("traceparent") == incoming);
-  CHECK(request.context.metadata().size() == 1);
+  CHECK(request->context.metadata().get("traceparent") == incoming);
+  CHECK(request->context.metadata().size() == 1);
   CHECK(message.headers.empty());
-  CHECK(request.context.span() == nullptr);
+  CHECK(request->context.span() == nullptr);
 }

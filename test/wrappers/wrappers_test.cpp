@@ -94,12 +94,12 @@ bool ends_with_duration(const std::string& line) {
   }
 }
 
-micro::Request request_for(std::string service, std::string endpoint) {
-  micro::Request request;
-  request.service = std::move(service);
-  request.endpoint = std::move(endpoint);
-  request.content_type = "application/json";
-  request.body = "{}";
+micro::RequestPtr request_for(std::string service, std::string endpoint) {
+  auto request = std::make_shared<micro::Request>();
+  request->service = std::move(service);
+  request->endpoint = std::move(endpoint);
+  request->content_type = "application/json";
+  request->body = "{}";
   return request;
 }
 
@@ -126,15 +126,15 @@ struct Recorder {
   micro::WrapperSet set(std::string name, std::function<void()> on_leave = {}) {
     micro::WrapperSet set;
     set.handler = [this, name, on_leave](micro::HandlerFunction next) {
-      return micro::HandlerFunction(
-          [this, name, on_leave, next](micro::Request& request, micro::ResponseHandler respond) {
-            add(name + ">");
-            next(request, [this, name, on_leave, respond](micro::Response&& response) {
-              if (on_leave) on_leave();
-              add("<" + name);
-              respond(std::move(response));
-            });
-          });
+      return micro::HandlerFunction([this, name, on_leave, next](const micro::RequestPtr& request,
+                                                                 micro::ResponseHandler respond) {
+        add(name + ">");
+        next(request, [this, name, on_leave, respond](micro::Response&& response) {
+          if (on_leave) on_leave();
+          add("<" + name);
+          respond(std::move(response));
+        });
+      });
     };
     set.publish = [this, name, on_leave](micro::PublishFunction next) {
       return micro::PublishFunction(
@@ -170,14 +170,14 @@ TEST_CASE("wrappers: configured order, first outermost, log between its neighbou
 
     int handler_calls = 0;
     auto handler =
-        chains.wrap_handler([&](micro::Request& request, micro::ResponseHandler respond) {
+        chains.wrap_handler([&](const micro::RequestPtr& request, micro::ResponseHandler respond) {
           ++handler_calls;
-          recorder.add("handler " + request.endpoint);
+          recorder.add("handler " + request->endpoint);
           respond(ok_response("pong"));
         });
     std::optional<micro::Response> answer;
     int answers = 0;
-    micro::Request request = request_for("greeter", "Greeter.Hello");
+    micro::RequestPtr request = request_for("greeter", "Greeter.Hello");
     handler(request, [&](micro::Response&& response) {
       ++answers;
       answer = std::move(response);
@@ -223,18 +223,18 @@ TEST_CASE("log: one line per request, call, publish and delivery, with outcome")
 
     SUBCASE("handler: ok and error responses pass through unchanged") {
       int calls = 0;
-      auto handler =
-          chains.wrap_handler([&](micro::Request& request, micro::ResponseHandler respond) {
+      auto handler = chains.wrap_handler(
+          [&](const micro::RequestPtr& request, micro::ResponseHandler respond) {
             ++calls;
-            if (request.body == "bad")
+            if (request->body == "bad")
               respond(micro::Response::failure(micro::not_found("greeter", "no such greeting")));
             else
               respond(ok_response("hi"));
           });
       std::vector<micro::Response> responses;
-      micro::Request good = request_for("greeter", "Greeter.Hello");
-      micro::Request bad = request_for("greeter", "Greeter.Hello");
-      bad.body = "bad";
+      micro::RequestPtr good = request_for("greeter", "Greeter.Hello");
+      micro::RequestPtr bad = request_for("greeter", "Greeter.Hello");
+      bad->body = "bad";
       handler(good, [&](micro::Response&& response) { responses.push_back(std::move(response)); });
       handler(bad, [&](micro::Response&& response) { responses.push_back(std::move(response)); });
       CHECK(calls == 2);
@@ -252,10 +252,10 @@ TEST_CASE("log: one line per request, call, publish and delivery, with outcome")
     }
 
     SUBCASE("handler: a synchronous throw is logged and passed on") {
-      auto handler = chains.wrap_handler([](micro::Request&, micro::ResponseHandler) {
+      auto handler = chains.wrap_handler([](const micro::RequestPtr&, micro::ResponseHandler) {
         throw micro::Exception(micro::Error("greeter", 409, "already greeted"));
       });
-      micro::Request request = request_for("greeter", "Greeter.Hello");
+      micro::RequestPtr request = request_for("greeter", "Greeter.Hello");
       CHECK_THROWS_AS(handler(request, [](micro::Response&&) {}), micro::Exception);
       auto lines = log_file.lines();
       REQUIRE(lines.size() == 1);
@@ -268,13 +268,14 @@ TEST_CASE("log: one line per request, call, publish and delivery, with outcome")
       micro::ResponseHandler pending;
       int calls = 0;
       micro::CallOptions seen_options;
-      auto client = chains.wrap_client(
-          [&](micro::Request&, const micro::CallOptions& options, micro::ResponseHandler done) {
+      auto client =
+          chains.wrap_client([&](const micro::RequestPtr&, const micro::CallOptions& options,
+                                 micro::ResponseHandler done) {
             ++calls;
             seen_options = options;
             pending = std::move(done);  // answered later, as a transport does
           });
-      micro::Request request = request_for("billing", "Billing.Charge");
+      micro::RequestPtr request = request_for("billing", "Billing.Charge");
       micro::CallOptions options;
       options.retries = 3;
       std::atomic<int> answers{0};
@@ -386,35 +387,35 @@ TEST_CASE("metrics: counts per endpoint and topic, printed when destroyed") {
     chains.add(metrics->wrappers(scope));
     int inner_calls = 0;
     auto handler =
-        chains.wrap_handler([&](micro::Request& request, micro::ResponseHandler respond) {
+        chains.wrap_handler([&](const micro::RequestPtr& request, micro::ResponseHandler respond) {
           ++inner_calls;
-          if (request.body == "bad")
+          if (request->body == "bad")
             respond(micro::Response::failure(micro::bad_request("greeter", "bad")));
           else
             respond(ok_response("ok"));
         });
     for (int i = 0; i < 4; ++i) {
-      micro::Request request = request_for("greeter", "Greeter.Hello");
-      if (i == 3) request.body = "bad";
+      micro::RequestPtr request = request_for("greeter", "Greeter.Hello");
+      if (i == 3) request->body = "bad";
       int answers = 0;
       handler(request, [&](micro::Response&&) { ++answers; });
       CHECK(answers == 1);
     }
-    micro::Request other = request_for("greeter", "Greeter.Bye");
+    micro::RequestPtr other = request_for("greeter", "Greeter.Bye");
     handler(other, [](micro::Response&&) {});
     CHECK(inner_calls == 5);
 
-    auto client = chains.wrap_client([](micro::Request&, const micro::CallOptions&,
+    auto client = chains.wrap_client([](const micro::RequestPtr&, const micro::CallOptions&,
                                         micro::ResponseHandler done) { done(ok_response("x")); });
     micro::Node node{"billing-1", "127.0.0.1:4000", {}};
     auto call = chains.wrap_call(
-        [](micro::Request&, const micro::Attempt& attempt, micro::ResponseHandler done) {
+        [](const micro::RequestPtr&, const micro::Attempt& attempt, micro::ResponseHandler done) {
           if (attempt.number == 1)
             done(micro::Response::failure(micro::unavailable("micro.client", "refused")));
           else
             done(ok_response("x"));
         });
-    micro::Request billing = request_for("billing", "Billing.Charge");
+    micro::RequestPtr billing = request_for("billing", "Billing.Charge");
     client(billing, micro::CallOptions{}, [](micro::Response&&) {});
     call(billing, micro::Attempt{node, 1}, [](micro::Response&&) {});
     call(billing, micro::Attempt{node, 2}, [](micro::Response&&) {});
@@ -495,16 +496,17 @@ TEST_CASE("log and metrics composed: each calls next exactly once") {
     chains.add(metrics->wrappers(scope));
     chains.add(log->wrappers(scope));  // twice: two lines per request
     std::atomic<int> inner{0};
-    auto handler = chains.wrap_handler([&](micro::Request&, micro::ResponseHandler respond) {
-      inner.fetch_add(1);
-      respond(ok_response("x"));
-    });
+    auto handler =
+        chains.wrap_handler([&](const micro::RequestPtr&, micro::ResponseHandler respond) {
+          inner.fetch_add(1);
+          respond(ok_response("x"));
+        });
     std::vector<std::thread> threads;
     std::atomic<int> answers{0};
     for (int t = 0; t < 4; ++t) {
       threads.emplace_back([&] {
         for (int i = 0; i < 250; ++i) {
-          micro::Request request = request_for("greeter", "Greeter.Hello");
+          micro::RequestPtr request = request_for("greeter", "Greeter.Hello");
           handler(request, [&](micro::Response&&) { answers.fetch_add(1); });
         }
       });

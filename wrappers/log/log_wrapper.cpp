@@ -96,7 +96,7 @@ std::string outcome_of(std::exception_ptr failure) {
 // `next` throws before answering.
 template <class Function, class... Arguments>
 void run_logged(const std::shared_ptr<Output>& output, std::string_view kind, std::string subject,
-                const Function& next, micro::Request& request, micro::ResponseHandler done,
+                const Function& next, const micro::RequestPtr& request, micro::ResponseHandler done,
                 const Arguments&... arguments) {
   auto start = Clock::now();
   auto answered = std::make_shared<std::atomic<bool>>(false);
@@ -140,19 +140,21 @@ class LogWrapper final : public micro::Wrapper {
     micro::WrapperSet set;
     auto output = output_;
     set.handler = [output, service = scope.service_name](micro::HandlerFunction next) {
-      return micro::HandlerFunction([output, service, next = std::move(next)](
-                                        micro::Request& request, micro::ResponseHandler respond) {
-        run_logged(output, "handler", service + " " + request.endpoint, next, request,
-                   std::move(respond));
-      });
+      return micro::HandlerFunction(
+          [output, service, next = std::move(next)](const micro::RequestPtr& request,
+                                                    micro::ResponseHandler respond) {
+            run_logged(output, "handler", service + " " + request->endpoint, next, request,
+                       std::move(respond));
+          });
     };
     set.client = [output](micro::ClientFunction next) {
-      return micro::ClientFunction([output, next = std::move(next)](
-                                       micro::Request& request, const micro::CallOptions& options,
-                                       micro::ResponseHandler done) {
-        run_logged(output, "client", request.service + " " + request.endpoint, next, request,
-                   std::move(done), options);
-      });
+      return micro::ClientFunction(
+          [output, next = std::move(next)](const micro::RequestPtr& request,
+                                           const micro::CallOptions& options,
+                                           micro::ResponseHandler done) {
+            run_logged(output, "client", request->service + " " + request->endpoint, next, request,
+                       std::move(done), options);
+          });
     };
     set.publish = [output](micro::PublishFunction next) {
       return micro::PublishFunction(

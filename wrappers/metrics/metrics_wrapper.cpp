@@ -120,8 +120,8 @@ std::FILE* open_stream(const std::string& stream, bool& owned) {
 // `next` throws before answering.
 template <class Function, class... Arguments>
 void run_counted(const std::shared_ptr<Registry>& registry, Counters& counters,
-                 const Function& next, micro::Request& request, micro::ResponseHandler done,
-                 const Arguments&... arguments) {
+                 const Function& next, const micro::RequestPtr& request,
+                 micro::ResponseHandler done, const Arguments&... arguments) {
   auto start = Clock::now();
   auto answered = std::make_shared<std::atomic<bool>>(false);
   // The registry rides along: a late response must still find its counters.
@@ -200,27 +200,29 @@ class MetricsWrapper final : public micro::Wrapper {
     micro::WrapperSet set;
     auto registry = registry_;
     set.handler = [registry, service = scope.service_name](micro::HandlerFunction next) {
-      return micro::HandlerFunction([registry, service, next = std::move(next)](
-                                        micro::Request& request, micro::ResponseHandler respond) {
-        Counters& counters = registry->counters(key_of("handler", service, request.endpoint));
-        run_counted(registry, counters, next, request, std::move(respond));
-      });
+      return micro::HandlerFunction(
+          [registry, service, next = std::move(next)](const micro::RequestPtr& request,
+                                                      micro::ResponseHandler respond) {
+            Counters& counters = registry->counters(key_of("handler", service, request->endpoint));
+            run_counted(registry, counters, next, request, std::move(respond));
+          });
     };
     set.client = [registry](micro::ClientFunction next) {
-      return micro::ClientFunction([registry, next = std::move(next)](
-                                       micro::Request& request, const micro::CallOptions& options,
-                                       micro::ResponseHandler done) {
-        Counters& counters =
-            registry->counters(key_of("client", request.service, request.endpoint));
-        run_counted(registry, counters, next, request, std::move(done), options);
-      });
+      return micro::ClientFunction(
+          [registry, next = std::move(next)](const micro::RequestPtr& request,
+                                             const micro::CallOptions& options,
+                                             micro::ResponseHandler done) {
+            Counters& counters =
+                registry->counters(key_of("client", request->service, request->endpoint));
+            run_counted(registry, counters, next, request, std::move(done), options);
+          });
     };
     set.call = [registry](micro::CallFunction next) {
-      return micro::CallFunction([registry, next = std::move(next)](micro::Request& request,
-                                                                    const micro::Attempt& attempt,
-                                                                    micro::ResponseHandler done) {
+      return micro::CallFunction([registry, next = std::move(next)](
+                                     const micro::RequestPtr& request,
+                                     const micro::Attempt& attempt, micro::ResponseHandler done) {
         Counters& counters = registry->counters(
-            key_of("call", request.service + " " + request.endpoint, attempt.node.address));
+            key_of("call", request->service + " " + request->endpoint, attempt.node.address));
         run_counted(registry, counters, next, request, std::move(done), attempt);
       });
     };

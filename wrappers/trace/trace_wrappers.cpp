@@ -146,12 +146,13 @@ StartOptions& scratch_options(SpanKind kind) {
 
 HandlerWrapper handler_wrapper() {
   return [](HandlerFunction next) -> HandlerFunction {
-    return [next = std::move(next)](Request& request, ResponseHandler respond) {
+    return [next = std::move(next)](const RequestPtr& shared, ResponseHandler respond) {
       Tracer& active = tracer();
       if (!active.enabled()) {
-        next(request, std::move(respond));
+        next(shared, std::move(respond));
         return;
       }
+      Request& request = *shared;
       std::optional<SpanContext> remote = extract(request.context.metadata());
       StartOptions& options = scratch_options(SpanKind::server);
       if (remote) options.parent = &*remote;
@@ -167,13 +168,13 @@ HandlerWrapper handler_wrapper() {
       // Handler code's own spans (Database.Insert…) nest under the server span.
       request.context.set_span(span);
       if (!span->recording()) {  // unsampled: nothing to end or record, so no wrapped responder
-        next(request, std::move(respond));
+        next(shared, std::move(respond));
         return;
       }
       try {
         // Servers leave UNSET on success (OTel RPC conventions); errors are ERROR. The span
         // ends before the response leaves, so the peer never sees it unfinished.
-        next(request, ending_span(span, std::move(respond)));
+        next(shared, ending_span(span, std::move(respond)));
       } catch (...) {
         record_exception(*span, std::current_exception());
         throw;
@@ -214,7 +215,7 @@ void with_client_span(Tracer& active, Request& request, std::string_view name, b
 
 ClientWrapper client_wrapper() {
   return [](ClientFunction next) -> ClientFunction {
-    return [next = std::move(next)](Request& request, const CallOptions& call_options,
+    return [next = std::move(next)](const RequestPtr& request, const CallOptions& call_options,
                                     ResponseHandler done) {
       Tracer& active = tracer();
       if (!active.enabled()) {
@@ -222,7 +223,7 @@ ClientWrapper client_wrapper() {
         return;
       }
       with_client_span(
-          active, request, request.endpoint, /*becomes_active=*/true, /*injects=*/false,
+          active, *request, request->endpoint, /*becomes_active=*/true, /*injects=*/false,
           std::move(done), [](std::vector<Attribute>&) {},
           [&](ResponseHandler ending) { next(request, call_options, std::move(ending)); });
     };
@@ -231,25 +232,25 @@ ClientWrapper client_wrapper() {
 
 CallWrapper call_wrapper() {
   return [](CallFunction next) -> CallFunction {
-    return
-        [next = std::move(next)](Request& request, const Attempt& attempt, ResponseHandler done) {
-          Tracer& active = tracer();
-          if (!active.enabled()) {
-            next(request, attempt, std::move(done));
-            return;
-          }
-          thread_local std::string name;
-          name.assign(request.endpoint).append(" attempt");
-          with_client_span(
-              active, request, name, /*becomes_active=*/false, /*injects=*/true, std::move(done),
-              [&](std::vector<Attribute>& attributes) {
-                add_address(attributes, attempt.node.address, "server.address", "server.port");
-                attributes.emplace_back("micro.attempt", static_cast<std::int64_t>(attempt.number));
-                if (!attempt.node.id.empty() && attempt.node.id != attempt.node.address)
-                  attributes.emplace_back("micro.node.id", attempt.node.id);
-              },
-              [&](ResponseHandler ending) { next(request, attempt, std::move(ending)); });
-        };
+    return [next = std::move(next)](const RequestPtr& request, const Attempt& attempt,
+                                    ResponseHandler done) {
+      Tracer& active = tracer();
+      if (!active.enabled()) {
+        next(request, attempt, std::move(done));
+        return;
+      }
+      thread_local std::string name;
+      name.assign(request->endpoint).append(" attempt");
+      with_client_span(
+          active, *request, name, /*becomes_active=*/false, /*injects=*/true, std::move(done),
+          [&](std::vector<Attribute>& attributes) {
+            add_address(attributes, attempt.node.address, "server.address", "server.port");
+            attributes.emplace_back("micro.attempt", static_cast<std::int64_t>(attempt.number));
+            if (!attempt.node.id.empty() && attempt.node.id != attempt.node.address)
+              attributes.emplace_back("micro.node.id", attempt.node.id);
+          },
+          [&](ResponseHandler ending) { next(request, attempt, std::move(ending)); });
+    };
   };
 }
 

@@ -10,6 +10,7 @@
 #include <future>
 #include <memory>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include <boost/asio/any_io_executor.hpp>
@@ -27,6 +28,20 @@
 #include <micro/wrapper.hpp>
 
 namespace micro {
+
+namespace detail {
+// A callback with no executor of its own: Client::async_call runs it directly, without the
+// completion-token machinery (one allocation and a dispatch fewer).
+// (Asio's tokens either are not invocable with a Response, or return something, as
+// use_future does.)
+template <class Token>
+concept plain_response_callback = std::is_invocable_v < std::decay_t<Token>
+&, Response&& > &&std::is_void_v<std::invoke_result_t<std::decay_t<Token>&, Response&&>>&&
+                    std::is_convertible_v<Token, ResponseHandler> &&
+       !requires {
+  typename std::decay_t<Token>::executor_type;
+};
+}  // namespace detail
 
 struct ClientOptions {
   std::chrono::milliseconds timeout{std::chrono::seconds(5)};
@@ -52,30 +67,40 @@ class Client {
   Client(const Client&) = delete;
   Client& operator=(const Client&) = delete;
 
-  // Raw asynchronous call. `done` runs once, on an I/O thread.
-  void async_call(Request request, ResponseHandler done, const CallOptions& options = {});
+  // Raw asynchronous call: the call owns `request`; `done` runs exactly once, on an I/O
+  // thread, never inside async_call. Cancelling request.context (keep its cancellation()
+  // before the call) ends the call at once with 499 in whatever stage it is: waiting for the
+  // registry, backing off between attempts, or in flight (the transport drops it and tells
+  // the server).
+  void async_call(Request request, const CallOptions& options, ResponseHandler done);
 
-  // Any Asio completion token: a callback, boost::asio::use_awaitable (co_await it),
-  // boost::asio::use_future. Completes with a Response (check response.error).
+  // Any Asio completion token: boost::asio::use_awaitable (co_await it), use_future, a
+  // callback bound to an executor. Completes with a Response (check response.error) on the
+  // token's associated executor. A plain callback takes the raw overload above.
   template <class CompletionToken>
-  auto async_call(Request request, const CallOptions& options, CompletionToken&& token) {
+  requires(!detail::plain_response_callback<CompletionToken>) auto async_call(
+      Request request, const CallOptions& options, CompletionToken&& token) {
     return boost::asio::async_initiate<CompletionToken, void(Response)>(
-        [this, options](auto handler, Request request) {
+        [this](auto handler, Request request, const CallOptions& options) {
           using Handler = decltype(handler);
           auto shared = std::make_shared<Handler>(std::move(handler));
           auto executor = boost::asio::get_associated_executor(*shared, this->executor());
-          async_call(
-              std::move(request),
-              [shared, executor](Response&& response) {
-                // Completes on the handler's own executor (a coroutine resumes where it runs),
-                // invoked once as an rvalue, as Asio handlers must be.
-                boost::asio::dispatch(executor, [shared, response = std::move(response)]() mutable {
-                  std::move (*shared)(std::move(response));
-                });
-              },
-              options);
+          async_call(std::move(request), options, [shared, executor](Response&& response) {
+            // Completes on the handler's own executor (a coroutine resumes where it runs),
+            // invoked once as an rvalue, as Asio handlers must be.
+            boost::asio::dispatch(executor, [shared, response = std::move(response)]() mutable {
+              std::move (*shared)(std::move(response));
+            });
+          });
         },
-        token, std::move(request));
+        token, std::move(request), options);
+  }
+
+  // The same with the client's default options.
+  template <class CompletionToken>
+  requires(!std::is_same_v<std::decay_t<CompletionToken>, CallOptions>) auto async_call(
+      Request request, CompletionToken&& token) {
+    return async_call(std::move(request), CallOptions{}, std::forward<CompletionToken>(token));
   }
 
   // Blocking raw call; throws micro::Exception on failure. Never call it from an I/O thread.

@@ -22,6 +22,10 @@ enum class ErrorCode : std::int32_t {
   timeout = 408,  // the call's deadline passed
   conflict = 409,
   too_many_requests = 429,
+  // The caller cancelled the call (Context::cancel()): id "micro.client", detail "call
+  // cancelled". Not HTTP's but nginx's "Client Closed Request", as grpc-gateway maps gRPC's
+  // CANCELLED. Never retried.
+  cancelled = 499,
   internal = 500,
   bad_gateway = 502,
   unavailable = 503,  // no node, connection refused or lost
@@ -60,6 +64,7 @@ Error not_found(std::string id, std::string detail);
 Error timeout_error(std::string id, std::string detail);
 Error internal_error(std::string id, std::string detail);
 Error unavailable(std::string id, std::string detail);
+Error cancelled_error(std::string id, std::string detail = "call cancelled");
 
 // Thrown by the blocking API and by handlers that want to answer with a specific code.
 // Anything else a handler throws becomes a 500 with the exception's what().

@@ -47,13 +47,15 @@ struct ServerStatistics {
 class Server {
  public:
   Server(ServerOptions options, std::shared_ptr<Transport> transport,
-         std::shared_ptr<Registry> registry, std::shared_ptr<Broker> broker, WrapperChains wrappers,
-         boost::asio::any_io_executor executor);
+         std::shared_ptr<Registry> registry, std::shared_ptr<Broker> broker,
+         WrapperChains wrappers);
   ~Server();  // stops if running
   Server(const Server&) = delete;
   Server& operator=(const Server&) = delete;
 
-  // Raw handler: bytes in, Response out. Register before start().
+  // Raw handler: bytes in, Response out; `respond` exactly once, from any thread. Register
+  // before start(). The request's context is cancelled when the client cancels or goes away:
+  // poll `request->context.cancelled()` or register `context.cancellation()->on_cancel(…)`.
   void handle(std::string endpoint, HandlerFunction handler, EndpointOptions options = {});
 
   // Typed handler: `Req` and `Resp` convert with nlohmann to_json/from_json and travel in
@@ -63,7 +65,7 @@ class Server {
   void handle(std::string endpoint, std::function<Resp(Context&, const Req&)> function,
               EndpointOptions options = {});
   template <class Function>
-  requires(!std::is_invocable_v<Function&, Request&, ResponseHandler>) void handle(
+  requires(!std::is_invocable_v<Function&, const RequestPtr&, ResponseHandler>) void handle(
       std::string endpoint, Function function, EndpointOptions options = {});
 
   // Delivers messages on `topic` through the subscriber wrappers; queue: one member of the
@@ -111,7 +113,8 @@ struct handler_traits<R (*)(Context&, const Req&)> {
 // Decodes the request body into Req, runs the function, encodes Resp with the same codec.
 template <class Req, class Resp>
 HandlerFunction make_typed_handler(std::function<Resp(Context&, const Req&)> function) {
-  return [function = std::move(function)](Request& request, ResponseHandler respond) {
+  return [function = std::move(function)](const RequestPtr& pointer, ResponseHandler respond) {
+    Request& request = *pointer;
     Response response;
     try {
       const Codec& codec =
@@ -146,7 +149,7 @@ void Server::handle(std::string endpoint, std::function<Resp(Context&, const Req
 }
 
 template <class Function>
-requires(!std::is_invocable_v<Function&, Request&, ResponseHandler>) void Server::handle(
+requires(!std::is_invocable_v<Function&, const RequestPtr&, ResponseHandler>) void Server::handle(
     std::string endpoint, Function function, EndpointOptions options) {
   using traits = detail::handler_traits<std::decay_t<Function>>;
   using Req = std::decay_t<typename traits::request>;

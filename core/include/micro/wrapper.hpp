@@ -36,11 +36,16 @@ struct Attempt {
   int number;  // 1 for the first try
 };
 
-using HandlerFunction = std::function<void(Request& request, ResponseHandler respond)>;
-using ClientFunction =
-    std::function<void(Request& request, const CallOptions& options, ResponseHandler done)>;
+// The request is the call's: a function may change it before passing it on (metadata, the
+// active span) and keeps a share of it if it needs it after returning. The handler (respond,
+// done) comes last and is called exactly once.
+using HandlerFunction = std::function<void(const RequestPtr& request, ResponseHandler respond)>;
+using ClientFunction = std::function<void(const RequestPtr& request, const CallOptions& options,
+                                          ResponseHandler done)>;
+// Attempts of one call run one after the other: an attempt starts after the previous one's
+// `done` has run, so changing the request for an attempt never races with the transport.
 using CallFunction =
-    std::function<void(Request& request, const Attempt& attempt, ResponseHandler done)>;
+    std::function<void(const RequestPtr& request, const Attempt& attempt, ResponseHandler done)>;
 // Publish throws micro::Exception on failure.
 using PublishFunction = std::function<void(Context& context, Message& message)>;
 // Throwing reports the delivery as failed.

@@ -77,13 +77,30 @@ inline std::shared_ptr<micro::Transport> make_tcp(
                                                                   runtime.executor());
 }
 
+// A server-side handler that sees the call's request and answers through a ResponseHandler,
+// as most of these tests' handlers do.
+template <class Handler>
+micro::CallHandler unary(Handler handler) {
+  return [handler = std::move(handler)](micro::ServerCallPtr call) mutable {
+    micro::Request& request = call->request();
+    handler(request, [call = std::move(call)](micro::Response&& response) {
+      call->respond(std::move(response));
+    });
+  };
+}
+
+// The call's own copy of a request (a call owns its request).
+inline std::shared_ptr<const micro::Request> share(const micro::Request& request) {
+  return std::make_shared<const micro::Request>(request);
+}
+
 // Waits for one call's response without risking a dangling promise if it never comes.
 inline micro::Response call_and_wait(micro::Transport& transport, const std::string& address,
-                                     micro::Request& request,
+                                     const micro::Request& request,
                                      std::chrono::milliseconds limit = 10s) {
   auto promise = std::make_shared<std::promise<micro::Response>>();
   auto future = promise->get_future();
-  transport.async_call(address, request, [promise](micro::Response&& response) {
+  transport.async_call(address, share(request), [promise](micro::Response&& response) {
     promise->set_value(std::move(response));
   });
   REQUIRE_MESSAGE(future.wait_for(limit) == std::future_status::ready,
@@ -202,6 +219,11 @@ class RawSocket {
     ::setsockopt(socket_.native_handle(), SOL_SOCKET, SO_RCVTIMEO, &timeout, sizeof timeout);
   }
   void send(const std::string& bytes) { asio::write(socket_, asio::buffer(bytes)); }
+  // Closes the connection, as a client process that goes away does.
+  void close() {
+    boost::system::error_code ignored;
+    socket_.close(ignored);
+  }
 
   // Reads exactly `size` bytes; nullopt on EOF or timeout.
   std::optional<std::string> read_exactly(std::size_t size) {

@@ -1,6 +1,7 @@
 // test/plugins/tcp/tcp_transport_test.cpp — the tcp transport plugin, loaded through the
 // PluginLoader: round trips, many calls in flight answered out of order, pooling,
-// deadlines, lost and refused connections, and frames refused for size or shape.
+// deadlines, cancellation, lost and refused connections, and frames refused for size or
+// shape.
 #include <signal.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -28,13 +29,13 @@ micro::Request make_request(std::string body, std::string endpoint = "Echo.Call"
 }
 
 // Answers every request with "echo:" + body, at once.
-micro::RequestHandler echo_handler() {
-  return [](micro::Request& request, micro::ResponseHandler respond) {
+micro::CallHandler echo_handler() {
+  return tcp_test::unary([](micro::Request& request, micro::ResponseHandler respond) {
     micro::Response response;
     response.content_type = request.content_type;
     response.body = "echo:" + request.body;
     respond(std::move(response));
-  };
+  });
 }
 
 }  // namespace
@@ -44,23 +45,23 @@ TEST_CASE("a request and its response round trip every field") {
   auto transport = make_tcp(runtime);
   micro::Request seen;
   std::mutex seen_mutex;
-  auto listener = transport->listen("127.0.0.1:0",
-                                    [&](micro::Request& request, micro::ResponseHandler respond) {
-                                      {
-                                        std::lock_guard lock(seen_mutex);
-                                        seen.service = request.service;
-                                        seen.endpoint = request.endpoint;
-                                        seen.content_type = request.content_type;
-                                        seen.body = request.body;
-                                        seen.context = request.context;
-                                      }
-                                      micro::Response response;
-                                      response.content_type = "application/json";
-                                      response.body = std::string("{\"ok\":true}\0tail", 16);
-                                      for (const auto& [key, value] : request.context.metadata())
-                                        response.metadata.set(key, value);
-                                      respond(std::move(response));
-                                    });
+  auto listener = transport->listen(
+      "127.0.0.1:0", tcp_test::unary([&](micro::Request& request, micro::ResponseHandler respond) {
+        {
+          std::lock_guard lock(seen_mutex);
+          seen.service = request.service;
+          seen.endpoint = request.endpoint;
+          seen.content_type = request.content_type;
+          seen.body = request.body;
+          seen.context = request.context;
+        }
+        micro::Response response;
+        response.content_type = "application/json";
+        response.body = std::string("{\"ok\":true}\0tail", 16);
+        for (const auto& [key, value] : request.context.metadata())
+          response.metadata.set(key, value);
+        respond(std::move(response));
+      }));
   REQUIRE(listener->address().rfind("127.0.0.1:", 0) == 0);
   REQUIRE(listener->address() != "127.0.0.1:0");
 
@@ -104,22 +105,24 @@ TEST_CASE("1000 concurrent calls answered out of order each get their own respon
   auto transport = make_tcp(runtime);
   auto executor = runtime.executor();
   std::atomic<int> handled{0};
-  auto listener = transport->listen("127.0.0.1:0", [&, executor](micro::Request& request,
-                                                                 micro::ResponseHandler respond) {
-    ++handled;
-    // A random delay per request makes the answers leave in a different order.
-    thread_local std::mt19937 random(std::random_device{}());
-    auto delay = std::chrono::microseconds(std::uniform_int_distribution<int>(0, 20000)(random));
-    auto timer = std::make_shared<asio::steady_timer>(executor, delay);
-    std::string token = request.context.metadata().get("Token");
-    std::string body = request.body;
-    timer->async_wait([timer, respond, token, body](const boost::system::error_code&) {
-      micro::Response response;
-      response.body = "echo:" + body;
-      response.metadata.set("Token", token);
-      respond(std::move(response));
-    });
-  });
+  auto listener = transport->listen(
+      "127.0.0.1:0",
+      tcp_test::unary([&, executor](micro::Request& request, micro::ResponseHandler respond) {
+        ++handled;
+        // A random delay per request makes the answers leave in a different order.
+        thread_local std::mt19937 random(std::random_device{}());
+        auto delay =
+            std::chrono::microseconds(std::uniform_int_distribution<int>(0, 20000)(random));
+        auto timer = std::make_shared<asio::steady_timer>(executor, delay);
+        std::string token = request.context.metadata().get("Token");
+        std::string body = request.body;
+        timer->async_wait([timer, respond, token, body](const boost::system::error_code&) {
+          micro::Response response;
+          response.body = "echo:" + body;
+          response.metadata.set("Token", token);
+          respond(std::move(response));
+        });
+      }));
 
   constexpr std::size_t call_count = 1000;
   Collector collector(call_count);
@@ -133,10 +136,11 @@ TEST_CASE("1000 concurrent calls answered out of order each get their own respon
   // Issued from two threads at once, as a busy client would.
   std::thread other([&] {
     for (std::size_t i = 1; i < call_count; i += 2)
-      transport->async_call(listener->address(), requests[i], collector.handler(i));
+      transport->async_call(listener->address(), tcp_test::share(requests[i]),
+                            collector.handler(i));
   });
   for (std::size_t i = 0; i < call_count; i += 2)
-    transport->async_call(listener->address(), requests[i], collector.handler(i));
+    transport->async_call(listener->address(), tcp_test::share(requests[i]), collector.handler(i));
   other.join();
 
   REQUIRE(collector.wait_all());
@@ -161,13 +165,13 @@ TEST_CASE("pooled connections are reused and calls spread across them") {
   std::set<std::string> remotes;
   auto server_transport = make_tcp(runtime);
   auto listener = server_transport->listen(
-      "127.0.0.1:0", [&](micro::Request& request, micro::ResponseHandler respond) {
+      "127.0.0.1:0", tcp_test::unary([&](micro::Request& request, micro::ResponseHandler respond) {
         {
           std::lock_guard lock(remotes_mutex);
           remotes.insert(request.context.metadata().get("Remote"));
         }
         respond(micro::Response{});
-      });
+      }));
 
   auto transport = make_tcp(runtime, {{"pool_size", "3"}});
   for (int i = 0; i < 60; ++i) {
@@ -177,7 +181,7 @@ TEST_CASE("pooled connections are reused and calls spread across them") {
   Collector collector(200);
   std::vector<micro::Request> requests(200, make_request("y"));
   for (std::size_t i = 0; i < requests.size(); ++i)
-    transport->async_call(listener->address(), requests[i], collector.handler(i));
+    transport->async_call(listener->address(), tcp_test::share(requests[i]), collector.handler(i));
   REQUIRE(collector.wait_all());
   for (auto& response : collector.responses()) CHECK_FALSE(response->error);
   {
@@ -198,8 +202,8 @@ TEST_CASE("pooled connections are reused and calls spread across them") {
 TEST_CASE("error responses round trip unchanged") {
   Runtime runtime;
   auto transport = make_tcp(runtime);
-  auto listener =
-      transport->listen("127.0.0.1:0", [](micro::Request& request, micro::ResponseHandler respond) {
+  auto listener = transport->listen(
+      "127.0.0.1:0", tcp_test::unary([](micro::Request& request, micro::ResponseHandler respond) {
         if (request.endpoint == "Greeter.Missing") {
           respond(micro::Response::failure(micro::Error("greeter", 404, "no greeting \"x\" here")));
         } else if (request.endpoint == "Greeter.Custom") {
@@ -211,7 +215,7 @@ TEST_CASE("error responses round trip unchanged") {
         } else {
           throw std::runtime_error("handler blew up");
         }
-      });
+      }));
 
   micro::Request missing = make_request("", "Greeter.Missing");
   auto response = call_and_wait(*transport, listener->address(), missing);
@@ -244,25 +248,27 @@ TEST_CASE("a call past its deadline completes with 408 and the late response is 
   std::mutex seen_mutex;
   std::optional<micro::Context::Clock::duration> seen_remaining;
   std::promise<void> late_answer_sent;
-  auto listener = transport->listen("127.0.0.1:0", [&, executor](micro::Request& request,
-                                                                 micro::ResponseHandler respond) {
-    if (request.endpoint != "Slow.Call") {
-      respond(micro::Response{});
-      return;
-    }
-    {
-      std::lock_guard lock(seen_mutex);
-      seen_remaining = request.context.has_deadline() ? std::optional(request.context.remaining())
-                                                      : std::nullopt;
-    }
-    auto timer = std::make_shared<asio::steady_timer>(executor, 400ms);
-    timer->async_wait([timer, respond, &late_answer_sent](const boost::system::error_code&) {
-      micro::Response response;
-      response.body = "too late";
-      respond(std::move(response));
-      late_answer_sent.set_value();
-    });
-  });
+  auto listener = transport->listen(
+      "127.0.0.1:0",
+      tcp_test::unary([&, executor](micro::Request& request, micro::ResponseHandler respond) {
+        if (request.endpoint != "Slow.Call") {
+          respond(micro::Response{});
+          return;
+        }
+        {
+          std::lock_guard lock(seen_mutex);
+          seen_remaining = request.context.has_deadline()
+                               ? std::optional(request.context.remaining())
+                               : std::nullopt;
+        }
+        auto timer = std::make_shared<asio::steady_timer>(executor, 400ms);
+        timer->async_wait([timer, respond, &late_answer_sent](const boost::system::error_code&) {
+          micro::Response response;
+          response.body = "too late";
+          respond(std::move(response));
+          late_answer_sent.set_value();
+        });
+      }));
 
   micro::Request request = make_request("", "Slow.Call");
   request.context.set_timeout(100ms);
@@ -306,15 +312,15 @@ TEST_CASE("deadlines on one connection fire in deadline order, however the calls
   auto transport = make_tcp(runtime, {{"pool_size", "1"}});
   std::mutex held_mutex;
   std::vector<micro::ResponseHandler> held;  // never answered until the end
-  auto listener = transport->listen("127.0.0.1:0",
-                                    [&](micro::Request& request, micro::ResponseHandler respond) {
-                                      if (request.endpoint == "Fast.Call") {
-                                        respond(micro::Response{});
-                                        return;
-                                      }
-                                      std::lock_guard lock(held_mutex);
-                                      held.push_back(std::move(respond));
-                                    });
+  auto listener = transport->listen(
+      "127.0.0.1:0", tcp_test::unary([&](micro::Request& request, micro::ResponseHandler respond) {
+        if (request.endpoint == "Fast.Call") {
+          respond(micro::Response{});
+          return;
+        }
+        std::lock_guard lock(held_mutex);
+        held.push_back(std::move(respond));
+      }));
 
   // Deadlines 300, 600, ... ms from now, the earliest sent after later ones, with answered
   // calls (shorter deadlines of their own) in between.
@@ -330,7 +336,7 @@ TEST_CASE("deadlines on one connection fire in deadline order, however the calls
     requests[i] = make_request("", "Slow.Call");
     requests[i].context.set_deadline(start + spacing * (i + 1));
     auto collect = collector.handler(i);
-    transport->async_call(listener->address(), requests[i],
+    transport->async_call(listener->address(), tcp_test::share(requests[i]),
                           [&, i, collect](micro::Response&& response) {
                             {
                               std::lock_guard lock(times_mutex);
@@ -362,6 +368,123 @@ TEST_CASE("deadlines on one connection fire in deadline order, however the calls
   CHECK_FALSE(call_and_wait(*transport, listener->address(), after).error);
   std::lock_guard lock(held_mutex);
   for (auto& respond : held) respond(micro::Response{});  // late answers are dropped
+}
+
+// Handlers that wait for their context to be cancelled, and what they saw.
+struct CancelWatch {
+  std::mutex mutex;
+  std::condition_variable changed;
+  std::vector<std::string> started, cancelled;  // request bodies
+
+  micro::CallHandler handler() {
+    return [this](micro::ServerCallPtr call) {
+      std::string body = call->request().body;
+      if (body.rfind("hold", 0) != 0) {  // answered at once
+        micro::Response response;
+        response.body = "echo:" + body;
+        call->respond(std::move(response));
+        return;
+      }
+      note(started, body);
+      call->context().cancellation()->on_cancel([this, body, call] {
+        note(cancelled, body);
+        call->respond(micro::Response::failure(micro::cancelled_error("echo")));
+      });
+    };
+  }
+  void note(std::vector<std::string>& list, const std::string& body) {
+    std::lock_guard lock(mutex);
+    list.push_back(body);
+    changed.notify_all();
+  }
+  bool wait(std::vector<std::string>& list, std::size_t count) {
+    std::unique_lock lock(mutex);
+    return changed.wait_for(lock, 5s, [&] { return list.size() >= count; });
+  }
+  std::vector<std::string> get(std::vector<std::string>& list) {
+    std::lock_guard lock(mutex);
+    return list;
+  }
+};
+
+TEST_CASE("a cancelled call completes with 499 at once and the server's handler is cancelled") {
+  CancelWatch watch;  // before the runtime, whose handlers may still reach it while it drains
+  Runtime runtime;
+  auto transport = make_tcp(runtime);
+  auto listener = transport->listen("127.0.0.1:0", watch.handler());
+  auto client = make_tcp(runtime, {{"pool_size", "1"}});  // one connection for every call
+
+  micro::Request request = make_request("hold 1");
+  request.context.set_timeout(30s);
+  auto cancellation = request.context.cancellation();
+  Collector collector(1);
+  client->async_call(listener->address(), share(request), collector.handler(0));
+  REQUIRE(watch.wait(watch.started, 1));
+  auto cancelled_at = std::chrono::steady_clock::now();
+  cancellation->cancel();
+  REQUIRE(collector.wait_all(5s));
+  CHECK(std::chrono::steady_clock::now() - cancelled_at < 1s);
+  auto& response = *collector.responses()[0];
+  REQUIRE(response.error);
+  CHECK(response.error->code == 499);
+  CHECK(response.error->id == "micro.client");
+  CHECK(response.error->detail == "call cancelled");
+  // The cancel frame reached the server, and the shared connection carries on.
+  CHECK(watch.wait(watch.cancelled, 1));
+  CHECK(watch.get(watch.cancelled) == std::vector<std::string>{"hold 1"});
+  auto after = call_and_wait(*client, listener->address(), make_request("after"));
+  CHECK_FALSE(after.error);
+  CHECK(after.body == "echo:after");
+
+  // Already cancelled when handed to the transport: nothing is sent.
+  micro::Request late = make_request("hold 2");
+  late.context.cancel();
+  auto refused = call_and_wait(*client, listener->address(), late);
+  REQUIRE(refused.error);
+  CHECK(refused.error->code == 499);
+  CHECK(watch.get(watch.started).size() == 1);
+}
+
+TEST_CASE("a cancel frame cancels that call only; no response is written for it") {
+  CancelWatch watch;  // before the runtime, whose handlers may still reach it while it drains
+  Runtime runtime;
+  auto transport = make_tcp(runtime);
+  auto listener = transport->listen("127.0.0.1:0", watch.handler());
+  RawSocket raw(listener->address());
+  raw.send(frame(1, 7, request_payload("echo", "Echo.Call", "", 0, {}, "hold 7")));
+  raw.send(frame(1, 8, request_payload("echo", "Echo.Call", "", 0, {}, "hold 8")));
+  REQUIRE(watch.wait(watch.started, 2));
+  raw.send(header(3, 7, 20));   // cancel request 7
+  raw.send(header(3, 99, 20));  // an id not in flight: ignored
+  REQUIRE(watch.wait(watch.cancelled, 1));
+  CHECK(watch.get(watch.cancelled) == std::vector<std::string>{"hold 7"});
+  // The connection still serves: the next frame read is the answer to a new request, not one
+  // for the cancelled id.
+  raw.send(frame(1, 9, request_payload("echo", "Echo.Call", "", 0, {}, "ping")));
+  auto response = raw.read_response();
+  REQUIRE(response);
+  CHECK(response->request_id == 9);
+  CHECK(response->body == "echo:ping");
+  CHECK(watch.get(watch.cancelled).size() == 1);  // 8 is still being handled
+}
+
+TEST_CASE("a client connection that goes away cancels the calls it had in flight") {
+  CancelWatch watch;  // before the runtime, whose handlers may still reach it while it drains
+  Runtime runtime;
+  auto transport = make_tcp(runtime);
+  auto listener = transport->listen("127.0.0.1:0", watch.handler());
+  {
+    RawSocket raw(listener->address());
+    raw.send(frame(1, 1, request_payload("echo", "Echo.Call", "", 0, {}, "hold a")));
+    raw.send(frame(1, 2, request_payload("echo", "Echo.Call", "", 0, {}, "hold b")));
+    REQUIRE(watch.wait(watch.started, 2));
+    CHECK(watch.get(watch.cancelled).empty());
+    raw.close();
+  }
+  REQUIRE(watch.wait(watch.cancelled, 2));
+  auto cancelled = watch.get(watch.cancelled);
+  std::sort(cancelled.begin(), cancelled.end());
+  CHECK(cancelled == std::vector<std::string>{"hold a", "hold b"});
 }
 
 TEST_CASE("connection refused completes with 503 naming the address") {
@@ -426,11 +549,11 @@ TEST_CASE("a server killed mid-call fails its pending calls with 503") {
     auto transport =
         micro::PluginLoader::instance().create<micro::Transport>("tcp", "", {}, io.get_executor());
     std::vector<micro::ResponseHandler> never_answered;
-    auto listener =
-        transport->listen("127.0.0.1:0", [&](micro::Request&, micro::ResponseHandler respond) {
+    auto listener = transport->listen(
+        "127.0.0.1:0", tcp_test::unary([&](micro::Request&, micro::ResponseHandler respond) {
           never_answered.push_back(std::move(respond));
           [[maybe_unused]] auto written = ::write(out, "R", 1);
-        });
+        }));
     std::string line = listener->address() + "\n";
     [[maybe_unused]] auto written = ::write(out, line.data(), line.size());
     // Bounded, in case the parent dies before killing us.
@@ -457,7 +580,7 @@ TEST_CASE("a server killed mid-call fails its pending calls with 503") {
     Collector collector(3);
     std::vector<micro::Request> requests(3, make_request("hang"));
     for (std::size_t i = 0; i < requests.size(); ++i)
-      transport->async_call(address, requests[i], collector.handler(i));
+      transport->async_call(address, tcp_test::share(requests[i]), collector.handler(i));
     for (int i = 0; i < 3; ++i) CHECK(read_byte() == 'R');  // all three reached the handler
 
     ::kill(child, SIGKILL);
@@ -484,15 +607,15 @@ TEST_CASE("closing the transport fails pending calls; closing a listener drops i
   auto server = make_tcp(runtime);
   std::mutex held_mutex;
   std::vector<micro::ResponseHandler> held;
-  auto listener =
-      server->listen("127.0.0.1:0", [&](micro::Request& request, micro::ResponseHandler respond) {
+  auto listener = server->listen(
+      "127.0.0.1:0", tcp_test::unary([&](micro::Request& request, micro::ResponseHandler respond) {
         if (request.endpoint == "Echo.Call") {
           respond(micro::Response{});
           return;
         }
         std::lock_guard lock(held_mutex);
         held.push_back(std::move(respond));
-      });
+      }));
   auto held_count = [&] {
     std::lock_guard lock(held_mutex);
     return held.size();
@@ -502,7 +625,7 @@ TEST_CASE("closing the transport fails pending calls; closing a listener drops i
     auto client = make_tcp(runtime, {{"pool_size", "1"}});
     Collector collector(1);
     micro::Request request = make_request("", "Hold.Call");
-    client->async_call(listener->address(), request, collector.handler(0));
+    client->async_call(listener->address(), tcp_test::share(request), collector.handler(0));
     micro::Request probe = make_request("");  // same connection, answered: the hold arrived
     REQUIRE_FALSE(call_and_wait(*client, listener->address(), probe).error);
     client->close();
@@ -536,7 +659,7 @@ TEST_CASE("closing the transport fails pending calls; closing a listener drops i
     Collector collector(2);
     std::vector<micro::Request> requests(2, make_request("", "Hold.Call"));
     for (std::size_t i = 0; i < 2; ++i)
-      client->async_call(listener->address(), requests[i], collector.handler(i));
+      client->async_call(listener->address(), tcp_test::share(requests[i]), collector.handler(i));
     micro::Request probe = make_request("");
     REQUIRE_FALSE(call_and_wait(*client, listener->address(), probe).error);
     CHECK(held_count() == before + 2);
@@ -585,13 +708,13 @@ TEST_CASE("frames over max_frame are refused on both sides with 413") {
   Runtime runtime;
   auto small = make_tcp(runtime, {{"max_frame", "1024"}});
   std::atomic<int> handled{0};
-  auto listener =
-      small->listen("127.0.0.1:0", [&](micro::Request& request, micro::ResponseHandler respond) {
+  auto listener = small->listen(
+      "127.0.0.1:0", tcp_test::unary([&](micro::Request& request, micro::ResponseHandler respond) {
         ++handled;
         micro::Response response;
         response.body = std::string(std::stoul(request.body), 'r');
         respond(std::move(response));
-      });
+      }));
 
   SUBCASE("a request over the limit is never sent") {
     micro::Request request = make_request(std::string(2000, 'q'));
@@ -616,12 +739,12 @@ TEST_CASE("frames over max_frame are refused on both sides with 413") {
   }
   SUBCASE("a response over the client's limit is refused by the client") {
     auto big = make_tcp(runtime, {{"max_frame", "1048576"}});
-    auto big_listener =
-        big->listen("127.0.0.1:0", [](micro::Request& request, micro::ResponseHandler respond) {
+    auto big_listener = big->listen(
+        "127.0.0.1:0", tcp_test::unary([](micro::Request& request, micro::ResponseHandler respond) {
           micro::Response response;
           response.body = std::string(std::stoul(request.body), 'r');
           respond(std::move(response));
-        });
+        }));
     micro::Request request = make_request("2000");
     auto response = call_and_wait(*small, big_listener->address(), request);
     REQUIRE(response.error);
@@ -655,7 +778,8 @@ TEST_CASE("malformed request frames get a 400 naming what was wrong and where") 
        "tcp: malformed request frame: unsupported version 9 at offset 2 (this side speaks version "
        "1)"},
       {"a response sent to a server", header(2, 5, 20),
-       "tcp: malformed request frame: unexpected frame type 2 at offset 3 (expected 1, a request)"},
+       "tcp: malformed request frame: unexpected frame type 2 at offset 3 (expected 1, a request, "
+       "or 3, a cancel)"},
       {"reserved bits set", header(1, 5, 20, 1, 0, 7),
        "tcp: malformed request frame: reserved field at offset 6 is 7 (must be 0)"},
       {"length shorter than the header", header(1, 5, 10),
