@@ -3,6 +3,7 @@
 // against it (types, ranges) and calls the factory. Plugins stay loaded (see the unload
 // policy in <micro/plugin_loader.hpp>).
 #include <micro/plugin_loader.hpp>
+#include "build_tree.hpp"
 #include "plugin_options.hpp"
 
 #include <cxxabi.h>
@@ -537,7 +538,8 @@ class PluginLoaderImpl {
 
 namespace {
 
-// MICRO_PLUGIN_PATH, then the install directory, then the build tree.
+// MICRO_PLUGIN_PATH, then the build trees an uninstalled program registered (build_tree.hpp;
+// none in an installed program), then the install directory.
 std::vector<SearchEntry> default_search_entries() {
   std::vector<SearchEntry> entries;
   if (const char* plugin_path = std::getenv("MICRO_PLUGIN_PATH")) {
@@ -550,11 +552,9 @@ std::vector<SearchEntry> default_search_entries() {
       rest.remove_prefix(colon + 1);
     }
   }
+  for (auto& root : detail::build_tree_roots()) entries.push_back({std::move(root), true});
 #ifdef MICRO_PLUGIN_INSTALL_DIR
   entries.push_back({std::filesystem::path(MICRO_PLUGIN_INSTALL_DIR), false});
-#endif
-#ifdef MICRO_BUILD_ROOT
-  entries.push_back({std::filesystem::path(MICRO_BUILD_ROOT), true});
 #endif
   return entries;
 }

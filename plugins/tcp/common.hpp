@@ -35,10 +35,11 @@ using Timer = asio::basic_waitable_timer<std::chrono::steady_clock,
 IoExecutor io_executor(const asio::any_io_executor& executor);
 
 // The plugin's options after validation (README.md lists them).
+// Values and defaults come from the descriptor's options (tcp_options in tcp_transport.cpp).
 struct Settings {
-  std::uint32_t max_frame = 4 * 1024 * 1024;
-  std::size_t pool_size = 2;
-  std::chrono::milliseconds connect_timeout{5000};
+  std::uint32_t max_frame = 0;
+  std::size_t pool_size = 0;
+  std::chrono::milliseconds connect_timeout{};
   bool nodelay = true;
 };
 

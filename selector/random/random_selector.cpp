@@ -31,8 +31,9 @@ class RandomSelector final : public micro::Selector {
 
   std::size_t select_node(std::string_view service, std::span<const micro::Node> nodes,
                           const micro::Context&, int) override {
+    micro::require_nodes("random", service, nodes);
     std::size_t count = nodes.size();
-    if (count <= 1) return 0;
+    if (count == 1) return 0;
     auto now = micro::FailurePenalty::Clock::now();
     if (!penalty_.recent_failure(now)) return micro::thread_random_below(count);
 

@@ -45,8 +45,9 @@ class RoundRobinSelector final : public micro::Selector {
 
   std::size_t select_node(std::string_view service, std::span<const micro::Node> nodes,
                           const micro::Context&, int) override {
+    micro::require_nodes("roundrobin", service, nodes);
     std::size_t count = nodes.size();
-    if (count <= 1) return 0;
+    if (count == 1) return 0;
     std::size_t index = static_cast<std::size_t>(
         rotation(service).next.fetch_add(1, std::memory_order_relaxed) % count);
     auto now = micro::FailurePenalty::Clock::now();

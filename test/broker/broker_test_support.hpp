@@ -9,19 +9,12 @@
 
 #include <micro/broker.hpp>
 
+#include "support/wait.hpp"
+
 namespace broker_test {
 
-// Polls `condition` every millisecond until it holds or `limit` passes; returns whether it
-// held. For deliveries that arrive on other threads: a wait for a condition, never a sleep.
-inline bool wait_until(const std::function<bool()>& condition,
-                       std::chrono::milliseconds limit = std::chrono::seconds(10)) {
-  auto deadline = std::chrono::steady_clock::now() + limit;
-  while (!condition()) {
-    if (std::chrono::steady_clock::now() >= deadline) return false;
-    std::this_thread::sleep_for(std::chrono::milliseconds(1));
-  }
-  return true;
-}
+// Deliveries arrive on other threads: the tests wait for them with the one wait_until.
+using test_support::wait_until;
 
 inline micro::Message message_on(std::string topic, std::string body) {
   micro::Message message;

@@ -20,6 +20,8 @@
 #include <micro/runtime.hpp>
 #include <micro/server.hpp>
 
+#include "support/wait.hpp"
+
 using namespace std::chrono_literals;
 
 namespace {
@@ -315,9 +317,7 @@ TEST_CASE("the server refuses work whose deadline passed while a wrapper held it
   REQUIRE(response.error);
   CHECK(response.error->code == 408);
   // When the wrapper lets go, the server sees the deadline passed and skips the handler.
-  for (auto until = std::chrono::steady_clock::now() + 5s;
-       server.statistics().refused == 0 && std::chrono::steady_clock::now() < until;)
-    std::this_thread::sleep_for(1ms);
+  CHECK(test_support::wait_until([&] { return server.statistics().refused != 0; }, 5s));
   CHECK(server.statistics().refused == 1);
   CHECK(handled == 0);
   server.stop();

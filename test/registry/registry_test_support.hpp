@@ -17,6 +17,8 @@
 
 #include <micro/registry.hpp>
 
+#include "support/wait.hpp"
+
 namespace registry_test {
 
 using namespace std::chrono_literals;
@@ -42,16 +44,8 @@ inline std::vector<std::string> node_ids(const micro::Service& service) {
   return ids;
 }
 
-// Polls `condition` until it holds or `timeout` passes; returns whether it held.
-inline bool wait_until(const std::function<bool()>& condition,
-                       std::chrono::milliseconds timeout = 5s) {
-  const auto deadline = std::chrono::steady_clock::now() + timeout;
-  while (true) {
-    if (condition()) return true;
-    if (std::chrono::steady_clock::now() >= deadline) return false;
-    std::this_thread::sleep_for(5ms);
-  }
-}
+// Watches and expiries land on other threads: the tests wait with the one wait_until.
+using test_support::wait_until;
 
 // Collects watch events from whatever thread the registry calls back on.
 class EventRecorder {

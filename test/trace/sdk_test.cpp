@@ -28,6 +28,7 @@
 #include "resource.hpp"
 #include "samplers.hpp"
 #include "sdk_tracer.hpp"
+#include "support/wait.hpp"
 
 // Counts allocations made by the test process, to check that unsampled spans make none.
 // (Replacing operator new with malloc/free is valid; g++ cannot see that and warns.)
@@ -48,6 +49,7 @@ void operator delete(void* pointer, std::size_t) noexcept {
 }
 
 using namespace std::chrono_literals;
+using test_support::wait_until;
 using namespace micro::trace;
 using namespace micro::trace::sdk;
 
@@ -88,16 +90,6 @@ std::string error_detail(Function&& function) {
     return error.error().detail;
   }
   return "(no exception)";
-}
-
-template <class Predicate>
-bool wait_for(Predicate predicate, std::chrono::milliseconds timeout = 10s) {
-  auto deadline = std::chrono::steady_clock::now() + timeout;
-  while (!predicate()) {
-    if (std::chrono::steady_clock::now() > deadline) return false;
-    std::this_thread::sleep_for(1ms);
-  }
-  return true;
 }
 
 TraceId trace_id_with_low(std::uint64_t low) {
@@ -679,7 +671,7 @@ TEST_CASE("batch processor exports full batches of the configured size") {
   settings.schedule_delay = std::chrono::hours(1);  // only full batches trigger an export
   BatchProcessor processor(std::make_unique<TestExporter>(log), settings);
   for (int index = 0; index < 35; ++index) processor.on_end(span_named(std::to_string(index)));
-  REQUIRE(wait_for([&] { return log->exported() >= 30; }));
+  REQUIRE(wait_until([&] { return log->exported() >= 30; }));
   {
     std::lock_guard lock(log->mutex);
     CHECK(log->batch_sizes == std::vector<std::size_t>{10, 10, 10});
@@ -699,7 +691,7 @@ TEST_CASE("batch processor exports a partial batch when the schedule delay passe
   BatchProcessor processor(std::make_unique<TestExporter>(log), settings);
   auto started = std::chrono::steady_clock::now();
   for (int index = 0; index < 3; ++index) processor.on_end(span_named("delayed"));
-  REQUIRE(wait_for([&] { return log->exported() == 3; }));
+  REQUIRE(wait_until([&] { return log->exported() == 3; }));
   CHECK(std::chrono::steady_clock::now() - started < 4s);  // not the default 5 s
 }
 
@@ -841,8 +833,8 @@ TEST_CASE("a full queue drops and counts without blocking; shutdown loses nothin
   auto before = statistics();
 
   for (int index = 0; index < 4; ++index) processor.on_end(span_named("first batch"));
-  REQUIRE(wait_for([&] { return log->exports_entered.load() == 1; }));  // worker is stuck
-  REQUIRE(wait_for([&] { return processor.queued() == 0; }));
+  REQUIRE(wait_until([&] { return log->exports_entered.load() == 1; }));  // worker is stuck
+  REQUIRE(wait_until([&] { return processor.queued() == 0; }));
 
   auto started = std::chrono::steady_clock::now();
   for (int index = 0; index < 13; ++index) processor.on_end(span_named("queued"));
@@ -893,7 +885,7 @@ TEST_CASE("shutdown is bounded by export_timeout when the exporter is stuck") {
   CHECK(elapsed < 3s);
   processor.reset();
   log->release();  // the worker, left on its own, finishes and shuts the exporter down
-  CHECK(wait_for([&] { return log->shut_down.load(); }));
+  CHECK(wait_until([&] { return log->shut_down.load(); }));
 }
 
 // ---------------------------------------------------------------- parentage

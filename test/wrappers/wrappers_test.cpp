@@ -24,7 +24,10 @@
 #include <micro/plugin_loader.hpp>
 #include <micro/wrapper.hpp>
 
+#include "support/wait.hpp"
+
 using namespace std::chrono_literals;
+using test_support::wait_until;
 
 namespace {
 
@@ -65,15 +68,6 @@ struct TemporaryFile {
 
   std::filesystem::path path;
 };
-
-bool wait_until(const std::function<bool()>& condition, std::chrono::milliseconds limit = 10s) {
-  auto deadline = std::chrono::steady_clock::now() + limit;
-  while (!condition()) {
-    if (std::chrono::steady_clock::now() >= deadline) return false;
-    std::this_thread::sleep_for(1ms);
-  }
-  return true;
-}
 
 bool starts_with(const std::string& text, const std::string& prefix) {
   return text.compare(0, prefix.size(), prefix) == 0;

@@ -1,7 +1,9 @@
 // micro/plugin_loader.hpp — finding plugins on disk, checking them and making objects.
 //
-// Search order: each directory of MICRO_PLUGIN_PATH (':'-separated), then the install
-// directory, then (for programs run from the build tree) the build tree. A plugin of kind K
+// Search order: each directory of MICRO_PLUGIN_PATH (':'-separated), then, only in a program
+// run uninstalled from the build tree (tests, examples, build/cli/micro: they link
+// core/uninstalled/in_build_tree.cpp), that build tree, then the install directory. libmicro
+// itself holds no build-tree path (docs/design.md, "Plugin search path"). A plugin of kind K
 // and name N lives in a file `micro-K-N.so`.
 //
 // Unload policy, the same for every plugin: a plugin once loaded stays loaded until the

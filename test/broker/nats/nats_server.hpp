@@ -25,8 +25,9 @@
 #include <sstream>
 #include <stdexcept>
 #include <string>
-#include <thread>
 #include <vector>
+
+#include "support/wait.hpp"
 
 #include <micro/error.hpp>
 #include <micro/plugin_loader.hpp>
@@ -126,18 +127,21 @@ class NatsServer {
     ::close(log_fd);
     if (pid < 0) throw std::runtime_error("cannot start " + arguments[0]);
     pid_ = pid;
-    auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
-    while (!port_accepts(port_)) {
-      int status = 0;
-      if (::waitpid(pid_, &status, WNOHANG) == pid_) {
-        pid_ = -1;
-        throw std::runtime_error("nats-server exited at start:\n" + log_text());
-      }
-      if (std::chrono::steady_clock::now() > deadline) {
-        kill();
-        throw std::runtime_error("nats-server did not listen within 10 s:\n" + log_text());
-      }
-      std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    bool exited = false;
+    bool listening = test_support::wait_until(
+        [&] {
+          int status = 0;
+          exited = ::waitpid(pid_, &status, WNOHANG) == pid_;
+          return exited || port_accepts(port_);
+        },
+        std::chrono::seconds(10), std::chrono::milliseconds(5));
+    if (exited) {
+      pid_ = -1;
+      throw std::runtime_error("nats-server exited at start:\n" + log_text());
+    }
+    if (!listening) {
+      kill();
+      throw std::runtime_error("nats-server did not listen within 10 s:\n" + log_text());
     }
   }
 
@@ -156,15 +160,12 @@ class NatsServer {
   void end(int signal_number) {
     if (!running()) return;
     ::kill(pid_, signal_number);
-    auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(5);
     int status = 0;
-    while (::waitpid(pid_, &status, WNOHANG) == 0) {
-      if (std::chrono::steady_clock::now() > deadline) {
-        ::kill(pid_, SIGKILL);
-        ::waitpid(pid_, &status, 0);
-        break;
-      }
-      std::this_thread::sleep_for(std::chrono::milliseconds(2));
+    bool reaped = test_support::wait_until([&] { return ::waitpid(pid_, &status, WNOHANG) != 0; },
+                                           std::chrono::seconds(5), std::chrono::milliseconds(2));
+    if (!reaped) {
+      ::kill(pid_, SIGKILL);
+      ::waitpid(pid_, &status, 0);
     }
     pid_ = -1;
   }
