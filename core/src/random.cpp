@@ -13,21 +13,19 @@
 
 namespace micro {
 
+namespace detail {
+std::atomic<std::uint64_t> fork_count{1};
+}
+
 namespace {
 
-std::atomic<std::uint64_t> forks{1};
-
 void count_fork_in_child() {
-  forks.fetch_add(1, std::memory_order_relaxed);
+  detail::fork_count.fetch_add(1, std::memory_order_relaxed);
 }
 
 thread_local Wyrand this_thread_generator;  // trivially constructible: no TLS guard
 
 }  // namespace
-
-std::uint64_t Wyrand::fork_generation() noexcept {
-  return forks.load(std::memory_order_relaxed);
-}
 
 void Wyrand::seed() noexcept {
   static std::once_flag fork_handler_once;

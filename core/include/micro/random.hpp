@@ -6,6 +6,7 @@
 // other's sequence. Not for secrets (keys, tokens): use OpenSSL's RAND_bytes for those.
 #pragma once
 
+#include <atomic>
 #include <cstddef>
 #include <cstdint>
 #include <string>
@@ -33,8 +34,17 @@ struct Wyrand {
   }
 
   // Counts forks of this process (starts at 1), so states seeded before a fork reseed.
+  // Inline (one relaxed load, no call): check_seed runs once per span in the trace SDK.
   static std::uint64_t fork_generation() noexcept;
 };
+
+namespace detail {
+extern std::atomic<std::uint64_t> fork_count;
+}
+
+inline std::uint64_t Wyrand::fork_generation() noexcept {
+  return detail::fork_count.load(std::memory_order_relaxed);
+}
 
 // A number from this thread's generator.
 std::uint64_t thread_random() noexcept;
