@@ -18,6 +18,8 @@
 #include <micro/runtime.hpp>
 #include <micro/server.hpp>
 
+#include "support/wait.hpp"
+
 // Every allocation of the process, counted, for the cost-when-never-cancelled test.
 // Replacing operator new with malloc/free is valid; g++ cannot see that and may warn.
 #pragma GCC diagnostic ignored "-Wmismatched-new-delete"
@@ -38,6 +40,7 @@ void operator delete(void* memory, std::size_t) noexcept {
 
 using namespace std::chrono_literals;
 using Clock = std::chrono::steady_clock;
+using test_support::wait_until;
 
 namespace {
 
@@ -45,15 +48,6 @@ struct Echo {
   std::string text;
 };
 NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE(Echo, text)
-
-// Waits for `condition` with a bound, so a bug fails the test instead of hanging it.
-bool wait_until(const std::function<bool()>& condition, std::chrono::milliseconds limit = 5s) {
-  for (auto until = Clock::now() + limit; Clock::now() < until;) {
-    if (condition()) return true;
-    std::this_thread::sleep_for(1ms);
-  }
-  return condition();
-}
 
 // A registry whose lookups block until released: a call waits in the registry stage.
 class HeldRegistry final : public micro::Registry {

@@ -273,9 +273,7 @@ TEST_CASE("graceful stop finishes every in-flight call, then refuses and deregis
                       });
   }
   // Stop once every call is being handled, so the drain has real work to finish.
-  for (auto until = std::chrono::steady_clock::now() + 5s;
-       server.statistics().in_flight < calls && std::chrono::steady_clock::now() < until;)
-    std::this_thread::yield();
+  REQUIRE(test_support::wait_until([&] { return server.statistics().in_flight >= calls; }, 5s));
   REQUIRE(server.statistics().in_flight == calls);
   CHECK(server.stop() == 0);
   REQUIRE(all_done.get_future().wait_for(10s) == std::future_status::ready);
