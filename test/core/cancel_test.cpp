@@ -20,23 +20,9 @@
 
 #include "support/wait.hpp"
 
-// Every allocation of the process, counted, for the cost-when-never-cancelled test.
-// Replacing operator new with malloc/free is valid; g++ cannot see that and may warn.
-#pragma GCC diagnostic ignored "-Wmismatched-new-delete"
-namespace {
-std::atomic<long> allocations{0};
-}
-void* operator new(std::size_t size) {
-  allocations.fetch_add(1, std::memory_order_relaxed);
-  if (void* memory = std::malloc(size == 0 ? 1 : size)) return memory;
-  throw std::bad_alloc();
-}
-void operator delete(void* memory) noexcept {
-  std::free(memory);
-}
-void operator delete(void* memory, std::size_t) noexcept {
-  std::free(memory);
-}
+#include "support/allocation_counter.hpp"  // one per program: this file
+
+using test_support::allocations;
 
 using namespace std::chrono_literals;
 using Clock = std::chrono::steady_clock;

@@ -10,24 +10,10 @@
 
 #include <micro/trace.hpp>
 
-namespace {
+#include "support/allocation_counter.hpp"  // one per program: this file
 
-// Counts every operator new in this test program, to prove the no-op path allocates nothing.
-std::atomic<long> allocations{0};
-
-}  // namespace
-
-void* operator new(std::size_t size) {
-  allocations.fetch_add(1, std::memory_order_relaxed);
-  if (void* memory = std::malloc(size == 0 ? 1 : size)) return memory;
-  throw std::bad_alloc();
-}
-void operator delete(void* memory) noexcept {
-  std::free(memory);
-}
-void operator delete(void* memory, std::size_t) noexcept {
-  std::free(memory);
-}
+// Counts every operator new of this program, to prove the no-op path allocates nothing.
+using test_support::allocations;
 
 using micro::trace::Baggage;
 using micro::trace::SpanContext;
