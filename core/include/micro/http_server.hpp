@@ -1,0 +1,112 @@
+// micro/http_server.hpp — the one HTTP/1.1 server of micro-cpp (Boost.Beast), for the http
+// transport, the `micro api` gateway and the operator endpoints that come after them.
+//
+// - Persistent connections (HTTP/1.1 keep-alive; HTTP/1.0 closes unless asked), pipelined
+//   requests answered in the order they arrived.
+// - Limits enforced before allocating: a head larger than header_limit is a 431, a declared or
+//   chunked body larger than body_limit a 413, both answered and the connection closed without
+//   reading the rest. Slow senders are bounded: the head must arrive within header_timeout and
+//   the body within body_timeout of it; an idle kept-alive connection closes after idle_timeout.
+// - Malformed requests get a 400 naming what the parser refused, then the connection closes.
+//
+// Threading contract: connections run on strands of the executor the server is given (the
+// runtime's I/O threads); the handler is called on one of them for each request and may answer
+// from any thread, at any later time, exactly once.
+#pragma once
+
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <string_view>
+
+#include <boost/asio/any_io_executor.hpp>
+
+#include <micro/http_client.hpp>  // Field, Fields, find_field
+
+namespace micro::http {
+
+struct ServerOptions {
+  std::size_t header_limit = 16 * 1024;      // request line and headers, bytes
+  std::size_t body_limit = 4 * 1024 * 1024;  // bytes; a larger body is refused with 413
+  std::chrono::milliseconds header_timeout{std::chrono::seconds(10)};
+  std::chrono::milliseconds body_timeout{std::chrono::seconds(30)};
+  std::chrono::milliseconds idle_timeout{std::chrono::seconds(60)};
+  std::size_t max_connections = 10000;  // further connections are accepted and closed at once
+  std::string server_header = "micro-cpp";  // the Server header; "" sends none
+};
+
+// One request as it arrived: header names keep their case, duplicates stay separate entries.
+struct ServerRequest {
+  std::string method;
+  std::string target;
+  unsigned version = 11;  // 10 or 11
+  Fields headers;
+  std::string body;
+  std::string remote;  // the peer, "host:port"
+  bool keep_alive = true;
+  std::chrono::steady_clock::time_point received;  // when its head was complete
+
+  // The first field named `name` (case-insensitive), "" when absent.
+  std::string_view header(std::string_view name) const { return find_field(headers, name); }
+  // Every field named `name` joined with "," (RFC 9110 §5.3 list combining), "" when absent.
+  std::string joined_header(std::string_view name) const;
+  // How many fields are named `name` (W3C Trace Context drops a duplicated traceparent).
+  std::size_t count_header(std::string_view name) const;
+};
+
+struct ServerResponse {
+  int status = 200;
+  Fields headers;  // Content-Length, Connection and Server are set by the server
+  std::string body;
+};
+
+// One request being answered. The handler keeps a share for as long as it needs.
+class Exchange {
+ public:
+  virtual ~Exchange() = default;
+  virtual const ServerRequest& request() const noexcept = 0;
+  // Answers; only the first answer counts (false for later ones). Any thread.
+  virtual bool respond(ServerResponse&& response) = 0;
+  // Runs `hook` once when the connection goes away before the answer was written (at once if it
+  // is gone already): the peer closed, a timeout, the server closed.
+  virtual void on_abandoned(std::function<void()> hook) = 0;
+};
+
+using ExchangePtr = std::shared_ptr<Exchange>;
+using RequestHandler = std::function<void(ExchangePtr exchange)>;
+
+struct ServerStatistics {
+  std::uint64_t connections_accepted = 0;
+  std::uint64_t connections_open = 0;
+  std::uint64_t requests = 0;  // handed to the handler
+  std::uint64_t refused = 0;   // answered by the server itself: 400, 413, 431, timeouts
+};
+
+class Server {
+ public:
+  Server(boost::asio::any_io_executor executor, ServerOptions options, RequestHandler handler);
+  ~Server();  // close()
+  Server(const Server&) = delete;
+  Server& operator=(const Server&) = delete;
+
+  // Binds "host:port" ("127.0.0.1:0" picks a free port) and starts accepting. Throws
+  // micro::Exception (500) naming the address and why it cannot be used.
+  void listen(std::string_view address);
+  // The bound address, "host:port" with the real port.
+  std::string address() const;
+  // Stops accepting; open connections keep being served.
+  void stop_accepting();
+  // Writes the answers already given (bounded, about a second), then closes every connection;
+  // exchanges not yet answered are abandoned.
+  void close();
+  ServerStatistics statistics() const;
+
+ private:
+  struct State;
+  std::shared_ptr<State> state_;
+};
+
+}  // namespace micro::http
