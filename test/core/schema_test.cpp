@@ -238,3 +238,24 @@ TEST_CASE("typed handlers register their schemas; explicit ones win") {
         nlohmann::json{{"name", "sku"}, {"type", "string"}, {"values", nlohmann::json::array()}});
   CHECK(json.get<micro::Service>() == registration);
 }
+
+TEST_CASE("a Go-Micro service's endpoint schema reads back, nil values included") {
+  // As Go-Micro's registry writes it: nested values, nil slices as null.
+  auto json = nlohmann::json::parse(R"({
+    "name": "Greeter.Hello",
+    "request": {"name": "Request", "type": "Request", "values": [
+      {"name": "name", "type": "string", "values": null},
+      {"name": "tags", "type": "[]string", "values": null},
+      {"name": "meta", "type": "Meta", "values": [{"name": "id", "type": "int64", "values": null}]}
+    ]},
+    "response": null,
+    "metadata": {"stream": "false"}
+  })");
+  auto endpoint = json.get<micro::Endpoint>();
+  REQUIRE(endpoint.request.values.size() == 3);
+  CHECK(endpoint.request.values[2] == Value{"meta", "Meta", {Value{"id", "int64", {}}}});
+  CHECK(endpoint.response == Value{});
+  // And writes back in the same shape (empty lists where Go wrote null, which Go reads alike).
+  CHECK(nlohmann::json(endpoint)["request"]["values"][2]["values"][0] ==
+        nlohmann::json{{"name", "id"}, {"type", "int64"}, {"values", nlohmann::json::array()}});
+}
