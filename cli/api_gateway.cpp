@@ -235,6 +235,17 @@ void add_address(std::vector<trace::Attribute>& attributes, std::string_view add
   if (port > 0) attributes.emplace_back(port_key, port);
 }
 
+// An Error whose status names its code also where error.hpp's table has no phrase for it
+// (405 and 431 are HTTP's, not in the RPC code set).
+Error gateway_error(int code, std::string detail) {
+  Error error(gateway_id, code, std::move(detail));
+  if (error.status.empty()) {
+    if (code == 405) error.status = "Method Not Allowed";
+    if (code == 431) error.status = "Request Header Fields Too Large";
+  }
+  return error;
+}
+
 // The HTTP status for an error: its code when it is one, else 500.
 int status_of(const Error& error) noexcept {
   return error.code >= 400 && error.code <= 599 ? error.code : 500;
@@ -370,7 +381,7 @@ struct Gateway::State : std::enable_shared_from_this<Gateway::State> {
       if (pending.route.kind != RouteKind::unknown)
         attributes.emplace_back("http.route", std::string(pending.route.pattern));
       std::string_view host = request.header("Host");
-      add_address(attributes, host.empty() ? std::string_view(bound_address) : host,
+      add_address(attributes, host.empty() ? std::string_view(request.local) : host,
                   "server.address", "server.port");
       add_address(attributes, request.remote, "client.address", "client.port");
       attributes.emplace_back("network.protocol.version",
@@ -427,9 +438,10 @@ struct Gateway::State : std::enable_shared_from_this<Gateway::State> {
     const bool wants_get = route.kind != RouteKind::call;
     if (request.method != (wants_get ? "GET" : "POST")) {
       fail(*pending,
-           Error(gateway_id, 405,
-                 request.method + " " + std::string(path_of(request.target)) + " is not served; " +
-                     (wants_get ? "this path answers GET" : "calls are POST with a JSON body")),
+           gateway_error(
+               405, request.method + " " + std::string(path_of(request.target)) +
+                        " is not served; " +
+                        (wants_get ? "this path answers GET" : "calls are POST with a JSON body")),
            {{"Allow", std::string(route.allow)}});
       return;
     }
@@ -617,7 +629,9 @@ struct Gateway::State : std::enable_shared_from_this<Gateway::State> {
     call_request.service = route.service;
     call_request.endpoint = route.endpoint;
     call_request.content_type = json_content_type_value;
-    call_request.body = request.body.empty() ? std::string("{}") : request.body;
+    // The body moves on: the HTTP server does not look at the request again.
+    std::string& body = pending->exchange->request().body;
+    call_request.body = body.empty() ? std::string("{}") : std::move(body);
     call_request.context = std::move(context);
     copy_headers(request, call_request.context.metadata());
     // The budget counts from the request's arrival: time queued in the gateway is spent too.
@@ -687,8 +701,17 @@ Gateway::~Gateway() {
 void Gateway::start() {
   if (state_->server) return;
   std::weak_ptr<State> weak = state_;
+  http::ServerOptions http_options = state_->options.http;
+  // The HTTP server's own refusals (413, 431, 400, 408) in the same error JSON as the rest.
+  http_options.refusal = [](int status, std::string message) {
+    http::ServerResponse response;
+    response.status = status;
+    response.headers.push_back({"Content-Type", std::string(json_content_type_value)});
+    response.body = gateway_error(status, std::move(message)).to_json();
+    return response;
+  };
   state_->server = std::make_unique<http::Server>(
-      state_->service.runtime().executor(), state_->options.http,
+      state_->service.runtime().executor(), std::move(http_options),
       [weak](http::ExchangePtr exchange) {
         if (auto self = weak.lock()) {
           self->handle(std::move(exchange));

@@ -110,6 +110,7 @@ def expect_error(address, method, path, status, detail_part, body=None, headers=
                f"expected {status}; body {got_body[:300]!r}")
     if check(error is not None, f"{why or path}: body is not the error JSON: {got_body[:300]!r}"):
         check(error["code"] == status, f"{why or path}: error code {error['code']}")
+        check(error["status"] != "", f"{why or path}: error status is empty: {error!r}")
         check(detail_part in error["detail"],
               f"{why or path}: detail {error['detail']!r} lacks {detail_part!r}")
         check(header(got_headers, "Content-Type") == "application/json",
@@ -193,7 +194,7 @@ try:
         expect_error(api, "POST", "/greeter/Greeter.Helo", 404,
                      "service greeter has no endpoint 'Greeter.Helo' "
                      "(did you mean 'Greeter.Hello'?); it has: Greeter.Hello", "{}")
-        ok, _, error = expect_error(api, "POST", "/greeter/Greeter.Hello", 400, "line 1, column 2",
+        ok, _, error = expect_error(api, "POST", "/greeter/Greeter.Hello", 400, "line 1, column 3",
                                     "{name:", why="bad JSON")
         check(error is None or "not JSON" in error["detail"], f"bad JSON detail: {error!r}")
         _, _, error = expect_error(api, "POST", "/greeter/Greeter.Hello", 400, "name is empty",
@@ -208,8 +209,8 @@ try:
                      '{"name":"Ada"}', [("Timeout", "soon")])
         expect_error(api, "POST", "/gatewaytest/Test.Sleep", 408, "", '{"ms":3000}',
                      [("Timeout", "300ms")], why="a call past its Timeout")
-        status, _, _ = request(api, "POST", "/gatewaytest/Test.Echo", "x" * 70000)
-        check(status == 413, f"a body over --max_body: status {status}")
+        expect_error(api, "POST", "/gatewaytest/Test.Echo", 413, "exceeds the limit of 65536",
+                     "x" * 70000, why="a body over --max_body")
 
         # ---- Headers → metadata ----
         status, _, body = request(api, "POST", "/gatewaytest/Test.Echo", '{"n":1}', [
