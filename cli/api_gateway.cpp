@@ -190,6 +190,23 @@ void copy_headers(const http::ServerRequest& request, Metadata& metadata) {
   }
 }
 
+// Whether a service's metadata entry can be an HTTP field as it is: a token name and a value
+// without control characters (no CR/LF to split the answer with).
+bool is_field(std::string_view name, std::string_view value) noexcept {
+  if (name.empty()) return false;
+  for (char c : name) {
+    auto byte = static_cast<unsigned char>(c);
+    if (byte <= 0x20 || byte >= 0x7f ||
+        std::string_view("\"(),/:;<=>?@[\\]{}").find(c) != std::string_view::npos)
+      return false;
+  }
+  for (char c : value) {
+    auto byte = static_cast<unsigned char>(c);
+    if ((byte < 0x20 && c != '\t') || byte == 0x7f) return false;
+  }
+  return true;
+}
+
 // The Timeout header: decimal nanoseconds as Go-Micro sends it, or a duration like "2s".
 std::optional<std::chrono::milliseconds> parse_timeout(std::string_view text) {
   if (!text.empty() &&
@@ -589,9 +606,9 @@ struct Gateway::State : std::enable_shared_from_this<Gateway::State> {
       }
       call_timeout = std::min(*asked, options.max_timeout);
     }
-    auto context_holder = std::make_shared<Context>(std::move(context));
-    with_service(pending, [pending, context_holder, call_timeout](const ServiceSnapshot& snapshot) {
-      pending->gateway->call(pending, std::move(*context_holder), call_timeout, *snapshot);
+    with_service(pending, [pending, context = std::move(context),
+                           call_timeout](const ServiceSnapshot& snapshot) mutable {
+      pending->gateway->call(pending, std::move(context), call_timeout, *snapshot);
     });
   }
 
@@ -626,8 +643,9 @@ struct Gateway::State : std::enable_shared_from_this<Gateway::State> {
     }
 
     Request call_request;
-    call_request.service = route.service;
-    call_request.endpoint = route.endpoint;
+    // The route's names are not needed again: they move on too.
+    call_request.service = std::move(pending->route.service);
+    call_request.endpoint = std::move(pending->route.endpoint);
     call_request.content_type = json_content_type_value;
     // The body moves on: the HTTP server does not look at the request again.
     std::string& body = pending->exchange->request().body;
@@ -670,7 +688,7 @@ struct Gateway::State : std::enable_shared_from_this<Gateway::State> {
     }
     http::Fields headers;
     for (const auto& [key, value] : response.metadata)
-      if (!stays_with_the_hop(key, {})) headers.push_back({key, value});
+      if (is_field(key, value) && !stays_with_the_hop(key, {})) headers.push_back({key, value});
     std::string_view type = response.content_type;
     if (type.empty() || type.starts_with(json_content_type_value)) {
       finish(pending, 200, std::move(response.body), std::move(headers));
@@ -681,7 +699,7 @@ struct Gateway::State : std::enable_shared_from_this<Gateway::State> {
       finish(pending, 200, codec_for(type).decode(response.body).dump(), std::move(headers));
     } catch (const Exception& e) {
       fail(pending, Error(gateway_id, ErrorCode::bad_gateway,
-                          "the answer of " + pending.route.service +
+                          "the service's answer in " + std::string(type) +
                               " cannot be read as JSON: " + e.error().detail));
     }
   }
