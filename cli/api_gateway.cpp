@@ -319,7 +319,9 @@ struct Gateway::State : std::enable_shared_from_this<Gateway::State> {
     return {};
   }
 
-  void finish(Pending& pending, int status, std::string body, http::Fields headers = {}) {
+  // Answers and ends the span; `description` says why a 5xx failed (the error's detail).
+  void finish(Pending& pending, int status, std::string body, http::Fields headers = {},
+              std::string_view description = {}) {
     const http::ServerRequest& request = pending.exchange->request();
     http::ServerResponse response;
     response.status = status;
@@ -337,8 +339,10 @@ struct Gateway::State : std::enable_shared_from_this<Gateway::State> {
       span.set_attribute("http.response.status_code", static_cast<std::int64_t>(status));
       // HTTP server conventions: 4xx are the caller's, only 5xx make the span an error.
       if (status >= 500) {
-        span.set_attribute("error.type", std::to_string(status));
-        span.set_status(trace::StatusCode::error, std::to_string(status));
+        std::string code = std::to_string(status);
+        span.set_status(trace::StatusCode::error,
+                        description.empty() ? std::string_view(code) : description);
+        span.set_attribute("error.type", std::move(code));
       }
       span.end();  // before the answer leaves, so the caller never sees it unfinished
     }
@@ -347,7 +351,7 @@ struct Gateway::State : std::enable_shared_from_this<Gateway::State> {
   }
 
   void fail(Pending& pending, const Error& error, http::Fields headers = {}) {
-    finish(pending, status_of(error), error.to_json(), std::move(headers));
+    finish(pending, status_of(error), error.to_json(), std::move(headers), error.detail);
   }
 
   // ---- W3C Trace Context ----

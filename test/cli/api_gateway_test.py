@@ -217,7 +217,7 @@ try:
             ("X-Custom", "a"), ("X-Custom", "b"), ("Authorization", "Bearer t"),
             ("Connection", "keep-alive, X-Hop"), ("X-Hop", "secret"), ("Timeout", "2s"),
             ("Content-Type", "application/json"), ("baggage", "userId=alice"),
-            ("traceparent", f"00-{TRACE_ID}-{SPAN_ID}-01")])
+            ("TraceParent", f"00-{TRACE_ID}-{SPAN_ID}-01"), ("TRACESTATE", "congo=t61rcWkgMzE")])
         echoed = json.loads(body) if status == 200 else {}
         metadata = {k.lower(): v for k, v in echoed.get("metadata", {}).items()}
         check(echoed.get("body") == {"n": 1}, f"echo body: {status} {body[:300]!r}")
@@ -228,7 +228,23 @@ try:
             check(dropped not in metadata, f"{dropped} must stay with the HTTP hop: {metadata!r}")
         check(metadata.get("baggage") == "userId=alice", f"baggage forwarded: {metadata!r}")
         check(metadata.get("traceparent", "").startswith(f"00-{TRACE_ID}-"),
-              f"the call carries the trace on: {metadata.get('traceparent')!r}")
+              f"the call carries the trace on (header names in any case): "
+              f"{metadata.get('traceparent')!r}")
+        check(SPAN_ID not in metadata.get("traceparent", ""),
+              "the call's traceparent names the gateway's span, not the caller's")
+        check(metadata.get("tracestate") == "congo=t61rcWkgMzE",
+              f"tracestate carried on: {metadata.get('tracestate')!r}")
+        # More than 32 tracestate members: the header is dropped, the traceparent kept.
+        crowded = ",".join(f"k{i}=v{i}" for i in range(33))
+        status, _, body = request(api, "POST", "/gatewaytest/Test.Echo", "{}", [
+            ("traceparent", f"00-{TRACE_ID}-{SPAN_ID}-01"), ("tracestate", crowded)])
+        metadata = {k.lower(): v for k, v in json.loads(body).get("metadata", {}).items()}
+        check(status == 200 and metadata.get("traceparent", "").startswith(f"00-{TRACE_ID}-")
+              and "tracestate" not in metadata,
+              f"an oversized tracestate is dropped, the trace kept: {status} {metadata!r}")
+        # A head over the HTTP server's limit: refused in the same error JSON.
+        expect_error(api, "POST", "/greeter/Greeter.Hello", 431, "", "{}",
+                     [("X-Big", "x" * 20000)], why="a head over the limit")
         check(0 < echoed.get("remaining_ms", 0) <= 2000,
               f"Timeout: 2s sets the call's deadline: {echoed.get('remaining_ms')!r}")
 
@@ -316,6 +332,20 @@ try:
             check(any(s["kind"] == 2 and s["name"] == "Greeter.Hello" and
                       s["traceId"] == TRACE_ID for s in greeter_spans),
                   "the greeter's SERVER span is in the same trace")
+        by_status = {}
+        for span in api_spans:
+            if span["kind"] == 2:
+                by_status.setdefault(str(span["attrs"].get("http.response.status_code")), span)
+        for status_code, error in (("404", False), ("400", False), ("503", True)):
+            span = by_status.get(status_code)
+            if check(span is not None, f"no gateway span answered {status_code}"):
+                is_error = span.get("status", {}).get("code") == 2
+                check(is_error == error, f"a {status_code} span's status: {span.get('status')!r}")
+        unrouted = [s for s in api_spans if s["kind"] == 2 and
+                    s["attrs"].get("url.path") == "/a/b/c/d"]
+        check(len(unrouted) == 1 and unrouted[0]["name"] == "POST" and
+              "http.route" not in unrouted[0]["attrs"],
+              "a path no route matches names the span by its method alone")
         restarted = [s for s in api_spans if s["kind"] == 2 and
                      s["attrs"].get("user_agent.original") == "duplicate-test"]
         if check(len(restarted) == 1, "one gateway SERVER span for the duplicated traceparent"):
