@@ -13,6 +13,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 
 micro, greeter_binary, test_service_binary = sys.argv[1:4]
@@ -118,6 +119,17 @@ def expect_error(address, method, path, status, detail_part, body=None, headers=
     return ok, got_headers, error
 
 
+def wait_for_stats(address, key, value, timeout=10):
+    """Polls the test service's counters through the gateway until `key` reaches `value`."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        status, _, body = request(address, "POST", "/gatewaytest/Test.Stats", "{}")
+        if status == 200 and json.loads(body).get(key) == value:
+            return True
+        time.sleep(0.02)
+    return False
+
+
 def read_spans(path):
     spans = []
     if not os.path.exists(path):
@@ -153,6 +165,7 @@ try:
         greeter, greeter_address = start([greeter_binary, registry, traced("greeter")],
                                          "listening on")
         tester, _ = start([test_service_binary, registry, traced("tester")], "listening on")
+        ghost, _ = start([test_service_binary, "ghost", registry], "listening on")
         gateway, api = start([micro, registry, traced("api"), "api", "--address=127.0.0.1:0",
                               "--cors_origins=http://app.example", "--max_body=65536"],
                              "micro api listening on")
@@ -176,7 +189,7 @@ try:
         check(status == 200 and json.loads(body) == {"status": "ok"}, f"health: {status} {body!r}")
         status, _, body = request(api, "GET", "/")
         names = [service["name"] for service in json.loads(body)] if status == 200 else []
-        check(names == ["gatewaytest", "greeter"], f"GET /: {status} {body[:300]!r}")
+        check(names == ["gatewaytest", "ghost", "greeter"], f"GET /: {status} {body[:300]!r}")
         status, _, body = request(api, "GET", "/greeter")
         described = json.loads(body) if status == 200 else [{}]
         check(described[0].get("nodes", [{}])[0].get("address") == greeter_address,
@@ -275,15 +288,9 @@ try:
             payload = b'{"ms":8000}'
             raw.sendall(b"POST /gatewaytest/Test.Sleep HTTP/1.1\r\nHost: x\r\n"
                         b"Content-Length: " + str(len(payload)).encode() + b"\r\n\r\n" + payload)
-            time.sleep(0.3)  # the call is in flight at the service
-        cancelled = 0
-        deadline = time.monotonic() + 5
-        while time.monotonic() < deadline and cancelled == 0:
-            status, _, body = request(api, "POST", "/gatewaytest/Test.Stats", "{}")
-            cancelled = json.loads(body).get("cancelled", 0) if status == 200 else 0
-            if cancelled == 0:
-                time.sleep(0.05)
-        check(cancelled == 1, f"the abandoned call was not cancelled at the service: {cancelled}")
+            check(wait_for_stats(api, "sleeping", 1), "the call never reached the service")
+        check(wait_for_stats(api, "cancelled", 1),
+              "the abandoned call was not cancelled at the service")
 
         # ---- W3C Trace Context ----
         status, _, _ = request(api, "POST", "/greeter/Greeter.Hello", '{"name":"Trace"}', [
@@ -297,14 +304,24 @@ try:
         check(status == 200, f"call with a duplicated traceparent: {status}")
 
         # ---- 503: the only node is gone but still registered ----
-        stop(tester, signal.SIGKILL)
-        expect_error(api, "POST", "/gatewaytest/Test.Echo", 503, "", "{}", why="a dead node")
+        stop(ghost, signal.SIGKILL)
+        expect_error(api, "POST", "/ghost/Test.Echo", 503, "", "{}", why="a dead node")
 
-        # ---- Clean stop ----
+        # ---- Clean stop: SIGTERM drains the call in flight, then exits ----
+        answers = []
+        slow = threading.Thread(target=lambda: answers.append(
+            request(api, "POST", "/gatewaytest/Test.Sleep", '{"ms":700}')))
+        slow.start()
+        check(wait_for_stats(api, "sleeping", 1), "the slow call never reached the service")
         code = stop(gateway)
+        slow.join(timeout=20)
         output = gateway.stdout.read().decode()
         check(code == 0 and "micro api stopped" in output, f"SIGTERM: exit {code}, {output!r}")
+        check(len(answers) == 1 and answers[0][0] == 200 and
+              json.loads(answers[0][2]) == {"slept": 700},
+              f"the call in flight at SIGTERM was not answered: {answers!r}")
         stop(greeter)
+        stop(tester)
 
         api_spans = read_spans(f"{work}/api.jsonl")
         greeter_spans = read_spans(f"{work}/greeter.jsonl")
