@@ -263,6 +263,12 @@ Error gateway_error(int code, std::string detail) {
   return error;
 }
 
+bool is_standard_method(std::string_view method) noexcept {
+  static constexpr std::string_view methods[] = {"GET",     "POST",    "PUT",   "DELETE", "HEAD",
+                                                 "OPTIONS", "CONNECT", "TRACE", "PATCH"};
+  return std::find(std::begin(methods), std::end(methods), method) != std::end(methods);
+}
+
 // The HTTP status for an error: its code when it is one, else 500.
 int status_of(const Error& error) noexcept {
   return error.code >= 400 && error.code <= 599 ? error.code : 500;
@@ -388,7 +394,10 @@ struct Gateway::State : std::enable_shared_from_this<Gateway::State> {
     start.kind = trace::SpanKind::server;
     start.parent = remote ? &*remote : nullptr;
     start.attributes.clear();
-    std::string name(request.method);
+    // HTTP semantic conventions: a method outside the standard set is "_OTHER" (span "HTTP"),
+    // so a caller cannot mint span names and attribute values at will.
+    const bool known = is_standard_method(request.method);
+    std::string name(known ? std::string_view(request.method) : std::string_view("HTTP"));
     if (pending.route.kind != RouteKind::unknown) {
       name += ' ';
       name += pending.route.pattern;
@@ -396,7 +405,9 @@ struct Gateway::State : std::enable_shared_from_this<Gateway::State> {
     if (tracer.may_record(start.parent)) {
       auto& attributes = start.attributes;
       std::string_view path = path_of(request.target);
-      attributes.emplace_back("http.request.method", request.method);
+      attributes.emplace_back("http.request.method",
+                              known ? request.method : std::string("_OTHER"));
+      if (!known) attributes.emplace_back("http.request.method_original", request.method);
       attributes.emplace_back("url.path", std::string(path));
       attributes.emplace_back("url.scheme", std::string("http"));
       if (pending.route.kind != RouteKind::unknown)

@@ -218,6 +218,7 @@ try:
         _, got, _ = expect_error(api, "PUT", "/", 405, "is not served")
         check(header(got, "Allow") == "GET, OPTIONS", f"405 Allow on /: {header(got, 'Allow')!r}")
         expect_error(api, "POST", "/a/b/c/d", 404, "no route for POST /a/b/c/d", "{}")
+        expect_error(api, "BREW", "/greeter", 405, "BREW /greeter is not served")
         expect_error(api, "POST", "/greeter/Greeter.Hello", 400, "bad Timeout header 'soon'",
                      '{"name":"Ada"}', [("Timeout", "soon")])
         expect_error(api, "POST", "/gatewaytest/Test.Sleep", 408, "", '{"ms":3000}',
@@ -363,6 +364,11 @@ try:
         check(len(unrouted) == 1 and unrouted[0]["name"] == "POST" and
               "http.route" not in unrouted[0]["attrs"],
               "a path no route matches names the span by its method alone")
+        brewed = [s for s in api_spans if s["kind"] == 2 and s["attrs"].get("url.path") == "/greeter"
+                  and s["attrs"].get("http.request.method_original") == "BREW"]
+        check(len(brewed) == 1 and brewed[0]["name"] == "HTTP /{service}" and
+              brewed[0]["attrs"].get("http.request.method") == "_OTHER",
+              "a non-standard method is _OTHER in the span")
         restarted = [s for s in api_spans if s["kind"] == 2 and
                      s["attrs"].get("user_agent.original") == "duplicate-test"]
         if check(len(restarted) == 1, "one gateway SERVER span for the duplicated traceparent"):
