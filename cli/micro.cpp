@@ -8,15 +8,21 @@
 //     publish <topic> <json>          publish a JSON message
 //     subscribe <topic> [count]       print messages on a topic (count: stop after that many)
 //     trace <file> [trace-id]         waterfall of the traces in a span file (exporter=file)
+//     api [--address=127.0.0.1:8080]  HTTP gateway: POST /<service>/<Endpoint> with JSON
 #include <condition_variable>
 #include <csignal>
 #include <cstdlib>
 #include <fstream>
 #include <iostream>
 #include <mutex>
+#include <optional>
+
+#include <boost/asio/signal_set.hpp>
 
 #include <micro/log.hpp>
 #include <micro/service.hpp>
+
+#include "api_gateway.hpp"
 
 // The waterfall view is the trace plugin's; the CLI compiles it in (a tool, not a plugin).
 #include "waterfall.hpp"
@@ -34,6 +40,15 @@ commands:
   subscribe <topic> [count]          print messages on a topic; stop after count (default: never)
   trace <file> [trace-id]            waterfall of the traces in a file written by
                                      wrappers=trace?exporter=file&file=<file>
+  api [flags]                        HTTP gateway for curl and browsers, until SIGINT/SIGTERM:
+                                       POST /<service>/<Endpoint> (or /<service>/<Service>/<Method>)
+                                       with a JSON body calls it; GET / lists services,
+                                       GET /<service> describes one, GET /health answers liveness
+    --address=127.0.0.1:8080         where to listen
+    --timeout=5s                     each call's budget (default: client_request_timeout); a
+                                     caller's Timeout header may ask for up to --max_timeout=1m
+    --cors_origins=https://a.example,…  origins browsers may call from ("*": any; default none)
+    --max_body=4194304               largest request body in bytes (larger: 413)
 
 configuration flags (also MICRO_* variables): --registry=file?dir=/tmp/x --broker=memory
   --selector=roundrobin --transport=tcp --wrappers=log --client_request_timeout=5s …
@@ -87,6 +102,32 @@ int subscribe(micro::Microservice& service, const std::string& topic, long count
   return 0;
 }
 
+// Serves until SIGINT or SIGTERM, then drains the calls in flight and stops.
+int run_gateway(micro::Microservice& service, micro::gateway::GatewayOptions options) {
+  micro::gateway::Gateway gateway(service, std::move(options));
+  gateway.start();
+  std::cout << "micro api listening on " << gateway.address() << std::endl;
+  std::mutex mutex;
+  std::condition_variable wake;
+  bool stop = false;
+  boost::asio::signal_set signals(service.runtime().io_context(), SIGINT, SIGTERM);
+  signals.async_wait([&](boost::system::error_code error, int) {
+    if (error) return;
+    std::lock_guard lock(mutex);
+    stop = true;
+    wake.notify_all();
+  });
+  {
+    std::unique_lock lock(mutex);
+    wake.wait(lock, [&] { return stop; });
+  }
+  std::size_t unfinished = gateway.stop();
+  if (unfinished > 0)
+    std::cerr << "micro api: " << unfinished << " call(s) unfinished at the drain timeout\n";
+  std::cout << "micro api stopped" << std::endl;
+  return 0;
+}
+
 int show_traces(const std::string& path, const std::string& trace_id) {
   std::ifstream file(path);
   if (!file) throw std::invalid_argument("cannot open " + path);
@@ -128,7 +169,12 @@ int main(int argc, char** argv) try {
     return show_traces(args[0], args.size() > 1 ? args[1] : "");
   }
 
+  // Checked before any plugin loads: a mistyped flag is the answer, not a connection attempt.
+  std::optional<micro::gateway::GatewayOptions> gateway_options;
+  if (command == "api") gateway_options = micro::gateway::parse_gateway_flags(args, config);
+
   micro::Microservice service("", config);
+  if (gateway_options) return run_gateway(service, std::move(*gateway_options));
   if (command == "services") {
     for (const auto& found : service.registry().list_services())
       std::cout << found.name << (found.version.empty() ? "" : " " + found.version) << "\n";

@@ -44,7 +44,16 @@ with tempfile.TemporaryDirectory() as registry_dir:
         described = json.loads(run(registry, "describe", "greeter").stdout)
         check(described[0]["name"] == "greeter", "describe: wrong service")
         check(described[0]["nodes"][0]["address"] == address, "describe: wrong node address")
-        check(described[0]["endpoints"][0]["name"] == "Greeter.Hello", "describe: no endpoint")
+        hello = described[0]["endpoints"][0]
+        check(hello["name"] == "Greeter.Hello", "describe: no endpoint")
+        # The typed handler's C++ types, in Go-Micro's Value form.
+        check(hello["request"] == {"name": "HelloRequest", "type": "object", "values": [
+            {"name": "name", "type": "string", "values": []}]},
+            f"describe: request schema {hello['request']!r}")
+        check(hello["response"]["name"] == "HelloResponse" and
+              [(v["name"], v["type"]) for v in hello["response"]["values"]] ==
+              [("greeting", "string"), ("served_by", "string")],
+              f"describe: response schema {hello['response']!r}")
 
         called = run(registry, "call", "greeter", "Greeter.Hello", '{"name":"Ada"}')
         check(called.returncode == 0, f"call failed: {called.stderr}")

@@ -14,6 +14,7 @@
 #include <micro/codec.hpp>
 #include <micro/error.hpp>
 #include <micro/registry.hpp>
+#include <micro/schema.hpp>
 #include <micro/transport.hpp>
 #include <micro/wrapper.hpp>
 
@@ -32,7 +33,10 @@ struct ServerOptions {
 
 struct EndpointOptions {
   MetadataMap metadata;
-  Value request;  // described in the registry for `micro describe`
+  // The request's and response's shapes, put into the registry for `micro describe` and the
+  // gateway. Typed handlers fill them from their C++ types (<micro/schema.hpp>) when left
+  // empty; a raw handler's stay as given.
+  Value request;
   Value response;
 };
 
@@ -60,7 +64,8 @@ class Server {
 
   // Typed handler: `Req` and `Resp` convert with nlohmann to_json/from_json and travel in
   // whatever codec the request's content type names. Throw micro::Exception to answer
-  // with a code; other exceptions become 500.
+  // with a code; other exceptions become 500. The endpoint's request and response schemas
+  // are schema_of<Req>() and schema_of<Resp>() unless `options` gives them.
   template <class Req, class Resp>
   void handle(std::string endpoint, std::function<Resp(Context&, const Req&)> function,
               EndpointOptions options = {});
@@ -139,13 +144,21 @@ HandlerFunction make_typed_handler(std::function<Resp(Context&, const Req&)> fun
   };
 }
 
+// Fills what the options leave empty with the types' schemas.
+template <class Req, class Resp>
+EndpointOptions&& with_schemas(EndpointOptions&& options) {
+  if (options.request == Value{}) options.request = schema_of<Req>();
+  if (options.response == Value{}) options.response = schema_of<Resp>();
+  return std::move(options);
+}
+
 }  // namespace detail
 
 template <class Req, class Resp>
 void Server::handle(std::string endpoint, std::function<Resp(Context&, const Req&)> function,
                     EndpointOptions options) {
   handle(std::move(endpoint), detail::make_typed_handler<Req, Resp>(std::move(function)),
-         std::move(options));
+         detail::with_schemas<Req, Resp>(std::move(options)));
 }
 
 template <class Function>
@@ -157,7 +170,7 @@ requires(!std::is_invocable_v<Function&, const RequestPtr&, ResponseHandler>) vo
   handle(std::move(endpoint),
          detail::make_typed_handler<Req, Resp>(
              std::function<Resp(Context&, const Req&)>(std::move(function))),
-         std::move(options));
+         detail::with_schemas<Req, Resp>(std::move(options)));
 }
 
 }  // namespace micro
