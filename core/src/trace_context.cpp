@@ -386,40 +386,44 @@ std::string normalize_tracestate(std::string_view value, std::string* error) {
     members.push_back(member);
   }
 
-  // Longer than we propagate (trace-context §3.3.1.5): whole members go, first those longer
-  // than 128 characters, right to left, then the right-most ones, until the rest fits.
   std::size_t length = members.empty() ? 0 : members.size() - 1;  // the commas
   for (std::string_view member : members) length += member.size();
+  std::string normalized;
+  normalized.reserve(std::min(length, tracestate_max_length));
+  auto append = [&normalized](std::string_view member) {
+    if (!normalized.empty()) normalized += ',';
+    normalized += member;
+  };
+  if (length <= tracestate_max_length) {
+    for (std::string_view member : members) append(member);
+    return normalized;
+  }
+
+  // Longer than we propagate (trace-context, "tracestate Limits"): whole members go, first those
+  // longer than 128 characters, right to left, then the right-most ones, until the rest fits.
+  const std::size_t received_length = length;
   std::vector<bool> dropped(members.size(), false);
   auto drop = [&](std::size_t index) {
     dropped[index] = true;
     // Its characters, and a comma unless it was the last member left.
     length -= members[index].size() + (length > members[index].size() ? 1 : 0);
   };
-  const std::size_t received_length = length;
   for (std::size_t index = members.size(); index-- > 0 && length > tracestate_max_length;)
     if (members[index].size() > tracestate_large_member) drop(index);
   for (std::size_t index = members.size(); index-- > 0 && length > tracestate_max_length;)
     if (!dropped[index]) drop(index);
-  if (length != received_length && error) {
-    std::string keys;
-    for (std::size_t index = 0; index < members.size(); ++index) {
-      if (!dropped[index]) continue;
-      if (!keys.empty()) keys += ", ";
-      keys += "'" + std::string(members[index].substr(0, members[index].find('='))) + "'";
-    }
-    *error = "tracestate: " + std::to_string(received_length) + " characters, more than the " +
-             std::to_string(tracestate_max_length) + " propagated; dropped the list-members " +
-             keys;
-  }
-
-  std::string normalized;
-  normalized.reserve(length);
+  std::string keys;
   for (std::size_t index = 0; index < members.size(); ++index) {
-    if (dropped[index]) continue;
-    if (!normalized.empty()) normalized += ',';
-    normalized += members[index];
+    if (!dropped[index]) {
+      append(members[index]);
+      continue;
+    }
+    if (!keys.empty()) keys += ", ";
+    keys += "'" + std::string(members[index].substr(0, members[index].find('='))) + "'";
   }
+  set_error(error, "tracestate: " + std::to_string(received_length) +
+                       " characters, more than the " + std::to_string(tracestate_max_length) +
+                       " propagated; dropped the list-members " + keys);
   return normalized;
 }
 

@@ -163,8 +163,8 @@ inline std::shared_ptr<Span> start_span(std::string_view name, const Context& co
 
 // ---- W3C Trace Context (https://www.w3.org/TR/trace-context/, level 2's random flag) ----
 
-// The longest tracestate we pass on (the spec asks for at least 512). A longer list keeps its
-// first members: whole members are dropped, those over 128 characters first, right to left.
+// The longest tracestate we pass on (the spec asks for at least 512). A longer list loses whole
+// members until it fits: those over 128 characters first, right to left, then the right-most.
 inline constexpr std::size_t tracestate_max_length = 512;
 
 // Parses a traceparent value. Optional white space around it is ignored. Version 00: exactly
