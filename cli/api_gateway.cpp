@@ -190,6 +190,23 @@ void copy_headers(const http::ServerRequest& request, Metadata& metadata) {
   }
 }
 
+// Whether a service's metadata entry can be an HTTP field as it is: a token name and a value
+// without control characters (no CR/LF to split the answer with).
+bool is_field(std::string_view name, std::string_view value) noexcept {
+  if (name.empty()) return false;
+  for (char c : name) {
+    auto byte = static_cast<unsigned char>(c);
+    if (byte <= 0x20 || byte >= 0x7f ||
+        std::string_view("\"(),/:;<=>?@[\\]{}").find(c) != std::string_view::npos)
+      return false;
+  }
+  for (char c : value) {
+    auto byte = static_cast<unsigned char>(c);
+    if ((byte < 0x20 && c != '\t') || byte == 0x7f) return false;
+  }
+  return true;
+}
+
 // The Timeout header: decimal nanoseconds as Go-Micro sends it, or a duration like "2s".
 std::optional<std::chrono::milliseconds> parse_timeout(std::string_view text) {
   if (!text.empty() &&
@@ -233,6 +250,17 @@ void add_address(std::vector<trace::Attribute>& attributes, std::string_view add
   auto [host, port] = split_address(address);
   attributes.emplace_back(address_key, std::string(host));
   if (port > 0) attributes.emplace_back(port_key, port);
+}
+
+// An Error whose status names its code also where error.hpp's table has no phrase for it
+// (405 and 431 are HTTP's, not in the RPC code set).
+Error gateway_error(int code, std::string detail) {
+  Error error(gateway_id, code, std::move(detail));
+  if (error.status.empty()) {
+    if (code == 405) error.status = "Method Not Allowed";
+    if (code == 431) error.status = "Request Header Fields Too Large";
+  }
+  return error;
 }
 
 // The HTTP status for an error: its code when it is one, else 500.
@@ -291,7 +319,9 @@ struct Gateway::State : std::enable_shared_from_this<Gateway::State> {
     return {};
   }
 
-  void finish(Pending& pending, int status, std::string body, http::Fields headers = {}) {
+  // Answers and ends the span; `description` says why a 5xx failed (the error's detail).
+  void finish(Pending& pending, int status, std::string body, http::Fields headers = {},
+              std::string_view description = {}) {
     const http::ServerRequest& request = pending.exchange->request();
     http::ServerResponse response;
     response.status = status;
@@ -309,8 +339,10 @@ struct Gateway::State : std::enable_shared_from_this<Gateway::State> {
       span.set_attribute("http.response.status_code", static_cast<std::int64_t>(status));
       // HTTP server conventions: 4xx are the caller's, only 5xx make the span an error.
       if (status >= 500) {
-        span.set_attribute("error.type", std::to_string(status));
-        span.set_status(trace::StatusCode::error, std::to_string(status));
+        std::string code = std::to_string(status);
+        span.set_status(trace::StatusCode::error,
+                        description.empty() ? std::string_view(code) : description);
+        span.set_attribute("error.type", std::move(code));
       }
       span.end();  // before the answer leaves, so the caller never sees it unfinished
     }
@@ -319,7 +351,7 @@ struct Gateway::State : std::enable_shared_from_this<Gateway::State> {
   }
 
   void fail(Pending& pending, const Error& error, http::Fields headers = {}) {
-    finish(pending, status_of(error), error.to_json(), std::move(headers));
+    finish(pending, status_of(error), error.to_json(), std::move(headers), error.detail);
   }
 
   // ---- W3C Trace Context ----
@@ -370,7 +402,7 @@ struct Gateway::State : std::enable_shared_from_this<Gateway::State> {
       if (pending.route.kind != RouteKind::unknown)
         attributes.emplace_back("http.route", std::string(pending.route.pattern));
       std::string_view host = request.header("Host");
-      add_address(attributes, host.empty() ? std::string_view(bound_address) : host,
+      add_address(attributes, host.empty() ? std::string_view(request.local) : host,
                   "server.address", "server.port");
       add_address(attributes, request.remote, "client.address", "client.port");
       attributes.emplace_back("network.protocol.version",
@@ -427,9 +459,10 @@ struct Gateway::State : std::enable_shared_from_this<Gateway::State> {
     const bool wants_get = route.kind != RouteKind::call;
     if (request.method != (wants_get ? "GET" : "POST")) {
       fail(*pending,
-           Error(gateway_id, 405,
-                 request.method + " " + std::string(path_of(request.target)) + " is not served; " +
-                     (wants_get ? "this path answers GET" : "calls are POST with a JSON body")),
+           gateway_error(
+               405, request.method + " " + std::string(path_of(request.target)) +
+                        " is not served; " +
+                        (wants_get ? "this path answers GET" : "calls are POST with a JSON body")),
            {{"Allow", std::string(route.allow)}});
       return;
     }
@@ -577,9 +610,9 @@ struct Gateway::State : std::enable_shared_from_this<Gateway::State> {
       }
       call_timeout = std::min(*asked, options.max_timeout);
     }
-    auto context_holder = std::make_shared<Context>(std::move(context));
-    with_service(pending, [pending, context_holder, call_timeout](const ServiceSnapshot& snapshot) {
-      pending->gateway->call(pending, std::move(*context_holder), call_timeout, *snapshot);
+    with_service(pending, [pending, context = std::move(context),
+                           call_timeout](const ServiceSnapshot& snapshot) mutable {
+      pending->gateway->call(pending, std::move(context), call_timeout, *snapshot);
     });
   }
 
@@ -614,10 +647,13 @@ struct Gateway::State : std::enable_shared_from_this<Gateway::State> {
     }
 
     Request call_request;
-    call_request.service = route.service;
-    call_request.endpoint = route.endpoint;
+    // The route's names are not needed again: they move on too.
+    call_request.service = std::move(pending->route.service);
+    call_request.endpoint = std::move(pending->route.endpoint);
     call_request.content_type = json_content_type_value;
-    call_request.body = request.body.empty() ? std::string("{}") : request.body;
+    // The body moves on: the HTTP server does not look at the request again.
+    std::string& body = pending->exchange->request().body;
+    call_request.body = body.empty() ? std::string("{}") : std::move(body);
     call_request.context = std::move(context);
     copy_headers(request, call_request.context.metadata());
     // The budget counts from the request's arrival: time queued in the gateway is spent too.
@@ -656,7 +692,7 @@ struct Gateway::State : std::enable_shared_from_this<Gateway::State> {
     }
     http::Fields headers;
     for (const auto& [key, value] : response.metadata)
-      if (!stays_with_the_hop(key, {})) headers.push_back({key, value});
+      if (is_field(key, value) && !stays_with_the_hop(key, {})) headers.push_back({key, value});
     std::string_view type = response.content_type;
     if (type.empty() || type.starts_with(json_content_type_value)) {
       finish(pending, 200, std::move(response.body), std::move(headers));
@@ -667,7 +703,7 @@ struct Gateway::State : std::enable_shared_from_this<Gateway::State> {
       finish(pending, 200, codec_for(type).decode(response.body).dump(), std::move(headers));
     } catch (const Exception& e) {
       fail(pending, Error(gateway_id, ErrorCode::bad_gateway,
-                          "the answer of " + pending.route.service +
+                          "the service's answer in " + std::string(type) +
                               " cannot be read as JSON: " + e.error().detail));
     }
   }
@@ -687,8 +723,17 @@ Gateway::~Gateway() {
 void Gateway::start() {
   if (state_->server) return;
   std::weak_ptr<State> weak = state_;
+  http::ServerOptions http_options = state_->options.http;
+  // The HTTP server's own refusals (413, 431, 400, 408) in the same error JSON as the rest.
+  http_options.refusal = [](int status, std::string message) {
+    http::ServerResponse response;
+    response.status = status;
+    response.headers.push_back({"Content-Type", std::string(json_content_type_value)});
+    response.body = gateway_error(status, std::move(message)).to_json();
+    return response;
+  };
   state_->server = std::make_unique<http::Server>(
-      state_->service.runtime().executor(), state_->options.http,
+      state_->service.runtime().executor(), std::move(http_options),
       [weak](http::ExchangePtr exchange) {
         if (auto self = weak.lock()) {
           self->handle(std::move(exchange));

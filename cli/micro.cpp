@@ -104,12 +104,10 @@ int subscribe(micro::Microservice& service, const std::string& topic, long count
 
 // Serves until SIGINT or SIGTERM, then drains the calls in flight and stops.
 int run_gateway(micro::Microservice& service, micro::gateway::GatewayOptions options) {
-  micro::gateway::Gateway gateway(service, std::move(options));
-  gateway.start();
-  std::cout << "micro api listening on " << gateway.address() << std::endl;
   std::mutex mutex;
   std::condition_variable wake;
   bool stop = false;
+  // Caught from before the port opens, so a signal never finds the default action.
   boost::asio::signal_set signals(service.runtime().io_context(), SIGINT, SIGTERM);
   signals.async_wait([&](boost::system::error_code error, int) {
     if (error) return;
@@ -117,6 +115,9 @@ int run_gateway(micro::Microservice& service, micro::gateway::GatewayOptions opt
     stop = true;
     wake.notify_all();
   });
+  micro::gateway::Gateway gateway(service, std::move(options));
+  gateway.start();
+  std::cout << "micro api listening on " << gateway.address() << std::endl;
   {
     std::unique_lock lock(mutex);
     wake.wait(lock, [&] { return stop; });

@@ -13,6 +13,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 
 micro, greeter_binary, test_service_binary = sys.argv[1:4]
@@ -110,11 +111,23 @@ def expect_error(address, method, path, status, detail_part, body=None, headers=
                f"expected {status}; body {got_body[:300]!r}")
     if check(error is not None, f"{why or path}: body is not the error JSON: {got_body[:300]!r}"):
         check(error["code"] == status, f"{why or path}: error code {error['code']}")
+        check(error["status"] != "", f"{why or path}: error status is empty: {error!r}")
         check(detail_part in error["detail"],
               f"{why or path}: detail {error['detail']!r} lacks {detail_part!r}")
         check(header(got_headers, "Content-Type") == "application/json",
               f"{why or path}: error Content-Type {header(got_headers, 'Content-Type')!r}")
     return ok, got_headers, error
+
+
+def wait_for_stats(address, key, value, timeout=10):
+    """Polls the test service's counters through the gateway until `key` reaches `value`."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        status, _, body = request(address, "POST", "/gatewaytest/Test.Stats", "{}")
+        if status == 200 and json.loads(body).get(key) == value:
+            return True
+        time.sleep(0.02)
+    return False
 
 
 def read_spans(path):
@@ -152,6 +165,7 @@ try:
         greeter, greeter_address = start([greeter_binary, registry, traced("greeter")],
                                          "listening on")
         tester, _ = start([test_service_binary, registry, traced("tester")], "listening on")
+        ghost, _ = start([test_service_binary, "ghost", registry], "listening on")
         gateway, api = start([micro, registry, traced("api"), "api", "--address=127.0.0.1:0",
                               "--cors_origins=http://app.example", "--max_body=65536"],
                              "micro api listening on")
@@ -175,7 +189,7 @@ try:
         check(status == 200 and json.loads(body) == {"status": "ok"}, f"health: {status} {body!r}")
         status, _, body = request(api, "GET", "/")
         names = [service["name"] for service in json.loads(body)] if status == 200 else []
-        check(names == ["gatewaytest", "greeter"], f"GET /: {status} {body[:300]!r}")
+        check(names == ["gatewaytest", "ghost", "greeter"], f"GET /: {status} {body[:300]!r}")
         status, _, body = request(api, "GET", "/greeter")
         described = json.loads(body) if status == 200 else [{}]
         check(described[0].get("nodes", [{}])[0].get("address") == greeter_address,
@@ -193,7 +207,7 @@ try:
         expect_error(api, "POST", "/greeter/Greeter.Helo", 404,
                      "service greeter has no endpoint 'Greeter.Helo' "
                      "(did you mean 'Greeter.Hello'?); it has: Greeter.Hello", "{}")
-        ok, _, error = expect_error(api, "POST", "/greeter/Greeter.Hello", 400, "line 1, column 2",
+        ok, _, error = expect_error(api, "POST", "/greeter/Greeter.Hello", 400, "line 1, column 3",
                                     "{name:", why="bad JSON")
         check(error is None or "not JSON" in error["detail"], f"bad JSON detail: {error!r}")
         _, _, error = expect_error(api, "POST", "/greeter/Greeter.Hello", 400, "name is empty",
@@ -208,15 +222,15 @@ try:
                      '{"name":"Ada"}', [("Timeout", "soon")])
         expect_error(api, "POST", "/gatewaytest/Test.Sleep", 408, "", '{"ms":3000}',
                      [("Timeout", "300ms")], why="a call past its Timeout")
-        status, _, _ = request(api, "POST", "/gatewaytest/Test.Echo", "x" * 70000)
-        check(status == 413, f"a body over --max_body: status {status}")
+        expect_error(api, "POST", "/gatewaytest/Test.Echo", 413, "exceeds the limit of 65536",
+                     "x" * 70000, why="a body over --max_body")
 
         # ---- Headers → metadata ----
         status, _, body = request(api, "POST", "/gatewaytest/Test.Echo", '{"n":1}', [
             ("X-Custom", "a"), ("X-Custom", "b"), ("Authorization", "Bearer t"),
             ("Connection", "keep-alive, X-Hop"), ("X-Hop", "secret"), ("Timeout", "2s"),
             ("Content-Type", "application/json"), ("baggage", "userId=alice"),
-            ("traceparent", f"00-{TRACE_ID}-{SPAN_ID}-01")])
+            ("TraceParent", f"00-{TRACE_ID}-{SPAN_ID}-01"), ("TRACESTATE", "congo=t61rcWkgMzE")])
         echoed = json.loads(body) if status == 200 else {}
         metadata = {k.lower(): v for k, v in echoed.get("metadata", {}).items()}
         check(echoed.get("body") == {"n": 1}, f"echo body: {status} {body[:300]!r}")
@@ -227,7 +241,23 @@ try:
             check(dropped not in metadata, f"{dropped} must stay with the HTTP hop: {metadata!r}")
         check(metadata.get("baggage") == "userId=alice", f"baggage forwarded: {metadata!r}")
         check(metadata.get("traceparent", "").startswith(f"00-{TRACE_ID}-"),
-              f"the call carries the trace on: {metadata.get('traceparent')!r}")
+              f"the call carries the trace on (header names in any case): "
+              f"{metadata.get('traceparent')!r}")
+        check(SPAN_ID not in metadata.get("traceparent", ""),
+              "the call's traceparent names the gateway's span, not the caller's")
+        check(metadata.get("tracestate") == "congo=t61rcWkgMzE",
+              f"tracestate carried on: {metadata.get('tracestate')!r}")
+        # More than 32 tracestate members: the header is dropped, the traceparent kept.
+        crowded = ",".join(f"k{i}=v{i}" for i in range(33))
+        status, _, body = request(api, "POST", "/gatewaytest/Test.Echo", "{}", [
+            ("traceparent", f"00-{TRACE_ID}-{SPAN_ID}-01"), ("tracestate", crowded)])
+        metadata = {k.lower(): v for k, v in json.loads(body).get("metadata", {}).items()}
+        check(status == 200 and metadata.get("traceparent", "").startswith(f"00-{TRACE_ID}-")
+              and "tracestate" not in metadata,
+              f"an oversized tracestate is dropped, the trace kept: {status} {metadata!r}")
+        # A head over the HTTP server's limit: refused in the same error JSON.
+        expect_error(api, "POST", "/greeter/Greeter.Hello", 431, "", "{}",
+                     [("X-Big", "x" * 20000)], why="a head over the limit")
         check(0 < echoed.get("remaining_ms", 0) <= 2000,
               f"Timeout: 2s sets the call's deadline: {echoed.get('remaining_ms')!r}")
 
@@ -258,15 +288,9 @@ try:
             payload = b'{"ms":8000}'
             raw.sendall(b"POST /gatewaytest/Test.Sleep HTTP/1.1\r\nHost: x\r\n"
                         b"Content-Length: " + str(len(payload)).encode() + b"\r\n\r\n" + payload)
-            time.sleep(0.3)  # the call is in flight at the service
-        cancelled = 0
-        deadline = time.monotonic() + 5
-        while time.monotonic() < deadline and cancelled == 0:
-            status, _, body = request(api, "POST", "/gatewaytest/Test.Stats", "{}")
-            cancelled = json.loads(body).get("cancelled", 0) if status == 200 else 0
-            if cancelled == 0:
-                time.sleep(0.05)
-        check(cancelled == 1, f"the abandoned call was not cancelled at the service: {cancelled}")
+            check(wait_for_stats(api, "sleeping", 1), "the call never reached the service")
+        check(wait_for_stats(api, "cancelled", 1),
+              "the abandoned call was not cancelled at the service")
 
         # ---- W3C Trace Context ----
         status, _, _ = request(api, "POST", "/greeter/Greeter.Hello", '{"name":"Trace"}', [
@@ -280,14 +304,24 @@ try:
         check(status == 200, f"call with a duplicated traceparent: {status}")
 
         # ---- 503: the only node is gone but still registered ----
-        stop(tester, signal.SIGKILL)
-        expect_error(api, "POST", "/gatewaytest/Test.Echo", 503, "", "{}", why="a dead node")
+        stop(ghost, signal.SIGKILL)
+        expect_error(api, "POST", "/ghost/Test.Echo", 503, "", "{}", why="a dead node")
 
-        # ---- Clean stop ----
+        # ---- Clean stop: SIGTERM drains the call in flight, then exits ----
+        answers = []
+        slow = threading.Thread(target=lambda: answers.append(
+            request(api, "POST", "/gatewaytest/Test.Sleep", '{"ms":700}')))
+        slow.start()
+        check(wait_for_stats(api, "sleeping", 1), "the slow call never reached the service")
         code = stop(gateway)
+        slow.join(timeout=20)
         output = gateway.stdout.read().decode()
         check(code == 0 and "micro api stopped" in output, f"SIGTERM: exit {code}, {output!r}")
+        check(len(answers) == 1 and answers[0][0] == 200 and
+              json.loads(answers[0][2]) == {"slept": 700},
+              f"the call in flight at SIGTERM was not answered: {answers!r}")
         stop(greeter)
+        stop(tester)
 
         api_spans = read_spans(f"{work}/api.jsonl")
         greeter_spans = read_spans(f"{work}/greeter.jsonl")
@@ -315,6 +349,20 @@ try:
             check(any(s["kind"] == 2 and s["name"] == "Greeter.Hello" and
                       s["traceId"] == TRACE_ID for s in greeter_spans),
                   "the greeter's SERVER span is in the same trace")
+        by_status = {}
+        for span in api_spans:
+            if span["kind"] == 2:
+                by_status.setdefault(str(span["attrs"].get("http.response.status_code")), span)
+        for status_code, error in (("404", False), ("400", False), ("503", True)):
+            span = by_status.get(status_code)
+            if check(span is not None, f"no gateway span answered {status_code}"):
+                is_error = span.get("status", {}).get("code") == 2
+                check(is_error == error, f"a {status_code} span's status: {span.get('status')!r}")
+        unrouted = [s for s in api_spans if s["kind"] == 2 and
+                    s["attrs"].get("url.path") == "/a/b/c/d"]
+        check(len(unrouted) == 1 and unrouted[0]["name"] == "POST" and
+              "http.route" not in unrouted[0]["attrs"],
+              "a path no route matches names the span by its method alone")
         restarted = [s for s in api_spans if s["kind"] == 2 and
                      s["attrs"].get("user_agent.original") == "duplicate-test"]
         if check(len(restarted) == 1, "one gateway SERVER span for the duplicated traceparent"):

@@ -3,11 +3,12 @@
 //   Test.Echo   → {"body": <the request>, "metadata": {…}, "remaining_ms": <deadline left>}
 //   Test.Sleep  {"ms": N} → {"slept": N} after N ms (a timer: no I/O thread blocked); a call
 //               cancelled meanwhile is counted and answered at once
-//   Test.Stats  → {"cancelled": <count>}
+//   Test.Stats  → {"cancelled": <count>, "sleeping": <Test.Sleep calls in progress>}
 //
-//   gateway-test-service [--registry=file?dir=…] [--wrappers=…]
+//   gateway-test-service [name] [--registry=file?dir=…] [--wrappers=…]   (name: gatewaytest)
 #include <atomic>
 #include <iostream>
+#include <string>
 
 #include <boost/asio/steady_timer.hpp>
 
@@ -15,8 +16,9 @@
 
 int main(int argc, char** argv) try {
   auto config = micro::Config::load(argc, argv, "registry=file transport=tcp");
-  micro::Microservice service("gatewaytest", config);
-  std::atomic<int> cancelled{0};
+  std::string name = argc > 1 ? argv[1] : "gatewaytest";
+  micro::Microservice service(name, config);
+  std::atomic<int> cancelled{0}, sleeping{0};
 
   service.handle("Test.Echo", [](micro::Context& context, const nlohmann::json& request) {
     nlohmann::json metadata = nlohmann::json::object();
@@ -32,15 +34,18 @@ int main(int argc, char** argv) try {
         auto timer = std::make_shared<boost::asio::steady_timer>(service.runtime().executor(),
                                                                  std::chrono::milliseconds(ms));
         auto answered = std::make_shared<std::atomic<bool>>(false);
+        ++sleeping;
         auto shared_respond = std::make_shared<micro::ResponseHandler>(std::move(respond));
-        request->context.cancellation()->on_cancel([&cancelled, timer, answered, shared_respond] {
+        request->context.cancellation()->on_cancel([&, timer, answered, shared_respond] {
           if (answered->exchange(true)) return;
           ++cancelled;
+          --sleeping;
           timer->cancel();
           (*shared_respond)(micro::Response::failure(micro::cancelled_error("gatewaytest")));
         });
-        timer->async_wait([timer, answered, shared_respond, ms](boost::system::error_code) {
+        timer->async_wait([&, timer, answered, shared_respond, ms](boost::system::error_code) {
           if (answered->exchange(true)) return;
+          --sleeping;
           micro::Response response;
           response.content_type = "application/json";
           response.body = nlohmann::json{{"slept", ms}}.dump();
@@ -49,11 +54,11 @@ int main(int argc, char** argv) try {
       });
 
   service.handle("Test.Stats", [&](micro::Context&, const nlohmann::json&) {
-    return nlohmann::json{{"cancelled", cancelled.load()}};
+    return nlohmann::json{{"cancelled", cancelled.load()}, {"sleeping", sleeping.load()}};
   });
 
   service.start();
-  std::cout << "gatewaytest listening on " << service.server().address() << std::endl;
+  std::cout << name << " listening on " << service.server().address() << std::endl;
   service.run();
   return 0;
 } catch (const std::exception& e) {
