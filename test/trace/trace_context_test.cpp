@@ -1,6 +1,8 @@
 // W3C Trace Context and Baggage: every parsing rule (valid and malformed inputs with their
-// exact error text), formatting, inject/extract through Metadata, ids, and the no-op tracer
-// (one shared span, no allocation) with the global tracer slot.
+// exact error text), a test case per rule of levels 1 and 2 as the W3C test suite checks it
+// (HTTP header fields through extract_trace_context and inject_trace_context), formatting,
+// inject/extract through Metadata, ids, and the no-op tracer (one shared span, no allocation)
+// with the global tracer slot.
 #include <doctest/doctest.h>
 
 #include <algorithm>
