@@ -16,6 +16,7 @@ import os
 import re
 import selectors
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -518,6 +519,26 @@ def main():
             if status != 400 or "got a JSON object" not in json.loads(body).get("detail", ""):
                 failed += 1
                 print(f"FAIL: not a list: {status} {body!r}")
+            # A callback that cannot be made is a 502 naming it; the others are still made.
+            scope = uuid.uuid4().hex
+            closed = socket.socket()
+            closed.bind(("127.0.0.1", 0))
+            unreachable = f"http://127.0.0.1:{closed.getsockname()[1]}/nobody"
+            closed.close()
+            status, body = post([], [{"url": unreachable}, {"url": callbacks.url(scope, 0)}])
+            detail = json.loads(body).get("detail", "")
+            if status != 502 or f"POST {unreachable}" not in detail or \
+                    callbacks.wait_for(scope, 1)[0] is None:
+                failed += 1
+                print(f"FAIL: unreachable callback: {status} {body!r}")
+            # A good one answers with each callback's status.
+            scope = uuid.uuid4().hex
+            status, body = post([], [{"url": callbacks.url(scope, 0), "arguments": [1, "two"]}])
+            if status != 200 or json.loads(body) != [{"url": callbacks.url(scope, 0),
+                                                        "status": 200}] or \
+                    callbacks.wait_for(scope, 1)[0]["body"] != b'[1,"two"]':
+                failed += 1
+                print(f"FAIL: the answer: {status} {body!r}")
 
             for process in (gateway, service):
                 code = stop(process)
@@ -528,14 +549,16 @@ def main():
                           f"{process.errors.read()[-2000:]!r}")
 
             # The service's CLIENT spans, flushed at its stop: one per callback, with the HTTP
-            # client conventions' attributes, each the child of a SERVER span of the call.
+            # client conventions' attributes, each the child of a SERVER span of the call; the
+            # unreachable one an error.
             spans = read_spans(spans_file)
-            clients = [s for s in spans if s["kind"] == 3 and s["name"] == "POST"]
+            prefix = f"http://127.0.0.1:{callbacks.server_address[1]}/callback/"
+            clients = [s for s in spans if s["kind"] == 3 and s["name"] == "POST"
+                       and s["attrs"].get("url.full", "").startswith(prefix)]
             servers = {s["spanId"] for s in spans if s["kind"] == 2}
             complete = [s for s in clients if s["attrs"].get("http.request.method") == "POST"
-                        and s["attrs"].get("url.full", "").startswith(
-                            f"http://127.0.0.1:{callbacks.server_address[1]}/callback/")
                         and s["attrs"].get("server.address") == "127.0.0.1"
+                        and str(s["attrs"].get("server.port")) == str(callbacks.server_address[1])
                         and str(s["attrs"].get("http.response.status_code")) == "200"
                         and s.get("parentSpanId") in servers]
             if not clients or len(complete) != len(clients):
@@ -544,6 +567,11 @@ def main():
                       f"first {clients[:1]!r}")
             else:
                 print(f"ok: {len(clients)} CLIENT spans, each under a SERVER span")
+            failing = [s for s in spans if s["attrs"].get("url.full") == unreachable]
+            if len(failing) != 1 or failing[0]["attrs"].get("error.type") != "connection_error" \
+                    or failing[0].get("status", {}).get("code") != 2:
+                failed += 1
+                print(f"FAIL: the unreachable callback's span: {failing!r}")
         finally:
             for process in processes:
                 if process.poll() is None:
