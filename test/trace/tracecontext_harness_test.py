@@ -191,12 +191,16 @@ class Harness(unittest.TestCase):
         return [callback["headers"] for callback in received]
 
     def traceparent(self, headers):
-        values = [v for k, v in headers if k.lower() == "traceparent"]
-        self.assertEqual(len(values), 1, f"expected one traceparent, got {values!r}")
-        return Traceparent(values[0])
+        fields = [(k, v) for k, v in headers if k.lower() == "traceparent"]
+        self.assertEqual(len(fields), 1, f"expected one traceparent, got {fields!r}")
+        self.assertEqual(fields[0][0], "traceparent", "sent with a lowercase name")
+        return Traceparent(fields[0][1])
 
     def tracestate(self, headers):
-        return read_tracestate(v for k, v in headers if k.lower() == "tracestate")
+        fields = [(k, v) for k, v in headers if k.lower() == "tracestate"]
+        for name, _ in fields:
+            self.assertEqual(name, "tracestate", "sent with a lowercase name")
+        return read_tracestate(v for _, v in fields)
 
     def context(self, headers):
         callback = self.make_request(headers)[0]
