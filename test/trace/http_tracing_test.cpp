@@ -5,11 +5,14 @@
 // failures, the context's deadline and cancellation).
 #include <doctest/doctest.h>
 
+#include <atomic>
 #include <chrono>
 #include <future>
 #include <memory>
 #include <mutex>
 #include <string>
+#include <string_view>
+#include <variant>
 #include <vector>
 
 #include <boost/asio/use_future.hpp>
