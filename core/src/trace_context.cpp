@@ -17,6 +17,7 @@ constexpr std::size_t trace_id_offset = 3;
 constexpr std::size_t span_id_offset = 36;
 constexpr std::size_t flags_offset = 53;
 constexpr std::size_t tracestate_max_members = 32;
+constexpr std::size_t tracestate_large_member = 128;  // dropped first when a list is too long
 constexpr std::size_t baggage_max_members = 64;
 constexpr std::size_t baggage_max_bytes = 8192;
 
@@ -66,23 +67,25 @@ std::string_view trim_ows(std::string_view text, std::size_t& offset) {
   return text;
 }
 
-// Checks value[begin, begin + length) is lowercase hex; names `what` in the error.
-bool check_hex(std::string_view value, std::size_t begin, std::size_t length, const char* what,
-               std::string* error) {
+// Checks value[begin, begin + length) is lowercase hex; names `what` in the error. `base` is
+// where `value` starts in the header as received (after leading OWS), for the offsets shown.
+bool check_hex(std::string_view value, std::size_t base, std::size_t begin, std::size_t length,
+               const char* what, std::string* error) {
   for (std::size_t i = begin; i < begin + length; ++i) {
     if (!is_lower_hex(value[i])) {
       set_error(error, "traceparent: invalid character " + describe(value[i]) + " at offset " +
-                           std::to_string(i) + " in the " + what + " (lowercase hex expected)");
+                           std::to_string(base + i) + " in the " + what +
+                           " (lowercase hex expected)");
       return false;
     }
   }
   return true;
 }
 
-bool check_dash(std::string_view value, std::size_t offset, std::string* error) {
+bool check_dash(std::string_view value, std::size_t base, std::size_t offset, std::string* error) {
   if (value[offset] == '-') return true;
-  set_error(error, "traceparent: expected '-' at offset " + std::to_string(offset) + ", found " +
-                       describe(value[offset]));
+  set_error(error, "traceparent: expected '-' at offset " + std::to_string(base + offset) +
+                       ", found " + describe(value[offset]));
   return false;
 }
 
@@ -256,16 +259,20 @@ bool parse_baggage_member(std::string_view member, std::size_t offset,
 
 }  // namespace
 
-std::optional<SpanContext> parse_traceparent(std::string_view value, std::string* error) {
+std::optional<SpanContext> parse_traceparent(std::string_view received, std::string* error) {
+  // A field value may carry optional white space around it (RFC 9110 §5.5); offsets in the
+  // messages count from the start of what was received.
+  std::size_t base = 0;
+  std::string_view value = trim_ows(received, base);
   if (value.size() < 2) {
     set_error(error, "traceparent: too short: " + std::to_string(value.size()) +
                          " characters, at least 55 expected");
     return std::nullopt;
   }
-  if (!check_hex(value, 0, 2, "version", error)) return std::nullopt;
+  if (!check_hex(value, base, 0, 2, "version", error)) return std::nullopt;
   std::string_view version = value.substr(0, 2);
   if (version == "ff") {
-    set_error(error, "traceparent: version ff at offset 0 is invalid");
+    set_error(error, "traceparent: version ff at offset " + std::to_string(base) + " is invalid");
     return std::nullopt;
   }
   if (value.size() < traceparent_length) {
@@ -275,12 +282,14 @@ std::optional<SpanContext> parse_traceparent(std::string_view value, std::string
   }
   if (version == "00" && value.size() != traceparent_length) {
     set_error(error, "traceparent: version 00 must be exactly 55 characters, got " +
-                         std::to_string(value.size()) + " (unexpected data at offset 55)");
+                         std::to_string(value.size()) + " (unexpected data at offset " +
+                         std::to_string(base + traceparent_length) + ")");
     return std::nullopt;
   }
   // A later version may append fields, but only after another '-'.
   if (value.size() > traceparent_length && value[traceparent_length] != '-') {
-    set_error(error, "traceparent: expected '-' or the end at offset 55 after a version " +
+    set_error(error, "traceparent: expected '-' or the end at offset " +
+                         std::to_string(base + traceparent_length) + " after a version " +
                          std::string(version) + " value, found " +
                          describe(value[traceparent_length]));
     return std::nullopt;
@@ -294,21 +303,23 @@ std::optional<SpanContext> parse_traceparent(std::string_view value, std::string
                      value[52] == '-' && is_lower_hex(value[flags_offset]) &&
                      is_lower_hex(value[flags_offset + 1]);
   if (!well_formed) {
-    if (!check_dash(value, 2, error)) return std::nullopt;
-    if (!check_hex(value, trace_id_offset, 32, "trace id", error)) return std::nullopt;
-    if (!check_dash(value, 35, error)) return std::nullopt;
-    if (!check_hex(value, span_id_offset, 16, "parent id", error)) return std::nullopt;
-    if (!check_dash(value, 52, error)) return std::nullopt;
-    if (!check_hex(value, flags_offset, 2, "flags", error)) return std::nullopt;
+    if (!check_dash(value, base, 2, error)) return std::nullopt;
+    if (!check_hex(value, base, trace_id_offset, 32, "trace id", error)) return std::nullopt;
+    if (!check_dash(value, base, 35, error)) return std::nullopt;
+    if (!check_hex(value, base, span_id_offset, 16, "parent id", error)) return std::nullopt;
+    if (!check_dash(value, base, 52, error)) return std::nullopt;
+    if (!check_hex(value, base, flags_offset, 2, "flags", error)) return std::nullopt;
   }
   context.trace_id = *trace_id;
   context.span_id = *span_id;
   if (!context.trace_id.valid()) {
-    set_error(error, "traceparent: the trace id at offset 3 is all zeros");
+    set_error(error, "traceparent: the trace id at offset " +
+                         std::to_string(base + trace_id_offset) + " is all zeros");
     return std::nullopt;
   }
   if (!context.span_id.valid()) {
-    set_error(error, "traceparent: the parent id at offset 36 is all zeros");
+    set_error(error, "traceparent: the parent id at offset " +
+                         std::to_string(base + span_id_offset) + " is all zeros");
     return std::nullopt;
   }
   // Every flag is kept as received (sampled 0x01, level 2's random 0x02, and any a newer
@@ -340,8 +351,7 @@ std::string format_traceparent(const SpanContext& context) {
 }
 
 std::string normalize_tracestate(std::string_view value, std::string* error) {
-  std::string normalized;
-  std::vector<std::string_view> keys;
+  std::vector<std::string_view> members;  // validated, OWS trimmed, in order
   std::size_t position = 0;
   while (position <= value.size()) {
     std::size_t comma = value.find(',', position);
@@ -361,22 +371,59 @@ std::string normalize_tracestate(std::string_view value, std::string* error) {
     std::string_view member_value = member.substr(equals + 1);
     if (!check_tracestate_key(key, member_offset, error)) return {};
     if (!check_tracestate_value(key, member_value, member_offset + equals + 1, error)) return {};
-    for (std::string_view seen : keys) {
-      if (seen == key) {
+    for (std::string_view seen : members) {
+      if (seen.substr(0, seen.find('=')) == key) {
         set_error(error, "tracestate: duplicate key '" + std::string(key) + "' at offset " +
                              std::to_string(member_offset));
         return {};
       }
     }
-    keys.push_back(key);
-    if (keys.size() > tracestate_max_members) {
+    if (members.size() == tracestate_max_members) {
       set_error(error, "tracestate: more than 32 list-members (member 33 at offset " +
                            std::to_string(member_offset) + ")");
       return {};
     }
+    members.push_back(member);
+  }
+
+  std::size_t length = members.empty() ? 0 : members.size() - 1;  // the commas
+  for (std::string_view member : members) length += member.size();
+  std::string normalized;
+  normalized.reserve(std::min(length, tracestate_max_length));
+  auto append = [&normalized](std::string_view member) {
     if (!normalized.empty()) normalized += ',';
     normalized += member;
+  };
+  if (length <= tracestate_max_length) {
+    for (std::string_view member : members) append(member);
+    return normalized;
   }
+
+  // Longer than we propagate (trace-context, "tracestate Limits"): whole members go, first those
+  // longer than 128 characters, right to left, then the right-most ones, until the rest fits.
+  const std::size_t received_length = length;
+  std::vector<bool> dropped(members.size(), false);
+  auto drop = [&](std::size_t index) {
+    dropped[index] = true;
+    // Its characters, and a comma unless it was the last member left.
+    length -= members[index].size() + (length > members[index].size() ? 1 : 0);
+  };
+  for (std::size_t index = members.size(); index-- > 0 && length > tracestate_max_length;)
+    if (members[index].size() > tracestate_large_member) drop(index);
+  for (std::size_t index = members.size(); index-- > 0 && length > tracestate_max_length;)
+    if (!dropped[index]) drop(index);
+  std::string keys;
+  for (std::size_t index = 0; index < members.size(); ++index) {
+    if (!dropped[index]) {
+      append(members[index]);
+      continue;
+    }
+    if (!keys.empty()) keys += ", ";
+    keys += "'" + std::string(members[index].substr(0, members[index].find('='))) + "'";
+  }
+  set_error(error, "tracestate: " + std::to_string(received_length) +
+                       " characters, more than the " + std::to_string(tracestate_max_length) +
+                       " propagated; dropped the list-members " + keys);
   return normalized;
 }
 
@@ -457,15 +504,21 @@ void inject(const SpanContext& context, Metadata& metadata) {
     metadata.set("tracestate", context.trace_state);
 }
 
+std::optional<SpanContext> extract(std::string_view traceparent, std::string_view tracestate) {
+  // No traceparent, or one sent twice (joined, it is no longer one value), or invalid: no
+  // parent, and the tracestate is not even looked at.
+  auto context = parse_traceparent(traceparent);
+  if (!context) return std::nullopt;
+  context->trace_state = normalize_tracestate(tracestate);
+  context->remote = true;
+  return context;
+}
+
 std::optional<SpanContext> extract(const Metadata& metadata) {
   const std::string* traceparent = metadata.find("traceparent");
   if (!traceparent) return std::nullopt;
-  auto context = parse_traceparent(*traceparent);
-  if (!context) return std::nullopt;  // and its tracestate is ignored with it
-  if (const std::string* tracestate = metadata.find("tracestate"))
-    context->trace_state = normalize_tracestate(*tracestate);
-  context->remote = true;
-  return context;
+  const std::string* tracestate = metadata.find("tracestate");
+  return extract(*traceparent, tracestate ? std::string_view(*tracestate) : std::string_view());
 }
 
 }  // namespace micro::trace

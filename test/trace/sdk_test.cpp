@@ -16,6 +16,7 @@
 #include <mutex>
 #include <new>
 #include <optional>
+#include <set>
 #include <string>
 #include <thread>
 #include <vector>
@@ -1051,4 +1052,61 @@ TEST_CASE("statistics count started and ended recording spans") {
   CHECK(finally.spans_ended - after.spans_ended == 3);
   CHECK(format_statistics(Statistics{1, 2, 3, 4, 5, 6}) ==
         "spans started=1 ended=2 exported=3 dropped=4 export_failed=5 export_failures=6");
+}
+
+// ---- W3C Trace Context level 2: the random trace id flag, as the SDK sets and keeps it ----
+
+TEST_CASE("random flag rule: a new trace's id is random, so the flag is set") {
+  auto processor = std::make_shared<CollectingProcessor>();
+  micro::Context context;
+  SdkTracer sampled(make_always_on_sampler(), processor);
+  SdkTracer unsampled(make_always_off_sampler(), processor);
+  auto recorded = sampled.start_span("root", context);
+  CHECK(recorded->context().flags == (flag_sampled | flag_random));
+  auto unrecorded = unsampled.start_span("root", context);
+  CHECK(unrecorded->context().flags == flag_random);
+  CHECK(format_traceparent(unrecorded->context()).substr(53) == "02");
+
+  // The flag promises at least the right-most 7 bytes random: across 200 new traces each of
+  // those bytes takes many values (a counter or a clock would repeat most of them).
+  std::vector<std::set<std::uint8_t>> seen(16);
+  for (int index = 0; index < 200; ++index) {
+    auto span = sampled.start_span("root", context);
+    for (std::size_t byte = 0; byte < 16; ++byte)
+      seen[byte].insert(span->context().trace_id.bytes[byte]);
+  }
+  for (std::size_t byte = 9; byte < 16; ++byte) CHECK_MESSAGE(seen[byte].size() > 100, byte);
+}
+
+TEST_CASE("random flag rule: a continued trace keeps the incoming flag, set or unset") {
+  auto processor = std::make_shared<CollectingProcessor>();
+  SdkTracer tracer(make_parent_based_sampler(make_always_on_sampler()), processor);
+  micro::Context context;
+  for (std::uint8_t incoming : {0x00, 0x01, 0x02, 0x03}) {
+    micro::Metadata metadata{
+        {"traceparent",
+         "00-12345678901234567890123456789012-1234567890123456-0" + std::to_string(incoming)},
+        {"tracestate", "rojo=00f067aa0ba902b7"}};
+    auto parent = extract(metadata);
+    REQUIRE(parent);
+    StartOptions options;
+    options.kind = SpanKind::server;
+    options.parent = &*parent;
+    auto span = tracer.start_span("continued", context, options);
+    const SpanContext& child = span->context();
+    CAPTURE(int(incoming));
+    CHECK((child.flags & flag_random) == (incoming & flag_random));
+    CHECK(child.sampled() == ((incoming & flag_sampled) != 0));  // parent-based
+    CHECK(child.trace_id == parent->trace_id);
+
+    // What goes on: the same trace id, a new parent id, the flags, the tracestate.
+    micro::Metadata outgoing;
+    inject(child, outgoing);
+    std::string traceparent = outgoing.get("traceparent");
+    CHECK(traceparent.substr(0, 36) == "00-12345678901234567890123456789012-");
+    CHECK(traceparent.substr(36, 16) != "1234567890123456");
+    CHECK(traceparent.substr(53) == "0" + std::to_string(incoming));
+    CHECK(outgoing.get("tracestate") == "rojo=00f067aa0ba902b7");
+    span->end();
+  }
 }

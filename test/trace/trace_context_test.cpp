@@ -1,13 +1,19 @@
 // W3C Trace Context and Baggage: every parsing rule (valid and malformed inputs with their
-// exact error text), formatting, inject/extract through Metadata, ids, and the no-op tracer
-// (one shared span, no allocation) with the global tracer slot.
+// exact error text), a test case per rule of levels 1 and 2 as the W3C test suite checks it
+// (HTTP header fields through extract_trace_context and inject_trace_context), formatting,
+// inject/extract through Metadata, ids, and the no-op tracer (one shared span, no allocation)
+// with the global tracer slot.
 #include <doctest/doctest.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cstdlib>
 #include <new>
+#include <optional>
 #include <string>
+#include <vector>
 
+#include <micro/http_tracing.hpp>
 #include <micro/trace.hpp>
 
 #include "support/allocation_counter.hpp"  // one per program: this file
@@ -153,12 +159,17 @@ TEST_CASE("traceparent: malformed values are refused with the offset of the faul
         "traceparent: invalid character 'G' at offset 1 in the version (lowercase hex expected)");
   CHECK(traceparent_error("0A-" + tail) ==
         "traceparent: invalid character 'A' at offset 1 in the version (lowercase hex expected)");
-  CHECK(traceparent_error(" 00-" + tail) ==
-        "traceparent: invalid character ' ' at offset 0 in the version (lowercase hex expected)");
+  CHECK(traceparent_error(".0-" + tail) ==
+        "traceparent: invalid character '.' at offset 0 in the version (lowercase hex expected)");
+  // Offsets count from the start of the value as received, OWS included.
+  CHECK(traceparent_error(" \t0A-" + tail) ==
+        "traceparent: invalid character 'A' at offset 3 in the version (lowercase hex expected)");
+  CHECK(traceparent_error("  00-00000000000000000000000000000000-b7ad6b7169203331-01") ==
+        "traceparent: the trace id at offset 5 is all zeros");
   CHECK(traceparent_error(valid_traceparent + "-extra") ==
         "traceparent: version 00 must be exactly 55 characters, got 61 (unexpected data at "
         "offset 55)");
-  CHECK(traceparent_error(valid_traceparent + " ") ==
+  CHECK(traceparent_error(valid_traceparent + ".") ==
         "traceparent: version 00 must be exactly 55 characters, got 56 (unexpected data at "
         "offset 55)");
   CHECK(traceparent_error("01-" + tail + "x") ==
@@ -207,10 +218,12 @@ TEST_CASE("tracestate: valid lists are normalised") {
   // Multi-tenant keys: the tenant may start with a digit, the system may not.
   CHECK(micro::trace::normalize_tracestate("0tenant@vendor=1,t@s-*/_9=2") ==
         "0tenant@vendor=1,t@s-*/_9=2");
-  // Exactly 32 members is fine; the longest key and value are fine.
+  // Exactly 32 members is fine; the longest key and the longest value are fine.
   CHECK(micro::trace::normalize_tracestate(members(32)) == members(32));
-  std::string long_member = "a" + std::string(255, 'b') + "=" + std::string(256, 'v');
-  CHECK(micro::trace::normalize_tracestate(long_member) == long_member);
+  std::string long_key = "a" + std::string(255, 'b') + "=1";
+  CHECK(micro::trace::normalize_tracestate(long_key) == long_key);
+  std::string long_value = "a=" + std::string(256, 'v');
+  CHECK(micro::trace::normalize_tracestate(long_value) == long_value);
   // Several tracestate headers are combined with ',' before normalising.
   CHECK(micro::trace::normalize_tracestate(std::string("a=1") + "," + "b=2") == "a=1,b=2");
 }
@@ -265,6 +278,314 @@ TEST_CASE("tracestate: a malformed list is dropped entirely, saying why and wher
         "tracestate: value of key 'abc' has an invalid character '\\xc3' at offset 4");
   CHECK(tracestate_error("a=" + std::string(257, 'v')) ==
         "tracestate: value of key 'a' is too long at offset 2 (257 characters, at most 256)");
+}
+
+// ---- The rules of W3C Trace Context levels 1 and 2, as the W3C test suite (w3c/trace-context,
+// test/test.py) checks them: request headers as they arrive over HTTP (any name case, fields
+// repeated), through extract_trace_context, the function the HTTP server side uses. ----
+
+namespace {
+
+using micro::http::Fields;
+
+const std::string suite_trace_id = "12345678901234567890123456789012";
+const std::string suite_parent_id = "1234567890123456";
+const std::string suite_traceparent = "00-" + suite_trace_id + "-" + suite_parent_id + "-01";
+
+std::optional<SpanContext> from_headers(const Fields& headers) {
+  return micro::http::extract_trace_context(headers);
+}
+
+// The trace id a service continues with `headers`, or "" when it must start a new trace.
+std::string continued_trace_id(const std::string& traceparent) {
+  auto context = from_headers({{"traceparent", traceparent}});
+  return context ? context->trace_id.to_hex() : "";
+}
+
+// The tracestate passed on with a valid traceparent and these tracestate fields.
+std::string propagated_tracestate(const std::vector<std::string>& tracestates) {
+  Fields headers{{"traceparent", "00-" + suite_trace_id + "-" + suite_parent_id + "-00"}};
+  for (const auto& value : tracestates) headers.push_back({"tracestate", value});
+  auto context = from_headers(headers);
+  REQUIRE(context);
+  return context->trace_state;
+}
+
+}  // namespace
+
+TEST_CASE("rule: traceparent and tracestate header names are matched in any case") {
+  for (const char* name : {"traceparent", "TraceParent", "TrAcEpArEnT", "TRACEPARENT"}) {
+    auto context = from_headers({{name, suite_traceparent}, {"TrAcEsTaTe", "foo=1"}});
+    REQUIRE_MESSAGE(context, name);
+    CHECK(context->trace_id.to_hex() == suite_trace_id);
+    CHECK(context->trace_state == "foo=1");
+  }
+  CHECK(micro::trace::extract(micro::Metadata{{"TRACEPARENT", suite_traceparent}}));
+}
+
+TEST_CASE("rule: other header names are not traceparent or tracestate") {
+  CHECK_FALSE(from_headers({{"trace-parent", suite_traceparent}}));
+  CHECK_FALSE(from_headers({{"trace.parent", suite_traceparent}}));
+  for (const char* name : {"trace-state", "trace.state"}) {
+    auto context = from_headers({{"traceparent", suite_traceparent}, {name, "foo=1"}});
+    REQUIRE(context);
+    CHECK(context->trace_state.empty());
+  }
+}
+
+TEST_CASE("rule: a traceparent sent twice is invalid and the trace restarts") {
+  auto context = from_headers(
+      {{"traceparent", "00-" + suite_trace_id + "-" + suite_parent_id + "-01"},
+       {"traceparent", "00-12345678901234567890123456789011-" + suite_parent_id + "-01"},
+       {"tracestate", "foo=1"}});
+  CHECK_FALSE(context);
+  // The same value twice is still two fields.
+  CHECK_FALSE(
+      from_headers({{"traceparent", suite_traceparent}, {"Traceparent", suite_traceparent}}));
+}
+
+TEST_CASE("rule: version 00 has exactly 55 characters") {
+  CHECK(continued_trace_id(suite_traceparent) == suite_trace_id);
+  CHECK(continued_trace_id(suite_traceparent + ".") == "");
+  CHECK(continued_trace_id(suite_traceparent + "-what-the-future-will-be-like") == "");
+}
+
+TEST_CASE("rule: a higher version is read at version 00's offsets, more fields after a dash") {
+  const std::string tail = suite_trace_id + "-" + suite_parent_id + "-01";
+  CHECK(continued_trace_id("cc-" + tail) == suite_trace_id);
+  CHECK(continued_trace_id("cc-" + tail + "-what-the-future-will-be-like") == suite_trace_id);
+  CHECK(continued_trace_id("cc-" + tail + ".what-the-future-will-be-like") == "");
+  // Shorter than 55 characters: not parsed.
+  CHECK(continued_trace_id("cc-" + tail.substr(1)) == "");
+  // And passed on as version 00, the highest version we know.
+  auto context = from_headers({{"traceparent", "cc-" + tail + "-more"}});
+  REQUIRE(context);
+  CHECK(micro::trace::format_traceparent(*context) == suite_traceparent);
+}
+
+TEST_CASE("rule: version ff is invalid") {
+  CHECK(continued_trace_id("ff-" + suite_trace_id + "-" + suite_parent_id + "-01") == "");
+}
+
+TEST_CASE("rule: the version is two lowercase hex digits") {
+  const std::string tail = "-" + suite_trace_id + "-" + suite_parent_id + "-01";
+  for (const char* version : {".0", "0.", "000", "0000", "0", "0A", "A0"})
+    CHECK_MESSAGE(continued_trace_id(version + tail) == "", version);
+}
+
+TEST_CASE("rule: the trace id is 32 lowercase hex digits, not all zeros") {
+  const std::string tail = "-" + suite_parent_id + "-01";
+  CHECK(continued_trace_id("00-00000000000000000000000000000000" + tail) == "");
+  CHECK(continued_trace_id("00-.2345678901234567890123456789012" + tail) == "");
+  CHECK(continued_trace_id("00-1234567890123456789012345678901." + tail) == "");
+  CHECK(continued_trace_id("00-123456789012345678901234567890123" + tail) == "");
+  CHECK(continued_trace_id("00-1234567890123456789012345678901" + tail) == "");
+  CHECK(continued_trace_id("00-ABCDEF7890123456789012345678901a" + tail) == "");
+}
+
+TEST_CASE("rule: the parent id is 16 lowercase hex digits, not all zeros") {
+  const std::string head = "00-" + suite_trace_id + "-";
+  CHECK(continued_trace_id(head + "0000000000000000-01") == "");
+  CHECK(continued_trace_id(head + ".234567890123456-01") == "");
+  CHECK(continued_trace_id(head + "123456789012345.-01") == "");
+  CHECK(continued_trace_id(head + "12345678901234567-01") == "");
+  CHECK(continued_trace_id(head + "123456789012345-01") == "");
+  CHECK(continued_trace_id(head + "ABCDEF7890123456-01") == "");
+}
+
+TEST_CASE("rule: trace flags are two lowercase hex digits") {
+  const std::string head = "00-" + suite_trace_id + "-" + suite_parent_id + "-";
+  for (const char* flags : {".0", "0.", "001", "1", "0A"})
+    CHECK_MESSAGE(continued_trace_id(head + flags) == "", flags);
+}
+
+TEST_CASE("rule: optional white space around traceparent is ignored") {
+  for (const char* before : {"", " ", "\t", "\t "})
+    for (const char* after : {"", " ", "\t", " \t"})
+      CHECK(continued_trace_id(before + suite_traceparent + after) == suite_trace_id);
+}
+
+TEST_CASE("rule: sampled and random flags are read and passed on; other flags are sent as 0") {
+  const std::string head = "00-" + suite_trace_id + "-" + suite_parent_id + "-";
+  auto flags_of = [&](const char* flags) {
+    auto context = from_headers({{"traceparent", head + flags}});
+    REQUIRE(context);
+    return micro::trace::format_traceparent(*context).substr(53);
+  };
+  CHECK(flags_of("00") == "00");
+  CHECK(flags_of("01") == "01");
+  CHECK(flags_of("02") == "02");  // level 2: random trace id, not sampled
+  CHECK(flags_of("03") == "03");
+  CHECK(flags_of("09") == "01");
+  CHECK(flags_of("fe") == "02");
+}
+
+TEST_CASE("rule: without a valid traceparent the tracestate is not parsed") {
+  CHECK_FALSE(from_headers({{"tracestate", "foo=1"}}));
+  CHECK_FALSE(from_headers({{"tracestate", "foo=1,bar=2"}}));
+  CHECK_FALSE(from_headers(
+      {{"traceparent", "00-00000000000000000000000000000000-" + suite_parent_id + "-01"},
+       {"tracestate", "foo=1"}}));
+}
+
+TEST_CASE("rule: an invalid tracestate does not affect the traceparent") {
+  auto context = from_headers({{"traceparent", suite_traceparent}, {"tracestate", "FOO=1"}});
+  REQUIRE(context);
+  CHECK(context->trace_id.to_hex() == suite_trace_id);
+  CHECK(context->trace_state.empty());
+}
+
+TEST_CASE("rule: a tracestate is passed on with its traceparent") {
+  CHECK(propagated_tracestate({"foo=1,bar=2"}) == "foo=1,bar=2");
+}
+
+TEST_CASE("rule: empty tracestate fields are accepted and add nothing") {
+  CHECK(propagated_tracestate({""}) == "");
+  CHECK(propagated_tracestate({"foo=1", ""}) == "foo=1");
+  CHECK(propagated_tracestate({"", "foo=1"}) == "foo=1");
+}
+
+TEST_CASE("rule: tracestate fields combine in the order they came") {
+  CHECK(propagated_tracestate({"foo=1,bar=2", "rojo=1,congo=2", "baz=3"}) ==
+        "foo=1,bar=2,rojo=1,congo=2,baz=3");
+}
+
+TEST_CASE("rule: a key present twice drops the tracestate") {
+  CHECK(propagated_tracestate({"foo=1,foo=1"}) == "");
+  CHECK(propagated_tracestate({"foo=1,foo=2"}) == "");
+  CHECK(propagated_tracestate({"foo=1", "foo=1"}) == "");
+  CHECK(propagated_tracestate({"foo=1", "foo=2"}) == "");
+}
+
+TEST_CASE("rule: every character the key and value grammars allow is kept") {
+  std::string key;
+  for (char c = 'a'; c <= 'z'; ++c) key += c;
+  key += "0123456789_-*/";
+  std::string value;  // 0x20-0x2b, 0x2d-0x3c, 0x3e-0x7e: printable but ',' and '='
+  for (int c = 0x20; c <= 0x7e; ++c)
+    if (c != ',' && c != '=') value += static_cast<char>(c);
+  CHECK(propagated_tracestate({key + "=" + value}) == key + "=" + value);
+  std::string tenant_key = key + "@a-z0-9_-*/";
+  CHECK(propagated_tracestate({tenant_key + "=" + value}) == tenant_key + "=" + value);
+  // A value's leading spaces are part of it; trailing ones are white space.
+  CHECK(propagated_tracestate({"foo=  1  "}) == "foo=  1");
+}
+
+TEST_CASE("rule: white space around tracestate members is ignored") {
+  CHECK(propagated_tracestate({"foo=1 \t , \t bar=2, \t baz=3"}) == "foo=1,bar=2,baz=3");
+  CHECK(propagated_tracestate({"foo=1\t \t,\t \tbar=2,\t \tbaz=3"}) == "foo=1,bar=2,baz=3");
+  for (const char* value : {" foo=1", "\tfoo=1", "foo=1 ", "foo=1\t", "\t foo=1 \t"})
+    CHECK_MESSAGE(propagated_tracestate({value}) == "foo=1", value);
+}
+
+TEST_CASE("rule: a key with characters outside the grammar drops the tracestate") {
+  for (const char* value : {"foo =1", "FOO=1", "foo.bar=1", "foo=1,Bar=2"})
+    CHECK_MESSAGE(propagated_tracestate({value}) == "", value);
+}
+
+TEST_CASE("rule: a multi-tenant key is tenant@system, one @ with both sides") {
+  for (const char* value :
+       {"foo@=1,bar=2", "@foo=1,bar=2", "foo@@bar=1,bar=2", "foo@bar@baz=1,bar=2"})
+    CHECK_MESSAGE(propagated_tracestate({value}) == "", value);
+  CHECK(propagated_tracestate({"0tenant@vendor=1"}) == "0tenant@vendor=1");
+}
+
+TEST_CASE("rule: at most 32 tracestate members") {
+  std::vector<std::string> fields{
+      "bar01=01,bar02=02,bar03=03,bar04=04,bar05=05,bar06=06,bar07=07,bar08=08,bar09=09,bar10=10",
+      "bar11=11,bar12=12,bar13=13,bar14=14,bar15=15,bar16=16,bar17=17,bar18=18,bar19=19,bar20=20",
+      "bar21=21,bar22=22,bar23=23,bar24=24,bar25=25,bar26=26,bar27=27,bar28=28,bar29=29,bar30=30",
+      "bar31=31,bar32=32"};
+  std::string kept = propagated_tracestate(fields);
+  CHECK(std::count(kept.begin(), kept.end(), '=') == 32);
+  fields.back() += ",bar33=33";
+  CHECK(propagated_tracestate(fields) == "");
+}
+
+TEST_CASE("rule: keys are at most 256 characters, tenant 241 and system 14") {
+  CHECK(propagated_tracestate({"foo=1", std::string(256, 'z') + "=1"}) ==
+        "foo=1," + std::string(256, 'z') + "=1");
+  CHECK(propagated_tracestate({"foo=1", std::string(257, 'z') + "=1"}) == "");
+  std::string longest_tenant_key = std::string(241, 't') + "@" + std::string(14, 'v');
+  CHECK(propagated_tracestate({"foo=1", longest_tenant_key + "=1"}) ==
+        "foo=1," + longest_tenant_key + "=1");
+  CHECK(propagated_tracestate({"foo=1", std::string(242, 't') + "@v=1"}) == "");
+  CHECK(propagated_tracestate({"foo=1", "t@" + std::string(15, 'v') + "=1"}) == "");
+}
+
+TEST_CASE("rule: values are 1 to 256 characters without ',' or '='") {
+  CHECK(propagated_tracestate({"foo=bar=baz"}) == "");
+  CHECK(propagated_tracestate({"foo=,bar=3"}) == "");
+  CHECK(propagated_tracestate({"foo=" + std::string(256, 'v')}) == "foo=" + std::string(256, 'v'));
+  CHECK(propagated_tracestate({"foo=" + std::string(257, 'v')}) == "");
+}
+
+TEST_CASE("rule: a tracestate over 512 characters loses whole members, big ones first") {
+  // 120-character members: five are 604 characters, four fit (483).
+  auto member = [](char key, std::size_t length) {
+    return std::string(1, key) + "=" + std::string(length - 2, 'v');
+  };
+  std::string error;
+  std::string five = member('a', 120) + "," + member('b', 120) + "," + member('c', 120) + "," +
+                     member('d', 120) + "," + member('e', 120);
+  CHECK(micro::trace::normalize_tracestate(five, &error) ==
+        five.substr(0, 4 * 120 + 3));  // the right-most goes
+  CHECK(error ==
+        "tracestate: 604 characters, more than the 512 propagated; dropped the list-members 'e'");
+
+  // Members over 128 characters go first, right to left, only as many as needed.
+  std::string mixed = member('a', 250) + "," + member('b', 50) + "," + member('c', 250) + "," +
+                      member('d', 50) + "," + member('e', 250);
+  error.clear();
+  CHECK(micro::trace::normalize_tracestate(mixed, &error) ==
+        member('a', 250) + "," + member('b', 50) + "," + member('d', 50));
+  CHECK(error ==
+        "tracestate: 854 characters, more than the 512 propagated; dropped the "
+        "list-members 'c', 'e'");
+
+  // Exactly 512 stays whole; a single member over 512 cannot be passed on.
+  std::string exactly = member('a', 256) + "," + member('b', 255);
+  REQUIRE(exactly.size() == 512);
+  error.clear();
+  CHECK(micro::trace::normalize_tracestate(exactly, &error) == exactly);
+  CHECK(error.empty());
+  std::string widest = "a" + std::string(255, 'k') + "=" + std::string(256, 'v');
+  CHECK(micro::trace::normalize_tracestate(widest) == "");
+
+  // Through the headers too.
+  CHECK(propagated_tracestate({member('a', 250), member('b', 250), member('c', 250)}) ==
+        member('a', 250) + "," + member('b', 250));
+}
+
+TEST_CASE("rule: the context is injected into HTTP headers under lowercase names") {
+  SpanContext context;
+  context.trace_id = *micro::trace::TraceId::from_hex(trace_hex);
+  context.span_id = *micro::trace::SpanId::from_hex(span_hex);
+  context.flags = micro::trace::flag_sampled | micro::trace::flag_random;
+  context.trace_state = "rojo=1";
+  Fields headers{{"Traceparent", valid_traceparent}, {"TRACESTATE", "old=1"}, {"Accept", "*/*"}};
+  micro::http::inject_trace_context(context, headers);
+  CHECK(micro::http::find_field(headers, "accept") == "*/*");
+  int traceparents = 0, tracestates = 0;
+  for (const auto& field : headers) {
+    if (micro::iequals(field.name, "traceparent")) {
+      ++traceparents;
+      CHECK(field.name == "traceparent");
+      CHECK(field.value == std::string("00-") + trace_hex + "-" + span_hex + "-03");
+    }
+    if (micro::iequals(field.name, "tracestate")) {
+      ++tracestates;
+      CHECK(field.name == "tracestate");
+      CHECK(field.value == "rojo=1");
+    }
+  }
+  CHECK(traceparents == 1);
+  CHECK(tracestates == 1);
+  // No tracestate in the context: none is sent.
+  context.trace_state.clear();
+  micro::http::inject_trace_context(context, headers);
+  CHECK(micro::http::find_field(headers, "tracestate") == "");
+  CHECK(headers.size() == 2);
 }
 
 TEST_CASE("baggage: parse, percent-decoding, properties dropped") {

@@ -12,6 +12,7 @@
 
 #include <array>
 #include <chrono>
+#include <cstddef>
 #include <cstdint>
 #include <memory>
 #include <optional>
@@ -160,19 +161,26 @@ inline std::shared_ptr<Span> start_span(std::string_view name, const Context& co
   return tracer().start_span(name, context, options);
 }
 
-// ---- W3C Trace Context (https://www.w3.org/TR/trace-context/) ----
+// ---- W3C Trace Context (https://www.w3.org/TR/trace-context/, level 2's random flag) ----
 
-// Parses a traceparent value. Version 00: exactly 55 characters; a higher version (not ff)
-// is read at the fixed offsets and may carry more after a '-'. Lowercase hex only; all-zero
-// trace or span ids are invalid. On failure returns nullopt and, when `error` is given,
-// says what was wrong and at which character.
+// The longest tracestate we pass on (the spec asks for at least 512). A longer list loses whole
+// members until it fits: those over 128 characters first, right to left, then the right-most.
+inline constexpr std::size_t tracestate_max_length = 512;
+
+// Parses a traceparent value. Optional white space around it is ignored. Version 00: exactly
+// 55 characters; a higher version (not ff) is read at the fixed offsets and may carry more
+// after a '-'. Lowercase hex only; all-zero trace or span ids are invalid. On failure returns
+// nullopt and, when `error` is given, says what was wrong and at which character.
 std::optional<SpanContext> parse_traceparent(std::string_view value, std::string* error = nullptr);
-// "00-<trace id>-<span id>-<flags>"
+// "00-<trace id>-<span id>-<flags>": version 00, flags other than sampled and random as zero.
 std::string format_traceparent(const SpanContext& context);
 
 // Validates and normalises a tracestate value (lists from several headers joined by ',').
 // Returns "" when the header must be dropped: more than 32 members, a malformed member, or a
-// duplicated key. Empty members (",,") are skipped as the spec allows.
+// duplicated key. Empty members (",,") and OWS around members are skipped as the spec allows.
+// Keys are the level 1 grammar the W3C test suite checks: a simple key (a-z first, up to 256)
+// or tenant@system (up to 241 @ up to 14). A list longer than tracestate_max_length is cut
+// as said there; `error` then names the members dropped while the rest is returned.
 std::string normalize_tracestate(std::string_view value, std::string* error = nullptr);
 
 // W3C Baggage: "key1=value1;prop,key2=value2" with percent-encoded values.
@@ -184,7 +192,12 @@ std::string format_baggage(const Baggage& baggage);
 // was there (keys matched case-insensitively).
 void inject(const SpanContext& context, Metadata& metadata);
 // Reads the remote parent from `metadata` (any key case, so Go's "Traceparent" works);
-// nullopt when absent or invalid. The result has remote = true.
+// nullopt when absent or invalid, and then its tracestate is ignored too. The result has
+// remote = true and the normalised tracestate.
 std::optional<SpanContext> extract(const Metadata& metadata);
+// The same from HTTP field values: every traceparent field joined with ',' and every
+// tracestate field likewise (RFC 9110 §5.3), "" for none. A traceparent sent twice is thereby
+// invalid, as the spec wants: the trace restarts.
+std::optional<SpanContext> extract(std::string_view traceparent, std::string_view tracestate);
 
 }  // namespace micro::trace
