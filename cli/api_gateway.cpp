@@ -15,6 +15,7 @@
 
 #include <micro/codec.hpp>
 #include <micro/error.hpp>
+#include <micro/http_tracing.hpp>
 #include <micro/log.hpp>
 #include <micro/plugin.hpp>
 #include <micro/text.hpp>
@@ -252,15 +253,8 @@ void add_address(std::vector<trace::Attribute>& attributes, std::string_view add
   if (port > 0) attributes.emplace_back(port_key, port);
 }
 
-// An Error whose status names its code also where error.hpp's table has no phrase for it
-// (405 and 431 are HTTP's, not in the RPC code set).
 Error gateway_error(int code, std::string detail) {
-  Error error(gateway_id, code, std::move(detail));
-  if (error.status.empty()) {
-    if (code == 405) error.status = "Method Not Allowed";
-    if (code == 431) error.status = "Request Header Fields Too Large";
-  }
-  return error;
+  return Error(gateway_id, code, std::move(detail));
 }
 
 bool is_standard_method(std::string_view method) noexcept {
@@ -368,15 +362,9 @@ struct Gateway::State : std::enable_shared_from_this<Gateway::State> {
   // the request's own valid context and baggage pass on unchanged.
   void continue_trace(Pending& pending, Context& context) {
     const http::ServerRequest& request = pending.exchange->request();
-    std::optional<trace::SpanContext> remote;
-    if (std::string traceparent = request.joined_header("traceparent"); !traceparent.empty()) {
-      remote = trace::parse_traceparent(traceparent);
-      if (remote) {  // tracestate counts only with a valid traceparent
-        remote->remote = true;
-        if (std::string tracestate = request.joined_header("tracestate"); !tracestate.empty())
-          remote->trace_state = trace::normalize_tracestate(tracestate);
-      }
-    }
+    // The W3C rules for HTTP fields (repeats joined, so a second traceparent is invalid;
+    // tracestate only with a valid traceparent) live once, in <micro/http_tracing.hpp>.
+    std::optional<trace::SpanContext> remote = http::extract_trace_context(request.headers);
     if (std::string baggage = request.joined_header("baggage"); !baggage.empty()) {
       std::string error;
       trace::Baggage parsed = trace::parse_baggage(baggage, &error);

@@ -17,12 +17,16 @@ std::string_view status_text(std::int32_t code) noexcept {
       return "Not Found";
     case 408:
       return "Request Timeout";
+    case 405:
+      return "Method Not Allowed";
     case 409:
       return "Conflict";
     case 413:
       return "Payload Too Large";
     case 429:
       return "Too Many Requests";
+    case 431:
+      return "Request Header Fields Too Large";
     case 499:
       return "Client Closed Request";
     case 500:
