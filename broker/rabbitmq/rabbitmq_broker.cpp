@@ -40,6 +40,7 @@
 #include <memory>
 #include <mutex>
 #include <set>
+#include <shared_mutex>
 #include <string>
 #include <string_view>
 #include <thread>
@@ -481,11 +482,18 @@ class RabbitBroker : public micro::Broker {
       disconnect();
     } catch (...) {
     }
+    // A handle unsubscribing now finishes first; later ones find no broker.
+    std::unique_lock lock(lifeline_->mutex);
+    lifeline_->broker = nullptr;
   }
 
   void connect() override {
+    if (on_io_thread()) return;  // from a handler: connected already
     std::lock_guard lifecycle(lifecycle_mutex_);
-    if (io_thread_.joinable()) return;
+    if (io_thread_.joinable()) {
+      if (!stop_.load()) return;
+      join_io_thread();  // a handler called disconnect(); that thread is ending
+    }
     // Both connections first, on this thread, so connect() reports what is wrong.
     auto consumer = std::make_unique<Connection>(settings_, "consumer");
     consumer->declare_exchange();
@@ -508,7 +516,11 @@ class RabbitBroker : public micro::Broker {
       throw;
     }
     wake_fd_ = ::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-    stop_ = false;
+    stop_.store(false);
+    {
+      std::lock_guard lock(commands_mutex_);
+      io_closed_ = false;
+    }
     connected_.store(true);
     io_thread_ = std::thread([this] {
       io_thread_id_.store(std::this_thread::get_id());  // before any handler runs here
@@ -517,28 +529,22 @@ class RabbitBroker : public micro::Broker {
   }
 
   void disconnect() override {
-    std::lock_guard lifecycle(lifecycle_mutex_);
-    if (!io_thread_.joinable()) return;
-    connected_.store(false);
-    {
-      std::lock_guard lock(publisher_mutex_);
-      publisher_.reset();  // publish now says "not connected"
-    }
-    if (std::this_thread::get_id() == io_thread_id_.load()) {
-      // From a handler: stop after this delivery, without draining (we are inside it).
-      stop_ = true;
-      io_thread_.detach();
-      io_thread_id_.store(std::thread::id{});
+    if (on_io_thread()) {
+      // From a handler: stop after this delivery, without draining (we are inside one). The
+      // thread is joined by the next connect, disconnect or the destructor.
+      stop_publishing();
+      stop_.store(true);
       return;
     }
-    run_on_io_thread([this] {
-      drain();
-      stop_ = true;
-    });
-    io_thread_.join();
-    io_thread_id_.store(std::thread::id{});
-    ::close(wake_fd_);
-    wake_fd_ = -1;
+    std::lock_guard lifecycle(lifecycle_mutex_);
+    if (!io_thread_.joinable()) return;
+    stop_publishing();
+    if (!stop_.load())
+      run_on_io_thread([this] {
+        drain();
+        stop_.store(true);
+      });
+    join_io_thread();
   }
 
   void publish(const Message& message) override {
@@ -603,7 +609,7 @@ class RabbitBroker : public micro::Broker {
                           "': the AMQP queue name would exceed 255 bytes");
     }
     add_subscription(state);
-    return std::make_shared<Handle>(state, this);
+    return std::make_shared<Handle>(state, lifeline_);
   }
 
   void set_error_handler(std::function<void(const Message&, std::string_view)> handler) override {
@@ -611,21 +617,46 @@ class RabbitBroker : public micro::Broker {
   }
 
  private:
+  // What a handle reaches its broker through: null once the broker is gone. Unsubscribes hold
+  // it shared (they may run at once, one inside a handler), the destructor exclusively.
+  struct Lifeline {
+    explicit Lifeline(RabbitBroker* owner) : broker(owner) {}
+    std::shared_mutex mutex;
+    RabbitBroker* broker;
+  };
+
   class Handle : public micro::Subscription {
    public:
-    Handle(std::shared_ptr<SubscriptionState> state, RabbitBroker* broker)
-        : state_(std::move(state)), broker_(broker) {}
+    Handle(std::shared_ptr<SubscriptionState> state, std::shared_ptr<Lifeline> lifeline)
+        : state_(std::move(state)), lifeline_(std::move(lifeline)) {}
     const std::string& topic() const noexcept override { return state_->topic; }
     const std::string& queue() const noexcept override { return state_->queue; }
     void unsubscribe() override {
       if (!state_->active.exchange(false)) return;
-      broker_->remove_subscription(state_);
+      std::shared_lock lock(lifeline_->mutex);
+      if (lifeline_->broker) lifeline_->broker->remove_subscription(state_);
     }
 
    private:
     std::shared_ptr<SubscriptionState> state_;
-    RabbitBroker* broker_;  // handles must not outlive the broker, as with every plugin
+    std::shared_ptr<Lifeline> lifeline_;
   };
+
+  bool on_io_thread() const { return std::this_thread::get_id() == io_thread_id_.load(); }
+
+  void stop_publishing() {
+    connected_.store(false);
+    std::lock_guard lock(publisher_mutex_);
+    publisher_.reset();  // publish now says "not connected"
+  }
+
+  // Under lifecycle_mutex_, not on the I/O thread.
+  void join_io_thread() {
+    io_thread_.join();
+    io_thread_id_.store(std::thread::id{});
+    ::close(wake_fd_);
+    wake_fd_ = -1;
+  }
 
   // ---- commands for the I/O thread ----
 
@@ -650,14 +681,39 @@ class RabbitBroker : public micro::Broker {
     }
     auto task = std::make_shared<std::packaged_task<void()>>(std::move(command));
     std::future<void> done = task->get_future();
+    bool queued = false;
     {
       std::lock_guard lock(commands_mutex_);
-      commands_.push_back([task] { (*task)(); });
+      queued = !io_closed_;
+      if (queued) commands_.push_back([task] { (*task)(); });
+    }
+    if (!queued) {
+      // The thread ended (a handler called disconnect()) and takes no more commands.
+      join_io_thread();
+      (*task)();
+      done.get();
+      return;
     }
     std::uint64_t one = 1;
     [[maybe_unused]] auto written = ::write(wake_fd_, &one, sizeof one);
     reconnect_changed_.notify_all();
     done.get();
+  }
+
+  // At the I/O thread's end: runs what is queued until nothing more can be queued.
+  void finish_commands() {
+    while (true) {
+      std::deque<std::function<void()>> batch;
+      {
+        std::lock_guard lock(commands_mutex_);
+        if (commands_.empty()) {
+          io_closed_ = true;
+          return;
+        }
+        batch.swap(commands_);
+      }
+      for (auto& command : batch) command();
+    }
   }
 
   void run_commands() {
@@ -841,9 +897,9 @@ class RabbitBroker : public micro::Broker {
   // ---- the I/O thread ----
 
   void run() {
-    while (!stop_) {
+    while (!stop_.load()) {
       run_commands();
-      if (stop_) break;
+      if (stop_.load()) break;
       if (!consumer_) {
         reconnect();
         continue;
@@ -855,7 +911,9 @@ class RabbitBroker : public micro::Broker {
         connection_lost(lost.what());
       }
     }
+    finish_commands();
     consumer_.reset();
+    forget_bindings();  // drained or not, nothing is bound any more
   }
 
   // Waits for one thing to do (a delivery, another frame, a command; at most `wait_ms`, -1:
@@ -1002,8 +1060,8 @@ class RabbitBroker : public micro::Broker {
     {
       std::unique_lock lock(commands_mutex_);
       reconnect_changed_.wait_for(lock, settings_.reconnect_wait,
-                                  [&] { return !commands_.empty() || stop_; });
-      if (!commands_.empty() || stop_) return;
+                                  [&] { return !commands_.empty() || stop_.load(); });
+      if (!commands_.empty() || stop_.load()) return;
     }
     try {
       auto consumer = std::make_unique<Connection>(settings_, "consumer");
@@ -1097,11 +1155,14 @@ class RabbitBroker : public micro::Broker {
   std::thread io_thread_;
   std::atomic<std::thread::id> io_thread_id_{};
   int wake_fd_ = -1;
-  bool stop_ = false;  // I/O thread only (set by a command it runs)
+  std::atomic<bool> stop_{false};  // set on the I/O thread (a command or a handler)
 
   std::mutex commands_mutex_;
   std::condition_variable reconnect_changed_;
   std::deque<std::function<void()>> commands_;
+  bool io_closed_ = false;  // the I/O thread takes no more commands (guarded by commands_mutex_)
+
+  std::shared_ptr<Lifeline> lifeline_ = std::make_shared<Lifeline>(this);
 
   std::mutex subscriptions_mutex_;  // guards the list; the states' bindings are the I/O thread's
   std::vector<std::shared_ptr<SubscriptionState>> subscriptions_;

@@ -160,6 +160,27 @@ TEST_CASE("rabbitmq broker: a wrong password is a 401 naming the user") {
                              std::to_string(shared_server().port()) + "/ as 'guest'"));
 }
 
+TEST_CASE("rabbitmq broker: a handler may disconnect its broker; a handle may outlive it") {
+  Options options = {{"exchange", "lifecycle"}};
+  auto broker = connected_broker(shared_server().address(), options);
+  std::atomic<int> calls{0};
+  auto subscription = broker->subscribe("lifecycle.events", [&](micro::Message&) {
+    if (calls.fetch_add(1) == 0) broker->disconnect();  // from inside a delivery
+  });
+  broker->publish(message_on("lifecycle.events", "first"));
+  REQUIRE(wait_until([&] {
+    return failure_of([&] { broker->publish(message_on("lifecycle.events", "x")); }) ==
+           std::pair<int, std::string>{503, "broker is not connected"};
+  }));
+  // Connecting again (from another thread) brings the subscription back.
+  broker->connect();
+  broker->publish(message_on("lifecycle.events", "second"));
+  CHECK(wait_until([&] { return calls.load() == 2; }));
+  broker.reset();               // the broker goes first
+  subscription->unsubscribe();  // and its handle finds nothing to do
+  CHECK(calls.load() == 2);
+}
+
 TEST_CASE("rabbitmq broker: publish returns once the server holds the message (confirms)") {
   auto broker = connected_broker(shared_server().address(), {{"exchange", "confirms"}});
   micro_test::BareAmqp bare(shared_server().port());
