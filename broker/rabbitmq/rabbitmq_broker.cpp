@@ -39,7 +39,6 @@
 #include <map>
 #include <memory>
 #include <mutex>
-#include <set>
 #include <shared_mutex>
 #include <string>
 #include <string_view>
@@ -826,6 +825,7 @@ class RabbitBroker : public micro::Broker {
     std::lock_guard lock(publisher_mutex_);
     publisher_ = std::move(connection);
     published_ = 0;
+    publisher_down_.store(false);
   }
 
   // Under publisher_mutex_.
