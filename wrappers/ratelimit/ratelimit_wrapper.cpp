@@ -286,8 +286,14 @@ std::string concurrency_refusal(const Limits& limits, Clock::duration waited) {
                                            : std::string());
 }
 
-// Refusals are answered on the executor: on the client side never inside async_call.
-void refuse(const Limiter& limiter, micro::ResponseHandler done, micro::Response&& response) {
+// The client side answers refusals on the executor (never inside async_call); the server
+// side answers at once.
+void refuse(const Limiter& limiter, bool later, micro::ResponseHandler done,
+            micro::Response&& response) {
+  if (!later) {
+    done(std::move(response));
+    return;
+  }
   boost::asio::post(limiter.executor,
                     [done = std::move(done), response = std::move(response)]() mutable {
                       done(std::move(response));
@@ -338,7 +344,7 @@ class Admission : public std::enable_shared_from_this<Admission> {
       if (self->waiter_->settled.exchange(true)) return;  // started meanwhile
       self->limits_->concurrency.withdraw(self->waiter_);
       self->waiter_->start = nullptr;  // breaks the cycle Admission → waiter → Admission
-      refuse(*self->limiter_, std::move(self->done_),
+      refuse(*self->limiter_, true, std::move(self->done_),
              too_many(*self->limiter_,
                       concurrency_refusal(*self->limits_, Clock::now() - self->started_),
                       std::nullopt));
@@ -365,7 +371,7 @@ Clock::duration max_wait_for(const Settings& settings, const micro::Context& con
 // Runs `call(done')` within the limits of `key`, where done' frees the slot and runs `done`;
 // or answers `done` with 429.
 template <class Call>
-void limited(const std::shared_ptr<Limiter>& limiter, std::string_view key,
+void limited(const std::shared_ptr<Limiter>& limiter, bool client_side, std::string_view key,
              const micro::RequestPtr& request, micro::ResponseHandler done, Call call) {
   auto now = Clock::now();
   auto limits = limiter->table.find(key, now);
@@ -375,7 +381,7 @@ void limited(const std::shared_ptr<Limiter>& limiter, std::string_view key,
     auto take = limits->bucket->take(now, max_wait);
     if (!take.granted) {
       refuse(
-          *limiter, std::move(done),
+          *limiter, client_side, std::move(done),
           too_many(*limiter, rate_refusal(*limiter, *limits, take.retry_after), take.retry_after));
       return;
     }
@@ -391,7 +397,7 @@ void limited(const std::shared_ptr<Limiter>& limiter, std::string_view key,
     return;
   }
   if (!token_due && max_wait <= Clock::duration::zero()) {
-    refuse(*limiter, std::move(done),
+    refuse(*limiter, client_side, std::move(done),
            too_many(*limiter, concurrency_refusal(*limits, {}), std::nullopt));
     return;
   }
@@ -446,7 +452,7 @@ class RateLimitWrapper final : public micro::Wrapper {
         auto shared = std::make_shared<const micro::HandlerFunction>(std::move(next));
         return micro::HandlerFunction(
             [limiter, shared](const micro::RequestPtr& request, micro::ResponseHandler respond) {
-              limited(limiter, request->endpoint, request, std::move(respond),
+              limited(limiter, false, request->endpoint, request, std::move(respond),
                       [shared, request](micro::ResponseHandler done) {
                         (*shared)(request, std::move(done));
                       });
@@ -462,7 +468,7 @@ class RateLimitWrapper final : public micro::Wrapper {
           thread_local std::string key;
           key.assign(request->service).push_back(' ');
           key.append(request->endpoint);
-          limited(limiter, key, request, std::move(done),
+          limited(limiter, true, key, request, std::move(done),
                   [shared, request, options](micro::ResponseHandler done) {
                     (*shared)(request, options, std::move(done));
                   });
