@@ -7,26 +7,16 @@
 // and, over a real tcp server, the client side attaching a token from a file.
 #include <doctest/doctest.h>
 
-#include <unistd.h>
-
 #include <chrono>
 #include <filesystem>
 #include <fstream>
 #include <set>
 #include <string>
 
-#include <openssl/bn.h>
-#include <openssl/ec.h>
-#include <openssl/evp.h>
-#include <openssl/hmac.h>
-#include <openssl/pem.h>
-
 #include <nlohmann/json.hpp>
 
-#include <micro/base64.hpp>
-
+#include "jwt_signer.hpp"
 #include "resilience_support.hpp"
-#include "support/shell.hpp"
 
 using namespace std::chrono_literals;
 using nlohmann::json;
@@ -37,94 +27,15 @@ using test_support::wait_until;
 namespace {
 
 namespace fs = std::filesystem;
+using jwt_signer::b64;
+using jwt_signer::now_seconds;
+using jwt_signer::read_text;
+using jwt_signer::sign_hmac;
+using jwt_signer::write_text;
 
-std::string read_text(const fs::path& path) {
-  std::ifstream in(path, std::ios::binary);
-  return std::string(std::istreambuf_iterator<char>(in), {});
-}
-void write_text(const fs::path& path, const std::string& text) {
-  std::ofstream(path, std::ios::binary | std::ios::trunc) << text;
-}
-
-void openssl(const std::string& arguments) {
-  std::string output = micro_test::run_command("openssl " + arguments + " 2>&1; echo rc=$?");
-  INFO("openssl " << arguments << ": " << output);
-  REQUIRE(output.find("rc=0") != std::string::npos);
-}
-
-// Keys for the whole program, made once in a temporary directory.
-struct Keys {
-  fs::path directory;
-  Keys() {
-    directory = fs::temp_directory_path() / ("micro-auth-test-" + std::to_string(::getpid()));
-    fs::create_directories(directory);
-    for (const char* name : {"rsa", "rsa2"}) {
-      openssl("genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048 -out " + path(name, "key"));
-      openssl("pkey -in " + path(name, "key") + " -pubout -out " + path(name, "pub"));
-    }
-    openssl("genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out " + path("ec", "key"));
-    openssl("pkey -in " + path("ec", "key") + " -pubout -out " + path("ec", "pub"));
-    openssl("genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:1024 -out " + path("small", "key"));
-    write_text(directory / "hs.secret", "0123456789abcdef0123456789abcdef-secret\n");
-    write_text(directory / "short.secret", "too short\n");
-  }
-  ~Keys() { fs::remove_all(directory); }
-  std::string path(const std::string& name, const std::string& extension) const {
-    return (directory / (name + "." + extension)).string();
-  }
-  std::string secret() const { return "0123456789abcdef0123456789abcdef-secret"; }
-};
-
-const Keys& keys() {
-  static Keys made;
+const jwt_signer::Keys& keys() {
+  static jwt_signer::Keys made("micro-auth-test");
   return made;
-}
-
-std::string b64(std::string_view bytes) {
-  return micro::base64::encode_url(bytes);
-}
-
-std::string sign_hmac(const std::string& secret, const std::string& input) {
-  unsigned char mac[EVP_MAX_MD_SIZE];
-  unsigned int length = 0;
-  HMAC(EVP_sha256(), secret.data(), static_cast<int>(secret.size()),
-       reinterpret_cast<const unsigned char*>(input.data()), input.size(), mac, &length);
-  return std::string(reinterpret_cast<char*>(mac), length);
-}
-
-// RS256 or ES256 (then converted from DER to JWS's r || s) with the private key in `pem_path`.
-std::string sign_private(const std::string& pem_path, const std::string& input, bool ec) {
-  std::string pem = read_text(pem_path);
-  BIO* bio = BIO_new_mem_buf(pem.data(), static_cast<int>(pem.size()));
-  EVP_PKEY* key = PEM_read_bio_PrivateKey(bio, nullptr, nullptr, nullptr);
-  BIO_free(bio);
-  REQUIRE(key);
-  EVP_MD_CTX* context = EVP_MD_CTX_new();
-  REQUIRE(EVP_DigestSignInit(context, nullptr, EVP_sha256(), nullptr, key) == 1);
-  std::size_t length = 0;
-  auto data = reinterpret_cast<const unsigned char*>(input.data());
-  REQUIRE(EVP_DigestSign(context, nullptr, &length, data, input.size()) == 1);
-  std::string signature(length, '\0');
-  REQUIRE(EVP_DigestSign(context, reinterpret_cast<unsigned char*>(signature.data()), &length, data,
-                         input.size()) == 1);
-  signature.resize(length);
-  EVP_MD_CTX_free(context);
-  EVP_PKEY_free(key);
-  if (!ec) return signature;
-  auto der = reinterpret_cast<const unsigned char*>(signature.data());
-  ECDSA_SIG* pair = d2i_ECDSA_SIG(nullptr, &der, static_cast<long>(signature.size()));
-  REQUIRE(pair);
-  std::string raw(64, '\0');
-  BN_bn2binpad(ECDSA_SIG_get0_r(pair), reinterpret_cast<unsigned char*>(raw.data()), 32);
-  BN_bn2binpad(ECDSA_SIG_get0_s(pair), reinterpret_cast<unsigned char*>(raw.data()) + 32, 32);
-  ECDSA_SIG_free(pair);
-  return raw;
-}
-
-std::int64_t now_seconds() {
-  return std::chrono::duration_cast<std::chrono::seconds>(
-             std::chrono::system_clock::now().time_since_epoch())
-      .count();
 }
 
 json good_claims() {
@@ -136,19 +47,8 @@ json good_claims() {
           {"scope", "greet.read profile"}};
 }
 
-// A token signed with `signer`: "hs" (the secret), "rsa", "rsa2", "ec", or "none".
 std::string token(const std::string& signer, json claims = good_claims(), json header = {}) {
-  if (header.is_null()) {
-    header = {{"typ", "JWT"}};
-    header["alg"] = signer == "hs" ? "HS256" : signer == "ec" ? "ES256" : "RS256";
-    if (signer == "none") header["alg"] = "none";
-  }
-  std::string input = b64(header.dump()) + "." + b64(claims.dump());
-  if (signer == "none") return input + ".";
-  std::string signature = signer == "hs"
-                              ? sign_hmac(keys().secret(), input)
-                              : sign_private(keys().path(signer, "key"), input, signer == "ec");
-  return input + "." + b64(signature);
+  return jwt_signer::token(keys(), signer, claims, std::move(header));
 }
 
 struct Guarded {
