@@ -1,6 +1,7 @@
 // bench/wrapper_bench.cpp — what each resilience wrapper costs per call, all in one run: the
 // breaker (call chain), ratelimit (token bucket; concurrency limit; client side), auth (HS256,
-// RS256 and ES256 verification on the handler chain; attaching a token on the client chain),
+// RS256 and ES256 verification on the handler chain, with its verified-token cache and without;
+// attaching a token on the client chain),
 // each loaded through the plugin loader and wrapped around a function that answers at once,
 // so the figure is the wrapper's own work. Prints `name value unit` lines per wrapper:
 //   wrapper_<name>_cpu            this thread's CPU time per call (ns)
@@ -116,6 +117,15 @@ int main(int argc, char** argv) try {
       {"auth_rs256", Chain::handler, "auth", with(verify, {{"keys", keys.path("rsa", "pub")}}),
        "Bearer " + jwt_signer::token(keys, "rsa", claims)},
       {"auth_es256", Chain::handler, "auth", with(verify, {{"keys", keys.path("ec", "pub")}}),
+       "Bearer " + jwt_signer::token(keys, "ec", claims)},
+      {"auth_hs256_uncached", Chain::handler, "auth",
+       with(verify, {{"keys", keys.path("hs", "secret")}, {"cache", "0"}}),
+       "Bearer " + jwt_signer::token(keys, "hs", claims)},
+      {"auth_rs256_uncached", Chain::handler, "auth",
+       with(verify, {{"keys", keys.path("rsa", "pub")}, {"cache", "0"}}),
+       "Bearer " + jwt_signer::token(keys, "rsa", claims)},
+      {"auth_es256_uncached", Chain::handler, "auth",
+       with(verify, {{"keys", keys.path("ec", "pub")}, {"cache", "0"}}),
        "Bearer " + jwt_signer::token(keys, "ec", claims)},
       {"auth_client", Chain::client, "auth", {{"side", "client"}, {"token_file", token_path}}, ""},
   };

@@ -200,7 +200,55 @@ std::string challenge(const std::string& realm, const auth::Refusal& refusal) {
   return text;
 }
 
+// What a verified token leaves behind, so that the next request with the same token skips the
+// parsing and the signature: the claims as JSON, the scopes, the expiry (checked on every hit)
+// and the key set it was verified with (a reload of the keys makes every entry a miss).
+struct VerifiedToken {
+  std::shared_ptr<const auth::KeySet> keys;
+  std::optional<double> expiry;  // seconds since the epoch
+  std::vector<std::string> scopes;
+  std::string claims;
+};
+
+// Verified tokens by their text, at most `capacity` (when full it starts again empty: clients
+// reuse few tokens, and a flood of distinct ones must not grow memory). One small critical
+// section per request.
+class TokenCache {
+ public:
+  explicit TokenCache(std::size_t capacity) : capacity_(capacity) {}
+
+  std::shared_ptr<const VerifiedToken> find(std::string_view token,
+                                            const std::shared_ptr<const auth::KeySet>& keys,
+                                            std::chrono::system_clock::time_point now,
+                                            std::chrono::seconds leeway) {
+    std::shared_ptr<const VerifiedToken> entry;
+    {
+      std::lock_guard lock(mutex_);
+      auto found = entries_.find(token);
+      if (found == entries_.end()) return nullptr;
+      entry = found->second;
+    }
+    if (entry->keys != keys) return nullptr;
+    double seconds = std::chrono::duration<double>(now.time_since_epoch()).count();
+    if (entry->expiry && seconds >= *entry->expiry + static_cast<double>(leeway.count()))
+      return nullptr;  // verify() says how long ago it expired
+    return entry;
+  }
+
+  void insert(std::string_view token, std::shared_ptr<const VerifiedToken> entry) {
+    std::lock_guard lock(mutex_);
+    if (entries_.size() >= capacity_) entries_.clear();
+    entries_[std::string(token)] = std::move(entry);
+  }
+
+ private:
+  const std::size_t capacity_;
+  std::mutex mutex_;
+  micro::StringMap<std::shared_ptr<const VerifiedToken>> entries_;
+};
+
 struct Authenticator {
+  std::unique_ptr<TokenCache> cache;
   std::string error_id;
   std::string realm;
   auth::Expectations expectations;
@@ -241,14 +289,26 @@ struct Authenticator {
                            {}};
     std::string_view token = value.substr(space + 1);
     while (!token.empty() && token.front() == ' ') token.remove_prefix(1);
-    auth::Refusal refusal;
     auto key_set = keys->get(Clock::now());
-    auto verified =
-        auth::verify(token, *key_set, expectations, std::chrono::system_clock::now(), refusal);
-    if (!verified) return refusal;
+    auto now = std::chrono::system_clock::now();
+    std::shared_ptr<const VerifiedToken> verified;
+    if (cache) verified = cache->find(token, key_set, now, expectations.leeway);
+    if (!verified) {
+      auth::Refusal refusal;
+      auto result = auth::verify(token, *key_set, expectations, now, refusal);
+      if (!result) return refusal;
+      auto fresh = std::make_shared<VerifiedToken>();
+      fresh->keys = key_set;
+      if (auto exp = result->claims.find("exp"); exp != result->claims.end())
+        fresh->expiry = exp->get<double>();
+      fresh->scopes = auth::scopes_of(result->claims);
+      fresh->claims = result->claims.dump();
+      verified = fresh;
+      if (cache) cache->insert(token, std::move(fresh));
+    }
     auto needed = required(request.endpoint);
     if (!needed.empty()) {
-      auto granted = auth::scopes_of(verified->claims);
+      const auto& granted = verified->scopes;
       std::string missing;
       for (const auto& scope : needed)
         if (std::find(granted.begin(), granted.end(), scope) == granted.end())
@@ -262,7 +322,7 @@ struct Authenticator {
                              missing};
       }
     }
-    metadata.set(claims_key, verified->claims.dump());
+    metadata.set(claims_key, verified->claims);
     return std::nullopt;
   }
 };
@@ -286,6 +346,8 @@ class AuthWrapper final : public micro::Wrapper {
         std::chrono::duration_cast<std::chrono::seconds>(arguments.get_duration("leeway"));
     self.expectations.require_expiry = arguments.get_bool("require_exp");
     self.forward = arguments.get_bool("forward");
+    if (auto capacity = arguments.get_int("cache"); capacity > 0)
+      self.cache = std::make_unique<TokenCache>(static_cast<std::size_t>(capacity));
     if (arguments.has("realm")) realm_ = arguments.get_string("realm");
     if (arguments.has("scopes"))
       self.scopes = parse_scopes(arguments.get_string("scopes"), self.error_id);
@@ -389,6 +451,8 @@ const micro::PluginOption options[] = {
      "client side: keep an Authorization already in the call's metadata (the incoming one, "
      "when the handler passes its context on); false: replace it with token_file or drop it"},
     {"side", "string", "both", "server (verify), client (attach) or both"},
+    {"cache", "int", "1024", "verified tokens remembered (0: verify every request in full)", "0",
+     "1000000"},
     {"reload", "duration", "10s", "how often key and token files are checked for changes", "0",
      "1h"},
 };
