@@ -360,3 +360,17 @@ TEST_CASE("auth client side: forwards an incoming token, or replaces it when for
         "Bearer service-token");
   CHECK(seen_by({{"side", "client"}, {"forward", "false"}}, "Bearer user") == "<none>");
 }
+
+TEST_CASE("auth: a token remembered as verified still expires") {
+  auto options = standard_options();
+  for (auto& [name, value] : options)
+    if (name == "leeway") value = "0";
+  Guarded guarded(options);
+  json claims = good_claims();
+  claims["exp"] = now_seconds() + 1;
+  std::string short_lived = token("rsa", claims);
+  CHECK_FALSE(guarded.bearer(short_lived).error);
+  CHECK_FALSE(guarded.bearer(short_lived).error);  // from the cache
+  REQUIRE(wait_until([&] { return guarded.bearer(short_lived).error.has_value(); }, 10s, 20ms));
+  CHECK(description_of(guarded.bearer(short_lived)).find("token expired at ") != std::string::npos);
+}
