@@ -14,7 +14,7 @@
 #include <openssl/ec.h>
 #include <openssl/err.h>
 #include <openssl/evp.h>
-#include <openssl/hmac.h>
+#include <openssl/params.h>
 #include <openssl/pem.h>
 #include <openssl/x509.h>
 
@@ -30,6 +30,12 @@ struct Algorithm {
   const EVP_MD* (*digest)();
   std::size_t ec_half = 0;  // ES*: bytes of r and of s
 };
+
+// HS256, HS384, HS512 → Key::hmac_contexts index, and the digest names OpenSSL knows them by.
+constexpr const char* hmac_digests[3] = {"SHA256", "SHA384", "SHA512"};
+std::size_t hmac_index(std::string_view algorithm) {
+  return algorithm == "HS256" ? 0 : algorithm == "HS384" ? 1 : 2;
+}
 
 const Algorithm algorithms[] = {
     {"HS256", Key::Type::hmac, EVP_sha256},   {"HS384", Key::Type::hmac, EVP_sha384},
@@ -136,12 +142,38 @@ Refusal invalid(std::string description) {
 
 bool verify_hmac(const Key& key, const Algorithm& algorithm, std::string_view input,
                  std::string_view signature) {
+  auto* keyed = static_cast<EVP_MAC_CTX*>(key.hmac_contexts[hmac_index(algorithm.name)].get());
+  EVP_MAC_CTX* context = keyed ? EVP_MAC_CTX_dup(keyed) : nullptr;
+  if (!context) return false;
   unsigned char mac[EVP_MAX_MD_SIZE];
-  unsigned int length = 0;
-  if (!HMAC(algorithm.digest(), key.secret.data(), static_cast<int>(key.secret.size()),
-            reinterpret_cast<const unsigned char*>(input.data()), input.size(), mac, &length))
-    return false;
-  return signature.size() == length && CRYPTO_memcmp(mac, signature.data(), length) == 0;
+  std::size_t length = 0;
+  bool ok = EVP_MAC_update(context, reinterpret_cast<const unsigned char*>(input.data()),
+                           input.size()) == 1 &&
+            EVP_MAC_final(context, mac, &length, sizeof mac) == 1;
+  EVP_MAC_CTX_free(context);
+  return ok && signature.size() == length && CRYPTO_memcmp(mac, signature.data(), length) == 0;
+}
+
+// One keyed HMAC context per digest.
+void key_hmac(Key& key) {
+  EVP_MAC* hmac = EVP_MAC_fetch(nullptr, "HMAC", nullptr);
+  if (!hmac) throw std::runtime_error("OpenSSL has no HMAC (" + openssl_error() + ")");
+  for (std::size_t index = 0; index < 3; ++index) {
+    EVP_MAC_CTX* context = EVP_MAC_CTX_new(hmac);
+    OSSL_PARAM parameters[] = {
+        OSSL_PARAM_construct_utf8_string("digest", const_cast<char*>(hmac_digests[index]), 0),
+        OSSL_PARAM_construct_end()};
+    if (!context || EVP_MAC_init(context, reinterpret_cast<const unsigned char*>(key.secret.data()),
+                                 key.secret.size(), parameters) != 1) {
+      EVP_MAC_CTX_free(context);
+      EVP_MAC_free(hmac);
+      throw std::runtime_error("key file '" + key.path + "': cannot key HMAC-" +
+                               hmac_digests[index] + " (" + openssl_error() + ")");
+    }
+    key.hmac_contexts[index] = std::shared_ptr<void>(
+        context, [](void* pointer) { EVP_MAC_CTX_free(static_cast<EVP_MAC_CTX*>(pointer)); });
+  }
+  EVP_MAC_free(hmac);
 }
 
 // JWS carries an ECDSA signature as r || s, each padded to the curve's size; OpenSSL verifies
@@ -238,6 +270,7 @@ Key load_key(std::string id, const std::string& path) {
                                " bytes; at least 32 are needed (RFC 7518 section 3.2)");
     key.type = Key::Type::hmac;
     key.secret = std::move(text);
+    key_hmac(key);
     return key;
   }
   EVP_PKEY* pkey = read_pem_key(text);

@@ -23,7 +23,10 @@ struct Key {
   std::string id;    // the `kid` it answers to; empty: any
   std::string path;  // where it was read from, for messages
   Type type = Type::hmac;
-  std::string secret;                // hmac
+  std::string secret;  // hmac
+  // hmac: an EVP_MAC_CTX per digest (SHA-256, -384, -512), keyed once at load; each
+  // verification works on a copy, so no algorithm is looked up per request.
+  std::shared_ptr<void> hmac_contexts[3];
   std::shared_ptr<void> public_key;  // rsa and ec: an EVP_PKEY
   std::string ec_algorithm;          // ec: ES256, ES384 or ES512, from the curve
 
