@@ -153,6 +153,7 @@ class ConcurrencyLimit {
       }
       lock.unlock();
       waiter->start();
+      waiter->start = nullptr;  // it held the waiting call alive; now the call holds itself
       lock.lock();
     }
   }
