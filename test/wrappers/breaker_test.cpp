@@ -192,3 +192,16 @@ TEST_CASE("breaker: refuses options out of range with the loader's message") {
   CHECK_THROWS_AS(resilience_test::load_wrapper("breaker", {{"probes", "0"}}, runtime.executor()),
                   micro::Exception);
 }
+
+TEST_CASE("breaker: memory is bounded; the least recently used circuit goes first") {
+  BreakerFixture fixture({{"consecutive", "1"}, {"open", "1h"}, {"max_circuits", "1"}});
+  auto& backend = fixture.backend;
+  backend.code = 500;
+  fixture.services->call("Flaky.Call");
+  REQUIRE(fixture.refused_by_breaker(fixture.services->call("Flaky.Call")));
+  // A second circuit pushes the first (open) one out: its state is forgotten.
+  CHECK_FALSE(fixture.services->call("Flaky.Other").error);
+  backend.code = 0;
+  CHECK_FALSE(fixture.services->call("Flaky.Call").error);
+  CHECK(backend.reached == 2);
+}
