@@ -580,6 +580,8 @@ class MemoryBroker final : public micro::Broker {
       const micro::SubscribeOptions& options = {}) override {
     micro::validate_topic(topic, micro::TopicUse::subscribe, error_id);
     if (!handler) throw micro::Exception(micro::bad_request(error_id, "handler is empty"));
+    // In one process there is no server to hold a message for redelivery after a crash.
+    micro::require_delivery(options, false, "memory", error_id);
     auto subscriber = std::make_shared<Subscriber>(std::move(topic), options.queue,
                                                    std::move(handler), core_->executor);
     core_->add(subscriber);

@@ -617,6 +617,8 @@ class NatsBroker : public micro::Broker {
       const micro::SubscribeOptions& options = {}) override {
     micro::validate_topic(topic, micro::TopicUse::subscribe, error_id);
     if (!handler) throw_bad_request("handler is empty");
+    // Core NATS has no acknowledgement (JetStream would; this plugin does not use it).
+    micro::require_delivery(options, false, "nats", error_id);
     if (options.queue.find_first_of(" \t\r\n") != std::string::npos)
       throw_bad_request("queue '" + options.queue + "' contains whitespace");
     auto state = std::make_shared<SubscriptionState>();

@@ -1,5 +1,5 @@
 // Helpers every broker plugin shares (declared in <micro/broker.hpp>): the topic syntax
-// check and the dispatch of delivery failures to the error handler.
+// check, the delivery-mode refusal and the dispatch of delivery failures to the error handler.
 #include <micro/broker.hpp>
 #include <micro/log.hpp>
 
@@ -48,6 +48,19 @@ void validate_topic(std::string_view topic, TopicUse use, std::string_view error
     if (last) return;
     start = index + 1;
   }
+}
+
+std::string_view to_string(Delivery delivery) noexcept {
+  return delivery == Delivery::at_least_once ? "at_least_once" : "at_most_once";
+}
+
+void require_delivery(const SubscribeOptions& options, bool offers_at_least_once,
+                      std::string_view broker_name, std::string_view error_id) {
+  if (options.delivery != Delivery::at_least_once || offers_at_least_once) return;
+  throw Exception(bad_request(std::string(error_id),
+                              "broker " + std::string(broker_name) +
+                                  " cannot deliver at_least_once (it has no acknowledgement); it "
+                                  "offers at_most_once"));
 }
 
 BrokerErrorReporter::BrokerErrorReporter(std::string broker_name)

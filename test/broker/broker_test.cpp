@@ -1,11 +1,17 @@
-// Broker conformance: every broker plugin in `brokers_under_test` must pass these cases
-// (memory, and nats against a real nats-server when its plugin is built), topic syntax
-// errors included. Then memory-specific cases: exact round robin, no executor.
+// Broker conformance: the broker chosen with --broker=<name> (an entry of the table in
+// brokers_under_test.hpp; default memory) must pass these cases against its real server:
+// delivery counts (broadcast vs queue groups), headers, wildcards, unsubscribe, drain, handler
+// errors, topic syntax errors, at-least-once delivery (or its refusal), a server restart with
+// "delivered + refused = published", and trace context with PRODUCER/CONSUMER spans. Then
+// memory-specific cases (run with --broker=memory only): exact round robin, no executor.
+#define DOCTEST_CONFIG_IMPLEMENT
 #include <doctest/doctest.h>
 
 #include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <cstdio>
+#include <cstring>
 #include <functional>
 #include <map>
 #include <mutex>
@@ -18,33 +24,44 @@
 #include <micro/error.hpp>
 #include <micro/plugin_loader.hpp>
 #include <micro/runtime.hpp>
+#include <micro/trace.hpp>
+#include <micro/wrapper.hpp>
 
 #include "broker/broker_test_support.hpp"
-#include "broker/nats/nats_server.hpp"
+#include "broker/brokers_under_test.hpp"
+#include "broker/recording_tracer.hpp"
+#include "trace_wrappers.hpp"
 
 using namespace std::chrono_literals;
 
+using broker_test::BrokerUnderTest;
 using broker_test::Counter;
 using broker_test::message_on;
 using broker_test::wait_until;
 
 namespace {
 
-// A broker plugin under test and how to reach it. A broker that needs a server (NATS)
-// adds an entry here whose address points at a real server the test starts.
-struct BrokerUnderTest {
-  std::string name;
-  std::string address;
-  std::vector<std::pair<std::string, std::string>> options;
-};
+// The broker under test, chosen in main.
+const BrokerUnderTest* selected = nullptr;
 
-const std::vector<BrokerUnderTest> brokers_under_test =
-    micro_test::with_nats_broker<BrokerUnderTest>({{"memory", "", {}}});
+// Its server, started on first use and kept for the whole program; null when it needs none.
+broker_test::TestServer* server() {
+  static std::unique_ptr<broker_test::TestServer> instance =
+      selected->launch ? selected->launch() : nullptr;
+  return instance.get();
+}
+
+std::shared_ptr<micro::Broker> make_broker(const broker_test::Options& extra = {},
+                                           boost::asio::any_io_executor executor = {}) {
+  broker_test::Options options = selected->options;
+  options.insert(options.end(), extra.begin(), extra.end());
+  return micro::PluginLoader::instance().create<micro::Broker>(
+      selected->plugin, server() ? server()->address() : "", options, executor);
+}
 
 struct BrokerFixture {
-  explicit BrokerFixture(const BrokerUnderTest& under_test) {
-    broker = micro::PluginLoader::instance().create<micro::Broker>(
-        under_test.name, under_test.address, under_test.options, runtime.executor());
+  explicit BrokerFixture(const broker_test::Options& extra = {}) {
+    broker = make_broker(extra, runtime.executor());
     broker->connect();
   }
   ~BrokerFixture() {
@@ -57,13 +74,11 @@ struct BrokerFixture {
   std::shared_ptr<micro::Broker> broker;
 };
 
-// Runs `body` once per broker plugin, each with a fresh connected broker.
+// Runs `body` with a fresh connected broker of the kind under test.
 void for_each_broker(const std::function<void(micro::Broker&)>& body) {
-  for (const BrokerUnderTest& under_test : brokers_under_test) {
-    CAPTURE(under_test.name);
-    BrokerFixture fixture(under_test);
-    body(*fixture.broker);
-  }
+  CAPTURE(selected->name);
+  BrokerFixture fixture;
+  body(*fixture.broker);
 }
 
 }  // namespace
@@ -363,6 +378,19 @@ TEST_CASE("broker conformance: each subscription sees messages in publish order"
 
 TEST_CASE("broker conformance: wildcards '*' (one token) and '>' (the rest)") {
   for_each_broker([](micro::Broker& broker) {
+    if (!selected->wildcards) {
+      // A broker whose system has no wildcards refuses them rather than match literally.
+      for (const char* pattern : {"orders.*", "orders.>"}) {
+        CAPTURE(pattern);
+        try {
+          broker.subscribe(pattern, [](micro::Message&) {});
+          FAIL("a wildcard subscription was accepted");
+        } catch (const micro::Exception& error) {
+          CHECK(error.error().code == 400);
+        }
+      }
+      return;
+    }
     Counter one_token, rest, exact;
     auto a = broker.subscribe("orders.*", one_token.handler());
     auto b = broker.subscribe("orders.>", rest.handler());
@@ -398,7 +426,228 @@ TEST_CASE("broker conformance: bad topics are refused with 400") {
   });
 }
 
-// ---- memory-specific ----
+// ---- acknowledgement, reconnection, trace context ----
+
+TEST_CASE("broker conformance: at_least_once redelivers what a handler threw on, or is refused") {
+  for_each_broker([](micro::Broker& broker) {
+    micro::SubscribeOptions acked;
+    acked.delivery = micro::Delivery::at_least_once;
+    if (!selected->at_least_once) {
+      for (const std::string queue : {"", "acked-workers"}) {
+        CAPTURE(queue);
+        acked.queue = queue;
+        try {
+          broker.subscribe(
+              "acked", [](micro::Message&) {}, acked);
+          FAIL("at_least_once was accepted by a broker that does not offer it");
+        } catch (const micro::Exception& error) {
+          CHECK(error.error().code == 400);
+          CHECK(error.error().detail ==
+                "broker " + selected->plugin +
+                    " cannot deliver at_least_once (it has no acknowledgement); it offers "
+                    "at_most_once");
+        }
+      }
+      return;
+    }
+    // Every odd message fails on its first delivery: it is reported, then delivered again.
+    // A plain subscriber, and a queue group of two (where the retry may go to either member).
+    constexpr int messages = 40;
+    std::mutex mutex;
+    std::map<std::string, std::map<std::string, int>> attempts;  // subscriber → body → calls
+    std::map<std::string, std::set<std::string>> handled;        // subscriber → bodies
+    std::atomic<int> reported{0};
+    broker.set_error_handler([&](const micro::Message& message, std::string_view what) {
+      CHECK(what == "first delivery of " + message.body);
+      reported.fetch_add(1);
+    });
+    auto handler_of = [&](std::string subscriber) {
+      return [&, subscriber](micro::Message& message) {
+        std::lock_guard lock(mutex);
+        int attempt = ++attempts[subscriber][message.body];
+        if (attempt == 1 && std::stoi(message.body) % 2 == 1)
+          throw std::runtime_error("first delivery of " + message.body);
+        handled[subscriber].insert(message.body);
+      };
+    };
+    auto plain = broker.subscribe("acked", handler_of("plain"), acked);
+    acked.queue = "acked-workers";
+    auto member_one = broker.subscribe("acked", handler_of("group"), acked);
+    auto member_two = broker.subscribe("acked", handler_of("group"), acked);
+    for (int i = 0; i < messages; ++i) broker.publish(message_on("acked", std::to_string(i)));
+    CHECK(wait_until([&] {
+      std::lock_guard lock(mutex);
+      return handled["plain"].size() == messages && handled["group"].size() == messages &&
+             reported.load() == messages;  // half of them, twice (plain and group)
+    }));
+    broker.disconnect();
+    std::lock_guard lock(mutex);
+    for (const std::string subscriber : {"plain", "group"}) {
+      CAPTURE(subscriber);
+      CHECK(handled[subscriber].size() == messages);
+      for (int i = 0; i < messages; ++i) {
+        CAPTURE(i);
+        // Redelivered once after the throw; delivered once otherwise (no failure, no duplicate).
+        CHECK(attempts[subscriber][std::to_string(i)] == (i % 2 == 1 ? 2 : 1));
+      }
+    }
+    CHECK(reported.load() == messages);
+  });
+}
+
+TEST_CASE("broker conformance: a server restart: subscriptions come back, none lost unseen") {
+  if (!server()) {
+    MESSAGE(selected->name << " has no server to restart");
+    return;
+  }
+  CAPTURE(selected->name);
+  broker_test::StderrCapture log;  // the broker's "lost the server" line is awaited
+  BrokerFixture fixture(selected->reconnect_options);
+  micro::Broker& broker = *fixture.broker;
+
+  std::mutex mutex;
+  std::vector<int> delivered;
+  auto subscription = broker.subscribe("stream", [&](micro::Message& message) {
+    std::lock_guard lock(mutex);
+    delivered.push_back(std::stoi(message.body));
+  });
+  auto delivered_count = [&] {
+    std::lock_guard lock(mutex);
+    return delivered.size();
+  };
+
+  std::atomic<int> published{0}, accepted{0}, refused{0}, during_outage{0};
+  std::atomic<bool> pause{false}, paused{false}, finish{false}, outage{false};
+  std::atomic<int> first_after_restart{-1};
+  std::atomic<bool> restarted{false};
+  std::thread publisher([&] {
+    while (!finish.load()) {
+      if (pause.load()) {
+        paused.store(true);
+        while (pause.load()) std::this_thread::sleep_for(100us);
+        paused.store(false);
+      }
+      int id = published.load();
+      if (restarted.load() && first_after_restart.load() < 0) first_after_restart.store(id);
+      if (outage.load()) during_outage.fetch_add(1);
+      try {
+        broker.publish(message_on("stream", std::to_string(id)));
+        accepted.fetch_add(1);
+      } catch (const micro::Exception& error) {
+        CHECK(error.error().code == 503);
+        refused.fetch_add(1);
+      }
+      published.fetch_add(1);
+      std::this_thread::sleep_for(50us);  // a steady stream, not a burst
+    }
+  });
+  struct JoinOnExit {
+    std::atomic<bool>& finish;
+    std::atomic<bool>& pause;
+    std::thread& thread;
+    ~JoinOnExit() {
+      pause.store(false);
+      finish.store(true);
+      if (thread.joinable()) thread.join();
+    }
+  } join_on_exit{finish, pause, publisher};
+
+  REQUIRE(wait_until([&] { return delivered_count() >= 300; }, 30s));
+  // Messages inside a socket when the server goes cannot be accounted for by an at-most-once
+  // broker, so the stop happens with nothing in flight; everything after it is a stream again.
+  pause.store(true);
+  REQUIRE(wait_until([&] { return paused.load(); }));
+  REQUIRE(wait_until([&] { return delivered_count() == static_cast<std::size_t>(accepted.load()); },
+                     30s));
+  server()->stop();
+  REQUIRE(wait_until([&] { return log.occurrences(selected->lost_server_log) >= 1; }, 30s));
+  outage.store(true);
+  pause.store(false);
+
+  // The outage: publishes are held (up to the broker's buffer) or refused with 503.
+  REQUIRE(wait_until([&] { return during_outage.load() >= 300; }, 30s));
+  server()->start();
+  outage.store(false);
+  restarted.store(true);
+  // The subscription came back by itself: messages published after the restart arrive.
+  REQUIRE(wait_until(
+      [&] {
+        int first = first_after_restart.load();
+        std::lock_guard lock(mutex);
+        return first >= 0 && !delivered.empty() && delivered.back() > first + 200;
+      },
+      60s));
+  finish.store(true);
+  publisher.join();
+  broker.disconnect();  // drains the last ones
+
+  std::lock_guard lock(mutex);
+  MESSAGE(selected->name << ": published " << published.load() << ", delivered " << delivered.size()
+                         << ", refused " << refused.load());
+  CHECK(static_cast<int>(delivered.size()) + refused.load() == published.load());
+  CHECK(static_cast<int>(delivered.size()) == accepted.load());
+  CHECK(std::is_sorted(delivered.begin(), delivered.end()));  // in order, none twice
+  CHECK(std::adjacent_find(delivered.begin(), delivered.end()) == delivered.end());
+}
+
+TEST_CASE("broker conformance: trace context crosses the broker; PRODUCER and CONSUMER spans") {
+  for_each_broker([](micro::Broker& broker) {
+    auto tracer = std::make_shared<broker_test::RecordingTracer>();
+    micro::trace::set_tracer(tracer);
+    struct Uninstall {
+      ~Uninstall() { micro::trace::set_tracer(nullptr); }
+    } uninstall;
+    // The trace wrappers as a service built with broker=<plugin> applies them.
+    micro::WrapperScope scope{"conformance", "1.0.0", "", selected->plugin};
+    micro::WrapperSet trace = micro::trace::sdk::make_trace_wrappers(scope);
+    micro::PublishFunction publish =
+        trace.publish([&](micro::Context&, micro::Message& message) { broker.publish(message); });
+    std::mutex mutex;
+    std::vector<micro::Message> received;
+    micro::SubscriberFunction consume =
+        trace.subscriber([&](micro::Context&, micro::Message& message) {
+          std::lock_guard lock(mutex);
+          received.push_back(message);
+        });
+    auto subscription = broker.subscribe("traced.orders", [&](micro::Message& message) {
+      micro::Context context;
+      consume(context, message);
+    });
+
+    micro::Context context;
+    micro::Message message = message_on("traced.orders", "payload");
+    publish(context, message);
+    REQUIRE(wait_until([&] { return tracer->finished().size() == 2; }));
+    std::vector<broker_test::RecordedSpan> spans = tracer->finished();
+    auto find = [&](micro::trace::SpanKind kind) {
+      for (const auto& span : spans)
+        if (span.kind == kind) return span;
+      FAIL("no span of that kind");
+      return broker_test::RecordedSpan{};
+    };
+    broker_test::RecordedSpan producer = find(micro::trace::SpanKind::producer);
+    broker_test::RecordedSpan consumer = find(micro::trace::SpanKind::consumer);
+    CHECK(producer.name == "traced.orders publish");
+    CHECK(consumer.name == "traced.orders process");
+    for (const auto* span : {&producer, &consumer}) {
+      CHECK(span->text("messaging.system") == selected->messaging_system);
+      CHECK(span->text("messaging.destination.name") == "traced.orders");
+    }
+    // The consumer continues the producer's trace, as its child and linked to it.
+    CHECK(consumer.context.trace_id == producer.context.trace_id);
+    CHECK(consumer.parent.span_id == producer.context.span_id);
+    CHECK(consumer.parent.remote);
+    REQUIRE(consumer.links.size() == 1);
+    CHECK(consumer.links[0].context.span_id == producer.context.span_id);
+    std::lock_guard lock(mutex);
+    REQUIRE(received.size() == 1);
+    CHECK(received[0].headers.get("traceparent") ==
+          micro::trace::format_traceparent(producer.context));
+    CHECK(received[0].body == "payload");
+  });
+}
+
+// ---- memory-specific (run with --broker=memory only) ----
 
 namespace {
 std::string refusal_detail(const std::function<void()>& action) {
@@ -437,7 +686,7 @@ TEST_CASE("broker conformance: topic errors say what is wrong, with the same tex
 }
 
 TEST_CASE("memory broker: a queue group rotates exactly over its members") {
-  BrokerFixture fixture({"memory", "", {}});
+  BrokerFixture fixture;
   micro::Broker& broker = *fixture.broker;
   std::array<Counter, 3> members;
   std::vector<std::shared_ptr<micro::Subscription>> subscriptions;
@@ -450,7 +699,7 @@ TEST_CASE("memory broker: a queue group rotates exactly over its members") {
 }
 
 TEST_CASE("memory broker: the default error handler keeps the subscription going") {
-  BrokerFixture fixture({"memory", "", {}});
+  BrokerFixture fixture;
   micro::Broker& broker = *fixture.broker;
   std::atomic<int> calls{0};
   auto subscription = broker.subscribe("throws", [&](micro::Message&) {
@@ -479,7 +728,7 @@ TEST_CASE("memory broker: reused delivery slots never leak an earlier message's 
   // the per-slot storage kept, 2 KiB), let the handler change and move what it got, and check
   // every delivery is exactly what was published. Two bursts, so the second starts after the
   // subscription went idle and gave back what the first left.
-  BrokerFixture fixture({"memory", "", {}});
+  BrokerFixture fixture;
   micro::Broker& broker = *fixture.broker;
   auto expected_of = [](int index) {
     micro::Message message;
@@ -524,4 +773,28 @@ TEST_CASE("memory broker: reused delivery slots never leak an earlier message's 
     if (++mismatches <= 3) CHECK(received[index] == describe(expected_of(index)));
   }
   CHECK(mismatches == 0);
+}
+
+// `broker_test [--broker=<name>] [doctest options]`: runs the conformance cases on that broker
+// (see brokers_under_test.hpp); the memory-specific cases run only for memory.
+int main(int argc, char** argv) {
+  std::string name = "memory";
+  std::vector<char*> arguments;
+  for (int i = 0; i < argc; ++i) {
+    constexpr std::string_view flag = "--broker=";
+    if (i > 0 && std::string_view(argv[i]).starts_with(flag))
+      name = std::string(argv[i] + flag.size());
+    else
+      arguments.push_back(argv[i]);
+  }
+  try {
+    selected = &broker_test::broker_under_test(name);
+  } catch (const std::exception& error) {
+    std::fprintf(stderr, "broker_test: %s\n", error.what());
+    return 2;
+  }
+  doctest::Context context;
+  context.applyCommandLine(static_cast<int>(arguments.size()), arguments.data());
+  if (selected->name != "memory") context.addFilter("test-case-exclude", "memory broker:*");
+  return context.run();
 }

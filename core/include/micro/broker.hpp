@@ -23,10 +23,26 @@ struct Message {
 // error handler; the subscription goes on.
 using MessageHandler = std::function<void(Message& message)>;
 
+// What a subscriber is promised about each message (each broker's README says which it offers).
+enum class Delivery {
+  // The default. The handler is called at most once per message: one that throws is reported
+  // and the message is gone, as are messages not yet handled when the subscriber crashes.
+  at_most_once,
+  // The broker acknowledges a message to its server only after the handler returned. One that
+  // throws is reported and then delivered again; one held when the subscriber crashes goes to
+  // another subscriber (of the group) or comes back on reconnect. Handlers may see a message
+  // twice. A broker without acknowledgement refuses this at subscribe with 400.
+  at_least_once,
+};
+
+// "at_most_once" / "at_least_once".
+std::string_view to_string(Delivery delivery) noexcept;
+
 struct SubscribeOptions {
   // Non-empty: each message goes to exactly one member of the group; empty: to every
   // subscriber of the topic.
   std::string queue;
+  Delivery delivery = Delivery::at_most_once;
 };
 
 class Subscription {
@@ -66,6 +82,13 @@ enum class TopicUse { publish, subscribe };
 // when publishing. Throws micro::Exception (400) with `error_id` as the Error's id, and a
 // detail naming the topic and the problem, e.g. "topic 'a..b' has an empty token".
 void validate_topic(std::string_view topic, TopicUse use, std::string_view error_id);
+
+// Refuses (throws micro::Exception 400 with `error_id`) a subscription asking for a delivery
+// mode broker `broker_name` does not offer, naming what it does: "broker nats cannot deliver
+// at_least_once (it has no acknowledgement); it offers at_most_once". Every broker calls it in
+// subscribe (after the topic and handler checks), so the refusal reads the same everywhere.
+void require_delivery(const SubscribeOptions& options, bool offers_at_least_once,
+                      std::string_view broker_name, std::string_view error_id);
 
 // Where a broker's delivery failures go: holds what set_error_handler was given and calls it
 // when a subscriber's handler throws. Without a handler (or with an empty one) a failure is a

@@ -33,6 +33,7 @@ using Options = std::vector<std::pair<std::string, std::string>>;
 
 using broker_test::Counter;
 using broker_test::message_on;
+using broker_test::StderrCapture;
 using broker_test::wait_until;
 
 namespace {
@@ -85,44 +86,6 @@ bool ends_with(const std::string& text, const std::string& suffix) {
   return text.size() >= suffix.size() &&
          text.compare(text.size() - suffix.size(), suffix.size(), suffix) == 0;
 }
-
-// Sends this process's stderr to a file while alive, so a test can read the broker's
-// connection-event log as an operator would.
-class StderrCapture {
- public:
-  StderrCapture() {
-    char pattern[] = "/tmp/micro-nats-stderr-XXXXXX";
-    int fd = ::mkstemp(pattern);
-    path_ = pattern;
-    std::fflush(stderr);
-    saved_ = ::dup(2);
-    ::dup2(fd, 2);
-    ::close(fd);
-  }
-  ~StderrCapture() {
-    std::fflush(stderr);
-    ::dup2(saved_, 2);
-    ::close(saved_);
-    std::string text = this->text();
-    std::fwrite(text.data(), 1, text.size(), stderr);  // still visible in the test log
-    ::unlink(path_.c_str());
-  }
-  std::string text() const {
-    std::ifstream file(path_);
-    return std::string(std::istreambuf_iterator<char>(file), {});
-  }
-  int occurrences(const std::string& needle) const {
-    std::string all = text();
-    int count = 0;
-    for (auto at = all.find(needle); at != std::string::npos; at = all.find(needle, at + 1))
-      ++count;
-    return count;
-  }
-
- private:
-  std::string path_;
-  int saved_ = -1;
-};
 
 const Options fast_reconnect = {{"reconnect_wait", "50ms"}, {"max_reconnects", "-1"}};
 

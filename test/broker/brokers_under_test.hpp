@@ -1,0 +1,111 @@
+// test/broker/brokers_under_test.hpp — the one table of brokers the conformance suite
+// (broker_test.cpp) runs on, and how each one's server is started.
+//
+// broker_test runs one broker per invocation: `broker_test --broker=<name>` (default memory).
+// Each entry is registered as its own meson test, `broker conformance <name>`, so a broker's
+// test starts only its own server.
+//
+// Adding a broker:
+//   1. an entry in `brokers_under_test()` below: its name (the --broker value), the plugin it
+//      loads and the options it is loaded with, what it offers, and its launcher;
+//   2. the launcher: a function returning a std::unique_ptr<TestServer> that has started the
+//      server on a free loopback port (and stops it in its destructor), from a header in the
+//      broker's own test folder (test/broker/<broker>/<broker>_server.hpp) included here;
+//   3. its name in `conformance_brokers` in test/broker/meson.build, guarded by whether the
+//      plugin is built (e.g. rabbitmq_dep.found()).
+#pragma once
+
+#include <functional>
+#include <memory>
+#include <stdexcept>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "broker/nats/nats_server.hpp"
+
+namespace broker_test {
+
+using Options = std::vector<std::pair<std::string, std::string>>;
+
+// A server a broker under test talks to. The conformance suite stops and starts it again (same
+// address) to check reconnection; the destructor stops it for good.
+class TestServer {
+ public:
+  virtual ~TestServer() = default;
+  // What the plugin is given as its address, e.g. "127.0.0.1:4222".
+  virtual std::string address() const = 0;
+  // An orderly shutdown (the server closes its clients), waited for.
+  virtual void stop() = 0;
+  // Starts it again on the same address and returns once it accepts clients.
+  virtual void start() = 0;
+};
+
+// A TestServer over any server class with address(), stop() and start().
+template <class Server>
+class LaunchedServer : public TestServer {
+ public:
+  template <class... Arguments>
+  explicit LaunchedServer(Arguments&&... arguments)
+      : server_(std::forward<Arguments>(arguments)...) {}
+  std::string address() const override { return server_.address(); }
+  void stop() override { server_.stop(); }
+  void start() override { server_.start(); }
+  Server& server() { return server_; }
+
+ private:
+  Server server_;
+};
+
+struct BrokerUnderTest {
+  std::string name{};    // --broker=<name>, and the meson test's "broker conformance <name>"
+  std::string plugin{};  // the broker plugin it loads
+  Options options{};     // the plugin's options in every case
+  // Added for the server-restart case: reconnect quickly, and forever.
+  Options reconnect_options{};
+  // Whether it offers micro::Delivery::at_least_once (if not, it must refuse it with 400).
+  bool at_least_once = false;
+  // Whether '*' and '>' work in subscriptions (if not, they must be refused with 400).
+  bool wildcards = true;
+  // The value of messaging.system on its spans (OpenTelemetry's name for the system).
+  std::string messaging_system{};
+  // A line the broker logs on stderr when it loses its server: the restart case waits for it
+  // before publishing into the outage.
+  std::string lost_server_log{};
+  // Starts its server; empty for a broker that needs none.
+  std::function<std::unique_ptr<TestServer>()> launch{};
+};
+
+inline const std::vector<BrokerUnderTest>& brokers_under_test() {
+  static const std::vector<BrokerUnderTest> table = {
+      {
+          .name = "memory",
+          .plugin = "memory",
+          .messaging_system = "memory",
+      },
+      {
+          .name = "nats",
+          .plugin = "nats",
+          // A small buffer: a long outage overflows it and publishes are refused (counted).
+          .reconnect_options = {{"reconnect_wait", "50ms"},
+                                {"max_reconnects", "-1"},
+                                {"reconnect_buffer", "4096"}},
+          .messaging_system = "nats",
+          .lost_server_log = "disconnected from",
+          .launch = [] { return std::make_unique<LaunchedServer<micro_test::NatsServer>>(); },
+      },
+  };
+  return table;
+}
+
+// The entry named `name`; throws naming the known ones otherwise.
+inline const BrokerUnderTest& broker_under_test(const std::string& name) {
+  std::string known;
+  for (const auto& entry : brokers_under_test()) {
+    if (entry.name == name) return entry;
+    known += (known.empty() ? "" : ", ") + entry.name;
+  }
+  throw std::invalid_argument("--broker=" + name + ": no such broker under test; known: " + known);
+}
+
+}  // namespace broker_test
