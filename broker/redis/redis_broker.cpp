@@ -80,7 +80,7 @@ struct Settings {
   Encoding encoding = Encoding::native;
   std::string user, password, name, stream_prefix, consumer;
   std::int64_t db = 0;
-  std::int64_t max_len = 0;
+  std::int64_t max_len = 0, queue_max_len = 0;
   std::int64_t batch = 0;
   std::chrono::milliseconds connect_timeout{}, command_timeout{}, reconnect_wait{}, block{},
       claim_idle{}, claim_interval{}, retry_wait{};
@@ -101,8 +101,8 @@ void parse_address(std::string_view address, Settings& settings) {
       std::int64_t number = 0;
       for (char c : db) {
         if (c < '0' || c > '9' || number > 100000)
-          throw_bad_request("address '" + std::string(address) + "': database '" +
-                            std::string(db) + "' is not a number");
+          throw_bad_request("address '" + std::string(address) + "': database '" + std::string(db) +
+                            "' is not a number");
         number = number * 10 + (c - '0');
       }
       settings.db = number;
@@ -168,6 +168,7 @@ Settings read_settings(const micro::PluginArguments& arguments) {
   settings.stream_prefix = arguments.get_string("stream_prefix");
   settings.consumer = arguments.get_string("consumer");
   settings.max_len = arguments.get_int("max_len");
+  settings.queue_max_len = arguments.get_int("queue_max_len");
   settings.batch = arguments.get_int("batch");
   settings.connect_timeout = arguments.get_duration("connect_timeout");
   settings.command_timeout = arguments.get_duration("command_timeout");
@@ -293,6 +294,23 @@ void decode_payload(std::string_view data, Message& message) {
 constexpr std::string_view body_field = "body";
 constexpr std::string_view header_field_prefix = "h:";
 
+// mode=pubsub queue groups: a publish goes to the channel and, while some group is listening
+// on the topic (its members keep the key micro:queue:<topic>:live alive), also into the
+// stream micro:queue:<topic> (field "payload": the pub/sub payload), one atomic script.
+constexpr std::string_view payload_field = "payload";
+std::string queue_key(std::string_view topic) {
+  return "micro:queue:" + std::string(topic);
+}
+std::string live_key(std::string_view topic) {
+  return queue_key(topic) + ":live";
+}
+constexpr const char* publish_script =
+    "local receivers = redis.call('PUBLISH', KEYS[1], ARGV[1])\n"
+    "if redis.call('EXISTS', KEYS[3]) == 1 then\n"
+    "  redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[2], '*', 'payload', ARGV[1])\n"
+    "end\n"
+    "return receivers\n";
+
 // Whether `topic` matches subscription `pattern` in NATS terms ('*' one token, '>' the rest).
 bool topic_matches(std::string_view pattern, std::string_view topic) {
   while (true) {
@@ -393,16 +411,16 @@ class Connection {
         try {
           command(auth);
         } catch (const ServerError& error) {
-          throw micro::Exception(micro::Error(
-              error_id, micro::ErrorCode::unauthorized,
-              "redis at " + where() + " refused the credentials" +
-                  (settings.user.empty() ? "" : " of user '" + settings.user + "'") + ": " +
-                  error.what()));
+          throw micro::Exception(
+              micro::Error(error_id, micro::ErrorCode::unauthorized,
+                           "redis at " + where() + " refused the credentials" +
+                               (settings.user.empty() ? "" : " of user '" + settings.user + "'") +
+                               ": " + error.what()));
         }
       }
       if (settings.db != 0) command({"SELECT", std::to_string(settings.db)});
-      std::string name = (settings.name.empty() ? std::string("micro") : settings.name) + "-" +
-                         std::string(role);
+      std::string name =
+          (settings.name.empty() ? std::string("micro") : settings.name) + "-" + std::string(role);
       command({"CLIENT", "SETNAME", name});
     } catch (const micro::Exception&) {
       close();
@@ -489,8 +507,11 @@ struct SubscriptionState {
   std::string topic, queue;
   MessageHandler handler;
   micro::Delivery delivery = micro::Delivery::at_most_once;
+  // Read from a stream (mode=streams, or a queue group in mode=pubsub) or a channel.
+  bool reads_stream = false;
+  std::string key;       // the stream read: <stream_prefix><topic> or micro:queue:<topic>
   std::string group;     // streams: the consumer group
-  std::string consumer;  // streams: this subscription's consumer name
+  std::string consumer;  // this subscription's consumer name (also names its drain channel)
   std::atomic<bool> active{true};
   std::mutex delivery_mutex;  // held while the handler runs
   std::atomic<std::thread::id> delivering_thread{};
@@ -588,7 +609,9 @@ struct Core {
   std::vector<std::shared_ptr<Reader>> readers;
   std::atomic<std::uint64_t> serial{0};
 
-  std::string key_of(std::string_view topic) const { return settings.stream_prefix + std::string(topic); }
+  std::string key_of(std::string_view topic) const {
+    return settings.stream_prefix + std::string(topic);
+  }
 
   // One command on the publisher connection, reconnecting it first if needed. Throws
   // micro::Exception 503 when the server cannot be reached, ServerError for an error reply.
@@ -596,6 +619,25 @@ struct Core {
     std::lock_guard lock(publish_mutex);
     return control_locked(arguments);
   }
+  std::string script_sha;  // publish_script on the server (publish_mutex)
+  void load_script() {
+    try {
+      script_sha =
+          std::string(text_of(publisher->command({"SCRIPT", "LOAD", publish_script}).get()));
+    } catch (const ConnectionLost& error) {
+      publisher.reset();
+      throw_unavailable(std::string("redis connection lost: ") + error.what());
+    }
+  }
+  // The ttl of the live key, refreshed every claim_interval by each member.
+  std::chrono::milliseconds live_ttl() const {
+    return std::max<std::chrono::milliseconds>(3 * settings.claim_interval,
+                                               std::chrono::seconds(1));
+  }
+  void mark_live(Connection& connection, std::string_view topic) const {
+    connection.command({"SET", live_key(topic), "1", "PX", std::to_string(live_ttl().count())});
+  }
+
   Reply control_locked(const std::vector<std::string>& arguments) {
     if (!publisher) {
       auto now = Clock::now();
@@ -604,6 +646,7 @@ struct Core {
                           std::to_string(settings.port) + " (reconnecting)");
       next_reconnect = now + settings.reconnect_wait;
       publisher = std::make_unique<Connection>(settings, "publisher");
+      if (settings.mode == Mode::pubsub) load_script();
       if (failed_in_outage > 0)
         micro::log::info(log_component,
                          "publisher reconnected; " + std::to_string(failed_in_outage) +
@@ -645,7 +688,7 @@ void Reader::request_drain() {
     }
   }
   try {
-    if (core_->settings.mode == Mode::pubsub) {
+    if (!state_->reads_stream) {
       // After every message published before it (the server keeps order), so when the
       // reader sees the marker it has everything that was accepted.
       core_->control({"PUBLISH", drain_channel_, "drain"});
@@ -671,7 +714,7 @@ void Reader::request_drain() {
 
 std::unique_ptr<Connection> Reader::open() {
   auto connection = std::make_unique<Connection>(core_->settings, "subscriber");
-  if (core_->settings.mode == Mode::streams) {
+  if (state_->reads_stream) {
     Reply id = connection->command({"CLIENT", "ID"});
     std::lock_guard lock(mutex_);
     client_id_ = id->integer;
@@ -702,10 +745,10 @@ void Reader::run() {
       connection_ = connection.get();
     }
     try {
-      if (core_->settings.mode == Mode::pubsub)
-        run_pubsub(*connection);
-      else
+      if (state_->reads_stream)
         run_streams(*connection);
+      else
+        run_pubsub(*connection);
     } catch (const std::exception& error) {
       set_first_error(error.what());
       if (!stopping() && !draining()) {
@@ -794,6 +837,8 @@ bool Reader::deliver_entry(const redisReply* entry, std::string& id) {
     std::string_view value = text_of(fields->element[i + 1]);
     if (field == body_field)
       message.body = std::string(value);
+    else if (field == payload_field)
+      decode_payload(value, message);
     else if (field.starts_with(header_field_prefix))
       message.headers.set(std::string(field.substr(header_field_prefix.size())),
                           std::string(value));
@@ -818,10 +863,9 @@ bool Reader::deliver_entry(const redisReply* entry, std::string& id) {
 
 // Delivers a list of [id, fields] entries; XACKs the ones handled (at_least_once). Returns
 // whether some handler failed (those stay pending for a retry).
-bool Reader::process_entries(Connection& connection, const redisReply* entries,
-                             bool acknowledge) {
+bool Reader::process_entries(Connection& connection, const redisReply* entries, bool acknowledge) {
   if (!entries || entries->type != REDIS_REPLY_ARRAY) return false;
-  std::vector<std::string> ack{"XACK", core_->key_of(state_->topic), state_->group};
+  std::vector<std::string> ack{"XACK", state_->key, state_->group};
   bool failed = false;
   for (std::size_t i = 0; i < entries->elements; ++i) {
     std::string id;
@@ -838,7 +882,7 @@ bool Reader::process_entries(Connection& connection, const redisReply* entries,
 
 void Reader::run_streams(Connection& connection) {
   const Settings& settings = core_->settings;
-  const std::string key = core_->key_of(state_->topic);
+  const std::string& key = state_->key;
   const std::string& group = state_->group;
   const std::string& consumer = state_->consumer;
   bool at_least_once = state_->delivery == micro::Delivery::at_least_once;
@@ -854,6 +898,10 @@ void Reader::run_streams(Connection& connection) {
   std::string count = std::to_string(settings.batch);
   // First what this consumer was given but did not acknowledge (before a reconnect).
   bool read_pending = at_least_once;
+  // A queue group in mode=pubsub keeps publishers feeding its stream.
+  bool keep_live = core_->settings.mode == Mode::pubsub;
+  if (keep_live) core_->mark_live(connection, state_->topic);
+  auto next_live = Clock::now() + settings.claim_interval;
   auto next_claim = Clock::now() + settings.claim_interval;
   auto next_retry = Clock::time_point::max();
   while (!stopping()) {
@@ -863,13 +911,19 @@ void Reader::run_streams(Connection& connection) {
           {"XREADGROUP", "GROUP", group, consumer, "COUNT", count, "STREAMS", key, "0"});
       if (reply->type == REDIS_REPLY_ARRAY && reply->elements == 1) {
         const redisReply* entries = reply->element[0]->element[1];
-        if (process_entries(connection, entries, true)) next_retry = Clock::now() + settings.retry_wait;
+        if (process_entries(connection, entries, true))
+          next_retry = Clock::now() + settings.retry_wait;
         // A full batch: there may be more pending after it.
         if (entries->elements == static_cast<std::size_t>(settings.batch)) read_pending = true;
       }
       continue;
     }
     auto now = Clock::now();
+    if (keep_live && now >= next_live) {
+      next_live = now + settings.claim_interval;
+      core_->mark_live(connection, state_->topic);
+      continue;
+    }
     if (at_least_once && now >= next_retry) {
       next_retry = Clock::time_point::max();
       read_pending = true;
@@ -877,14 +931,14 @@ void Reader::run_streams(Connection& connection) {
     }
     if (at_least_once && now >= next_claim && !draining()) {
       next_claim = now + settings.claim_interval;
-      Reply reply = connection.command({"XAUTOCLAIM", key, group, consumer,
-                                        std::to_string(settings.claim_idle.count()), "0-0",
-                                        "COUNT", count});
+      Reply reply =
+          connection.command({"XAUTOCLAIM", key, group, consumer,
+                              std::to_string(settings.claim_idle.count()), "0-0", "COUNT", count});
       if (reply->type == REDIS_REPLY_ARRAY && reply->elements >= 2) {
         if (reply->elements >= 3 && reply->element[2]->elements > 0)
           micro::log::warn(log_component,
-                           "topic '" + state_->topic + "': " +
-                               std::to_string(reply->element[2]->elements) +
+                           "topic '" + state_->topic +
+                               "': " + std::to_string(reply->element[2]->elements) +
                                " pending entries were trimmed from the stream before delivery");
         if (process_entries(connection, reply->element[1], true))
           next_retry = Clock::now() + settings.retry_wait;
@@ -896,6 +950,7 @@ void Reader::run_streams(Connection& connection) {
     if (!drain) {
       // Not past the next retry or claim.
       auto until = std::min(next_retry, at_least_once ? next_claim : Clock::time_point::max());
+      if (keep_live) until = std::min(until, next_live);
       auto wait = settings.block;
       if (until != Clock::time_point::max())
         wait = std::clamp(std::chrono::duration_cast<std::chrono::milliseconds>(until - now),
@@ -945,9 +1000,9 @@ class RedisSubscription : public micro::Subscription {
       reader->join();
     }
     // A plain subscriber's stream group is its own: nothing else will read it.
-    if (core && core->settings.mode == Mode::streams && state_->queue.empty()) {
+    if (core && state_->reads_stream && state_->queue.empty()) {
       try {
-        core->control({"XGROUP", "DESTROY", core->key_of(state_->topic), state_->group});
+        core->control({"XGROUP", "DESTROY", state_->key, state_->group});
       } catch (const std::exception&) {
         // Unreachable server: the group stays (it holds nothing a live reader needs).
       }
@@ -1025,9 +1080,17 @@ class RedisBroker : public micro::Broker {
     const Settings& settings = core_->settings;
     std::vector<std::string> command;
     if (settings.mode == Mode::pubsub) {
-      command = {"PUBLISH", message.topic,
-                 settings.encoding == Encoding::gomicro ? encode_gomicro(message)
-                                                        : encode_native(message)};
+      // EVALSHA <sha> 3 <channel> <queue stream> <live key> <payload> <queue_max_len>; the sha
+      // is filled in under the lock (it changes when the publisher reconnects).
+      command = {
+          "EVALSHA",
+          "",
+          "3",
+          message.topic,
+          queue_key(message.topic),
+          live_key(message.topic),
+          settings.encoding == Encoding::gomicro ? encode_gomicro(message) : encode_native(message),
+          std::to_string(settings.queue_max_len)};
     } else {
       command = {"XADD", core_->key_of(message.topic)};
       if (settings.max_len > 0)
@@ -1050,14 +1113,28 @@ class RedisBroker : public micro::Broker {
       fail("reconnecting to redis: " + std::to_string(down) +
            " subscriptions of this broker are not restored yet");
     try {
-      core_->control_locked(command);
+      if (settings.mode == Mode::pubsub) {
+        if (!core_->publisher) core_->control_locked({"PING"});  // reconnects, loads the script
+        command[1] = core_->script_sha;
+        try {
+          core_->control_locked(command);
+        } catch (const ServerError& error) {
+          // The server lost its script cache (restart, SCRIPT FLUSH): load it again, once.
+          if (!std::string_view(error.what()).starts_with("NOSCRIPT")) throw;
+          core_->load_script();
+          command[1] = core_->script_sha;
+          core_->control_locked(command);
+        }
+      } else {
+        core_->control_locked(command);
+      }
     } catch (const micro::Exception& error) {
       fail(error.error().detail);
     } catch (const ServerError& error) {
       ++core_->failed_publishes;
-      throw micro::Exception(micro::Error(error_id, micro::ErrorCode::internal_server_error,
-                                          "publish to '" + message.topic +
-                                              "': redis refused it: " + error.what()));
+      throw micro::Exception(
+          micro::Error(error_id, micro::ErrorCode::internal,
+                       "publish to '" + message.topic + "': redis refused it: " + error.what()));
     }
   }
 
@@ -1068,16 +1145,15 @@ class RedisBroker : public micro::Broker {
     if (!handler) throw_bad_request("handler is empty");
     const Settings& settings = core_->settings;
     bool streams = settings.mode == Mode::streams;
-    micro::require_delivery(options, streams, streams ? "redis (mode=streams)" : "redis (mode=pubsub)",
-                            error_id);
-    if (!streams && !options.queue.empty())
-      throw_bad_request("queue group '" + options.queue +
-                        "': mode=pubsub cannot share messages (Redis pub/sub gives each to every "
-                        "subscriber); use mode=streams for queue groups");
+    micro::require_delivery(options, streams, "redis", error_id);
+    bool reads_stream = streams || !options.queue.empty();
     if (streams && has_wildcard(topic))
       throw_bad_request("topic '" + topic +
                         "': mode=streams reads one stream per topic and has no wildcards; use "
                         "mode=pubsub for wildcard subscriptions");
+    if (reads_stream && has_wildcard(topic))
+      throw_bad_request("queue group '" + options.queue + "' on topic '" + topic +
+                        "': a queue group reads one stream per topic and takes no wildcards");
     if (options.queue.find_first_of(" \t\r\n") != std::string::npos)
       throw_bad_request("queue '" + options.queue + "' contains whitespace");
     auto state = std::make_shared<SubscriptionState>();
@@ -1087,6 +1163,8 @@ class RedisBroker : public micro::Broker {
     state->delivery = options.delivery;
     state->consumer = settings.consumer + "-" + std::to_string(core_->serial.fetch_add(1));
     state->group = options.queue.empty() ? "micro." + state->consumer : options.queue;
+    state->reads_stream = reads_stream;
+    state->key = streams ? core_->key_of(state->topic) : queue_key(state->topic);
 
     std::lock_guard lifecycle(lifecycle_mutex_);
     bool connected = false;
@@ -1094,15 +1172,21 @@ class RedisBroker : public micro::Broker {
       std::lock_guard lock(core_->publish_mutex);
       connected = core_->connected;
     }
-    if (connected && streams) {
-      // The group exists before subscribe returns, so it holds every message published after.
+    if (connected && reads_stream) {
+      // The group exists (and, for a pub/sub queue group, publishers feed its stream) before
+      // subscribe returns, so it holds every message published after.
       try {
-        core_->control({"XGROUP", "CREATE", core_->key_of(state->topic), state->group, "$",
-                        "MKSTREAM"});
+        try {
+          core_->control({"XGROUP", "CREATE", state->key, state->group, "$", "MKSTREAM"});
+        } catch (const ServerError& error) {
+          if (std::string_view(error.what()).find("BUSYGROUP") == std::string_view::npos) throw;
+        }
+        if (!streams)
+          core_->control({"SET", live_key(state->topic), "1", "PX",
+                          std::to_string(core_->live_ttl().count())});
       } catch (const ServerError& error) {
-        if (std::string_view(error.what()).find("BUSYGROUP") == std::string_view::npos)
-          throw_unavailable("cannot create consumer group '" + state->group + "' on '" +
-                            state->topic + "': " + error.what());
+        throw_unavailable("cannot create consumer group '" + state->group + "' on '" + state->key +
+                          "': " + error.what());
       }
     }
     std::shared_ptr<Reader> reader;
@@ -1143,13 +1227,16 @@ const micro::PluginOption redis_options[] = {
      "envelope)"},
     {"user", "string", "", "ACL user (with password; Redis 6+)"},
     {"password", "string", "", "password (AUTH), alone or with user"},
-    {"db", "int", "0", "database number (SELECT); pub/sub channels are server-wide", "0",
-     "100000"},
+    {"db", "int", "0", "database number (SELECT); pub/sub channels are server-wide", "0", "100000"},
     {"name", "string", "", "client name prefix (CLIENT SETNAME <name>-publisher|subscriber)"},
     {"connect_timeout", "duration", "2s", "timeout of each connection attempt", "1ms"},
     {"command_timeout", "duration", "5s", "how long a command waits for its answer", "1ms"},
     {"reconnect_wait", "duration", "500ms", "pause between reconnect attempts", "1ms"},
     {"stream_prefix", "string", "", "streams: the stream key is <stream_prefix><topic>"},
+    {"queue_max_len", "int", "100000",
+     "pubsub: each queue group stream (micro:queue:<topic>) is trimmed to about this many "
+     "entries",
+     "1", "9223372036854775807"},
     {"max_len", "int", "0",
      "streams: trim each stream to about this many entries (XADD MAXLEN ~); 0: never trim. "
      "Trimming drops entries a slow group has not read",

@@ -23,6 +23,7 @@
 #include <vector>
 
 #include "broker/nats/nats_server.hpp"
+#include "broker/redis/redis_server.hpp"
 
 namespace broker_test {
 
@@ -93,6 +94,27 @@ inline const std::vector<BrokerUnderTest>& brokers_under_test() {
           .messaging_system = "nats",
           .lost_server_log = "disconnected from",
           .launch = [] { return std::make_unique<LaunchedServer<micro_test::NatsServer>>(); },
+      },
+      {
+          .name = "redis",
+          .plugin = "redis",
+          .options = {{"mode", "pubsub"}},
+          .reconnect_options = {{"reconnect_wait", "50ms"}},
+          .messaging_system = "redis",
+          .lost_server_log = "connection lost",
+          .launch = [] { return std::make_unique<LaunchedServer<micro_test::RedisServer>>(); },
+      },
+      {
+          .name = "redis-streams",
+          .plugin = "redis",
+          // Short retry and claim times: the at_least_once case waits for redeliveries.
+          .options = {{"mode", "streams"}, {"retry_wait", "100ms"}},
+          .reconnect_options = {{"reconnect_wait", "50ms"}},
+          .at_least_once = true,
+          .wildcards = false,
+          .messaging_system = "redis",
+          .lost_server_log = "connection lost",
+          .launch = [] { return std::make_unique<LaunchedServer<micro_test::RedisServer>>(); },
       },
   };
   return table;
