@@ -22,6 +22,7 @@
 #include <utility>
 #include <vector>
 
+#include "broker/mqtt/mosquitto_server.hpp"
 #include "broker/nats/nats_server.hpp"
 #include "broker/redis/redis_server.hpp"
 
@@ -115,6 +116,15 @@ inline const std::vector<BrokerUnderTest>& brokers_under_test() {
           .messaging_system = "redis",
           .lost_server_log = "connection lost",
           .launch = [] { return std::make_unique<LaunchedServer<micro_test::RedisServer>>(); },
+      },
+      {
+          .name = "mqtt",
+          .plugin = "mqtt",
+          .options = {{"protocol", "5"}, {"qos", "1"}},
+          .reconnect_options = {{"reconnect_wait", "100ms"}},
+          .messaging_system = "mqtt",
+          .lost_server_log = "connection lost",
+          .launch = [] { return std::make_unique<LaunchedServer<micro_test::MosquittoServer>>(); },
       },
   };
   return table;
