@@ -127,9 +127,8 @@ Settings read_settings(const micro::PluginArguments& arguments) {
   else if (encoding != "native")
     throw_bad_request("option encoding: expected native or gomicro, got '" + encoding + "'");
   settings.client_id = arguments.get_string("client_id");
-  if (settings.client_id.empty()) settings.client_id = "micro-" + micro::random_uuid().substr(0, 8);
   settings.clean_session = arguments.get_bool("clean_session");
-  if (!settings.clean_session && !arguments.has("client_id"))
+  if (!settings.clean_session && settings.client_id.empty())
     throw_bad_request(
         "option clean_session=false needs option client_id: a persistent session is found again "
         "by its client id");
@@ -161,6 +160,7 @@ Settings read_settings(const micro::PluginArguments& arguments) {
     }
   }
   if (settings.port == 0) settings.port = settings.tls ? 8883 : 1883;
+  if (settings.client_id.empty()) settings.client_id = "micro-" + micro::random_uuid().substr(0, 8);
   settings.map_topics = arguments.get_bool("map_topics");
   settings.keepalive = arguments.get_duration("keepalive");
   settings.connect_timeout = arguments.get_duration("connect_timeout");

@@ -157,11 +157,13 @@ Settings read_settings(const micro::PluginArguments& arguments) {
     throw_bad_request(
         "option encoding=gomicro applies to mode=pubsub (Go-Micro's redis broker uses pub/sub); "
         "mode=streams has its own entry layout");
-  if (arguments.has("user")) settings.user = arguments.get_string("user");
-  if (arguments.has("password")) settings.password = arguments.get_string("password");
+  // Options override credentials and database given in the address.
+  if (std::string user = arguments.get_string("user"); !user.empty()) settings.user = user;
+  if (std::string password = arguments.get_string("password"); !password.empty())
+    settings.password = password;
   if (!settings.user.empty() && settings.password.empty())
     throw_bad_request("option user needs option password");
-  if (arguments.has("db")) settings.db = arguments.get_int("db");
+  if (std::int64_t db = arguments.get_int("db"); db != 0) settings.db = db;
   settings.name = arguments.get_string("name");
   if (settings.name.find_first_of(" \t\r\n") != std::string::npos)
     throw_bad_request("option name '" + settings.name + "' contains whitespace");
