@@ -3,6 +3,8 @@
 // anonymous clients allowed, plus whatever lines a test adds (TLS, persistence, …).
 #pragma once
 
+#include <unistd.h>
+
 #include <fstream>
 #include <string>
 #include <vector>
@@ -21,6 +23,9 @@ class MosquittoServer : public ServerProcess {
                         std::ofstream file(config);
                         file << "listener " << this->port() << " 127.0.0.1\n"
                              << "allow_anonymous true\n";
+                        // As root, mosquitto would switch to user mosquitto, which cannot
+                        // read the test's private temporary files.
+                        if (::geteuid() == 0) file << "user root\n";
                         for (std::string line : extra) {
                           for (auto at = line.find("%DIR%"); at != std::string::npos;
                                at = line.find("%DIR%"))
