@@ -29,6 +29,7 @@
 #include <chrono>
 #include <condition_variable>
 #include <cstdint>
+#include <cstdio>
 #include <cstring>
 #include <functional>
 #include <memory>
@@ -80,10 +81,10 @@ struct Settings {
   Encoding encoding = Encoding::native;
   std::string user, password, name, stream_prefix, consumer;
   std::int64_t db = 0;
-  std::int64_t max_len = 0, queue_max_len = 0;
+  std::int64_t max_len = 0;
   std::int64_t batch = 0;
   std::chrono::milliseconds connect_timeout{}, command_timeout{}, reconnect_wait{}, block{},
-      claim_idle{}, claim_interval{}, retry_wait{};
+      claim_idle{}, claim_interval{}, retry_wait{}, claim_ttl{};
 };
 
 // "host:port", "redis://[user:password@]host[:port][/db]" or "" (127.0.0.1:6379).
@@ -170,7 +171,7 @@ Settings read_settings(const micro::PluginArguments& arguments) {
   settings.stream_prefix = arguments.get_string("stream_prefix");
   settings.consumer = arguments.get_string("consumer");
   settings.max_len = arguments.get_int("max_len");
-  settings.queue_max_len = arguments.get_int("queue_max_len");
+  settings.claim_ttl = arguments.get_duration("claim_ttl");
   settings.batch = arguments.get_int("batch");
   settings.connect_timeout = arguments.get_duration("connect_timeout");
   settings.command_timeout = arguments.get_duration("command_timeout");
@@ -190,8 +191,9 @@ Settings read_settings(const micro::PluginArguments& arguments) {
 
 // ---- wire formats ----
 
-// Native pub/sub payload: magic, u32 header count, (u32 length, bytes) per key and value, then
-// the body. All lengths big-endian; decoding checks each against what is left.
+// Native pub/sub payload: magic, the message id (u32 length, bytes), u32 header count, (u32
+// length, bytes) per key and value, then the body. All lengths big-endian; decoding checks each
+// against what is left. The id is what queue-group members claim a message by.
 constexpr std::string_view envelope_magic{"\0MB1", 4};
 
 void put_u32(std::string& out, std::size_t value) {
@@ -199,11 +201,14 @@ void put_u32(std::string& out, std::size_t value) {
 }
 
 std::string encode_native(const Message& message) {
-  std::size_t size = envelope_magic.size() + 4 + message.body.size();
+  std::string id = micro::random_uuid();
+  std::size_t size = envelope_magic.size() + 8 + id.size() + message.body.size();
   for (const auto& [key, value] : message.headers) size += 8 + key.size() + value.size();
   std::string out;
   out.reserve(size);
   out.append(envelope_magic);
+  put_u32(out, id.size());
+  out.append(id);
   put_u32(out, message.headers.size());
   for (const auto& [key, value] : message.headers) {
     put_u32(out, key.size());
@@ -223,9 +228,13 @@ bool read_u32(std::string_view& data, std::size_t& value) {
   return true;
 }
 
-bool decode_native(std::string_view data, Message& message) {
+bool decode_native(std::string_view data, Message& message, std::string& id) {
   if (!data.starts_with(envelope_magic)) return false;
   data.remove_prefix(envelope_magic.size());
+  std::size_t id_size = 0;
+  if (!read_u32(data, id_size) || id_size > data.size()) return false;
+  std::string_view id_text = data.substr(0, id_size);
+  data.remove_prefix(id_size);
   std::size_t count = 0;
   // Each header takes at least 8 bytes: a count beyond that is corrupt, refused before use.
   if (!read_u32(data, count) || count > data.size() / 8) return false;
@@ -241,6 +250,7 @@ bool decode_native(std::string_view data, Message& message) {
   }
   message.headers = std::move(headers);
   message.body = std::string(data);
+  id = std::string(id_text);
   return true;
 }
 
@@ -285,33 +295,35 @@ bool decode_gomicro(std::string_view data, Message& message) {
   return true;
 }
 
-// A pub/sub payload from any publisher: ours, Go-Micro's, or a bare PUBLISH (body only).
-void decode_payload(std::string_view data, Message& message) {
-  if (decode_native(data, message) || decode_gomicro(data, message)) return;
+// A pub/sub payload from any publisher: ours, Go-Micro's, or a bare PUBLISH (body only). `id`:
+// the message's id (ours, or Go-Micro's Micro-Id header), empty when it has none.
+void decode_payload(std::string_view data, Message& message, std::string& id) {
+  id.clear();
+  if (decode_native(data, message, id)) return;
+  if (decode_gomicro(data, message)) {
+    id = message.headers.get("Micro-Id");
+    return;
+  }
   message.headers = {};
   message.body = std::string(data);
+}
+
+// The key a queue-group member sets (SET NX) to take a pub/sub message: the first member to
+// set it handles the message. A message without an id is known by a hash of its bytes.
+std::string claim_key(std::string_view group, std::string_view channel, std::string_view id,
+                      std::string_view payload) {
+  std::string key = "micro:claim:" + std::string(group) + ":" + std::string(channel) + ":";
+  if (!id.empty()) return key + std::string(id);
+  std::uint64_t hash = 14695981039346656037ull;  // FNV-1a, 64 bits
+  for (unsigned char c : payload) hash = (hash ^ c) * 1099511628211ull;
+  char text[17];
+  std::snprintf(text, sizeof text, "%016llx", static_cast<unsigned long long>(hash));
+  return key + "h" + text;
 }
 
 // Stream entries: field "body" is the body, each header a field "h:<Key>".
 constexpr std::string_view body_field = "body";
 constexpr std::string_view header_field_prefix = "h:";
-
-// mode=pubsub queue groups: a publish goes to the channel and, while some group is listening
-// on the topic (its members keep the key micro:queue:<topic>:live alive), also into the
-// stream micro:queue:<topic> (field "payload": the pub/sub payload), one atomic script.
-constexpr std::string_view payload_field = "payload";
-std::string queue_key(std::string_view topic) {
-  return "micro:queue:" + std::string(topic);
-}
-std::string live_key(std::string_view topic) {
-  return queue_key(topic) + ":live";
-}
-constexpr const char* publish_script =
-    "local receivers = redis.call('PUBLISH', KEYS[1], ARGV[1])\n"
-    "if redis.call('EXISTS', KEYS[3]) == 1 then\n"
-    "  redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[2], '*', 'payload', ARGV[1])\n"
-    "end\n"
-    "return receivers\n";
 
 // Whether `topic` matches subscription `pattern` in NATS terms ('*' one token, '>' the rest).
 bool topic_matches(std::string_view pattern, std::string_view topic) {
@@ -472,6 +484,13 @@ class Connection {
     return reply;
   }
 
+  // A reply already read from the socket, without waiting; null when there is none.
+  Reply read_buffered() {
+    void* raw = nullptr;
+    if (redisReaderGetReply(context_->reader, &raw) != REDIS_OK) throw ConnectionLost(error_text());
+    return Reply(static_cast<redisReply*>(raw));
+  }
+
   void set_read_timeout(std::chrono::milliseconds timeout) {
     redisSetTimeout(context_, to_timeval(timeout));
   }
@@ -621,25 +640,6 @@ struct Core {
     std::lock_guard lock(publish_mutex);
     return control_locked(arguments);
   }
-  std::string script_sha;  // publish_script on the server (publish_mutex)
-  void load_script() {
-    try {
-      script_sha =
-          std::string(text_of(publisher->command({"SCRIPT", "LOAD", publish_script}).get()));
-    } catch (const ConnectionLost& error) {
-      publisher.reset();
-      throw_unavailable(std::string("redis connection lost: ") + error.what());
-    }
-  }
-  // The ttl of the live key, refreshed every claim_interval by each member.
-  std::chrono::milliseconds live_ttl() const {
-    return std::max<std::chrono::milliseconds>(3 * settings.claim_interval,
-                                               std::chrono::seconds(1));
-  }
-  void mark_live(Connection& connection, std::string_view topic) const {
-    connection.command({"SET", live_key(topic), "1", "PX", std::to_string(live_ttl().count())});
-  }
-
   Reply control_locked(const std::vector<std::string>& arguments) {
     if (!publisher) {
       auto now = Clock::now();
@@ -648,7 +648,6 @@ struct Core {
                           std::to_string(settings.port) + " (reconnecting)");
       next_reconnect = now + settings.reconnect_wait;
       publisher = std::make_unique<Connection>(settings, "publisher");
-      if (settings.mode == Mode::pubsub) load_script();
       if (failed_in_outage > 0)
         micro::log::info(log_component,
                          "publisher reconnected; " + std::to_string(failed_in_outage) +
@@ -789,9 +788,15 @@ void Reader::deliver(Message& message) {
 }
 
 void Reader::run_pubsub(Connection& connection) {
+  const Settings& settings = core_->settings;
   const std::string& topic = state_->topic;
   bool pattern = has_wildcard(topic);
   drain_channel_ = "__micro:drain:" + state_->consumer;
+  // A queue-group member takes each message with SET NX on a connection of its own (this one
+  // is in subscribe mode); the member whose SET succeeds handles it.
+  std::unique_ptr<Connection> claims;
+  if (!state_->queue.empty()) claims = std::make_unique<Connection>(settings, "claims");
+  std::string claim_ttl = std::to_string(settings.claim_ttl.count());
   // Subscribe, then wait for both confirmations: after them the server routes to us.
   connection.append({"SUBSCRIBE", drain_channel_});
   connection.append({pattern ? "PSUBSCRIBE" : "SUBSCRIBE", pattern ? glob_of(topic) : topic});
@@ -799,31 +804,61 @@ void Reader::run_pubsub(Connection& connection) {
   connection.read();
   connection.set_read_timeout(std::chrono::milliseconds(0));  // wait for messages forever
   set_ready(true);
+  struct Arrival {
+    Reply reply;
+    std::string_view channel, payload;
+    bool drain = false;
+  };
+  std::vector<Arrival> batch;
+  std::vector<Message> messages;
   while (true) {
-    Reply reply = connection.read();
-    if (reply->type != REDIS_REPLY_ARRAY || reply->elements < 3) continue;
-    std::string_view kind = text_of(reply->element[0]);
-    std::string_view channel;
-    const redisReply* payload = nullptr;
-    if (kind == "message") {
-      channel = text_of(reply->element[1]);
-      payload = reply->element[2];
-    } else if (kind == "pmessage" && reply->elements >= 4) {
-      channel = text_of(reply->element[2]);
-      payload = reply->element[3];
-    } else {
-      continue;
+    // What arrived: one reply waited for, then every one already read with it.
+    batch.clear();
+    for (Reply reply = connection.read(); reply; reply = connection.read_buffered()) {
+      if (reply->type != REDIS_REPLY_ARRAY || reply->elements < 3) continue;
+      std::string_view kind = text_of(reply->element[0]);
+      Arrival arrival;
+      if (kind == "message") {
+        arrival.channel = text_of(reply->element[1]);
+        arrival.payload = text_of(reply->element[2]);
+      } else if (kind == "pmessage" && reply->elements >= 4) {
+        arrival.channel = text_of(reply->element[2]);
+        arrival.payload = text_of(reply->element[3]);
+      } else {
+        continue;
+      }
+      arrival.drain = arrival.channel == drain_channel_;
+      if (!arrival.drain && pattern && !topic_matches(topic, arrival.channel)) continue;
+      arrival.reply = std::move(reply);
+      batch.push_back(std::move(arrival));
     }
-    if (channel == drain_channel_) {
-      if (draining()) return;
-      continue;
+    messages.assign(batch.size(), Message{});
+    std::vector<bool> mine(batch.size(), true);
+    std::string id;
+    std::size_t claimed = 0;
+    for (std::size_t i = 0; i < batch.size(); ++i) {
+      if (batch[i].drain) continue;
+      messages[i].topic = std::string(batch[i].channel);
+      decode_payload(batch[i].payload, messages[i], id);
+      if (claims) {
+        claims->append({"SET", claim_key(state_->queue, batch[i].channel, id, batch[i].payload),
+                        "1", "NX", "PX", claim_ttl});
+        ++claimed;
+      }
     }
-    if (pattern && !topic_matches(topic, channel)) continue;
-    Message message;
-    message.topic = std::string(channel);
-    decode_payload(text_of(payload), message);
-    deliver(message);
-    if (stopping()) return;
+    // The claims go out together; their answers come back in order.
+    for (std::size_t i = 0; claimed > 0 && i < batch.size(); ++i) {
+      if (batch[i].drain) continue;
+      mine[i] = claims->read()->type != REDIS_REPLY_NIL;
+    }
+    for (std::size_t i = 0; i < batch.size(); ++i) {
+      if (batch[i].drain) {
+        if (draining()) return;
+        continue;
+      }
+      if (mine[i]) deliver(messages[i]);
+      if (stopping()) return;
+    }
   }
 }
 
@@ -839,8 +874,6 @@ bool Reader::deliver_entry(const redisReply* entry, std::string& id) {
     std::string_view value = text_of(fields->element[i + 1]);
     if (field == body_field)
       message.body = std::string(value);
-    else if (field == payload_field)
-      decode_payload(value, message);
     else if (field.starts_with(header_field_prefix))
       message.headers.set(std::string(field.substr(header_field_prefix.size())),
                           std::string(value));
@@ -900,10 +933,6 @@ void Reader::run_streams(Connection& connection) {
   std::string count = std::to_string(settings.batch);
   // First what this consumer was given but did not acknowledge (before a reconnect).
   bool read_pending = at_least_once;
-  // A queue group in mode=pubsub keeps publishers feeding its stream.
-  bool keep_live = core_->settings.mode == Mode::pubsub;
-  if (keep_live) core_->mark_live(connection, state_->topic);
-  auto next_live = Clock::now() + settings.claim_interval;
   auto next_claim = Clock::now() + settings.claim_interval;
   auto next_retry = Clock::time_point::max();
   while (!stopping()) {
@@ -921,11 +950,6 @@ void Reader::run_streams(Connection& connection) {
       continue;
     }
     auto now = Clock::now();
-    if (keep_live && now >= next_live) {
-      next_live = now + settings.claim_interval;
-      core_->mark_live(connection, state_->topic);
-      continue;
-    }
     if (at_least_once && now >= next_retry) {
       next_retry = Clock::time_point::max();
       read_pending = true;
@@ -952,7 +976,6 @@ void Reader::run_streams(Connection& connection) {
     if (!drain) {
       // Not past the next retry or claim.
       auto until = std::min(next_retry, at_least_once ? next_claim : Clock::time_point::max());
-      if (keep_live) until = std::min(until, next_live);
       auto wait = settings.block;
       if (until != Clock::time_point::max())
         wait = std::clamp(std::chrono::duration_cast<std::chrono::milliseconds>(until - now),
@@ -1082,17 +1105,9 @@ class RedisBroker : public micro::Broker {
     const Settings& settings = core_->settings;
     std::vector<std::string> command;
     if (settings.mode == Mode::pubsub) {
-      // EVALSHA <sha> 3 <channel> <queue stream> <live key> <payload> <queue_max_len>; the sha
-      // is filled in under the lock (it changes when the publisher reconnects).
-      command = {
-          "EVALSHA",
-          "",
-          "3",
-          message.topic,
-          queue_key(message.topic),
-          live_key(message.topic),
-          settings.encoding == Encoding::gomicro ? encode_gomicro(message) : encode_native(message),
-          std::to_string(settings.queue_max_len)};
+      command = {"PUBLISH", message.topic,
+                 settings.encoding == Encoding::gomicro ? encode_gomicro(message)
+                                                        : encode_native(message)};
     } else {
       command = {"XADD", core_->key_of(message.topic)};
       if (settings.max_len > 0)
@@ -1115,21 +1130,7 @@ class RedisBroker : public micro::Broker {
       fail("reconnecting to redis: " + std::to_string(down) +
            " subscriptions of this broker are not restored yet");
     try {
-      if (settings.mode == Mode::pubsub) {
-        if (!core_->publisher) core_->control_locked({"PING"});  // reconnects, loads the script
-        command[1] = core_->script_sha;
-        try {
-          core_->control_locked(command);
-        } catch (const ServerError& error) {
-          // The server lost its script cache (restart, SCRIPT FLUSH): load it again, once.
-          if (!std::string_view(error.what()).starts_with("NOSCRIPT")) throw;
-          core_->load_script();
-          command[1] = core_->script_sha;
-          core_->control_locked(command);
-        }
-      } else {
-        core_->control_locked(command);
-      }
+      core_->control_locked(command);
     } catch (const micro::Exception& error) {
       fail(error.error().detail);
     } catch (const ServerError& error) {
@@ -1148,14 +1149,11 @@ class RedisBroker : public micro::Broker {
     const Settings& settings = core_->settings;
     bool streams = settings.mode == Mode::streams;
     micro::require_delivery(options, streams, "redis", error_id);
-    bool reads_stream = streams || !options.queue.empty();
+    bool reads_stream = streams;
     if (streams && has_wildcard(topic))
       throw_bad_request("topic '" + topic +
                         "': mode=streams reads one stream per topic and has no wildcards; use "
                         "mode=pubsub for wildcard subscriptions");
-    if (reads_stream && has_wildcard(topic))
-      throw_bad_request("queue group '" + options.queue + "' on topic '" + topic +
-                        "': a queue group reads one stream per topic and takes no wildcards");
     if (options.queue.find_first_of(" \t\r\n") != std::string::npos)
       throw_bad_request("queue '" + options.queue + "' contains whitespace");
     auto state = std::make_shared<SubscriptionState>();
@@ -1166,7 +1164,7 @@ class RedisBroker : public micro::Broker {
     state->consumer = settings.consumer + "-" + std::to_string(core_->serial.fetch_add(1));
     state->group = options.queue.empty() ? "micro." + state->consumer : options.queue;
     state->reads_stream = reads_stream;
-    state->key = streams ? core_->key_of(state->topic) : queue_key(state->topic);
+    state->key = core_->key_of(state->topic);
 
     std::lock_guard lifecycle(lifecycle_mutex_);
     bool connected = false;
@@ -1175,20 +1173,13 @@ class RedisBroker : public micro::Broker {
       connected = core_->connected;
     }
     if (connected && reads_stream) {
-      // The group exists (and, for a pub/sub queue group, publishers feed its stream) before
-      // subscribe returns, so it holds every message published after.
+      // The group exists before subscribe returns, so it holds every message published after.
       try {
-        try {
-          core_->control({"XGROUP", "CREATE", state->key, state->group, "$", "MKSTREAM"});
-        } catch (const ServerError& error) {
-          if (std::string_view(error.what()).find("BUSYGROUP") == std::string_view::npos) throw;
-        }
-        if (!streams)
-          core_->control({"SET", live_key(state->topic), "1", "PX",
-                          std::to_string(core_->live_ttl().count())});
+        core_->control({"XGROUP", "CREATE", state->key, state->group, "$", "MKSTREAM"});
       } catch (const ServerError& error) {
-        throw_unavailable("cannot create consumer group '" + state->group + "' on '" + state->key +
-                          "': " + error.what());
+        if (std::string_view(error.what()).find("BUSYGROUP") == std::string_view::npos)
+          throw_unavailable("cannot create consumer group '" + state->group + "' on '" +
+                            state->key + "': " + error.what());
       }
     }
     std::shared_ptr<Reader> reader;
@@ -1235,10 +1226,6 @@ const micro::PluginOption redis_options[] = {
     {"command_timeout", "duration", "5s", "how long a command waits for its answer", "1ms"},
     {"reconnect_wait", "duration", "500ms", "pause between reconnect attempts", "1ms"},
     {"stream_prefix", "string", "", "streams: the stream key is <stream_prefix><topic>"},
-    {"queue_max_len", "int", "100000",
-     "pubsub: each queue group stream (micro:queue:<topic>) is trimmed to about this many "
-     "entries",
-     "1", "9223372036854775807"},
     {"max_len", "int", "0",
      "streams: trim each stream to about this many entries (XADD MAXLEN ~); 0: never trim. "
      "Trimming drops entries a slow group has not read",
@@ -1253,6 +1240,10 @@ const micro::PluginOption redis_options[] = {
      "claimed by another member (XAUTOCLAIM)",
      "1ms"},
     {"claim_interval", "duration", "5s", "streams: how often each subscription looks for them",
+     "1ms"},
+    {"claim_ttl", "duration", "1m",
+     "pubsub queue groups: how long the key a member took a message with is kept (a copy of a "
+     "message arriving later than this would be handled again)",
      "1ms"},
     {"retry_wait", "duration", "1s",
      "streams, at_least_once: a message whose handler threw is delivered again after this", "0s"},

@@ -158,7 +158,9 @@ TEST_CASE("redis pubsub: encoding=gomicro sends Go-Micro's JSON envelope") {
   CHECK(envelope["Body"] == micro::base64::encode("hi"));
 }
 
-TEST_CASE("redis pubsub: a queue group spans brokers (processes); each message to one member") {
+TEST_CASE(
+    "redis pubsub: a queue group spans brokers (processes); each message to one member, "
+    "also from Go-Micro publishers and with wildcards") {
   micro_test::RedisServer server;
   auto first = connected_broker(server.address());
   auto second = connected_broker(server.address());
@@ -177,10 +179,26 @@ TEST_CASE("redis pubsub: a queue group spans brokers (processes); each message t
   CHECK(one.count.load() + two.count.load() == messages);
   CHECK(one.count.load() > 0);
   CHECK(two.count.load() > 0);
-  // Wildcards cannot be shared; at_least_once needs streams.
-  CHECK(failure_of([&] {
-          publisher->subscribe("jobs.*", plain.handler(), micro::SubscribeOptions{"workers"});
-        }).first == 400);
+  // A Go-Micro publisher's message (its envelope has a Micro-Id) also goes to one member.
+  first->connect();
+  second->connect();
+  Bare go(server.port());
+  nlohmann::json envelope = {{"Header", {{"Micro-Id", "go-1"}, {"Micro-Topic", "jobs"}}},
+                             {"Body", micro::base64::encode("from go")}};
+  go.run({"PUBLISH", "jobs", envelope.dump()});
+  CHECK(wait_until([&] { return one.count.load() + two.count.load() == messages + 1; }));
+  // A group may subscribe with wildcards: each message is claimed, whatever channel it took.
+  Counter wild_one, wild_two;
+  auto d = first->subscribe("jobs.*", wild_one.handler(), micro::SubscribeOptions{"wild"});
+  auto e = second->subscribe("jobs.*", wild_two.handler(), micro::SubscribeOptions{"wild"});
+  for (int i = 0; i < 100; ++i)
+    publisher->publish(message_on("jobs.x" + std::to_string(i % 3), "w"));
+  CHECK(wait_until([&] { return wild_one.count.load() + wild_two.count.load() == 100; }));
+  first->disconnect();
+  second->disconnect();
+  CHECK(one.count.load() + two.count.load() == messages + 1);
+  CHECK(wild_one.count.load() + wild_two.count.load() == 100);
+  // at_least_once needs streams.
   micro::SubscribeOptions acked;
   acked.delivery = micro::Delivery::at_least_once;
   CHECK(failure_of([&] { publisher->subscribe("jobs", plain.handler(), acked); }) ==
