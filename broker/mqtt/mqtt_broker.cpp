@@ -398,6 +398,7 @@ class Client {
   int connack_ = -1;  // the last CONNACK's reason (-1: none yet)
   int suback_ = -1;   // the last SUBACK's granted QoS or failure (-1: none yet)
   int subscribe_mid_ = -1;
+  int last_error_ = MOSQ_ERR_SUCCESS;  // the last unexpected disconnect's reason
   bool lost_logged_ = false;
   std::atomic<std::thread::id> loop_thread_{};
 };
@@ -511,12 +512,20 @@ void Client::open() {
     return up_ || (connack_ > 0) || (subscription_ && suback_ >= 0x80);
   });
   if (up_) return;
-  int connack = connack_, suback = suback_;
+  int connack = connack_, suback = suback_, last_error = last_error_;
   lock.unlock();
   close(false);
-  if (!answered)
-    throw_unavailable("MQTT server " + where + " did not accept the connection within " +
-                      std::to_string(settings.connect_timeout.count()) + " ms");
+  if (!answered) {
+    std::string detail = "MQTT server " + where + " did not accept the connection within " +
+                         std::to_string(settings.connect_timeout.count()) + " ms";
+    if (last_error != MOSQ_ERR_SUCCESS) detail += " (last error: " + error_text(last_error) + ")";
+    // libmosquitto may finish the TLS handshake in its loop: a refused certificate then shows
+    // only as a connection that never completes.
+    if (settings.tls)
+      detail += "; with TLS: is the server's certificate signed by the CA in tls_ca (" +
+                settings.tls_ca + ") and issued for " + settings.host + "?";
+    throw_unavailable(detail);
+  }
   if (suback >= 0x80)
     throw micro::Exception(micro::Error(
         error_id, micro::ErrorCode::forbidden,
@@ -601,6 +610,7 @@ void Client::on_disconnect(mosquitto*, void* self_pointer, int rc, const mosquit
   auto* self = static_cast<Client*>(self_pointer);
   std::lock_guard lock(self->mutex_);
   bool was_up = self->up_;
+  if (rc != 0) self->last_error_ = rc;
   self->set_up(false);
   self->changed_.notify_all();
   if (self->closing_ || rc == 0 || self->lost_logged_) return;
