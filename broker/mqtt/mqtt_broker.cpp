@@ -684,12 +684,16 @@ class MqttSubscription : public micro::Subscription {
 
   void unsubscribe() override {
     if (!state_->active.exchange(false)) return;
+    // Only locals from here: a handler unsubscribing itself may see the owner drop this
+    // object while it is still in here.
+    std::shared_ptr<SubscriptionState> state = state_;
+    std::weak_ptr<Core> weak_core = core_;
     std::unique_ptr<Client> client;
-    if (auto core = core_.lock()) {
+    if (auto core = weak_core.lock()) {
       std::lock_guard lock(core->mutex);
-      std::erase(core->subscriptions, state_);
+      std::erase(core->subscriptions, state);
       for (auto it = core->clients.begin(); it != core->clients.end(); ++it) {
-        if ((*it)->subscription() == state_) {
+        if ((*it)->subscription() == state) {
           client = std::move(*it);
           core->clients.erase(it);
           break;
@@ -704,8 +708,8 @@ class MqttSubscription : public micro::Subscription {
         client->close(true);
       }
     }
-    if (state_->delivering_thread.load() != std::this_thread::get_id()) {
-      std::lock_guard wait(state_->delivery_mutex);
+    if (state->delivering_thread.load() != std::this_thread::get_id()) {
+      std::lock_guard wait(state->delivery_mutex);
     }
   }
 

@@ -1007,13 +1007,16 @@ class RedisSubscription : public micro::Subscription {
 
   void unsubscribe() override {
     if (!state_->active.exchange(false)) return;
+    // Only locals from here: a handler unsubscribing itself may see the owner drop this
+    // object while it is still in here.
+    std::shared_ptr<SubscriptionState> state = state_;
+    std::shared_ptr<Core> core = core_.lock();
     std::shared_ptr<Reader> reader;
-    auto core = core_.lock();
     if (core) {
       std::lock_guard lock(core->subscriptions_mutex);
-      std::erase(core->subscriptions, state_);
+      std::erase(core->subscriptions, state);
       for (auto it = core->readers.begin(); it != core->readers.end(); ++it) {
-        if ((*it)->state() == state_) {
+        if ((*it)->state() == state) {
           reader = *it;
           core->readers.erase(it);
           break;
@@ -1025,15 +1028,15 @@ class RedisSubscription : public micro::Subscription {
       reader->join();
     }
     // A plain subscriber's stream group is its own: nothing else will read it.
-    if (core && state_->reads_stream && state_->queue.empty()) {
+    if (core && state->reads_stream && state->queue.empty()) {
       try {
-        core->control({"XGROUP", "DESTROY", state_->key, state_->group});
+        core->control({"XGROUP", "DESTROY", state->key, state->group});
       } catch (const std::exception&) {
         // Unreachable server: the group stays (it holds nothing a live reader needs).
       }
     }
-    if (state_->delivering_thread.load() != std::this_thread::get_id()) {
-      std::lock_guard wait(state_->delivery_mutex);
+    if (state->delivering_thread.load() != std::this_thread::get_id()) {
+      std::lock_guard wait(state->delivery_mutex);
     }
   }
 
