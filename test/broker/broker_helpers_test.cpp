@@ -1,6 +1,6 @@
 // The helpers every broker plugin shares (<micro/broker.hpp>): validate_topic's refusals with
-// their exact texts, and BrokerErrorReporter's dispatch of handler failures (to the error
-// handler, or as a line on stderr when there is none).
+// their exact texts, require_delivery's refusal, and BrokerErrorReporter's dispatch of handler
+// failures (to the error handler, or as a line on stderr when there is none).
 #include <doctest/doctest.h>
 
 #include <unistd.h>
@@ -105,6 +105,26 @@ TEST_CASE("validate_topic refuses malformed topics with exact texts") {
     CAPTURE(test.topic);
     CHECK(refusal_detail(test.topic, test.use) == test.detail);
   }
+}
+
+TEST_CASE("require_delivery refuses at_least_once where it is not offered, naming the broker") {
+  micro::SubscribeOptions options;
+  CHECK(options.delivery == micro::Delivery::at_most_once);  // the default
+  CHECK_NOTHROW(micro::require_delivery(options, false, "nats", "micro.broker.nats"));
+  options.delivery = micro::Delivery::at_least_once;
+  CHECK_NOTHROW(micro::require_delivery(options, true, "rabbitmq", "micro.broker.rabbitmq"));
+  try {
+    micro::require_delivery(options, false, "nats", "micro.broker.nats");
+    FAIL("at_least_once was accepted");
+  } catch (const micro::Exception& error) {
+    CHECK(error.error().code == 400);
+    CHECK(error.error().id == "micro.broker.nats");
+    CHECK(error.error().detail ==
+          "broker nats cannot deliver at_least_once (it has no acknowledgement); it offers "
+          "at_most_once");
+  }
+  CHECK(micro::to_string(micro::Delivery::at_most_once) == "at_most_once");
+  CHECK(micro::to_string(micro::Delivery::at_least_once) == "at_least_once");
 }
 
 TEST_CASE("BrokerErrorReporter: deliver passes failures to the error handler") {

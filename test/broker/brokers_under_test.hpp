@@ -24,6 +24,7 @@
 
 #include "broker/mqtt/mosquitto_server.hpp"
 #include "broker/nats/nats_server.hpp"
+#include "broker/rabbitmq/rabbitmq_server.hpp"
 #include "broker/redis/redis_server.hpp"
 
 namespace broker_test {
@@ -95,6 +96,15 @@ inline const std::vector<BrokerUnderTest>& brokers_under_test() {
           .messaging_system = "nats",
           .lost_server_log = "disconnected from",
           .launch = [] { return std::make_unique<LaunchedServer<micro_test::NatsServer>>(); },
+      },
+      {
+          .name = "rabbitmq",
+          .plugin = "rabbitmq",
+          .reconnect_options = {{"reconnect_wait", "100ms"}},
+          .at_least_once = true,
+          .messaging_system = "rabbitmq",
+          .lost_server_log = "lost the connection to",
+          .launch = [] { return std::make_unique<LaunchedServer<micro_test::RabbitServer>>(); },
       },
       {
           .name = "redis",
