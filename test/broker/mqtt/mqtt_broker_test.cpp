@@ -2,7 +2,8 @@
 // suite: topic mapping and user properties on the wire (checked with bare libmosquitto),
 // MQTT 3.1.1 (envelope, queue groups refused), shared subscriptions across brokers, QoS 0,
 // persistent sessions keeping QoS 1 messages while a subscriber is away, Go-Micro's envelope,
-// TLS with certificates made at test time, refused credentials and bad options.
+// TLS with certificates made at test time, refused credentials and bad options, and a server
+// restarted mid-stream with persistent sessions (every accepted QoS 1 message arrives).
 #include <doctest/doctest.h>
 
 #include <mosquitto.h>
@@ -336,4 +337,70 @@ TEST_CASE("mqtt: refused credentials are 401; bad options 400; no server 503") {
           broker->subscribe(
               "t", [](micro::Message&) {}, acked);
         }).first == 400);
+}
+
+TEST_CASE(
+    "mqtt: a server restarted mid-stream (persistence on): with QoS 1 and a persistent "
+    "session every accepted message arrives; delivered + reported lost = published") {
+  micro_test::MosquittoServer server(
+      {"persistence true", "persistence_location %DIR%/", "max_queued_messages 0"});
+  auto subscriber = connected_broker(server.address(), {{"client_id", "restart-subscriber"},
+                                                        {"clean_session", "false"},
+                                                        {"reconnect_wait", "100ms"}});
+  auto publisher = connected_broker(server.address(), {{"client_id", "restart-publisher"},
+                                                       {"clean_session", "false"},
+                                                       {"reconnect_wait", "100ms"}});
+  std::mutex mutex;
+  std::set<int> delivered;
+  auto subscription = subscriber->subscribe("ledger.entries", [&](micro::Message& message) {
+    std::lock_guard lock(mutex);
+    delivered.insert(std::stoi(message.body));
+  });
+  std::set<int> accepted, refused;
+  std::atomic<bool> finish{false};
+  std::atomic<int> published{0}, accepted_count{0};
+  std::thread publishing([&] {
+    for (int id = 0; !finish.load(); ++id) {
+      try {
+        publisher->publish(message_on("ledger.entries", std::to_string(id)));
+        accepted.insert(id);
+        accepted_count.fetch_add(1);
+      } catch (const micro::Exception& error) {
+        CHECK(error.error().code == 503);
+        refused.insert(id);
+      }
+      published.store(id + 1);
+      std::this_thread::sleep_for(200us);
+    }
+  });
+  auto delivered_count = [&] {
+    std::lock_guard lock(mutex);
+    return delivered.size();
+  };
+  REQUIRE(wait_until([&] { return delivered_count() >= 200; }, 20s));
+  server.stop();  // mid-stream; mosquitto saves its sessions on the way out
+  int at_stop = published.load();
+  REQUIRE(wait_until([&] { return published.load() >= at_stop + 200; }, 20s));
+  server.start();
+  // Publishing resumes once both clients are back (and the subscription with them).
+  int accepted_at_restart = accepted_count.load();
+  REQUIRE(wait_until([&] { return accepted_count.load() >= accepted_at_restart + 300; }, 30s));
+  finish.store(true);
+  publishing.join();
+  publisher->disconnect();  // waits for the server's acknowledgements
+  CHECK(wait_until([&] {
+    std::lock_guard lock(mutex);
+    for (int id : accepted)
+      if (!delivered.contains(id)) return false;
+    return true;
+  }));
+  subscriber->disconnect();
+  std::lock_guard lock(mutex);
+  int lost = 0;  // reported (refused) and never delivered
+  for (int id : refused) lost += delivered.contains(id) ? 0 : 1;
+  MESSAGE("published " << published.load() << ", accepted " << accepted.size() << ", refused "
+                       << refused.size() << ", delivered " << delivered.size());
+  CHECK(!refused.empty());
+  CHECK(static_cast<int>(delivered.size()) + lost == published.load());
+  for (int id : delivered) CHECK((accepted.contains(id) || refused.contains(id)));
 }
