@@ -1034,6 +1034,17 @@ class RedisSubscription : public micro::Subscription {
       } catch (const std::exception&) {
         // Unreachable server: the group stays (it holds nothing a live reader needs).
       }
+    } else if (core && state->reads_stream) {
+      // A queue-group member leaving: drop its consumer name unless it still holds entries
+      // (those stay pending for the others to claim).
+      try {
+        Reply pending =
+            core->control({"XPENDING", state->key, state->group, "-", "+", "1", state->consumer});
+        if (pending->type == REDIS_REPLY_ARRAY && pending->elements == 0)
+          core->control({"XGROUP", "DELCONSUMER", state->key, state->group, state->consumer});
+      } catch (const std::exception&) {
+        // Unreachable server: the name stays, harmless (it holds nothing).
+      }
     }
     if (state->delivering_thread.load() != std::this_thread::get_id()) {
       std::lock_guard wait(state->delivery_mutex);

@@ -289,6 +289,10 @@ TEST_CASE("redis streams: entries a dead consumer held are claimed by a live mem
   CHECK(wait_until([&] {
     return dead.run({"XPENDING", "tasks", "workers"})->element[0]->integer == 0;
   }));
+  // Leaving, the member drops its consumer name (it holds nothing); the dead one's stays.
+  subscription->unsubscribe();
+  auto consumers = dead.run({"XINFO", "CONSUMERS", "tasks", "workers"});
+  CHECK(consumers->elements == 1);
 }
 
 TEST_CASE("redis: passwords and ACL users; refusals say what is wrong") {
