@@ -22,8 +22,10 @@
 #include <utility>
 #include <vector>
 
+#include "broker/mqtt/mosquitto_server.hpp"
 #include "broker/nats/nats_server.hpp"
 #include "broker/rabbitmq/rabbitmq_server.hpp"
+#include "broker/redis/redis_server.hpp"
 
 namespace broker_test {
 
@@ -103,6 +105,43 @@ inline const std::vector<BrokerUnderTest>& brokers_under_test() {
           .messaging_system = "rabbitmq",
           .lost_server_log = "lost the connection to",
           .launch = [] { return std::make_unique<LaunchedServer<micro_test::RabbitServer>>(); },
+      },
+      {
+          .name = "redis",
+          .plugin = "redis",
+          .options = {{"mode", "pubsub"}},
+          .reconnect_options = {{"reconnect_wait", "50ms"}},
+          .messaging_system = "redis",
+          .lost_server_log = "connection lost",
+          .launch = [] { return std::make_unique<LaunchedServer<micro_test::RedisServer>>(); },
+      },
+      {
+          .name = "redis-streams",
+          .plugin = "redis",
+          // Short retry and claim times: the at_least_once case waits for redeliveries.
+          .options = {{"mode", "streams"}, {"retry_wait", "100ms"}},
+          .reconnect_options = {{"reconnect_wait", "50ms"}},
+          .at_least_once = true,
+          .wildcards = false,
+          .messaging_system = "redis",
+          .lost_server_log = "connection lost",
+          .launch = [] { return std::make_unique<LaunchedServer<micro_test::RedisServer>>(); },
+      },
+      {
+          .name = "mqtt",
+          .plugin = "mqtt",
+          .options = {{"protocol", "5"}, {"qos", "1"}},
+          .reconnect_options = {{"reconnect_wait", "100ms"}},
+          .messaging_system = "mqtt",
+          .lost_server_log = "connection lost",
+          // mosquitto drops QoS 1 messages beyond max_queued_messages (default 1000) queued for
+          // a client that is behind, silently; the bursts here (10000 messages) need room, as
+          // broker/mqtt/README.md tells servers to give.
+          .launch =
+              [] {
+                return std::make_unique<LaunchedServer<micro_test::MosquittoServer>>(
+                    std::vector<std::string>{"max_queued_messages 0"});
+              },
       },
   };
   return table;
