@@ -21,7 +21,7 @@ using namespace selector_test;
 namespace {
 
 const std::vector<std::string>& selectors_under_test() {
-  static const std::vector<std::string> names = {"random", "roundrobin"};
+  static const std::vector<std::string> names = {"random", "roundrobin", "weighted", "p2c", "hash"};
   return names;
 }
 
