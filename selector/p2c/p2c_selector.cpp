@@ -230,7 +230,8 @@ class P2cSelector final : public micro::Selector {
 };
 
 const micro::PluginOption options[] = {
-    {"decay", "duration", "10s", "how fast the latency average forgets a slow answer", "1ms", "1h"},
+    {"decay", "duration", "100ms", "how fast the latency average forgets a slow answer", "1ms",
+     "1h"},
     {"slow_start", "duration", "30s",
      "how long a newly seen node ramps up from 10 % to its full share (0: at once)", "0", "1h"},
     MICRO_NODE_HEALTH_PLUGIN_OPTIONS};
