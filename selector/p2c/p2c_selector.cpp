@@ -1,19 +1,19 @@
-// selector/p2c — power of two choices over in-flight calls and a peak EWMA of latency
+// selector/p2c — power of two choices over in-flight calls and an EWMA of latency
 // (the Finagle/Linkerd balancer).
 //
 // Each pick draws two different usable nodes at random and takes the cheaper one, where
 //   cost = latency × (in-flight + 1) / warmth
 // - in-flight: attempts this selector picked the node for and has not heard back about
 //   (select_node counts one up, report counts it down: the client reports every attempt).
-// - latency: a peak EWMA of the node's reported latencies — a slower attempt than the average
-//   replaces it at once, faster ones pull it down with time constant `decay` — so a node
-//   that turns slow is avoided from its first slow answer. `decay` defaults to 100 ms, not
-//   Finagle's 10 s: a node that is slow keeps saying so with every answer, while a fast
-//   node's one-off spike (a scheduling hiccup) would otherwise outweigh its in-flight
-//   advantage for seconds — bench/selector_bench measured p99 at the slow node's latency
-//   with 10 s, 1 s and 300 ms, and at the fast nodes' with 100 ms. A node without a report yet is
-//   given its rival's latency (only in-flight and warmth tell them apart); two such nodes
-//   compare by in-flight alone.
+// - latency: an EWMA of the node's reported latencies, each sample weighted by the time since
+//   the previous one (time constant `decay`, default 100 ms), so a node that turns slow is
+//   avoided within about `decay` of its first slow answers. Not Finagle's peak EWMA (where a
+//   slower sample replaces the average at once) nor its 10 s decay: on a busy host a fast
+//   node's one-off spike then outweighs its in-flight advantage for seconds, and
+//   bench/selector_bench measured p99 at the slow node's latency with either; a node that
+//   is slow keeps saying so with every answer. A node without a report yet is given its
+//   rival's latency (only in-flight and warmth tell them apart); two such nodes compare by
+//   in-flight alone.
 // - warmth: a node first seen less than `slow_start` ago ramps from 10 % to 100 % of its
 //   share (its cost is divided by age/slow_start), so a new node is not flooded with the
 //   traffic its empty in-flight count invites. Nodes seen together warm together.
@@ -153,15 +153,15 @@ class P2cSelector final : public micro::Selector {
     return std::bit_cast<double>(load.latency_bits.load(std::memory_order_relaxed));
   }
 
-  // Peak EWMA: a slower sample replaces the average; a faster one is blended in by how long
-  // it has been since the last (time constant decay_).
+  // A time-weighted EWMA: the sample is blended in by how long it has been since the last
+  // (time constant decay_); the first sample is the average.
   void observe_latency(NodeLoad& load, double sample, std::int64_t now) {
     std::int64_t previous_update = load.updated.exchange(now, std::memory_order_relaxed);
     std::uint64_t bits = load.latency_bits.load(std::memory_order_relaxed);
     for (;;) {
       double average = std::bit_cast<double>(bits);
       double next;
-      if (previous_update == 0 || sample > average) {
+      if (previous_update == 0) {
         next = sample;
       } else {
         double elapsed = static_cast<double>(std::max<std::int64_t>(now - previous_update, 0));
@@ -238,7 +238,7 @@ const micro::PluginOption options[] = {
 
 }  // namespace
 
-MICRO_PLUGIN(selector, p2c, "power of two choices by in-flight calls and latency (peak EWMA)",
-             options, [](const micro::PluginArguments& arguments) -> micro::PluginObject* {
+MICRO_PLUGIN(selector, p2c, "power of two choices by in-flight calls and latency (EWMA)", options,
+             [](const micro::PluginArguments& arguments) -> micro::PluginObject* {
                return new P2cSelector(arguments);
              })
