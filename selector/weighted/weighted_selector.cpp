@@ -121,6 +121,8 @@ class WeightedSelector final : public micro::Selector {
       rebuild(service, nodes, print);
       lock.lock();
       sequence = find(service);
+      // Another thread made it for a different list meanwhile: this pick goes by chance.
+      if (!sequence || sequence->size != count) return micro::thread_random_below(count);
     }
     const auto& turns = sequence->turns;
     std::uint64_t turn = sequence->next.fetch_add(1, std::memory_order_relaxed);
