@@ -166,7 +166,7 @@ class P2cSelector final : public micro::Selector {
       } else {
         double elapsed = static_cast<double>(std::max<std::int64_t>(now - previous_update, 0));
         double keep = decay_ > 0 ? std::exp(-elapsed / static_cast<double>(decay_)) : 0.0;
-        next = average * keep + sample * (1.0 - keep);
+        next = average + (sample - average) * (1.0 - keep);  // exact when they agree
       }
       if (load.latency_bits.compare_exchange_weak(bits, std::bit_cast<std::uint64_t>(next),
                                                   std::memory_order_relaxed))
