@@ -1,5 +1,6 @@
 // Client: the call pipeline (client wrappers → registry cache → selector → call wrappers →
-// transport, with retries inside the deadline) and publishing through the publish wrappers.
+// transport, with retries inside the deadline and the retry budget) and publishing through
+// the publish wrappers.
 #include <micro/client.hpp>
 
 #include <algorithm>
@@ -30,6 +31,33 @@ struct Client::State : std::enable_shared_from_this<Client::State> {
   bool direct = false;
 
   std::atomic<std::uint64_t> calls{0}, attempts{0}, retries{0}, failures{0};
+  std::atomic<std::uint64_t> retries_over_budget{0};
+  // The retry budget's balance in thousandths of a retry, from 0 to the reserve.
+  std::atomic<std::int64_t> retry_tokens{0};
+
+  std::int64_t retry_token_cap() const {
+    return std::int64_t{1000} * std::max(options.retry_budget_reserve, 0);
+  }
+  // A first attempt's share of a retry. A full bucket (the healthy case) costs one load.
+  void deposit_retry_budget() {
+    const std::int64_t share = std::int64_t{10} * std::clamp(options.retry_budget_percent, 0, 100);
+    const std::int64_t cap = retry_token_cap();
+    std::int64_t tokens = retry_tokens.load(std::memory_order_relaxed);
+    for (;;) {
+      std::int64_t next = std::min(tokens + share, cap);
+      if (next <= tokens ||
+          retry_tokens.compare_exchange_weak(tokens, next, std::memory_order_relaxed))
+        return;
+    }
+  }
+  bool withdraw_retry_budget() {
+    std::int64_t tokens = retry_tokens.load(std::memory_order_relaxed);
+    while (tokens >= 1000) {
+      if (retry_tokens.compare_exchange_weak(tokens, tokens - 1000, std::memory_order_relaxed))
+        return true;
+    }
+    return false;
+  }
 
   bool retryable(std::int32_t code) const {
     return std::find(options.retry_on.begin(), options.retry_on.end(), code) !=
@@ -152,6 +180,7 @@ class LogicalCall : public std::enable_shared_from_this<LogicalCall> {
       return;
     }
     state_->attempts.fetch_add(1, std::memory_order_relaxed);
+    if (attempt_ == 1) state_->deposit_retry_budget();
     std::size_t index =
         state_->selector->select_node(request.service, nodes_, request.context, attempt_);
     if (index >= nodes_.size()) index = 0;  // a misbehaving selector must not crash the call
@@ -177,6 +206,12 @@ class LogicalCall : public std::enable_shared_from_this<LogicalCall> {
 
     if (response.error && state_->retryable(response.error->code) && attempt_ < max_attempts_ &&
         !request_->context.expired() && !finished()) {
+      if (!state_->withdraw_retry_budget()) {
+        // Retrying now would multiply an outage: the call ends with this error.
+        state_->retries_over_budget.fetch_add(1, std::memory_order_relaxed);
+        finish(std::move(response));
+        return;
+      }
       last_error_ = response.error;
       state_->retries.fetch_add(1, std::memory_order_relaxed);
       auto delay = state_->options.backoff * (1LL << std::min(attempt_ - 1, 20));
@@ -240,6 +275,7 @@ Client::Client(ClientOptions options, std::shared_ptr<Transport> transport,
                boost::asio::any_io_executor executor)
     : state_(std::make_shared<State>()) {
   state_->options = std::move(options);
+  state_->retry_tokens.store(state_->retry_token_cap(), std::memory_order_relaxed);
   state_->transport = std::move(transport);
   state_->registry = std::move(registry);
   state_->selector = std::move(selector);
@@ -330,6 +366,7 @@ ClientStatistics Client::statistics() const {
   statistics.attempts = state_->attempts.load(std::memory_order_relaxed);
   statistics.retries = state_->retries.load(std::memory_order_relaxed);
   statistics.failures = state_->failures.load(std::memory_order_relaxed);
+  statistics.retries_over_budget = state_->retries_over_budget.load(std::memory_order_relaxed);
   return statistics;
 }
 

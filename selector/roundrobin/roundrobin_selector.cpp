@@ -5,14 +5,14 @@
 // land on consecutive nodes. The rotation of each service starts at a random node, so many
 // clients started together do not all hit the first node first.
 //
-// Feedback: every report() goes to a micro::FailurePenalty (<micro/node_health.hpp>), which
-// counts it per node and stamps a failed node with the time of its last failure. For
-// `penalty` after that, a turn that lands on the node moves on to the next node without a
-// recent failure; a success on the node lifts the penalty. When every node is penalised the
-// rotation goes on unchanged.
+// Feedback: every report() goes to a micro::NodeHealth (<micro/node_health.hpp>). A turn that
+// lands on a node that failed within `penalty`, or on an ejected node, moves on to the next
+// usable node; a success lifts the penalty, and an ejected node comes back through the
+// half-open probe the next pick after its ejection period carries. When every node is
+// penalised the rotation goes on unchanged.
 //
 // Hot path: one shared (read) lock to find the service's counter and one atomic increment;
-// the failure stamps are read only while some failure is inside the penalty window.
+// the health table is read only while some node is penalised or ejected.
 #include <atomic>
 #include <chrono>
 #include <cstdint>
@@ -41,7 +41,7 @@ struct Rotation {
 class RoundRobinSelector final : public micro::Selector {
  public:
   explicit RoundRobinSelector(const micro::PluginArguments& arguments)
-      : penalty_(arguments.get_duration("penalty")) {}
+      : health_(micro::NodeHealthOptions::from(arguments)) {}
 
   std::size_t select_node(std::string_view service, std::span<const micro::Node> nodes,
                           const micro::Context&, int) override {
@@ -50,20 +50,21 @@ class RoundRobinSelector final : public micro::Selector {
     if (count == 1) return 0;
     std::size_t index = static_cast<std::size_t>(
         rotation(service).next.fetch_add(1, std::memory_order_relaxed) % count);
-    auto now = micro::FailurePenalty::Clock::now();
-    if (!penalty_.recent_failure(now)) return index;
+    auto now = micro::NodeHealth::Clock::now();
+    if (health_.all_healthy(now)) return index;
 
-    micro::FailurePenalty::ServiceView penalties = penalty_.read(service, now);
+    micro::NodeHealth::PickView view = health_.pick(service, nodes, now);
+    if (auto probe = view.probe()) return *probe;
     for (std::size_t step = 0; step < count; ++step) {
       std::size_t candidate = (index + step) % count;
-      if (!penalties.penalised(nodes[candidate])) return candidate;
+      if (view.usable(candidate)) return candidate;
     }
     return index;
   }
 
   void report(std::string_view service, const micro::Node& node,
               const micro::Outcome& outcome) override {
-    penalty_.record(service, node, outcome);
+    health_.record(service, node, outcome);
   }
 
  private:
@@ -80,15 +81,12 @@ class RoundRobinSelector final : public micro::Selector {
     return *slot;
   }
 
-  micro::FailurePenalty penalty_;
+  micro::NodeHealth health_;
   std::shared_mutex mutex_;
   micro::StringMap<std::unique_ptr<Rotation>> rotations_;
 };
 
-const micro::PluginOption options[] = {
-    {"penalty", "duration", "10s",
-     "how long a node that failed is passed over while other nodes are healthy (0: never)"},
-};
+const micro::PluginOption options[] = {MICRO_NODE_HEALTH_PLUGIN_OPTIONS};
 
 }  // namespace
 

@@ -135,7 +135,7 @@ TEST_CASE("defaults") {
   CHECK(config.to_string() ==
         "registry=file broker=memory selector=random transport=tcp server_version=latest "
         "server_address=127.0.0.1:0 register_ttl=30s register_interval=10s drain_timeout=10s "
-        "client_request_timeout=5s client_retries=1 threads=0");
+        "client_request_timeout=5s client_retries=1 client_retry_budget=20 threads=0");
   auto empty = micro::Config::parse("  \t\n ");
   check_same(empty, config);
 }
@@ -234,7 +234,8 @@ TEST_CASE("malformed strings: position and expectation in every message") {
   const std::string all_keys =
       "registry, registry_address, broker, broker_address, selector, transport, wrappers, "
       "server_name, server_version, server_address, server_advertise, register_ttl, "
-      "register_interval, drain_timeout, client_request_timeout, client_retries, threads, "
+      "register_interval, drain_timeout, client_request_timeout, client_retries, "
+      "client_retry_budget, threads, "
       "log_level";
   const std::string name_rule =
       "a plugin name: a lower-case letter, then lower-case letters, digits or '_'";
@@ -536,7 +537,8 @@ TEST_CASE("malformed JSON") {
       "JSON file app.json, position 20: unknown key 'regsitry'; expected one of: registry, "
       "registry_address, broker, broker_address, selector, transport, "
       "wrappers, server_name, server_version, server_address, server_advertise, register_ttl, "
-      "register_interval, drain_timeout, client_request_timeout, client_retries, threads, "
+      "register_interval, drain_timeout, client_request_timeout, client_retries, "
+      "client_retry_budget, threads, "
       "log_level (did "
       "you mean 'registry'?)");
   CHECK_THROWS_WITH(config.apply_json(R"({"registry": "etcd?ttl"})", "JSON file app.json"),
@@ -642,7 +644,7 @@ TEST_CASE("to_string round-trips") {
 
 TEST_CASE("keys() lists every key with help") {
   const auto& keys = micro::Config::keys();
-  REQUIRE(keys.size() == 18);
+  REQUIRE(keys.size() == 19);
   CHECK(keys.front().first == "registry");
   CHECK(keys.back().first == "log_level");
   for (const auto& [key, help] : keys) {

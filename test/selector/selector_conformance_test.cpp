@@ -15,13 +15,14 @@
 #include <micro/selector.hpp>
 
 #include "selector/selector_test_support.hpp"
+#include "support/wait.hpp"
 
 using namespace selector_test;
 
 namespace {
 
 const std::vector<std::string>& selectors_under_test() {
-  static const std::vector<std::string> names = {"random", "roundrobin"};
+  static const std::vector<std::string> names = {"random", "roundrobin", "weighted", "p2c", "hash"};
   return names;
 }
 
@@ -196,5 +197,29 @@ TEST_CASE("selector: unknown options are refused by the loader, naming the optio
       CHECK(error.error().code == 400);
       CHECK(error.error().detail.find("has no option 'weight'") != std::string::npos);
     }
+  }
+}
+
+TEST_CASE("selector: an ejected node gets no picks until its probe, and a good probe re-admits") {
+  for (const auto& name : selectors_under_test()) {
+    INFO("selector plugin: " << name);
+    auto selector = load_selector(name, {{"penalty", "0"},
+                                         {"eject_consecutive", "2"},
+                                         {"eject_error_percent", "0"},
+                                         {"eject_base", "300ms"}});
+    auto nodes = three_nodes();
+    micro::Context context;
+    selector->report("greeter", nodes[1], failure);
+    selector->report("greeter", nodes[1], failure);
+    auto ejected_at = std::chrono::steady_clock::now();
+    auto counts = pick_counts(*selector, "greeter", nodes, 300);
+    // Only meaningful if the picks took less than the ejection (a loaded machine may not).
+    if (std::chrono::steady_clock::now() - ejected_at < 300ms) CHECK(counts[1] == 0);
+    // After the period one pick carries the probe.
+    REQUIRE(test_support::wait_until(
+        [&] { return selector->select_node("greeter", nodes, context, 1) == 1; }, 5s));
+    selector->report("greeter", nodes[1], success);
+    auto after = pick_counts(*selector, "greeter", nodes, 3000);
+    CHECK(after[1] > 800);
   }
 }

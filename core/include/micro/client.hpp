@@ -2,8 +2,8 @@
 //
 // A call runs: client wrappers (once per logical call) → registry cache lookup → selector
 // picks a node → call wrappers (once per attempt) → transport. Transport errors, 408 and
-// 503 are retried with exponential backoff while the deadline allows; every attempt's
-// outcome and latency go back to the selector.
+// 503 are retried with exponential backoff while the deadline and the retry budget allow;
+// every attempt's outcome and latency go back to the selector (exactly one report per pick).
 #pragma once
 
 #include <chrono>
@@ -49,12 +49,20 @@ struct ClientOptions {
   std::chrono::milliseconds backoff{std::chrono::milliseconds(10)};  // doubled per retry
   std::chrono::milliseconds max_backoff{std::chrono::seconds(1)};
   std::vector<std::int32_t> retry_on{408, 503};  // error codes worth another attempt
+  // Retry budget: retries may add at most this share of the calls, in percent (a token
+  // bucket: each call's first attempt deposits retry_budget_percent/100 of a retry, each
+  // retry withdraws one), plus up to retry_budget_reserve retries saved up at any time, so a
+  // failing service sees about 1.2 attempts per call rather than 1 + retries.
+  int retry_budget_percent = 20;
+  int retry_budget_reserve = 10;
   std::string content_type{json_content_type};
   std::string id = "micro.client";  // the Error id the client's own errors carry
 };
 
 struct ClientStatistics {
   std::uint64_t calls = 0, attempts = 0, retries = 0, failures = 0;
+  // Retries the retry budget refused (the call ended with its last error instead).
+  std::uint64_t retries_over_budget = 0;
 };
 
 class Client {

@@ -73,8 +73,9 @@ struct Config {
   std::chrono::milliseconds drain_timeout{std::chrono::seconds(10)};
   std::chrono::milliseconds client_request_timeout{std::chrono::seconds(5)};
   int client_retries = 1;
-  unsigned threads = 0;   // 0: the hardware threads
-  std::string log_level;  // "" leaves the logger's level (MICRO_LOG_LEVEL, or info) alone
+  int client_retry_budget = 20;  // percent of the calls retries may add
+  unsigned threads = 0;          // 0: the hardware threads
+  std::string log_level;         // "" leaves the logger's level (MICRO_LOG_LEVEL, or info) alone
 
   // Applies a config string on top of what is set. Throws ConfigError.
   void apply_string(std::string_view text, std::string_view origin = "config string");

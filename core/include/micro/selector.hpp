@@ -22,6 +22,11 @@ struct Outcome {
   std::chrono::nanoseconds latency{0};
 };
 
+// The client calls report() exactly once for every select_node() it makes, after the
+// attempt ends (selectors that count calls in flight, like p2c, rely on it); other callers
+// may pick without reporting, which a selector must survive. Penalty and outlier ejection,
+// shared by every selector, are micro::NodeHealth (<micro/node_health.hpp>).
+//
 // Threading contract: select_node and report are called concurrently from the I/O threads
 // for many calls at once; they must not block, and should not take a lock per call on
 // the common path.
