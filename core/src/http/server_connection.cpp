@@ -355,6 +355,8 @@ ServerConnection::ServerConnection(std::shared_ptr<ServerState> state, ServerSoc
 
 void ServerConnection::start() {
   asio::dispatch(strand_, [self = shared_from_this()] {
+    // Accepted while close() was collecting the connections: it did not see this one.
+    if (self->state_->closed.load(std::memory_order_acquire)) return self->close_now();
     self->update_read_deadline();
     self->read();
   });
