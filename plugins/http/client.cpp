@@ -108,11 +108,12 @@ struct PendingCall {
   PendingCall(ResponseHandler done_, std::string address_, asio::any_io_executor executor_)
       : done(std::move(done_)), address(std::move(address_)), executor(std::move(executor_)) {}
 
-  void finish(Response&& response) {
+  // `elsewhere`: called on a thread that is not the executor's (a cancel()).
+  void finish(Response&& response, bool elsewhere = false) {
     if (finished.exchange(true, std::memory_order_acq_rel)) return;
     if (cancellation) cancellation->forget(cancel_id.load(std::memory_order_acquire));
-    if (starting.load(std::memory_order_acquire)) {
-      // Never inside async_call.
+    if (elsewhere || starting.load(std::memory_order_acquire)) {
+      // On the executor, never inside async_call.
       asio::post(executor, [done = std::move(done), response = std::move(response)]() mutable {
         done(std::move(response));
       });
@@ -241,7 +242,7 @@ void Caller::async_call(std::string_view address, std::shared_ptr<const Request>
     call->cancel_id.store(cancellation->on_cancel([weak = std::weak_ptr<PendingCall>(call)] {
       if (auto pending = weak.lock()) {
         // Finished first: the exchange's own end (a 503 "cancelled") must not overtake it.
-        pending->finish(Response::failure(cancelled_error(client_error_id)));
+        pending->finish(Response::failure(cancelled_error(client_error_id)), true);
         pending->drop->cancel();
       }
     }),

@@ -581,12 +581,17 @@ TEST_CASE("cancelling a call ends it with 499 and cancels the handler's context"
   auto cancellation = request.context.cancellation();
   auto promise = std::make_shared<std::promise<micro::Response>>();
   auto future = promise->get_future();
-  transport->async_call(
-      listener->address(), std::make_shared<const micro::Request>(request),
-      [promise](micro::Response&& response) { promise->set_value(std::move(response)); });
+  std::atomic<std::thread::id> completed_on{};
+  transport->async_call(listener->address(), std::make_shared<const micro::Request>(request),
+                        [promise, &completed_on](micro::Response&& response) {
+                          completed_on = std::this_thread::get_id();
+                          promise->set_value(std::move(response));
+                        });
   REQUIRE(wait_until([&] { return started.load() == 1; }));
   cancellation->cancel();
   REQUIRE(future.wait_for(5s) == std::future_status::ready);
+  // Completed on the transport's executor, not on the cancelling thread.
+  CHECK(completed_on.load() != std::this_thread::get_id());
   auto response = future.get();
   REQUIRE(response.error);
   CHECK(*response.error == micro::cancelled_error("micro.client"));
@@ -636,4 +641,44 @@ TEST_CASE("many calls in flight spread over several connections to one node") {
     REQUIRE_FALSE(response.error);
     CHECK(response.body == "answer " + std::to_string(i));
   }
+}
+
+TEST_CASE("closing the transport ends its pending calls with 503; later calls work") {
+  micro::Runtime runtime(2);
+  auto transport = make_http(runtime);
+  std::mutex held_mutex;
+  std::vector<micro::ServerCallPtr> held;
+  auto listener = transport->listen("127.0.0.1:0", [&](micro::ServerCallPtr call) {
+    if (call->request().body == "hold") {
+      std::lock_guard lock(held_mutex);
+      held.push_back(std::move(call));
+      return;
+    }
+    micro::Response response;
+    response.body = "answered";
+    call->respond(std::move(response));
+  });
+  const auto address = listener->address();
+  auto promise = std::make_shared<std::promise<micro::Response>>();
+  auto future = promise->get_future();
+  transport->async_call(
+      address, std::make_shared<const micro::Request>(make_request("hold")),
+      [promise](micro::Response&& response) { promise->set_value(std::move(response)); });
+  REQUIRE(wait_until([&] {
+    std::lock_guard lock(held_mutex);
+    return held.size() == 1;
+  }));
+  transport->close();
+  REQUIRE(future.wait_for(5s) == std::future_status::ready);
+  auto response = future.get();
+  REQUIRE(response.error);
+  CHECK(response.error->code == 503);
+  CHECK(response.error->detail ==
+        "http: the transport was closed with a call to " + address + " pending");
+
+  response = call_and_wait(*transport, address, make_request("again"));
+  REQUIRE_FALSE(response.error);
+  CHECK(response.body == "answered");
+  std::lock_guard lock(held_mutex);
+  held.clear();
 }
