@@ -682,3 +682,26 @@ TEST_CASE("closing the transport ends its pending calls with 503; later calls wo
   std::lock_guard lock(held_mutex);
   held.clear();
 }
+
+TEST_CASE("each transport registers its own wire format: tcp is not Go-Micro's mucp") {
+  micro::Runtime runtime(1);
+  auto& loader = micro::PluginLoader::instance();
+  auto registry = loader.create<micro::Registry>("memory", "", {}, runtime.executor());
+  auto tcp = loader.create<micro::Transport>("tcp", "", {}, runtime.executor());
+  CHECK(tcp->node_metadata() ==
+        std::map<std::string, std::string>{{"protocol", "micro-tcp"}, {"transport", "tcp"}});
+  CHECK(make_http(runtime)->node_metadata() ==
+        std::map<std::string, std::string>{{"protocol", "mucp"}, {"transport", "http"}});
+  micro::ServerOptions options;
+  options.name = "framed";
+  options.metadata = {{"protocol", "tcp"}, {"transport", "tcp"}, {"server", "micro-cpp"}};
+  micro::Server server(options, tcp, registry, nullptr, micro::WrapperChains{});
+  server.start();
+  auto services = registry->get_service("framed");
+  REQUIRE(services.size() == 1);
+  const auto& metadata = services.at(0).nodes.at(0).metadata;
+  CHECK(metadata.at("protocol") == "micro-tcp");
+  CHECK(metadata.at("transport") == "tcp");
+  CHECK(metadata.at("server") == "micro-cpp");
+  server.stop();
+}
