@@ -705,3 +705,25 @@ TEST_CASE("each transport registers its own wire format: tcp is not Go-Micro's m
   CHECK(metadata.at("server") == "micro-cpp");
   server.stop();
 }
+
+TEST_CASE("a body over the server's max_body comes back to the calling transport as its 413") {
+  micro::Runtime runtime(2);
+  auto serving = make_http(runtime, {{"max_body", "1024"}});
+  auto calling = make_http(runtime);  // allows 4 MiB
+  std::atomic<int> handled{0};
+  auto listener =
+      serving->listen("127.0.0.1:0", unary([&](micro::Request&, micro::ResponseHandler respond) {
+                        ++handled;
+                        respond(micro::Response{});
+                      }));
+  auto response =
+      call_and_wait(*calling, listener->address(), make_request(std::string(2048, 'b')));
+  REQUIRE(response.error);
+  CHECK(*response.error ==
+        micro::Error("micro.server", 413,
+                     "http: request body of 2048 bytes exceeds the limit of 1024 bytes"));
+  CHECK(handled.load() == 0);
+  // The next call gets a connection of its own and goes through.
+  response = call_and_wait(*calling, listener->address(), make_request("{}"));
+  CHECK_FALSE(response.error);
+}
