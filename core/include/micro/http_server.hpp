@@ -79,7 +79,10 @@ struct ServerOptions {
   std::function<ServerResponse(int status, std::string message)> refusal;
 };
 
-// One request being answered. The handler keeps a share for as long as it needs.
+// One request being answered. The handler keeps a share for as long as it needs; that share
+// keeps the connection. Dropping the last share unanswered makes the server answer 500 ("the
+// request was dropped without an answer"), so the answers behind it are not held up. Answer or
+// drop exchanges while the executor still exists.
 class Exchange {
  public:
   virtual ~Exchange() = default;
