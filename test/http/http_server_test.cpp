@@ -572,3 +572,21 @@ TEST_CASE("listen errors name the address and the cause") {
   server.listen("127.0.0.1:0");
   CHECK(contains(detail_of(server.address()), "cannot listen on \"" + server.address() + "\""));
 }
+
+TEST_CASE("an exchange its handler drops without answering gets a 500; later answers still go") {
+  micro::Runtime runtime(1);
+  mh::Server server(runtime.executor(), {}, [](mh::ExchangePtr exchange) {
+    if (exchange->request().body != "drop") echo(exchange);
+  });
+  server.listen("127.0.0.1:0");
+  raw_http::Connection connection(server.address());
+  REQUIRE(connection.send(raw_http::post("drop") + raw_http::post("after")));
+  auto dropped = connection.read_response();
+  REQUIRE(dropped);
+  CHECK(dropped->status == 500);
+  CHECK(dropped->body == "internal error: the request was dropped without an answer\n");
+  auto after = connection.read_response();
+  REQUIRE(after);
+  CHECK(after->status == 200);
+  CHECK(after->body == "after");
+}

@@ -4,8 +4,9 @@
 // - Persistent connections (HTTP/1.1 keep-alive; HTTP/1.0 closes unless asked), pipelined
 //   requests answered in the order they arrived.
 // - Limits enforced before allocating: a head larger than header_limit is a 431, a declared or
-//   chunked body larger than body_limit a 413, both answered and the connection closed without
-//   reading the rest. Slow senders are bounded: the head must arrive within header_timeout and
+//   chunked body larger than body_limit a 413 (from the Content-Length or the chunk size, while
+//   the body is still unsent), both answered and the connection closed without reading the
+//   rest. Slow senders are bounded: the head must arrive within header_timeout and
 //   the body within body_timeout of it; an idle kept-alive connection closes after idle_timeout.
 // - Malformed requests get a 400 naming what the parser refused, then the connection closes.
 // - The server's own answers (400, 408, 413, 431, and a 500 for a handler that throws) are
@@ -55,7 +56,9 @@ struct ServerRequest {
 
 struct ServerResponse {
   int status = 200;
-  Fields headers;  // Content-Length, Connection and Server are set by the server
+  // The server sets Content-Length, Connection, Date and Server (any given are dropped), and
+  // drops fields HTTP cannot carry (a name that is no token, a value with control characters).
+  Fields headers;
   std::string body;
 };
 
@@ -76,7 +79,10 @@ struct ServerOptions {
   std::function<ServerResponse(int status, std::string message)> refusal;
 };
 
-// One request being answered. The handler keeps a share for as long as it needs.
+// One request being answered. The handler keeps a share for as long as it needs; that share
+// keeps the connection. Dropping the last share unanswered makes the server answer 500 ("the
+// request was dropped without an answer"), so the answers behind it are not held up. Answer or
+// drop exchanges while the executor still exists.
 class Exchange {
  public:
   virtual ~Exchange() = default;
@@ -115,10 +121,12 @@ class Server {
   void listen(std::string_view address);
   // The bound address, "host:port" with the real port.
   std::string address() const;
-  // Stops accepting; open connections keep being served.
+  // Stops accepting (asynchronously: a connection racing it may still be accepted and served);
+  // open connections keep being served.
   void stop_accepting();
-  // Writes the answers already given (bounded, about a second), then closes every connection;
-  // exchanges not yet answered are abandoned.
+  // Stops reading requests, abandons the exchanges not yet answered, writes the answers already
+  // given (bounded, about a second), then closes every connection. Returns at once; the
+  // connections finish on the executor. Idempotent; the destructor calls it.
   void close();
   ServerStatistics statistics() const;
 

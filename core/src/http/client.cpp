@@ -177,11 +177,11 @@ class Opening : public std::enable_shared_from_this<Opening> {
       fill_head(head_, request_, pool_->options);
       head_.chunked(true);
       serializer_.emplace(head_);
+      // Each write holds the connection, which a cancel() may drop meanwhile (see stream.cpp).
       connection.with_stream([&](auto& stream) {
         http::async_write_header(stream, *serializer_,
-                                 [self = shared_from_this()](beast::error_code error, std::size_t) {
-                                   self->sent(error);
-                                 });
+                                 [self = shared_from_this(), keep = state_->connection](
+                                     beast::error_code error, std::size_t) { self->sent(error); });
       });
       return;
     }
@@ -189,9 +189,9 @@ class Opening : public std::enable_shared_from_this<Opening> {
     whole_.body() = std::move(request_.body);
     whole_.prepare_payload();
     connection.with_stream([&](auto& stream) {
-      http::async_write(
-          stream, whole_,
-          [self = shared_from_this()](beast::error_code error, std::size_t) { self->sent(error); });
+      http::async_write(stream, whole_,
+                        [self = shared_from_this(), keep = state_->connection](
+                            beast::error_code error, std::size_t) { self->sent(error); });
     });
   }
 

@@ -94,9 +94,13 @@ bool is_token(std::string_view text) {
   return true;
 }
 
-// A field value may not hold CR, LF or NUL (they would split or end the head).
+// RFC 9110 §5.5: a field value holds no control character but tab (CR and LF would split the
+// head; the others make clients refuse it).
 bool is_field_value(std::string_view text) {
-  return text.find_first_of(std::string_view("\r\n\0", 3)) == std::string_view::npos;
+  for (unsigned char c : text) {
+    if ((c < 0x20 && c != '\t') || c == 0x7f) return false;
+  }
+  return true;
 }
 
 // Fields the server writes itself.
@@ -263,8 +267,10 @@ void RequestParser::on_header_impl(beast::error_code& error) {
 
 void RequestParser::on_body_init_impl(const boost::optional<std::uint64_t>& length,
                                       beast::error_code&) {
-  // Checked against body_limit already, so this reserves no more than the limit.
-  if (length) request_.body.reserve(static_cast<std::size_t>(*length));
+  // Within body_limit (checked already), but a declared length is not yet a body: a client
+  // that announces megabytes and sends nothing gets no more than 64 KiB reserved.
+  constexpr std::uint64_t reserve_limit = 64 * 1024;
+  if (length) request_.body.reserve(static_cast<std::size_t>(std::min(*length, reserve_limit)));
 }
 
 std::size_t RequestParser::on_body_impl(beast::string_view body, beast::error_code&) {
@@ -280,17 +286,30 @@ std::size_t RequestParser::on_chunk_body_impl(std::uint64_t, beast::string_view 
 
 // ---- ServerExchange ---------------------------------------------------------------------------
 
+ServerExchange::~ServerExchange() {
+  if (!connection_ || answered_.load(std::memory_order_acquire) || abandoned()) return;
+  // Dropped by its handler without an answer: the answers behind it must not wait forever.
+  auto connection = std::move(connection_);
+  const ServerStrand strand = connection->strand();
+  asio::post(strand,
+             [connection = std::move(connection), key = this] { connection->on_dropped(key); });
+}
+
 bool ServerExchange::respond(ServerResponse&& response) {
   if (answered_.exchange(true, std::memory_order_acq_rel)) return false;
   if (abandoned()) return false;
-  auto& connection = *connection_;
-  if (connection.strand().running_in_this_thread()) {
-    connection.on_answer(*this, std::move(response));
+  // The answer is the exchange's last use of its connection: from here the queue holds the
+  // exchange, and nothing the connection holds points back at it.
+  auto connection = std::move(connection_);
+  if (!connection) return false;  // never handed to a handler
+  if (connection->strand().running_in_this_thread()) {
+    connection->on_answer(*this, std::move(response));
   } else {
-    asio::post(connection.strand(),
-               [self = shared_from_this(), response = std::move(response)]() mutable {
-                 self->connection_->on_answer(*self, std::move(response));
-               });
+    const ServerStrand strand = connection->strand();
+    asio::post(strand, [self = shared_from_this(), connection = std::move(connection),
+                        response = std::move(response)]() mutable {
+      connection->on_answer(*self, std::move(response));
+    });
   }
   return true;
 }
@@ -349,6 +368,8 @@ ServerConnection::ServerConnection(std::shared_ptr<ServerState> state, ServerSoc
 
 void ServerConnection::start() {
   asio::dispatch(strand_, [self = shared_from_this()] {
+    // Accepted while close() was collecting the connections: it did not see this one.
+    if (self->state_->closed.load(std::memory_order_acquire)) return self->close_now();
     self->update_read_deadline();
     self->read();
   });
@@ -423,7 +444,7 @@ void ServerConnection::parse() {
 }
 
 void ServerConnection::begin_request() {
-  parsing_ = std::make_shared<ServerExchange>(shared_from_this());
+  parsing_ = std::make_shared<ServerExchange>();
   auto& request = parsing_->request_;
   request.headers.reserve(12);
   request.remote = remote_;
@@ -457,7 +478,8 @@ void ServerConnection::complete_request() {
     exchange->closes = true;
     read_stopped_ = true;
   }
-  queue_.push(exchange);
+  exchange->attach(shared_from_this());
+  queue_.push(Slot{exchange.get(), exchange, nullptr});
   state_->requests.fetch_add(1, std::memory_order_relaxed);
   try {
     state_->handler(exchange);
@@ -477,9 +499,8 @@ void ServerConnection::refuse_parse(const beast::error_code& error) {
     // Refused from the head (Content-Length, which Beast has checked) or from a chunk size.
     if (!parser_->is_header_done()) {
       auto length = find_field(parsing_->request_.headers, "Content-Length");
-      return refuse(413, "request body of " + std::string(length) +
-                             " bytes exceeds the limit of " + std::to_string(options_.body_limit) +
-                             " bytes");
+      return refuse(413, "request body of " + std::string(length) + " bytes exceeds the limit of " +
+                             std::to_string(options_.body_limit) + " bytes");
     }
     return refuse(413, "chunked request body exceeds the limit of " +
                            std::to_string(options_.body_limit) + " bytes");
@@ -503,10 +524,10 @@ void ServerConnection::refuse(int status, std::string message) {
   read_stopped_ = true;
   parser_.reset();
   parsing_.reset();
-  auto exchange = std::make_shared<ServerExchange>(shared_from_this());
+  auto exchange = std::make_shared<ServerExchange>();
   exchange->answer_now(state_->refusal(status, std::move(message)));
   exchange->closes = true;
-  queue_.push(std::move(exchange));
+  queue_.push(Slot{exchange.get(), {}, std::move(exchange)});
 }
 
 void ServerConnection::read_failed(const beast::error_code& error) {
@@ -529,11 +550,37 @@ void ServerConnection::read_failed(const beast::error_code& error) {
 
 void ServerConnection::on_answer(ServerExchange& exchange, ServerResponse&& response) {
   if (exchange.abandoned() || closed_) return;
-  exchange.response_ = std::move(response);
-  exchange.ready = true;
+  for (std::size_t i = 0; i < queue_.size(); ++i) {
+    auto& slot = queue_.at(i);
+    if (slot.key != &exchange || slot.ready) continue;
+    exchange.response_ = std::move(response);
+    exchange.ready = true;
+    slot.ready = exchange.shared_from_this();
+    slot.waiting.reset();
+    break;
+  }
   if (in_parse_) return;  // flushed with the others after the parse loop
   flush();
   settle();
+}
+
+void ServerConnection::on_dropped(const ServerExchange* key) {
+  if (closed_) return;
+  for (std::size_t i = 0; i < queue_.size(); ++i) {
+    auto& slot = queue_.at(i);
+    // The key may be reused by a newer exchange: only an expired one is the dropped one.
+    if (slot.key != key || slot.ready || slot.abandoned || !slot.waiting.expired()) continue;
+    log::warn(log_component, remote_ + ": a request was dropped without an answer; sent 500");
+    auto exchange = std::make_shared<ServerExchange>();
+    exchange->answer_now(
+        state_->refusal(500, "internal error: the request was dropped without an answer"));
+    slot = Slot{exchange.get(), {}, std::move(exchange)};
+    break;
+  }
+  flush();
+  settle();
+  update_read_deadline();
+  read();
 }
 
 void ServerConnection::flush() {
@@ -541,7 +588,7 @@ void ServerConnection::flush() {
   wire_.clear();
   buffers_.clear();
   while (!queue_.empty() && queue_.front().ready) {
-    auto exchange = queue_.pop();
+    auto exchange = std::move(queue_.pop().ready);
     // The last answer before the connection closes says so.
     const bool closes = exchange->closes || (read_stopped_ && queue_.empty());
     auto& response = exchange->response_;
@@ -611,7 +658,7 @@ void ServerConnection::on_write(const beast::error_code& error) {
 
 void ServerConnection::settle() {
   if (closed_ || writing_ || lingering_ || !read_stopped_) return;
-  if (!queue_.empty() && !queue_.front().abandoned()) return;  // an answer still to come
+  if (!queue_.empty() && !front_is_dead()) return;  // an answer still to come
   if (peer_gone_) return close_now();
   linger();
 }
@@ -636,7 +683,14 @@ void ServerConnection::close_now() {
   if (closed_) return;
   closed_ = true;
   abandon_unanswered();
-  while (!queue_.empty()) queue_.pop()->abandon();
+  while (!queue_.empty()) {
+    auto slot = queue_.pop();
+    if (slot.ready) {
+      slot.ready->abandon();
+    } else if (auto exchange = slot.waiting.lock()) {
+      exchange->abandon();
+    }
+  }
   parser_.reset();
   parsing_.reset();
   beast::error_code ignored;
@@ -650,9 +704,17 @@ void ServerConnection::close_now() {
 
 void ServerConnection::abandon_unanswered() {
   for (std::size_t i = 0; i < queue_.size(); ++i) {
-    auto& exchange = *queue_.at(i);
-    if (!exchange.ready) exchange.abandon();
+    auto& slot = queue_.at(i);
+    if (slot.ready) continue;
+    slot.abandoned = true;
+    if (auto exchange = slot.waiting.lock()) exchange->abandon();
   }
+}
+
+bool ServerConnection::front_is_dead() {
+  // A waiting exchange that expired without being abandoned was dropped: its 500 is on the way.
+  const auto& slot = queue_.front();
+  return !slot.ready && slot.abandoned;
 }
 
 void ServerConnection::close_gracefully() {

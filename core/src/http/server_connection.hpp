@@ -90,17 +90,24 @@ class RequestParser final : public beast::http::basic_parser<true> {
 };
 
 // One request and its answer. The connection queues it in arrival order; the handler holds a
-// share. Members marked "strand" are touched only on the connection's strand.
+// share, and while it is unanswered that share is what keeps the connection (the queue holds it
+// weakly), so nothing forms a cycle when an io_context is torn down with requests in flight.
+// Members marked "strand" are touched only on the connection's strand.
 class ServerExchange final : public Exchange, public std::enable_shared_from_this<ServerExchange> {
  public:
-  explicit ServerExchange(std::shared_ptr<ServerConnection> connection)
-      : connection_(std::move(connection)) {}
+  ServerExchange() = default;
+  // An exchange dropped unanswered tells its connection, which answers 500 in its place.
+  ~ServerExchange() override;
 
   const ServerRequest& request() const noexcept override { return request_; }
   ServerRequest& request() noexcept override { return request_; }
   bool respond(ServerResponse&& response) override;
   void on_abandoned(std::function<void()> hook) override;
 
+  // Strand, before the handler sees it: the connection its answer goes to.
+  void attach(std::shared_ptr<ServerConnection> connection) noexcept {
+    connection_ = std::move(connection);
+  }
   // Strand: the connection went before the answer was written; runs the hook once.
   void abandon();
   // Strand: the answer was written; the hook will never run.
@@ -118,7 +125,7 @@ class ServerExchange final : public Exchange, public std::enable_shared_from_thi
   bool body_apart = false;   // strand: its body goes out as a buffer of its own
 
  private:
-  std::shared_ptr<ServerConnection> connection_;
+  std::shared_ptr<ServerConnection> connection_;  // until answered
   std::atomic<bool> answered_{false};
   std::atomic<bool> abandoned_{false};
   std::mutex hook_mutex_;
@@ -139,29 +146,38 @@ class ServerConnection final : public std::enable_shared_from_this<ServerConnect
   const ServerStrand& strand() const noexcept { return strand_; }
   // Strand: an exchange's answer.
   void on_answer(ServerExchange& exchange, ServerResponse&& response);
+  // Strand: the exchange `key` was dropped by its handler without an answer.
+  void on_dropped(const ServerExchange* key);
 
  private:
   // Requests read ahead while earlier ones are being answered; reading pauses beyond that.
   static constexpr std::size_t pipeline_depth = 16;
-  // A ring of the exchanges not yet written, oldest first (room for a refusal past the depth).
+  // One place in the order of answers: an exchange with its handler (held weakly: the
+  // handler's share keeps it), then, once answered, the exchange itself until written.
+  struct Slot {
+    const ServerExchange* key = nullptr;  // compared, never dereferenced
+    std::weak_ptr<ServerExchange> waiting;
+    std::shared_ptr<ServerExchange> ready;
+    bool abandoned = false;  // by this connection: no answer will come
+  };
+  // A ring of the answers not yet written, oldest first (room for a refusal past the depth).
   struct Queue {
-    std::array<std::shared_ptr<ServerExchange>, pipeline_depth + 1> slots;
+    std::array<Slot, pipeline_depth + 1> slots;
     std::size_t head = 0, count = 0;
     bool empty() const noexcept { return count == 0; }
     std::size_t size() const noexcept { return count; }
-    ServerExchange& front() noexcept { return *slots[head]; }
-    std::shared_ptr<ServerExchange>& at(std::size_t i) noexcept {
-      return slots[(head + i) % slots.size()];
-    }
-    void push(std::shared_ptr<ServerExchange> exchange) {
-      slots[(head + count) % slots.size()] = std::move(exchange);
+    Slot& front() noexcept { return slots[head]; }
+    Slot& at(std::size_t i) noexcept { return slots[(head + i) % slots.size()]; }
+    void push(Slot slot) {
+      slots[(head + count) % slots.size()] = std::move(slot);
       ++count;
     }
-    std::shared_ptr<ServerExchange> pop() {
-      auto exchange = std::move(slots[head]);
+    Slot pop() {
+      Slot slot = std::move(slots[head]);
+      slots[head] = {};
       head = (head + 1) % slots.size();
       --count;
-      return exchange;
+      return slot;
     }
   };
 
@@ -183,6 +199,8 @@ class ServerConnection final : public std::enable_shared_from_this<ServerConnect
   void linger();
   void close_now();
   void abandon_unanswered();
+  // Whether the oldest answer can never come (its exchange abandoned or dropped).
+  bool front_is_dead();
 
   // One timer, re-armed only when a deadline comes earlier than the one it waits for: moving
   // a deadline later (every request on a busy connection) costs nothing.

@@ -81,7 +81,10 @@ void StreamState::read_head(Clock::time_point deadline, Stream::HeadCallback don
   connection->with_stream([&](auto& stream) {
     http::async_read_header(
         stream, connection->buffer(), parser,
-        [self = shared_from_this(), done = std::move(done)](beast::error_code error, std::size_t) {
+        // The operation holds the connection: a cancel() meanwhile drops the exchange's share,
+        // and the read still uses the connection's buffer (and stream) until it completes.
+        [self = shared_from_this(), keep = connection, done = std::move(done)](
+            beast::error_code error, std::size_t) {
           if (error) return done(self->fail(Step::read_head, error), {});
           self->release_if_finished();
           done(nullptr, head_of(self->parser));
@@ -103,8 +106,8 @@ void StreamState::read_piece(Clock::time_point deadline, Stream::DataCallback do
   connection->expire_at(deadline);
   connection->with_stream([&](auto& stream) {
     http::async_read_some(stream, connection->buffer(), parser,
-                          [self = shared_from_this(), deadline, done = std::move(done)](
-                              beast::error_code error, std::size_t) mutable {
+                          [self = shared_from_this(), keep = connection, deadline,
+                           done = std::move(done)](beast::error_code error, std::size_t) mutable {
                             // need_buffer only says the piece is full.
                             if (error == http::error::need_buffer) error = {};
                             if (error) return done(self->fail(Step::read_body, error), {});
@@ -133,7 +136,7 @@ void StreamState::write(std::string data, Clock::time_point deadline, Stream::Do
   const bool last = data.empty();
   chunk_ = std::move(data);
   connection->expire_at(deadline);
-  auto on_written = [self = shared_from_this(), last, done = std::move(done)](
+  auto on_written = [self = shared_from_this(), keep = connection, last, done = std::move(done)](
                         beast::error_code error, std::size_t) {
     if (error) return done(self->fail(Step::write, error));
     if (last) self->request_sent();
