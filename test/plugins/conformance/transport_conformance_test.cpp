@@ -76,20 +76,23 @@ std::string read_line(int fd) {
   return line;
 }
 
-// A server handler that answers "Echo.Call" at once and holds every other call unanswered.
+// A server handler that answers "Echo.Call" at once and holds every other call unanswered,
+// counting the held calls whose context is cancelled.
 struct Holder {
   std::mutex mutex;
-  std::vector<micro::ResponseHandler> held;
+  std::vector<micro::ServerCallPtr> held;
+  std::atomic<int> cancelled{0};
 
   micro::CallHandler handler() {
-    return unary([this](micro::Request& request, micro::ResponseHandler respond) {
-      if (request.endpoint == "Echo.Call") {
-        respond(micro::Response{});
+    return [this](micro::ServerCallPtr call) {
+      if (call->request().endpoint == "Echo.Call") {
+        call->respond(micro::Response{});
         return;
       }
+      call->context().cancellation()->on_cancel([this] { ++cancelled; });
       std::lock_guard lock(mutex);
-      held.push_back(std::move(respond));
-    });
+      held.push_back(std::move(call));
+    };
   }
   std::size_t count() {
     std::lock_guard lock(mutex);
@@ -98,10 +101,22 @@ struct Holder {
   bool wait_for(std::size_t count_wanted) {
     return test_support::wait_until([&] { return count() >= count_wanted; });
   }
+  // Answers the held call with this body.
+  void answer(const std::string& request_body, std::string answer_body) {
+    std::lock_guard lock(mutex);
+    for (auto& call : held) {
+      if (call->request().body != request_body) continue;
+      micro::Response response;
+      response.body = std::move(answer_body);
+      call->respond(std::move(response));
+      return;
+    }
+    FAIL("no held call with body " << request_body);
+  }
   // Answers every held call; after a close the answers go nowhere and break nothing.
   void answer_all() {
     std::lock_guard lock(mutex);
-    for (auto& respond : held) respond(micro::Response{});
+    for (auto& call : held) call->respond(micro::Response{});
   }
 };
 
@@ -649,7 +664,7 @@ TEST_CASE("closing the transport fails its pending calls with 503; it can call a
   holder.answer_all();
 }
 
-TEST_CASE("closing a listener fails its clients' pending calls with 503") {
+TEST_CASE("closing a listener writes the answers given, then fails the rest with 503") {
   Runtime runtime;
   Holder holder;
   auto server = make(runtime);
@@ -657,17 +672,24 @@ TEST_CASE("closing a listener fails its clients' pending calls with 503") {
 
   auto client = make(runtime, profile().one_connection);
   Collector collector(2);
-  std::vector<micro::Request> requests(2, make_request("", "Hold.Call"));
+  std::vector<micro::Request> requests = {make_request("answered", "Hold.Call"),
+                                          make_request("unanswered", "Hold.Call")};
   for (std::size_t i = 0; i < 2; ++i)
     client->async_call(listener->address(), share(requests[i]), collector.handler(i));
   REQUIRE(holder.wait_for(2));
+  // A draining server's last answer, handed over just before the close, still arrives.
+  holder.answer("answered", "last words");
   listener->close();
   REQUIRE(collector.wait_all(5s));
-  for (auto& result : collector.responses()) {
-    REQUIRE(result->error);
-    CHECK(result->error->code == 503);
-    check_detail("listener closed", *result->error, listener->address());
-  }
+  const auto& answered = *collector.responses()[0];
+  CHECK_FALSE(answered.error);
+  CHECK(answered.body == "last words");
+  const auto& dropped = *collector.responses()[1];
+  REQUIRE(dropped.error);
+  CHECK(dropped.error->code == 503);
+  check_detail("listener closed", *dropped.error, listener->address());
+  // The call left unanswered is cancelled on the server.
+  CHECK(test_support::wait_until([&] { return holder.cancelled.load() == 1; }));
   holder.answer_all();
 }
 
@@ -701,6 +723,7 @@ TEST_CASE("a listener that stops accepting serves its open connections and nobod
   REQUIRE(collector.wait_all(5s));
   REQUIRE(collector.responses()[0]->error);
   CHECK(collector.responses()[0]->error->code == 503);
+  CHECK(test_support::wait_until([&] { return holder.cancelled.load() == 1; }));
   holder.answer_all();
 }
 
@@ -725,7 +748,7 @@ TEST_CASE("messages over the size limit are refused with 413") {
     REQUIRE(response.error);
     CHECK(response.error->code == 413);
     CHECK(response.error->status == "Payload Too Large");
-    check_detail("request over the client's limit", *response.error, listener->address());
+    check_detail("request over the client's limit", *response.error, listener->address(), false);
     CHECK(handled.load() == 0);
   }
   SUBCASE("a request over the server's limit is refused by the server") {

@@ -251,7 +251,7 @@ inline const std::vector<TransportProfile>& transport_profiles() {
               {"server killed", "tcp: connection to {address} closed with 3 calls pending…"},
               {"transport closed",
                "tcp: connection to {address} closed with 1 call pending (transport closed)"},
-              {"listener closed", "tcp: connection to {address} closed with 2 calls pending"},
+              {"listener closed", "tcp: connection to {address} closed with 1 call pending"},
               // 2048 bytes of body in a frame of 81 bytes more (plugins/tcp/README.md).
               {"request over the client's limit",
                "tcp: request of 2129 bytes exceeds max_frame 1024; not sent to {address}"},
