@@ -90,6 +90,10 @@ struct Server::State : std::enable_shared_from_this<Server::State> {
     node.id = node_id;
     node.address = options.advertise.empty() ? bound_address : options.advertise;
     node.metadata = options.metadata;
+    // The transport's facts about its wire format win: callers pick how to talk by them.
+    if (transport) {
+      for (auto& [key, value] : transport->node_metadata()) node.metadata[key] = std::move(value);
+    }
     service.nodes.push_back(std::move(node));
     return service;
   }

@@ -85,6 +85,12 @@ class TcpTransport final : public Transport {
 
   void close() override { pools_->close_all(); }
 
+  // Not Go-Micro's mucp: the frame is this plugin's own (README.md), so only micro-cpp peers
+  // with the tcp transport can call the node.
+  std::map<std::string, std::string> node_metadata() const override {
+    return {{"protocol", "micro-tcp"}, {"transport", "tcp"}};
+  }
+
  private:
   // Completions run on the executor, never inside async_call.
   void fail(ResponseHandler done, Error error) {

@@ -8,10 +8,15 @@
 //   reading the rest. Slow senders are bounded: the head must arrive within header_timeout and
 //   the body within body_timeout of it; an idle kept-alive connection closes after idle_timeout.
 // - Malformed requests get a 400 naming what the parser refused, then the connection closes.
+// - The server's own answers (400, 408, 413, 431, and a 500 for a handler that throws) are
+//   formatted by ServerOptions::refusal, so each user answers in its own error format.
+// - A client that closes its side (EOF) is taken as gone, as Go's net/http does: its unanswered
+//   exchanges are abandoned.
 //
-// Threading contract: connections run on strands of the executor the server is given (the
-// runtime's I/O threads); the handler is called on one of them for each request and may answer
-// from any thread, at any later time, exactly once.
+// Threading contract: connections run on strands of the executor the server is given (an
+// io_context's, i.e. the runtime's I/O threads); the handler is called on a connection's strand
+// for each request and may answer from any thread, at any later time, exactly once. Answering
+// inline, on that strand, costs no thread hop; answers given on other threads are posted to it.
 #pragma once
 
 #include <chrono>
@@ -28,16 +33,6 @@
 
 namespace micro::http {
 
-struct ServerOptions {
-  std::size_t header_limit = 16 * 1024;      // request line and headers, bytes
-  std::size_t body_limit = 4 * 1024 * 1024;  // bytes; a larger body is refused with 413
-  std::chrono::milliseconds header_timeout{std::chrono::seconds(10)};
-  std::chrono::milliseconds body_timeout{std::chrono::seconds(30)};
-  std::chrono::milliseconds idle_timeout{std::chrono::seconds(60)};
-  std::size_t max_connections = 10000;  // further connections are accepted and closed at once
-  std::string server_header = "micro-cpp";  // the Server header; "" sends none
-};
-
 // One request as it arrived: header names keep their case, duplicates stay separate entries.
 struct ServerRequest {
   std::string method;
@@ -46,6 +41,7 @@ struct ServerRequest {
   Fields headers;
   std::string body;
   std::string remote;  // the peer, "host:port"
+  std::string local;   // this end of the connection, "host:port"
   bool keep_alive = true;
   std::chrono::steady_clock::time_point received;  // when its head was complete
 
@@ -63,12 +59,33 @@ struct ServerResponse {
   std::string body;
 };
 
+struct ServerOptions {
+  std::size_t header_limit = 16 * 1024;      // request line and headers, bytes
+  std::size_t body_limit = 4 * 1024 * 1024;  // bytes; a larger body is refused with 413
+  std::chrono::milliseconds header_timeout{std::chrono::seconds(10)};
+  std::chrono::milliseconds body_timeout{std::chrono::seconds(30)};
+  std::chrono::milliseconds idle_timeout{std::chrono::seconds(60)};
+  // An answer must be taken by the client within this, or the connection is closed.
+  std::chrono::milliseconds write_timeout{std::chrono::seconds(30)};
+  std::size_t max_connections = 10000;      // further connections are accepted and closed at once
+  std::string server_header = "micro-cpp";  // the Server header; "" sends none
+  // Formats the server's own answers: status 400, 408, 413, 431 (or 500 when the handler throws)
+  // and a message saying what was wrong ("request body of 10485760 bytes exceeds the limit of
+  // 4194304 bytes"). Empty: a text/plain body holding the message. Called on a connection's
+  // strand; must not throw (a throw falls back to the text/plain answer).
+  std::function<ServerResponse(int status, std::string message)> refusal;
+};
+
 // One request being answered. The handler keeps a share for as long as it needs.
 class Exchange {
  public:
   virtual ~Exchange() = default;
   virtual const ServerRequest& request() const noexcept = 0;
-  // Answers; only the first answer counts (false for later ones). Any thread.
+  // The same, for moving parts out (the body, the headers) instead of copying them; the server
+  // does not look at the request again once the handler has it.
+  virtual ServerRequest& request() noexcept = 0;
+  // Answers; only the first answer counts (false for later ones, and when the connection is gone
+  // already). Any thread.
   virtual bool respond(ServerResponse&& response) = 0;
   // Runs `hook` once when the connection goes away before the answer was written (at once if it
   // is gone already): the peer closed, a timeout, the server closed.
@@ -81,8 +98,9 @@ using RequestHandler = std::function<void(ExchangePtr exchange)>;
 struct ServerStatistics {
   std::uint64_t connections_accepted = 0;
   std::uint64_t connections_open = 0;
-  std::uint64_t requests = 0;  // handed to the handler
-  std::uint64_t refused = 0;   // answered by the server itself: 400, 413, 431, timeouts
+  std::uint64_t requests = 0;             // handed to the handler
+  std::uint64_t refused = 0;              // answered by the server itself: 400, 413, 431, timeouts
+  std::uint64_t connections_refused = 0;  // closed at once: max_connections reached
 };
 
 class Server {

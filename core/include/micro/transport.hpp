@@ -1,6 +1,6 @@
 // micro/transport.hpp — how calls travel between a client and a server node.
 //
-// A transport plugin ("tcp"; "http" and "grpc" are coming) provides both sides: it listens
+// A transport plugin ("tcp", "http"; "grpc" is coming) provides both sides: it listens
 // for calls and hands each to a CallHandler as a ServerCall, and it makes calls to a node's
 // address. Routing, wrappers, node selection and retries are the core's (Server, Client); a
 // transport only moves one call — its request, its one response — honouring the deadline and
@@ -9,6 +9,7 @@
 
 #include <atomic>
 #include <functional>
+#include <map>
 #include <memory>
 #include <optional>
 #include <string>
@@ -137,6 +138,10 @@ class Transport : public PluginObject {
                           ResponseHandler done) = 0;
   // Closes pooled client connections; pending calls complete with 503.
   virtual void close() = 0;
+  // What a node served by this transport registers about its wire format; the Server merges
+  // it into its node's metadata, over any keys of the same name ("protocol" and "transport":
+  // Go-Micro clients pick their codec and transport by them). Any thread.
+  virtual std::map<std::string, std::string> node_metadata() const { return {}; }
 };
 
 }  // namespace micro

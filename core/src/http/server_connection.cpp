@@ -1,0 +1,730 @@
+// http/server_connection.cpp — one server connection: requests parsed from one contiguous read
+// buffer (pipelined ones without another read), limits refused from the head before the body is
+// read, answers written in arrival order (several in one gather write), timeouts on one lazily
+// re-armed timer, and the closes: refusal, EOF, timeout, graceful.
+#include "server_connection.hpp"
+
+#include <time.h>
+
+#include <algorithm>
+#include <charconv>
+#include <cstdio>
+
+#include <boost/asio/dispatch.hpp>
+#include <boost/asio/post.hpp>
+#include <boost/asio/write.hpp>
+#include <boost/beast/http/error.hpp>
+#include <boost/beast/http/status.hpp>
+
+#include <micro/context.hpp>
+#include <micro/error.hpp>
+#include <micro/log.hpp>
+
+namespace micro::http::detail {
+
+namespace http = beast::http;
+
+namespace {
+
+constexpr std::string_view log_component = "http server";
+constexpr std::size_t read_size = 16 * 1024;
+constexpr std::size_t body_read_size = 64 * 1024;
+constexpr std::size_t inline_body_limit = 2048;  // smaller bodies are copied next to their head
+constexpr auto linger_time = std::chrono::seconds(1);
+
+std::string format_duration(std::chrono::milliseconds duration) {
+  if (duration.count() % 1000 == 0) return std::to_string(duration.count() / 1000) + "s";
+  return std::to_string(duration.count()) + "ms";
+}
+
+std::string format_endpoint(const asio::ip::tcp::endpoint& endpoint) {
+  auto address = endpoint.address();
+  std::string host = address.to_string();
+  if (address.is_v6()) host = "[" + host + "]";
+  return host + ":" + std::to_string(endpoint.port());
+}
+
+// The line the parser stopped at, quoted for a message: at most 60 characters, control bytes
+// escaped.
+std::string quote_line(std::string_view data) {
+  auto end = data.find_first_of("\r\n");
+  std::string_view line = data.substr(0, std::min<std::size_t>(end, 60));
+  std::string quoted = "\"";
+  for (unsigned char c : line) {
+    if (c < 0x20 || c == 0x7f || c == '"' || c == '\\') {
+      char escaped[8];
+      std::snprintf(escaped, sizeof escaped, "\\x%02x", c);
+      quoted += escaped;
+    } else {
+      quoted += static_cast<char>(c);
+    }
+  }
+  if (end != std::string_view::npos ? end > 60 : data.size() > 60) quoted += "…";
+  return quoted + "\"";
+}
+
+// RFC 9110 §5.6.2 token characters: what a header name may hold.
+bool is_token(std::string_view text) {
+  if (text.empty()) return false;
+  for (unsigned char c : text) {
+    if (c <= 0x20 || c >= 0x7f) return false;
+    switch (c) {
+      case '(':
+      case ')':
+      case ',':
+      case '/':
+      case ':':
+      case ';':
+      case '<':
+      case '=':
+      case '>':
+      case '?':
+      case '@':
+      case '[':
+      case '\\':
+      case ']':
+      case '{':
+      case '}':
+      case '"':
+        return false;
+      default:
+        break;
+    }
+  }
+  return true;
+}
+
+// A field value may not hold CR, LF or NUL (they would split or end the head).
+bool is_field_value(std::string_view text) {
+  return text.find_first_of(std::string_view("\r\n\0", 3)) == std::string_view::npos;
+}
+
+// Fields the server writes itself.
+bool set_by_server(std::string_view name) {
+  return iequals(name, "Content-Length") || iequals(name, "Connection") ||
+         iequals(name, "Transfer-Encoding") || iequals(name, "Server") || iequals(name, "Date") ||
+         iequals(name, "Keep-Alive");
+}
+
+// "Thu, 03 Dec 2026 13:16:53 GMT", formatted once a second per thread.
+std::string_view http_date() {
+  struct Cache {
+    time_t second = -1;
+    char text[32] = {};
+  };
+  thread_local Cache cache;
+  time_t now = ::time(nullptr);
+  if (now != cache.second) {
+    static constexpr const char* days[] = {"Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"};
+    static constexpr const char* months[] = {"Jan", "Feb", "Mar", "Apr", "May", "Jun",
+                                             "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"};
+    struct tm parts;
+    ::gmtime_r(&now, &parts);
+    std::snprintf(cache.text, sizeof cache.text, "%s, %02d %s %04d %02d:%02d:%02d GMT",
+                  days[parts.tm_wday], parts.tm_mday, months[parts.tm_mon], parts.tm_year + 1900,
+                  parts.tm_hour, parts.tm_min, parts.tm_sec);
+    cache.second = now;
+  }
+  return cache.text;
+}
+
+void append_number(std::string& out, std::uint64_t value) {
+  char digits[24];
+  auto end = std::to_chars(digits, digits + sizeof digits, value).ptr;
+  out.append(digits, end);
+}
+
+// The status line and head of `response` (RFC 9112 §4, §6).
+void append_head(std::string& out, ServerResponse& response, const ServerRequest& request,
+                 bool closes, const std::string& server_header) {
+  if (response.status < 200 || response.status > 999) {
+    log::warn(log_component, "a handler answered with status " + std::to_string(response.status) +
+                                 "; sent as 500");
+    response.status = 500;
+  }
+  out += "HTTP/1.1 ";
+  append_number(out, static_cast<std::uint64_t>(response.status));
+  out += ' ';
+  auto reason = http::obsolete_reason(static_cast<http::status>(response.status));
+  if (reason.empty() || reason.front() == '<') {
+    auto text = status_text(response.status);
+    out.append(text.empty() ? std::string_view("Unknown") : text);
+  } else {
+    out.append(reason.data(), reason.size());
+  }
+  out += "\r\nDate: ";
+  out += http_date();
+  out += "\r\n";
+  if (!server_header.empty()) {
+    out += "Server: ";
+    out += server_header;
+    out += "\r\n";
+  }
+  for (const auto& field : response.headers) {
+    if (set_by_server(field.name)) continue;
+    if (!is_token(field.name) || !is_field_value(field.value)) {
+      log::warn(log_component, "dropped a response header that HTTP cannot carry: " +
+                                   std::string(field.name.substr(0, 60)));
+      continue;
+    }
+    out += field.name;
+    out += ": ";
+    out += field.value;
+    out += "\r\n";
+  }
+  if (response.status != 204 && response.status != 304) {
+    out += "Content-Length: ";
+    append_number(out, response.body.size());
+    out += "\r\n";
+  }
+  if (closes) {
+    out += "Connection: close\r\n";
+  } else if (request.version == 10) {
+    out += "Connection: keep-alive\r\n";
+  }
+  out += "\r\n";
+}
+
+// A view of a buffer vector as a buffer sequence: async_write copies the sequence object it is
+// given, and copying a view allocates nothing.
+struct BufferView {
+  using value_type = asio::const_buffer;
+  using const_iterator = const asio::const_buffer*;
+  const asio::const_buffer* first;
+  const asio::const_buffer* last;
+  const_iterator begin() const noexcept { return first; }
+  const_iterator end() const noexcept { return last; }
+};
+
+}  // namespace
+
+// ---- ServerState ------------------------------------------------------------------------------
+
+ServerResponse ServerState::refusal(int status, std::string message) const {
+  if (options.refusal) {
+    try {
+      return options.refusal(status, message);
+    } catch (const std::exception& e) {
+      log::warn(log_component, std::string("the refusal format threw: ") + e.what());
+    }
+  }
+  ServerResponse response;
+  response.status = status;
+  response.headers.push_back({"Content-Type", "text/plain; charset=utf-8"});
+  response.body = std::move(message);
+  response.body += '\n';
+  return response;
+}
+
+// ---- RequestParser ----------------------------------------------------------------------------
+
+RequestParser::RequestParser(ServerRequest& request, const ServerOptions& options)
+    : request_(request) {
+  header_limit(static_cast<std::uint32_t>(
+      std::min<std::size_t>(options.header_limit, std::numeric_limits<std::uint32_t>::max())));
+  body_limit(static_cast<std::uint64_t>(options.body_limit));
+  eager(true);
+}
+
+void RequestParser::on_request_impl(http::verb, beast::string_view method_string,
+                                    beast::string_view target, int version, beast::error_code&) {
+  request_.method.assign(method_string.data(), method_string.size());
+  request_.target.assign(target.data(), target.size());
+  request_.version = static_cast<unsigned>(version);
+}
+
+void RequestParser::on_field_impl(http::field name, beast::string_view name_string,
+                                  beast::string_view value, beast::error_code&) {
+  request_.headers.push_back(Field{std::string(name_string.data(), name_string.size()),
+                                   std::string(value.data(), value.size())});
+  if (name == http::field::host) has_host_ = true;
+  if (name == http::field::transfer_encoding) has_transfer_encoding_ = true;
+  if (name == http::field::expect && iequals({value.data(), value.size()}, "100-continue")) {
+    expects_continue = true;
+  }
+}
+
+void RequestParser::on_header_impl(beast::error_code& error) {
+  if (request_.version >= 11 && !has_host_) {
+    problem_status = 400;
+    problem = "malformed request: no Host header (HTTP/1.1 requires one)";
+    error = http::error::bad_field;
+    return;
+  }
+  // RFC 9112 §6.3: a request whose last transfer coding is not chunked has no knowable end.
+  if (has_transfer_encoding_ && !chunked()) {
+    problem_status = 400;
+    problem = "malformed request: Transfer-Encoding \"" +
+              std::string(find_field(request_.headers, "Transfer-Encoding")) +
+              "\" does not end with chunked";
+    error = http::error::bad_transfer_encoding;
+  }
+}
+
+void RequestParser::on_body_init_impl(const boost::optional<std::uint64_t>& length,
+                                      beast::error_code&) {
+  // Checked against body_limit already, so this reserves no more than the limit.
+  if (length) request_.body.reserve(static_cast<std::size_t>(*length));
+}
+
+std::size_t RequestParser::on_body_impl(beast::string_view body, beast::error_code&) {
+  request_.body.append(body.data(), body.size());
+  return body.size();
+}
+
+std::size_t RequestParser::on_chunk_body_impl(std::uint64_t, beast::string_view body,
+                                              beast::error_code&) {
+  request_.body.append(body.data(), body.size());
+  return body.size();
+}
+
+// ---- ServerExchange ---------------------------------------------------------------------------
+
+bool ServerExchange::respond(ServerResponse&& response) {
+  if (answered_.exchange(true, std::memory_order_acq_rel)) return false;
+  if (abandoned()) return false;
+  auto& connection = *connection_;
+  if (connection.strand().running_in_this_thread()) {
+    connection.on_answer(*this, std::move(response));
+  } else {
+    asio::post(connection.strand(),
+               [self = shared_from_this(), response = std::move(response)]() mutable {
+                 self->connection_->on_answer(*self, std::move(response));
+               });
+  }
+  return true;
+}
+
+void ServerExchange::answer_now(ServerResponse&& response) {
+  answered_.store(true, std::memory_order_release);
+  response_ = std::move(response);
+  ready = true;
+}
+
+void ServerExchange::on_abandoned(std::function<void()> hook) {
+  {
+    std::lock_guard lock(hook_mutex_);
+    if (!finished_) {
+      hook_ = std::move(hook);
+      return;
+    }
+  }
+  if (abandoned()) hook();
+}
+
+void ServerExchange::abandon() {
+  std::function<void()> hook;
+  {
+    std::lock_guard lock(hook_mutex_);
+    if (finished_) return;
+    finished_ = true;
+    abandoned_.store(true, std::memory_order_release);
+    hook.swap(hook_);
+  }
+  if (hook) hook();
+}
+
+void ServerExchange::written() {
+  std::function<void()> hook;
+  std::lock_guard lock(hook_mutex_);
+  finished_ = true;
+  hook.swap(hook_);  // destroyed after the lock is released: declared before it
+}
+
+// ---- ServerConnection: reading ----------------------------------------------------------------
+
+ServerConnection::ServerConnection(std::shared_ptr<ServerState> state, ServerSocket socket)
+    : state_(std::move(state)),
+      options_(state_->options),
+      strand_(socket.get_executor()),
+      socket_(std::move(socket)),
+      timer_(strand_) {
+  beast::error_code error;
+  auto remote = socket_.remote_endpoint(error);
+  if (!error) remote_ = format_endpoint(remote);
+  auto local = socket_.local_endpoint(error);
+  if (!error) local_ = format_endpoint(local);
+  socket_.set_option(asio::ip::tcp::no_delay(true), error);
+}
+
+void ServerConnection::start() {
+  asio::dispatch(strand_, [self = shared_from_this()] {
+    self->update_read_deadline();
+    self->read();
+  });
+}
+
+void ServerConnection::read() {
+  if (reading_ || closed_) return;
+  if (lingering_) {
+    input_.clear();
+  } else if (read_stopped_ || queue_.size() >= pipeline_depth) {
+    return;
+  }
+  reading_ = true;
+  const bool in_body = parser_ && parser_->is_header_done();
+  auto space = input_.prepare(in_body ? body_read_size : read_size);
+  socket_.async_read_some(space,
+                          [self = shared_from_this()](beast::error_code error, std::size_t size) {
+                            self->on_read(error, size);
+                          });
+}
+
+void ServerConnection::on_read(const beast::error_code& error, std::size_t size) {
+  reading_ = false;
+  if (closed_) return;
+  if (lingering_) {
+    if (error) return close_now();  // the client closed: done
+    return read();                  // discarded
+  }
+  if (error) return read_failed(error);
+  input_.commit(size);
+  parse();
+  flush();
+  settle();
+  update_read_deadline();
+  read();
+}
+
+void ServerConnection::parse() {
+  in_parse_ = true;
+  while (!read_stopped_ && !closed_ && queue_.size() < pipeline_depth && input_.size() > 0) {
+    if (state_->closed.load(std::memory_order_acquire)) {
+      read_stopped_ = true;  // close_gracefully() is on its way
+      break;
+    }
+    if (!parser_) begin_request();
+    beast::error_code error;
+    const std::size_t used = parser_->put(input_.data(), error);
+    // What the parser took (on an error: up to what it refused, which the message quotes).
+    input_.consume(used);
+    if (error && error != http::error::need_more) {
+      refuse_parse(error);
+      break;
+    }
+    if (parser_->is_done()) {
+      complete_request();
+      continue;
+    }
+    if (parser_->is_header_done()) {
+      if (!head_done_) head_complete();
+    } else {
+      // Beast bounds the part of a head it has not taken yet; the fields it took from an
+      // earlier piece count too.
+      head_bytes_ += used;
+      if (head_bytes_ + input_.size() >= options_.header_limit) {
+        refuse_parse(http::error::header_limit);
+        break;
+      }
+    }
+    if (error || used == 0) break;  // need more input
+  }
+  in_parse_ = false;
+}
+
+void ServerConnection::begin_request() {
+  parsing_ = std::make_shared<ServerExchange>(shared_from_this());
+  auto& request = parsing_->request_;
+  request.headers.reserve(12);
+  request.remote = remote_;
+  request.local = local_;
+  parser_.emplace(request, options_);
+  request_started_ = Clock::now();
+  head_done_ = false;
+  head_bytes_ = 0;
+}
+
+void ServerConnection::head_complete() {
+  head_done_ = true;
+  head_done_at_ = Clock::now();
+  // The client waits for a 100 before sending the body; only sent when no earlier answer is
+  // pending (a 100 must not come between them); otherwise the client sends after its wait.
+  if (parser_->expects_continue && parsing_->request_.version >= 11 && queue_.empty() &&
+      !writing_) {
+    write_continue();
+  }
+}
+
+void ServerConnection::complete_request() {
+  auto exchange = std::move(parsing_);
+  auto& request = exchange->request_;
+  request.keep_alive = parser_->keep_alive();
+  request.received = head_done_ ? head_done_at_ : Clock::now();
+  parser_.reset();
+  head_done_ = false;
+  exchange->head_only = request.method == "HEAD";
+  if (!request.keep_alive) {
+    exchange->closes = true;
+    read_stopped_ = true;
+  }
+  queue_.push(exchange);
+  state_->requests.fetch_add(1, std::memory_order_relaxed);
+  try {
+    state_->handler(exchange);
+  } catch (const std::exception& e) {
+    log::error(log_component, std::string("the request handler threw: ") + e.what());
+    auto refusal = state_->refusal(500, "internal error: the request handler threw");
+    exchange->respond(std::move(refusal));
+  }
+}
+
+void ServerConnection::refuse_parse(const beast::error_code& error) {
+  if (error == http::error::header_limit) {
+    return refuse(431, "request head exceeds the limit of " +
+                           std::to_string(options_.header_limit) + " bytes");
+  }
+  if (error == http::error::body_limit) {
+    // Refused from the head (Content-Length, which Beast has checked) or from a chunk size.
+    if (!parser_->is_header_done()) {
+      auto length = find_field(parsing_->request_.headers, "Content-Length");
+      return refuse(413, "request body of " + std::string(length) +
+                             " bytes exceeds the limit of " + std::to_string(options_.body_limit) +
+                             " bytes");
+    }
+    return refuse(413, "chunked request body exceeds the limit of " +
+                           std::to_string(options_.body_limit) + " bytes");
+  }
+  if (!parser_->problem.empty()) return refuse(parser_->problem_status, parser_->problem);
+  if (parser_->is_header_done()) {
+    return refuse(400, "malformed request body: " + error.message());
+  }
+  // The parser stops at the start of what it refused: the request line, or a field's line.
+  const auto& request = parsing_->request_;
+  const std::size_t line = request.method.empty() ? 1 : request.headers.size() + 2;
+  const auto data = input_.data();
+  std::string_view rest(static_cast<const char*>(data.data()), data.size());
+  refuse(400, "malformed request: " + error.message() + " at line " + std::to_string(line) + " " +
+                  quote_line(rest));
+}
+
+void ServerConnection::refuse(int status, std::string message) {
+  state_->refused.fetch_add(1, std::memory_order_relaxed);
+  log::debug(log_component, remote_ + ": " + std::to_string(status) + " " + message);
+  read_stopped_ = true;
+  parser_.reset();
+  parsing_.reset();
+  auto exchange = std::make_shared<ServerExchange>(shared_from_this());
+  exchange->answer_now(state_->refusal(status, std::move(message)));
+  exchange->closes = true;
+  queue_.push(std::move(exchange));
+}
+
+void ServerConnection::read_failed(const beast::error_code& error) {
+  // EOF or a reset: the client is gone (a half-close counts, as in Go's net/http). What is
+  // answered already is still written; the rest is abandoned.
+  if (error != http::error::end_of_stream && error != asio::error::eof &&
+      error != asio::error::operation_aborted) {
+    log::debug(log_component, remote_ + ": read failed: " + error.message());
+  }
+  read_stopped_ = true;
+  peer_gone_ = true;
+  parser_.reset();
+  parsing_.reset();
+  abandon_unanswered();
+  flush();
+  settle();
+}
+
+// ---- ServerConnection: writing ----------------------------------------------------------------
+
+void ServerConnection::on_answer(ServerExchange& exchange, ServerResponse&& response) {
+  if (exchange.abandoned() || closed_) return;
+  exchange.response_ = std::move(response);
+  exchange.ready = true;
+  if (in_parse_) return;  // flushed with the others after the parse loop
+  flush();
+  settle();
+}
+
+void ServerConnection::flush() {
+  if (writing_ || closed_ || queue_.empty() || !queue_.front().ready) return;
+  wire_.clear();
+  buffers_.clear();
+  while (!queue_.empty() && queue_.front().ready) {
+    auto exchange = queue_.pop();
+    // The last answer before the connection closes says so.
+    const bool closes = exchange->closes || (read_stopped_ && queue_.empty());
+    auto& response = exchange->response_;
+    append_head(wire_, response, exchange->request_, closes, options_.server_header);
+    const bool send_body = !exchange->head_only && response.status != 204 && response.status != 304;
+    exchange->body_apart = send_body && response.body.size() > inline_body_limit;
+    if (send_body && !exchange->body_apart) wire_ += response.body;
+    exchange->wire_end = wire_.size();
+    in_write_.push_back(std::move(exchange));
+    if (closes) {
+      read_stopped_ = true;
+      break;
+    }
+  }
+  // The write buffer is complete: point at its pieces, with the large bodies between them.
+  std::size_t position = 0;
+  for (const auto& exchange : in_write_) {
+    buffers_.emplace_back(wire_.data() + position, exchange->wire_end - position);
+    position = exchange->wire_end;
+    if (exchange->body_apart) {
+      const auto& body = exchange->response_.body;
+      buffers_.emplace_back(body.data(), body.size());
+    }
+  }
+  writing_ = true;
+  write_deadline_ = Clock::now() + options_.write_timeout;
+  arm();
+  auto done = [self = shared_from_this()](beast::error_code error, std::size_t) {
+    self->on_write(error);
+  };
+  if (buffers_.size() == 1) {
+    asio::async_write(socket_, buffers_.front(), std::move(done));
+  } else {
+    asio::async_write(socket_, BufferView{buffers_.data(), buffers_.data() + buffers_.size()},
+                      std::move(done));
+  }
+}
+
+void ServerConnection::write_continue() {
+  static constexpr std::string_view continue_line = "HTTP/1.1 100 Continue\r\n\r\n";
+  writing_ = true;
+  write_deadline_ = Clock::now() + options_.write_timeout;
+  arm();
+  asio::async_write(
+      socket_, asio::buffer(continue_line.data(), continue_line.size()),
+      [self = shared_from_this()](beast::error_code error, std::size_t) { self->on_write(error); });
+}
+
+void ServerConnection::on_write(const beast::error_code& error) {
+  writing_ = false;
+  write_deadline_ = Clock::time_point::max();
+  if (error || closed_) {
+    for (auto& exchange : in_write_) exchange->abandon();
+    in_write_.clear();
+    if (error && error != asio::error::operation_aborted) {
+      log::debug(log_component, remote_ + ": write failed: " + error.message());
+    }
+    return close_now();
+  }
+  for (auto& exchange : in_write_) exchange->written();
+  in_write_.clear();
+  flush();
+  settle();
+  update_read_deadline();
+  read();  // room in the pipeline again
+}
+
+void ServerConnection::settle() {
+  if (closed_ || writing_ || lingering_ || !read_stopped_) return;
+  if (!queue_.empty() && !queue_.front().abandoned()) return;  // an answer still to come
+  if (peer_gone_) return close_now();
+  linger();
+}
+
+// Shuts our side down and reads (discarding) until the client closes, about a second at most:
+// closing with unread input would reset the connection and could destroy the last answer
+// before the client reads it.
+void ServerConnection::linger() {
+  lingering_ = true;
+  abandon_unanswered();
+  parser_.reset();
+  parsing_.reset();
+  beast::error_code ignored;
+  socket_.shutdown(asio::ip::tcp::socket::shutdown_send, ignored);
+  close_deadline_ = std::min(close_deadline_, Clock::now() + linger_time);
+  read_deadline_ = Clock::time_point::max();
+  arm();
+  read();
+}
+
+void ServerConnection::close_now() {
+  if (closed_) return;
+  closed_ = true;
+  abandon_unanswered();
+  while (!queue_.empty()) queue_.pop()->abandon();
+  parser_.reset();
+  parsing_.reset();
+  beast::error_code ignored;
+  timer_.cancel();
+  socket_.shutdown(asio::ip::tcp::socket::shutdown_both, ignored);
+  socket_.close(ignored);
+  state_->open.fetch_sub(1, std::memory_order_relaxed);
+  std::lock_guard lock(state_->mutex);
+  state_->connections.erase(this);
+}
+
+void ServerConnection::abandon_unanswered() {
+  for (std::size_t i = 0; i < queue_.size(); ++i) {
+    auto& exchange = *queue_.at(i);
+    if (!exchange.ready) exchange.abandon();
+  }
+}
+
+void ServerConnection::close_gracefully() {
+  asio::dispatch(strand_, [self = shared_from_this()] {
+    if (self->closed_) return;
+    self->read_stopped_ = true;
+    self->parser_.reset();
+    self->parsing_.reset();
+    self->abandon_unanswered();
+    self->close_deadline_ = std::min(self->close_deadline_, Clock::now() + linger_time);
+    self->arm();
+    self->flush();
+    self->settle();
+  });
+}
+
+// ---- ServerConnection: deadlines --------------------------------------------------------------
+
+void ServerConnection::update_read_deadline() {
+  if (closed_ || lingering_ || read_stopped_) {
+    read_deadline_ = Clock::time_point::max();
+  } else if (parser_ && parser_->got_some()) {
+    read_deadline_ = head_done_ ? head_done_at_ + options_.body_timeout
+                                : request_started_ + options_.header_timeout;
+  } else if (queue_.empty() && !writing_) {
+    read_deadline_ = Clock::now() + options_.idle_timeout;
+  } else {
+    read_deadline_ = Clock::time_point::max();  // the handler's time is its own
+  }
+  arm();
+}
+
+void ServerConnection::arm() {
+  const auto next = std::min({read_deadline_, write_deadline_, close_deadline_});
+  if (closed_ || next >= armed_for_) return;
+  armed_for_ = next;
+  timer_.expires_at(next);
+  timer_.async_wait(
+      [self = shared_from_this()](beast::error_code error) { self->on_timer(error); });
+}
+
+void ServerConnection::on_timer(const beast::error_code& error) {
+  if (error == asio::error::operation_aborted || closed_) return;  // re-armed, or closed
+  armed_for_ = Clock::time_point::max();
+  const auto now = Clock::now();
+  if (close_deadline_ <= now) return close_now();
+  if (write_deadline_ <= now) {
+    log::debug(log_component, remote_ + ": the client took no answer within write_timeout " +
+                                  format_duration(options_.write_timeout));
+    return close_now();
+  }
+  if (read_deadline_ <= now) return on_read_timeout();
+  arm();
+}
+
+void ServerConnection::on_read_timeout() {
+  read_deadline_ = Clock::time_point::max();
+  if (!parser_ || !parser_->got_some()) {
+    // Idle: nothing to answer.
+    read_stopped_ = true;
+    abandon_unanswered();
+    return close_now();
+  }
+  if (head_done_) {
+    refuse(408, "the request body did not arrive within body_timeout " +
+                    format_duration(options_.body_timeout));
+  } else {
+    refuse(408, "the request head did not arrive within header_timeout " +
+                    format_duration(options_.header_timeout));
+  }
+  flush();
+  settle();
+}
+
+}  // namespace micro::http::detail
