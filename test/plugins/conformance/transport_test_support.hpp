@@ -261,6 +261,16 @@ inline const std::vector<TransportProfile>& transport_profiles() {
                "tcp: response from {address}: frame of 2080 bytes exceeds max_frame 1024"},
           },
       },
+      {
+          "http",
+          {"body_timeout", "connect_timeout", "header_timeout", "idle_timeout", "max_body",
+           "max_connections", "max_header", "pool_size"},
+          "max_body",
+          1024,
+          "connect_timeout",
+          {},  // one call at a time per connection
+          {},  // held to the contract; test/plugins/http checks its wording
+      },
   };
   return profiles;
 }
