@@ -5,9 +5,10 @@
 //   transport_conformance_test --transport=tcp [doctest options]
 //
 // (or MICRO_TEST_TRANSPORT=tcp). Round trips of every field, many calls in flight answered out
-// of order, deadlines, cancellation both ways, lost, refused and closed connections, size limits
-// and options. What differs between transports (option names, error wording) comes from the
-// table in transport_test_support.hpp; what only one transport promises stays in its own suite.
+// of order, completion exactly once on the transport's executor, deadlines, cancellation both
+// ways, lost, refused and closed connections, size limits and options. What differs between
+// transports (option names, error wording) comes from the table in transport_test_support.hpp; what
+// only one transport promises stays in its own suite.
 #define DOCTEST_CONFIG_IMPLEMENT
 #include <poll.h>
 #include <signal.h>
@@ -19,6 +20,7 @@
 #include <cstdlib>
 #include <iostream>
 #include <random>
+#include <set>
 
 #include <boost/asio/steady_timer.hpp>
 
@@ -247,6 +249,72 @@ TEST_CASE("1000 concurrent calls answered out of order each get their own respon
   CHECK(correct == call_count);
   auto order = collector.order();
   CHECK_FALSE(std::is_sorted(order.begin(), order.end()));  // they really came back mixed
+  // Each completed exactly once.
+  CHECK(order.size() == call_count);
+  CHECK(std::set<std::size_t>(order.begin(), order.end()).size() == call_count);
+}
+
+TEST_CASE("every call completes once, on the transport's executor, never inside async_call") {
+  Runtime runtime;
+  auto transport =
+      make(runtime, {{profile().size_limit_option, std::to_string(profile().small_size_limit)}});
+  auto listener = transport->listen("127.0.0.1:0", echo_handler());
+  std::string refused_address = unused_address();
+
+  struct Case {
+    std::string name;
+    std::string address;
+    micro::Request request;
+    int code;  // 0: answered
+  };
+  std::vector<Case> cases;
+  cases.push_back({"answered", listener->address(), make_request("hi"), 0});
+  cases.push_back({"already cancelled", listener->address(), make_request("hi"), 499});
+  cases.back().request.context.cancel();
+  cases.push_back({"deadline already passed", listener->address(), make_request("hi"), 408});
+  cases.back().request.context.set_deadline(std::chrono::steady_clock::now() - 1ms);
+  cases.push_back({"over the size limit", listener->address(),
+                   make_request(std::string(2 * profile().small_size_limit, 'x')), 413});
+  cases.push_back({"not host:port", "no-port-here", make_request("hi"), 400});
+  cases.push_back({"refused", refused_address, make_request("hi"), 503});
+
+  for (auto& item : cases) {
+    CAPTURE(item.name);
+    std::atomic<int> completions{0};
+    std::mutex thread_mutex;
+    std::thread::id completed_on;
+    bool on_runtime = false;
+    auto request = share(item.request);
+    std::weak_ptr<const micro::Request> watched = request;
+    std::promise<micro::Response> answer;
+    // This thread is not one of the runtime's: a completion run on it ran inside async_call.
+    transport->async_call(item.address, std::move(request), [&](micro::Response&& response) {
+      {
+        std::lock_guard lock(thread_mutex);
+        completed_on = std::this_thread::get_id();
+        on_runtime = runtime.running_in_this_thread();
+      }
+      if (++completions == 1) answer.set_value(std::move(response));
+    });
+    auto future = answer.get_future();
+    REQUIRE(future.wait_for(10s) == std::future_status::ready);
+    auto response = future.get();
+    {
+      std::lock_guard lock(thread_mutex);
+      CHECK(completed_on != std::this_thread::get_id());
+      CHECK(on_runtime);
+    }
+    if (item.code == 0) {
+      CHECK_FALSE(response.error);
+      CHECK(response.body == "echo:hi");
+    } else {
+      REQUIRE(response.error);
+      CHECK(response.error->code == item.code);
+    }
+    // The transport lets go of the request once it has completed.
+    CHECK(test_support::wait_until([&] { return watched.expired(); }));
+    CHECK(completions.load() == 1);
+  }
 }
 
 TEST_CASE("error responses round trip unchanged") {

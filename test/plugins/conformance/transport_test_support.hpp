@@ -60,6 +60,8 @@ class Runtime {
     for (auto& thread : threads_) thread.join();
   }
   asio::any_io_executor executor() { return io_.get_executor(); }
+  // True on one of this runtime's threads.
+  bool running_in_this_thread() { return io_.get_executor().running_in_this_thread(); }
 
  private:
   asio::io_context io_;
