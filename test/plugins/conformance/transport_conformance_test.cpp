@@ -128,6 +128,7 @@ TEST_CASE("a request and its response round trip every field") {
   Runtime runtime;
   auto transport = make(runtime);
   micro::Request seen;
+  bool handled_on_runtime = false;
   std::mutex seen_mutex;
   const std::vector<std::pair<std::string, std::string>> sent_metadata = {
       {"X-Trace-Id", "abc123"},
@@ -143,6 +144,7 @@ TEST_CASE("a request and its response round trip every field") {
           seen.content_type = request.content_type;
           seen.body = request.body;
           seen.context = request.context;
+          handled_on_runtime = runtime.running_in_this_thread();  // an I/O thread
         }
         micro::Response response;
         response.content_type = "application/json";
@@ -173,6 +175,7 @@ TEST_CASE("a request and its response round trip every field") {
     CHECK(seen.content_type == "application/msgpack");
     CHECK(seen.body == std::string("binary\0body\xff", 12));
     CHECK_FALSE(seen.context.has_deadline());
+    CHECK(handled_on_runtime);
     // The handler sees each key spelled as the client spelled it.
     std::map<std::string, std::string> arrived(seen.context.metadata().begin(),
                                                seen.context.metadata().end());
