@@ -71,8 +71,8 @@ bool fill_headers(const Request& request, std::uint64_t id, http::Fields& header
     }
     if (!is_header_value(value)) {
       problem = "metadata value of \"" + key +
-                "\" cannot be sent as an HTTP header value (it holds CR, LF or NUL, or starts "
-                "or ends with white space)";
+                "\" cannot be sent as an HTTP header value (it holds a control character, or "
+                "starts or ends with white space)";
       return false;
     }
     headers.push_back({key, value});

@@ -73,7 +73,10 @@ bool is_header_name(std::string_view name) {
 }
 
 bool is_header_value(std::string_view value) {
-  if (value.find_first_of(std::string_view("\r\n\0", 3)) != std::string_view::npos) return false;
+  // RFC 9110 §5.5: visible characters, space, tab and obs-text; no other control character.
+  for (unsigned char c : value) {
+    if ((c < 0x20 && c != '\t') || c == 0x7f) return false;
+  }
   if (value.empty()) return true;
   auto blank = [](char c) {
     return c == ' ' || c == '\t';

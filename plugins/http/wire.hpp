@@ -38,7 +38,7 @@ std::string_view micro_header(const http::Fields& fields, std::string_view name)
 bool is_call_header(std::string_view name, std::string_view connection_list = {});
 
 // Whether `name` can be sent as a header name (an RFC 9110 token) and `value` as its value
-// (no CR, LF or NUL; no leading or trailing white space, which HTTP would strip).
+// (no control character but tab; no leading or trailing white space, which HTTP would strip).
 bool is_header_name(std::string_view name);
 bool is_header_value(std::string_view value);
 

@@ -94,9 +94,13 @@ bool is_token(std::string_view text) {
   return true;
 }
 
-// A field value may not hold CR, LF or NUL (they would split or end the head).
+// RFC 9110 §5.5: a field value holds no control character but tab (CR and LF would split the
+// head; the others make clients refuse it).
 bool is_field_value(std::string_view text) {
-  return text.find_first_of(std::string_view("\r\n\0", 3)) == std::string_view::npos;
+  for (unsigned char c : text) {
+    if ((c < 0x20 && c != '\t') || c == 0x7f) return false;
+  }
+  return true;
 }
 
 // Fields the server writes itself.
@@ -263,8 +267,10 @@ void RequestParser::on_header_impl(beast::error_code& error) {
 
 void RequestParser::on_body_init_impl(const boost::optional<std::uint64_t>& length,
                                       beast::error_code&) {
-  // Checked against body_limit already, so this reserves no more than the limit.
-  if (length) request_.body.reserve(static_cast<std::size_t>(*length));
+  // Within body_limit (checked already), but a declared length is not yet a body: a client
+  // that announces megabytes and sends nothing gets no more than 64 KiB reserved.
+  constexpr std::uint64_t reserve_limit = 64 * 1024;
+  if (length) request_.body.reserve(static_cast<std::size_t>(std::min(*length, reserve_limit)));
 }
 
 std::size_t RequestParser::on_body_impl(beast::string_view body, beast::error_code&) {
@@ -477,9 +483,8 @@ void ServerConnection::refuse_parse(const beast::error_code& error) {
     // Refused from the head (Content-Length, which Beast has checked) or from a chunk size.
     if (!parser_->is_header_done()) {
       auto length = find_field(parsing_->request_.headers, "Content-Length");
-      return refuse(413, "request body of " + std::string(length) +
-                             " bytes exceeds the limit of " + std::to_string(options_.body_limit) +
-                             " bytes");
+      return refuse(413, "request body of " + std::string(length) + " bytes exceeds the limit of " +
+                             std::to_string(options_.body_limit) + " bytes");
     }
     return refuse(413, "chunked request body exceeds the limit of " +
                            std::to_string(options_.body_limit) + " bytes");
