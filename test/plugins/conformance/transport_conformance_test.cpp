@@ -838,6 +838,20 @@ TEST_CASE("messages over the size limit are refused with 413") {
     CHECK_FALSE(answer.error);
     CHECK(answer.body == std::string(100, 'r'));
   }
+  SUBCASE("a response over the server's limit becomes a 413 from the server") {
+    auto client = make(runtime);
+    micro::Request request = make_request(over);
+    auto response = call_and_wait(*client, listener->address(), request);
+    REQUIRE(response.error);
+    CHECK(response.error->code == 413);
+    CHECK(response.error->status == "Payload Too Large");
+    CHECK(response.error->id == "micro.server");
+    check_detail("response over the server's limit", *response.error, listener->address(), false);
+    micro::Request fits = make_request("100");
+    auto answer = call_and_wait(*client, listener->address(), fits);
+    CHECK_FALSE(answer.error);
+    CHECK(answer.body == std::string(100, 'r'));
+  }
   SUBCASE("a response over the client's limit is refused by the client") {
     auto big = make(runtime);
     auto big_listener = big->listen("127.0.0.1:0", unary(sized_answer));

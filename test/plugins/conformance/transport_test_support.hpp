@@ -259,6 +259,8 @@ inline const std::vector<TransportProfile>& transport_profiles() {
                "tcp: request of 2129 bytes exceeds max_frame 1024; not sent to {address}"},
               {"request over the server's limit",
                "tcp: frame of 2129 bytes exceeds max_frame 1024"},
+              {"response over the server's limit",
+               "tcp: response of 2080 bytes exceeds max_frame 1024"},
               {"response over the client's limit",
                "tcp: response from {address}: frame of 2080 bytes exceeds max_frame 1024"},
           },

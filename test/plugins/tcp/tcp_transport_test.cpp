@@ -1,9 +1,9 @@
 // test/plugins/tcp/tcp_transport_test.cpp — what only the tcp transport promises, loaded through
 // the PluginLoader: the server's Local and Remote metadata, calls spread across a pool of
-// connections, the cancel frame, the symmetric max_frame, malformed and oversize frames, and the
-// exact bytes of the README's example. What every transport promises (round trips, deadlines,
-// cancellation, lost connections, size limits) is the conformance suite's
-// (test/plugins/conformance), which runs on tcp too.
+// connections, the cancel frame, malformed and oversize frames, and the exact bytes of the
+// README's example. What every transport promises (round trips, deadlines, cancellation, lost
+// connections, size limits) is the conformance suite's (test/plugins/conformance), which runs on
+// tcp too.
 #include <algorithm>
 #include <atomic>
 #include <functional>
@@ -126,27 +126,6 @@ TEST_CASE("an oversize header from a peer is refused without allocating it") {
   auto answer = call_and_wait(*transport, listener->address(), request);
   REQUIRE_FALSE(answer.error);
   CHECK(answer.body == "echo:still here");
-}
-
-TEST_CASE("a response over the server's max_frame becomes a 413 from the server") {
-  // max_frame bounds what a side sends as well as what it accepts.
-  Runtime runtime;
-  auto small = make_tcp(runtime, {{"max_frame", "1024"}});
-  auto listener = small->listen("127.0.0.1:0",
-                                unary([](micro::Request& request, micro::ResponseHandler respond) {
-                                  micro::Response response;
-                                  response.body = std::string(std::stoul(request.body), 'r');
-                                  respond(std::move(response));
-                                }));
-  auto client = make_tcp(runtime);
-  micro::Request request = make_request("5000");
-  auto response = call_and_wait(*client, listener->address(), request);
-  REQUIRE(response.error);
-  CHECK(response.error->code == 413);
-  CHECK(response.error->id == "micro.server");
-  CHECK(response.error->detail == "tcp: response of 5032 bytes exceeds max_frame 1024");
-  micro::Request fits = make_request("100");
-  CHECK(call_and_wait(*client, listener->address(), fits).body == std::string(100, 'r'));
 }
 
 TEST_CASE("malformed request frames get a 400 naming what was wrong and where") {
