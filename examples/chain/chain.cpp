@@ -5,7 +5,7 @@
 // `trail` is this example's own wrapper plugin (trail_wrapper.cpp), found through
 // MICRO_PLUGIN_PATH.
 //
-//   chain [--wrappers=…]
+//   chain [--wrappers=…] [--transport=http] [count]
 #include <cstdlib>
 #include <iostream>
 

@@ -1,6 +1,7 @@
 // The greeter client: finds the greeter through the registry and calls it.
 //
-//   greeter-client [--registry=file?dir=/tmp/reg] [--selector=roundrobin] [count] [name]
+//   greeter-client [--registry=file?dir=/tmp/reg] [--selector=roundrobin] [--transport=http]
+//                  [count] [name]
 #include <iostream>
 #include <string>
 

@@ -4,6 +4,9 @@
 // from the client through the handler to the subscriber (`micro trace /tmp/spans`).
 //
 //   greeter-server [--registry=file?dir=/tmp/reg] [--server_address=127.0.0.1:0]
+//                  [--transport=http]
+//
+// The client must use the same transport (--transport=http on both).
 #include <iostream>
 
 #include <micro/service.hpp>

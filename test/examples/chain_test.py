@@ -1,11 +1,14 @@
 #!/usr/bin/env python3
 """The chain example: wrappers run in the configured order, first = outermost, on both the
-client (client chain) and the server (handler chain)."""
+client (client chain) and the server (handler chain), on any transport.
+
+    chain_test.py CHAIN [--transport=http]"""
 import re
 import subprocess
 import sys
 
-result = subprocess.run([sys.argv[1], "1"], capture_output=True, text=True, timeout=60)
+flags = [argument for argument in sys.argv[2:] if argument.startswith("--transport=")]
+result = subprocess.run([sys.argv[1], *flags, "1"], capture_output=True, text=True, timeout=60)
 print(result.stdout, result.stderr)
 if result.returncode != 0:
     sys.exit(f"chain exited {result.returncode}")
@@ -28,4 +31,4 @@ if lines[: len(expected)] != expected:
     print("expected:", *expected, sep="\n  ")
     print("got:", *lines, sep="\n  ")
     sys.exit("wrappers did not run in the configured order")
-print("chain example: ok")
+print("chain example" + (f" with {flags[0]}" if flags else "") + ": ok")

@@ -1,19 +1,37 @@
 #!/usr/bin/env python3
 """The greeter example across processes: two servers found through the file registry, the
 client's calls alternating between them (roundrobin), and a SIGTERM'd server leaving the
-registry at once so later calls go to the one left."""
+registry at once so later calls go to the one left.
+
+    greeter_test.py SERVER CLIENT [--transport=http]
+
+The same binaries run on any transport; only the configuration string changes."""
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
 import time
 
-server_binary = client_binary = None
-if __name__ == "__main__":
-    server_binary, client_binary = sys.argv[1], sys.argv[2]
 failures = []
+
+
+def take_transport(argv):
+    """Removes --transport=NAME from argv and returns NAME (tcp when absent)."""
+    for argument in list(argv):
+        if argument.startswith("--transport="):
+            argv.remove(argument)
+            return argument.split("=", 1)[1]
+    return "tcp"
+
+
+server_binary = client_binary = None
+transport = "tcp"
+if __name__ == "__main__":
+    transport = take_transport(sys.argv)
+    server_binary, client_binary = sys.argv[1], sys.argv[2]
 
 
 def check(condition, message):
@@ -44,12 +62,24 @@ def run_client(flags, count):
 
 CLIENT = [None]
 
+# What a server of each transport answers to bytes it does not understand: proof that the
+# string really changed what goes over the wire.
+GREETING_PROBE = b"GET / HTTP/1.1\r\nHost: probe\r\nConnection: close\r\n\r\n"
+ANSWER_STARTS = {"tcp": b"MT", "http": b"HTTP/1."}
 
-def run_scenario(server_binary, client_binary, registry):
-    """Two servers and a client on `registry`; returns the list of failures."""
+
+def wire_answer(address):
+    host, port = address.rsplit(":", 1)
+    with socket.create_connection((host, int(port)), timeout=5) as probe:
+        probe.sendall(GREETING_PROBE)
+        return probe.recv(64)
+
+
+def run_scenario(server_binary, client_binary, registry, transport="tcp"):
+    """Two servers and a client on `registry` and `transport`; returns the list of failures."""
     failures.clear()
     CLIENT[0] = client_binary
-    flags = [f"--registry={registry}"]
+    flags = [f"--registry={registry}", f"--transport={transport}"]
     servers = []
     try:
         addresses = []
@@ -59,7 +89,10 @@ def run_scenario(server_binary, client_binary, registry):
             servers.append(server)
             line = wait_for_line(server, r"listening on", 10)
             addresses.append(line.split()[-1])
-        print(registry, "servers:", addresses)
+        print(registry, transport, "servers:", addresses)
+        answer = wire_answer(addresses[0])
+        check(answer.startswith(ANSWER_STARTS[transport]),
+              f"the server does not speak {transport}: it answered {answer!r}")
 
         served = run_client(flags + ["--selector=roundrobin"], 6)
         print("served by:", served)
@@ -84,6 +117,7 @@ def run_scenario(server_binary, client_binary, registry):
 
 if __name__ == "__main__":
     with tempfile.TemporaryDirectory() as registry_dir:
-        problems = run_scenario(server_binary, client_binary, f"file?dir={registry_dir}")
-    print("greeter example:", "FAILED" if problems else "ok")
+        problems = run_scenario(server_binary, client_binary, f"file?dir={registry_dir}",
+                                transport)
+    print(f"greeter example on {transport}:", "FAILED" if problems else "ok")
     sys.exit(1 if problems else 0)

@@ -3,13 +3,21 @@
 call, through its attempt, the server handler, a child span in the handler and a publish, to
 the subscriber's consumer span (child of the producer and linked to it) — read from the file
 exporter's OTLP JSON, and drawn by `micro trace`. With a fourth argument `nats`, the event
-goes through a real nats-server, so traceparent must travel in NATS message headers."""
+goes through a real nats-server, so traceparent must travel in NATS message headers; with
+--transport=http the call goes over HTTP, so it must travel in HTTP headers.
+
+    greeter_trace_test.py SERVER CLIENT MICRO [nats] [--transport=http]"""
 import json
 import signal
 import subprocess
 import sys
 import tempfile
 
+transport = "tcp"
+for argument in list(sys.argv):
+    if argument.startswith("--transport="):
+        sys.argv.remove(argument)
+        transport = argument.split("=", 1)[1]
 server_binary, client_binary, micro = sys.argv[1:4]
 use_nats = len(sys.argv) > 4 and sys.argv[4] == "nats"
 failures = []
@@ -43,7 +51,7 @@ def check(condition, message):
 
 with tempfile.TemporaryDirectory() as work:
     spans_file = f"{work}/spans.jsonl"
-    flags = [f"--registry=file?dir={work}/registry",
+    flags = [f"--registry=file?dir={work}/registry", f"--transport={transport}",
              f"--wrappers=trace?exporter=file&file={spans_file}&sampler=always_on"]
     nats = None
     if use_nats:
@@ -106,5 +114,5 @@ with tempfile.TemporaryDirectory() as work:
     check(drawn.returncode == 0 and " 6 spans " in drawn.stdout, "micro trace did not draw 6 spans")
     check("greeter.greeted process (consumer)" in drawn.stdout, "waterfall lacks the consumer")
 
-print("greeter trace" + (" over nats" if use_nats else "") + ":", "FAILED" if failures else "ok")
+print(f"greeter trace on {transport}" + (" with nats" if use_nats else "") + ":", "FAILED" if failures else "ok")
 sys.exit(1 if failures else 0)

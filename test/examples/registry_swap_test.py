@@ -1,6 +1,8 @@
 #!/usr/bin/env python3
 """examples/registry-swap: the same greeter binaries, first with registry=file, then with
-registry=etcd://… against a real etcd started here — nothing but the string changes."""
+registry=etcd://… against a real etcd started here — nothing but the string changes.
+
+    registry_swap_test.py SERVER CLIENT [--transport=http]"""
 import os
 import shutil
 import socket
@@ -13,6 +15,7 @@ import urllib.request
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import greeter_test  # noqa: E402
 
+transport = greeter_test.take_transport(sys.argv)
 server_binary, client_binary = sys.argv[1], sys.argv[2]
 
 
@@ -48,16 +51,18 @@ def start_etcd(data_dir):
 
 failed = []
 with tempfile.TemporaryDirectory() as work:
-    problems = greeter_test.run_scenario(server_binary, client_binary, f"file?dir={work}/file")
-    print("registry=file:", "FAILED" if problems else "ok")
+    problems = greeter_test.run_scenario(server_binary, client_binary, f"file?dir={work}/file",
+                                         transport)
+    print(f"registry=file transport={transport}:", "FAILED" if problems else "ok")
     failed += problems
     if shutil.which("etcd") is None:
         print("FAIL: etcd is not installed (Debian package etcd-server)")
         sys.exit(1)
     etcd, address = start_etcd(f"{work}/etcd")
     try:
-        problems = greeter_test.run_scenario(server_binary, client_binary, f"etcd://{address}")
-        print("registry=etcd:", "FAILED" if problems else "ok")
+        problems = greeter_test.run_scenario(server_binary, client_binary, f"etcd://{address}",
+                                             transport)
+        print(f"registry=etcd transport={transport}:", "FAILED" if problems else "ok")
         failed += problems
     finally:
         etcd.terminate()

@@ -1,27 +1,19 @@
-// test/plugins/tcp/tcp_test_support.hpp — helpers for the tcp transport tests: a runtime
-// with a few I/O threads, a collector for call results, and a raw socket that speaks the
-// frame format from plugins/tcp/README.md (written from the spec, not from the plugin's
-// code, so the two check each other).
+// test/plugins/tcp/tcp_test_support.hpp — helpers for the tcp transport's own tests, on top of
+// the conformance suite's (runtime, call helpers, collector): a raw socket that speaks the
+// frame format from plugins/tcp/README.md (written from the spec, not from the plugin's code,
+// so the two check each other).
 #pragma once
 
 #include <sys/socket.h>
 #include <sys/time.h>
 
-#include <chrono>
-#include <condition_variable>
 #include <cstdint>
 #include <cstring>
 #include <fstream>
-#include <future>
-#include <map>
-#include <memory>
-#include <mutex>
 #include <optional>
 #include <string>
-#include <thread>
 #include <vector>
 
-#include <boost/asio/executor_work_guard.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/read.hpp>
@@ -29,113 +21,15 @@
 
 #include <doctest/doctest.h>
 
-#include <micro/plugin_loader.hpp>
-#include <micro/transport.hpp>
+#include "../conformance/transport_test_support.hpp"
 
 namespace tcp_test {
 
-namespace asio = boost::asio;
-using namespace std::chrono_literals;
+using namespace transport_test;
 
-// An io_context run by a few threads, as the runtime does. Drains on destruction, and
-// stops for good after a bounded wait so a bug cannot hang the suite.
-class Runtime {
- public:
-  explicit Runtime(int thread_count = 3) : guard_(asio::make_work_guard(io_)) {
-    for (int i = 0; i < thread_count; ++i) {
-      threads_.emplace_back([this] {
-        io_.run();
-        std::lock_guard lock(mutex_);
-        ++finished_;
-        finished_changed_.notify_all();
-      });
-    }
-  }
-  ~Runtime() {
-    guard_.reset();
-    {
-      std::unique_lock lock(mutex_);
-      if (!finished_changed_.wait_for(lock, 10s, [&] { return finished_ == threads_.size(); }))
-        io_.stop();
-    }
-    for (auto& thread : threads_) thread.join();
-  }
-  asio::any_io_executor executor() { return io_.get_executor(); }
-
- private:
-  asio::io_context io_;
-  asio::executor_work_guard<asio::io_context::executor_type> guard_;
-  std::vector<std::thread> threads_;
-  std::mutex mutex_;
-  std::condition_variable finished_changed_;
-  std::size_t finished_ = 0;
-};
-
-inline std::shared_ptr<micro::Transport> make_tcp(
-    Runtime& runtime, const std::vector<std::pair<std::string, std::string>>& options = {}) {
-  return micro::PluginLoader::instance().create<micro::Transport>("tcp", "", options,
-                                                                  runtime.executor());
+inline std::shared_ptr<micro::Transport> make_tcp(Runtime& runtime, const Options& options = {}) {
+  return make_transport("tcp", runtime, options);
 }
-
-// A server-side handler that sees the call's request and answers through a ResponseHandler,
-// as most of these tests' handlers do.
-template <class Handler>
-micro::CallHandler unary(Handler handler) {
-  return [handler = std::move(handler)](micro::ServerCallPtr call) mutable {
-    micro::Request& request = call->request();
-    handler(request, [call = std::move(call)](micro::Response&& response) {
-      call->respond(std::move(response));
-    });
-  };
-}
-
-// The call's own copy of a request (a call owns its request).
-inline std::shared_ptr<const micro::Request> share(const micro::Request& request) {
-  return std::make_shared<const micro::Request>(request);
-}
-
-// Waits for one call's response without risking a dangling promise if it never comes.
-inline micro::Response call_and_wait(micro::Transport& transport, const std::string& address,
-                                     const micro::Request& request,
-                                     std::chrono::milliseconds limit = 10s) {
-  auto promise = std::make_shared<std::promise<micro::Response>>();
-  auto future = promise->get_future();
-  transport.async_call(address, share(request), [promise](micro::Response&& response) {
-    promise->set_value(std::move(response));
-  });
-  REQUIRE_MESSAGE(future.wait_for(limit) == std::future_status::ready,
-                  "no response within the time limit");
-  return future.get();
-}
-
-// Responses of many calls, by index, with a wait for a count.
-class Collector {
- public:
-  explicit Collector(std::size_t size) : responses_(size) {}
-  micro::ResponseHandler handler(std::size_t index) {
-    return [this, index](micro::Response&& response) {
-      std::lock_guard lock(mutex_);
-      responses_[index] = std::move(response);
-      order_.push_back(index);
-      changed_.notify_all();
-    };
-  }
-  bool wait_all(std::chrono::milliseconds limit = 30s) {
-    std::unique_lock lock(mutex_);
-    return changed_.wait_for(lock, limit, [&] { return order_.size() == responses_.size(); });
-  }
-  std::vector<std::optional<micro::Response>>& responses() { return responses_; }
-  std::vector<std::size_t> order() {
-    std::lock_guard lock(mutex_);
-    return order_;
-  }
-
- private:
-  std::mutex mutex_;
-  std::condition_variable changed_;
-  std::vector<std::optional<micro::Response>> responses_;
-  std::vector<std::size_t> order_;
-};
 
 // ---- the frame format, from the README -------------------------------------------------
 
@@ -286,15 +180,6 @@ inline long resident_kib() {
   while (std::getline(status, line))
     if (line.rfind("VmRSS:", 0) == 0) return std::stol(line.substr(6));
   return -1;
-}
-
-// A loopback port nothing listens on.
-inline std::string unused_address() {
-  asio::io_context io;
-  asio::ip::tcp::acceptor acceptor(io, {asio::ip::make_address("127.0.0.1"), 0});
-  auto port = acceptor.local_endpoint().port();
-  acceptor.close();
-  return "127.0.0.1:" + std::to_string(port);
 }
 
 }  // namespace tcp_test
