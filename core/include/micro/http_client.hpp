@@ -136,10 +136,11 @@ struct RequestOptions {
   // Connecting, sending the request and reading the response (a round trip) or its head (a
   // stream) must end by then.
   Clock::time_point deadline = no_deadline;
-  // When not zero, a new connection must be made (resolved, connected, TLS) within this too.
+  // When not zero, a new connection must be made (resolved, connected, TLS) within this too;
+  // when it is that bound that runs out, the error is a 503 (the peer is unreachable), not a 408.
   std::chrono::milliseconds connect_timeout{0};
   std::shared_ptr<Cancellation> cancellation;
-  std::size_t body_limit = 64 * 1024 * 1024;  // round trips: a longer body is a 502
+  std::size_t body_limit = 64 * 1024 * 1024;  // round trips: a longer body is refused (413)
 };
 
 struct ClientOptions {

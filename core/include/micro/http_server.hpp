@@ -117,7 +117,8 @@ class Server {
   Server& operator=(const Server&) = delete;
 
   // Binds "host:port" ("127.0.0.1:0" picks a free port) and starts accepting. Throws
-  // micro::Exception (500) naming the address and why it cannot be used.
+  // micro::Exception naming the address and why it cannot be used: 400 when it is malformed,
+  // 500 when it cannot be resolved or bound.
   void listen(std::string_view address);
   // The bound address, "host:port" with the real port.
   std::string address() const;

@@ -140,15 +140,37 @@ class Opening : public std::enable_shared_from_this<Opening> {
   void connect() {
     if (!state_->connection) return done_(state_->broken, nullptr);  // cancelled meanwhile
     auto deadline = options_.deadline;
-    if (options_.connect_timeout.count() > 0) {
-      deadline = std::min(deadline, Clock::now() + options_.connect_timeout);
+    // The connect timeout bounds the connection, not the request: when it is what ran out,
+    // the node could not be reached (503, worth trying elsewhere), unlike the request's own
+    // deadline passing (408).
+    bool connect_timeout_first = false;
+    if (options_.connect_timeout.count() > 0 &&
+        Clock::now() + options_.connect_timeout < deadline) {
+      deadline = Clock::now() + options_.connect_timeout;
+      connect_timeout_first = true;
     }
     state_->connection->async_connect(
         deadline, description_, [self = shared_from_this()] { return self->cancelled(); },
-        [self = shared_from_this()](std::exception_ptr error) {
+        [self = shared_from_this(), connect_timeout_first](std::exception_ptr error) {
+          if (error && connect_timeout_first) error = self->connect_timed_out(error);
           if (error) return self->done_(self->state_->fail(error), nullptr);
           self->send();
         });
+  }
+
+  // A 408 from a connect bounded by connect_timeout, as the 503 it is.
+  std::exception_ptr connect_timed_out(std::exception_ptr error) const {
+    try {
+      std::rethrow_exception(error);
+    } catch (const Exception& e) {
+      if (e.error().code != 408) return error;
+      return std::make_exception_ptr(Exception(Error(
+          e.error().id, 503,
+          "cannot connect to " + request_.url.authority() + " within the connect timeout of " +
+              std::to_string(options_.connect_timeout.count()) + " ms")));
+    } catch (...) {
+      return error;
+    }
   }
 
   bool cancelled() const {
@@ -282,7 +304,8 @@ class RoundTrip : public std::enable_shared_from_this<RoundTrip> {
       self->response_.body += piece;
       if (self->response_.body.size() > self->options_.body_limit) {
         self->state_->cancel();
-        return self->done_(failure(self->state_->description, 502,
+        // 413 like every size refusal in micro-cpp: the client refused it, whatever the peer.
+        return self->done_(failure(self->state_->description, 413,
                                    "the response body is longer than " +
                                        std::to_string(self->options_.body_limit) + " bytes"),
                            {});

@@ -31,15 +31,17 @@ std::string endpoint_text(const tcp::endpoint& endpoint) {
   return host + ":" + std::to_string(endpoint.port());
 }
 
-Exception cannot_listen(std::string_view address, const std::string& why) {
-  return Exception(Error(server_error_id, 500,
+// A malformed address is the caller's mistake (400); one that cannot be bound or resolved is
+// the machine's (500).
+Exception cannot_listen(std::string_view address, const std::string& why, int code = 500) {
+  return Exception(Error(server_error_id, code,
                          "http: cannot listen on \"" + std::string(address) + "\": " + why));
 }
 
 // "host:port", "[v6]:port" or ":port" (every interface) as an endpoint; names are resolved.
 tcp::endpoint parse_listen_address(const IoExecutor& executor, std::string_view address) {
   auto colon = address.rfind(':');
-  if (colon == std::string_view::npos) throw cannot_listen(address, "expected host:port");
+  if (colon == std::string_view::npos) throw cannot_listen(address, "expected host:port", 400);
   std::string_view host = address.substr(0, colon);
   std::string_view port_text = address.substr(colon + 1);
   if (host.size() >= 2 && host.front() == '[' && host.back() == ']') {
@@ -49,8 +51,8 @@ tcp::endpoint parse_listen_address(const IoExecutor& executor, std::string_view 
   auto [end, error] = std::from_chars(port_text.data(), port_text.data() + port_text.size(), port);
   if (port_text.empty() || error != std::errc() || end != port_text.data() + port_text.size() ||
       port > 65535) {
-    throw cannot_listen(address,
-                        "port \"" + std::string(port_text) + "\" is not a number from 0 to 65535");
+    throw cannot_listen(
+        address, "port \"" + std::string(port_text) + "\" is not a number from 0 to 65535", 400);
   }
   if (host.empty()) return tcp::endpoint(tcp::v4(), static_cast<unsigned short>(port));
   boost::system::error_code not_an_address;
