@@ -30,7 +30,8 @@ namespace micro {
 
 // Bumped whenever a public interface a plugin implements changes layout or meaning.
 // 2: PluginOption gained min and max.
-inline constexpr std::uint32_t plugin_abi_version = 2;
+// 3: Transport gained node_metadata().
+inline constexpr std::uint32_t plugin_abi_version = 3;
 
 enum class PluginKind { registry, selector, broker, transport, wrapper };
 std::string_view to_string(PluginKind kind) noexcept;
