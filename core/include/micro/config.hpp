@@ -75,6 +75,13 @@ struct Config {
   int client_retries = 1;
   unsigned threads = 0;   // 0: the hardware threads
   std::string log_level;  // "" leaves the logger's level (MICRO_LOG_LEVEL, or info) alone
+  // The operator's endpoint (<micro/admin.hpp>): "" is off; "127.0.0.1:9100" serves /metrics,
+  // /health/* and the admin pages there. Its bearer token, when set, guards all but /health/*.
+  std::string admin_address;
+  std::string admin_token;
+  // How long a stopping service reports not ready before it deregisters and drains, so load
+  // balancers stop sending first.
+  std::chrono::milliseconds shutdown_delay{0};
 
   // Applies a config string on top of what is set. Throws ConfigError.
   void apply_string(std::string_view text, std::string_view origin = "config string");
