@@ -114,7 +114,8 @@ std::string redact_secrets(std::string_view text) {
       while (end < text.size() && (std::isalnum(static_cast<unsigned char>(text[end])) ||
                                    text[end] == '_' || text[end] == '-'))
         ++end;
-      if (end > i && end < text.size() && text[end] == '=' && secret_name(text.substr(i, end - i))) {
+      if (end > i && end < text.size() && text[end] == '=' &&
+          secret_name(text.substr(i, end - i))) {
         out.append(text.substr(i, end - i + 1));
         out += "***";
         std::size_t value_end = end + 1;
@@ -265,9 +266,8 @@ std::map<std::string, EndpointFigures> AdminServer::State::figures() {
     EndpointFigures figures;
     for (auto count : counts) figures.requests += count;
     figures.rate = static_cast<double>(figures.requests) / seconds;
-    figures.error_rate = figures.requests ? static_cast<double>(errors) /
-                                                static_cast<double>(figures.requests)
-                                          : 0;
+    figures.error_rate =
+        figures.requests ? static_cast<double>(errors) / static_cast<double>(figures.requests) : 0;
     if (histogram) {
       figures.p50 = bucket_quantile(0.5, histogram->bounds(), counts);
       figures.p99 = bucket_quantile(0.99, histogram->bounds(), counts);
@@ -367,8 +367,9 @@ http::ServerResponse AdminServer::State::index(const http::ServerRequest& reques
       out += "<tr><th>" + html_escape(key) + "</th><td>" +
              html_escape(value.is_string() ? value.get<std::string>() : value.dump()) +
              "</td></tr>";
-    out += "</table><h2>Endpoints (last minute)</h2><table><tr><th>chain</th><th>service</th>"
-           "<th>endpoint</th><th>req/s</th><th>errors</th><th>p50 ms</th><th>p99 ms</th></tr>";
+    out +=
+        "</table><h2>Endpoints (last minute)</h2><table><tr><th>chain</th><th>service</th>"
+        "<th>endpoint</th><th>req/s</th><th>errors</th><th>p50 ms</th><th>p99 ms</th></tr>";
   } else {
     for (auto& [key, value] : summary.items())
       out += key + ": " + (value.is_string() ? value.get<std::string>() : value.dump()) + "\n";
@@ -385,11 +386,11 @@ http::ServerResponse AdminServer::State::index(const http::ServerRequest& reques
     std::string p99 = number(figures.p99 * 1000, "%.3f");
     if (html)
       out += "<tr><td>" + html_escape(chain) + "</td><td>" + html_escape(service) + "</td><td>" +
-             html_escape(endpoint) + "</td><td>" + rate + "</td><td>" + errors + "</td><td>" +
-             p50 + "</td><td>" + p99 + "</td></tr>";
+             html_escape(endpoint) + "</td><td>" + rate + "</td><td>" + errors + "</td><td>" + p50 +
+             "</td><td>" + p99 + "</td></tr>";
     else
-      out += "  " + chain + " " + service + " " + endpoint + " " + rate + " " + errors + " " +
-             p50 + " " + p99 + "\n";
+      out += "  " + chain + " " + service + " " + endpoint + " " + rate + " " + errors + " " + p50 +
+             " " + p99 + "\n";
   }
   if (html) {
     out += "</table><h2>Pages</h2><ul>";
@@ -428,8 +429,7 @@ http::ServerResponse AdminServer::State::answer(const http::ServerRequest& reque
   }
   if (path == "/metrics") {
     auto format = metrics::negotiate(request.header("Accept"));
-    return text_response(200, std::string(metrics::content_type(format)),
-                         registry->expose(format));
+    return text_response(200, std::string(metrics::content_type(format)), registry->expose(format));
   }
   if (path == "/health/live") return health(Probe::liveness);
   if (path == "/health/ready") return health(Probe::readiness);
@@ -441,9 +441,9 @@ http::ServerResponse AdminServer::State::answer(const http::ServerRequest& reque
     if (found != pages.end()) make = found->second;
   }
   if (make) return page(request, path, make());
-  return text_response(404, "text/plain; charset=utf-8",
-                       "no admin page at '" + path +
-                           "'; try /, /metrics, /health/live, /health/ready\n");
+  return text_response(
+      404, "text/plain; charset=utf-8",
+      "no admin page at '" + path + "'; try /, /metrics, /health/live, /health/ready\n");
 }
 
 AdminServer::AdminServer(AdminOptions options) : state_(std::make_shared<State>()) {

@@ -249,8 +249,7 @@ void HistogramCell::observe(double value) noexcept {
 
 void HistogramCell::observe(double value, std::string_view trace_id, std::string_view span_id) {
   observe(value);
-  if (std::isnan(value) || trace_id.size() != 32 ||
-      trace_id == "00000000000000000000000000000000")
+  if (std::isnan(value) || trace_id.size() != 32 || trace_id == "00000000000000000000000000000000")
     return;
   auto& slot = exemplars_[bucket_of(value)];
   if (slot.busy.test_and_set(std::memory_order_acquire)) return;
@@ -303,8 +302,8 @@ void* FamilyBase::find_or_make(const std::string_view* values, std::size_t count
   auto [begin, end] = cache.equal_range(hash);
   for (auto it = begin; it != end; ++it) {
     const CacheEntry& entry = it->second;
-    if (entry.serial == serial_ && std::equal(entry.values.begin(), entry.values.end(), values,
-                                              values + count))
+    if (entry.serial == serial_ &&
+        std::equal(entry.values.begin(), entry.values.end(), values, values + count))
       return entry.cell;
   }
   std::vector<std::string> key(values, values + count);
@@ -373,8 +372,9 @@ void Registration::reset() {
 }
 
 std::string_view content_type(Format format) noexcept {
-  return format == Format::openmetrics ? "application/openmetrics-text; version=1.0.0; charset=utf-8"
-                                       : "text/plain; version=0.0.4; charset=utf-8";
+  return format == Format::openmetrics
+             ? "application/openmetrics-text; version=1.0.0; charset=utf-8"
+             : "text/plain; version=0.0.4; charset=utf-8";
 }
 
 Format negotiate(std::string_view accept) {
@@ -382,9 +382,8 @@ Format negotiate(std::string_view accept) {
   std::size_t start = 0;
   while (start <= accept.size()) {
     std::size_t comma = accept.find(',', start);
-    std::string_view range =
-        accept.substr(start, comma == std::string_view::npos ? std::string_view::npos
-                                                             : comma - start);
+    std::string_view range = accept.substr(
+        start, comma == std::string_view::npos ? std::string_view::npos : comma - start);
     std::size_t semicolon = range.find(';');
     std::string_view type = range.substr(0, semicolon);
     while (!type.empty() && type.front() == ' ') type.remove_prefix(1);
@@ -396,8 +395,8 @@ Format negotiate(std::string_view accept) {
       std::size_t q = parameters.find("q=");
       if (q != std::string_view::npos) {
         std::string_view number = parameters.substr(q + 2);
-        refused = number.starts_with("0") && number.find_first_of("123456789") ==
-                                                 std::string_view::npos;
+        refused =
+            number.starts_with("0") && number.find_first_of("123456789") == std::string_view::npos;
       }
       if (!refused) return Format::openmetrics;
     }
@@ -476,8 +475,8 @@ Gauge& Registry::gauge(std::string name, std::string help, std::vector<std::stri
   });
 }
 
-Histogram& Registry::histogram(std::string name, std::string help,
-                               std::vector<std::string> labels, std::vector<double> bounds) {
+Histogram& Registry::histogram(std::string name, std::string help, std::vector<std::string> labels,
+                               std::vector<double> bounds) {
   check_names(name, labels);
   for (std::size_t i = 0; i < bounds.size(); ++i) {
     if (!std::isfinite(bounds[i]) || (i > 0 && bounds[i] <= bounds[i - 1]))

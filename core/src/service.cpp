@@ -188,9 +188,12 @@ void Microservice::start_admin() {
     // The admin thread may block: the services the registry knows, asked of it directly.
     try {
       nlohmann::json services = nlohmann::json::array();
-      for (const auto& service : self->registry->list_services()) {
-        nlohmann::json entry = service;
-        services.push_back(std::move(entry));
+      for (const auto& listed : self->registry->list_services()) {
+        // Through the cache, as a call would see it (a miss fetches, on this thread).
+        for (const auto& service : self->registry->get_service(listed.name)) {
+          nlohmann::json entry = service;
+          services.push_back(std::move(entry));
+        }
       }
       page["services"] = std::move(services);
     } catch (const std::exception& e) {
@@ -200,17 +203,17 @@ void Microservice::start_admin() {
   });
 
   // Toolkit gauges and counters, read at scrape time.
-  state.collectors.push_back(metrics::default_registry().add_collector(
-      [self](metrics::Collector& collector) {
+  state.collectors.push_back(
+      metrics::default_registry().add_collector([self](metrics::Collector& collector) {
         metrics::Labels service{{"service", self->name}};
         if (self->server) {
           auto statistics = self->server->statistics();
           collector.gauge("micro_server_in_flight", "requests being handled now", service,
                           static_cast<double>(statistics.in_flight));
-          collector.counter("micro_server_handled_total", "requests answered, any outcome",
-                            service, static_cast<double>(statistics.handled));
-          collector.counter("micro_server_failed_total", "requests answered with an error",
-                            service, static_cast<double>(statistics.failed));
+          collector.counter("micro_server_handled_total", "requests answered, any outcome", service,
+                            static_cast<double>(statistics.handled));
+          collector.counter("micro_server_failed_total", "requests answered with an error", service,
+                            static_cast<double>(statistics.failed));
           collector.counter("micro_server_refused_total",
                             "requests refused: unknown endpoint, past deadline, stopping", service,
                             static_cast<double>(statistics.refused));
@@ -225,15 +228,15 @@ void Microservice::start_admin() {
         auto cache = self->registry->statistics();
         collector.counter("micro_registry_cache_hits_total", "lookups answered from the cache",
                           service, static_cast<double>(cache.hits));
-        collector.counter("micro_registry_cache_misses_total", "lookups that had to fetch",
-                          service, static_cast<double>(cache.misses));
+        collector.counter("micro_registry_cache_misses_total", "lookups that had to fetch", service,
+                          static_cast<double>(cache.misses));
         collector.counter("micro_registry_cache_stale_total",
                           "lookups answered stale while the registry failed", service,
                           static_cast<double>(cache.stale_served));
         collector.gauge("micro_broker_connected", "1 while the broker is connected", service,
                         self->broker_connected.load() ? 1 : 0);
-        collector.gauge("micro_ready", "1 while /health/ready answers 200 (not draining)",
-                        service, self->admin->draining() ? 0 : 1);
+        collector.gauge("micro_ready", "1 while /health/ready answers 200 (not draining)", service,
+                        self->admin->draining() ? 0 : 1);
       }));
 }
 

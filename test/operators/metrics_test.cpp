@@ -50,8 +50,8 @@ TEST_CASE("label values: backslash, quote and newline escaped; bad UTF-8 replace
   CHECK(metrics::escape_label_value("a\\b\"c\nd") == "a\\\\b\\\"c\\nd");
   CHECK(metrics::escape_label_value("grüße") == "grüße");
   CHECK(metrics::escape_label_value(std::string("x\xff") + "y") == "x\xEF\xBF\xBDy");
-  CHECK(metrics::escape_label_value("\xC3") == "\xEF\xBF\xBD");          // cut short
-  CHECK(metrics::escape_label_value("\xED\xA0\x80") ==                   // a surrogate
+  CHECK(metrics::escape_label_value("\xC3") == "\xEF\xBF\xBD");  // cut short
+  CHECK(metrics::escape_label_value("\xED\xA0\x80") ==           // a surrogate
         "\xEF\xBF\xBD\xEF\xBF\xBD\xEF\xBF\xBD");
   CHECK(metrics::escape_label_value("") == "");
 
@@ -119,8 +119,9 @@ TEST_CASE("OpenMetrics: counter family without _total, exemplars with trace ids,
   std::string text = registry.expose(metrics::Format::openmetrics);
   CHECK(contains(text, "# TYPE r counter\n"));
   CHECK(contains(text, "r_total 3\n"));
-  CHECK(contains(text, "l_seconds_bucket{le=\"0.1\"} 1 # {trace_id=\"0af7651916cd43dd8448eb211c80319c\""
-                       ",span_id=\"b7ad6b7169203331\"} 0.05 "));
+  CHECK(contains(text,
+                 "l_seconds_bucket{le=\"0.1\"} 1 # {trace_id=\"0af7651916cd43dd8448eb211c80319c\""
+                 ",span_id=\"b7ad6b7169203331\"} 0.05 "));
   CHECK(contains(text, "l_seconds_bucket{le=\"1.0\"} 3\n"));
   CHECK(text.ends_with("# EOF\n"));
   // The text format has no exemplars and no EOF.
@@ -136,8 +137,8 @@ TEST_CASE("negotiation: OpenMetrics only when asked for and not refused") {
         metrics::Format::openmetrics);
   CHECK(metrics::negotiate("text/plain, application/openmetrics-text;q=0") ==
         metrics::Format::prometheus_text);
-  CHECK(metrics::content_type(metrics::Format::openmetrics).starts_with(
-      "application/openmetrics-text; version=1.0.0"));
+  CHECK(metrics::content_type(metrics::Format::openmetrics)
+            .starts_with("application/openmetrics-text; version=1.0.0"));
 }
 
 TEST_CASE("collectors: sampled at scrape time, removed with their registration") {
@@ -164,8 +165,7 @@ TEST_CASE("the admin helpers: quantiles, redaction, constant-time compare") {
   CHECK(admin::bucket_quantile(0.99, bounds, {0, 0, 0, 5}) == doctest::Approx(0.4));
   CHECK(admin::bucket_quantile(0.25, bounds, {4, 4, 0, 0}) == doctest::Approx(0.05));
 
-  CHECK(admin::redact_secrets("admin_token=abc registry=etcd") ==
-        "admin_token=*** registry=etcd");
+  CHECK(admin::redact_secrets("admin_token=abc registry=etcd") == "admin_token=*** registry=etcd");
   CHECK(admin::redact_secrets("broker=nats://u:pw@h:4222?token=t&x=1") ==
         "broker=nats://u:***@h:4222?token=***&x=1");
   CHECK(admin::redact_secrets("wrappers=auth?key=s3cret,log") == "wrappers=auth?key=***,log");

@@ -55,7 +55,7 @@ with tempfile.TemporaryDirectory() as directory:
         with open(stderr_path, "w") as stderr_file:
             server = subprocess.Popen(
                 [server_program, "--registry=" + registry, "--admin=127.0.0.1:0",
-                 "--wrappers=metrics?buckets=0.001,0.01,0.1,1"],
+                 "--wrappers=metrics?buckets=0.001%2C0.01%2C0.1%2C1"],
                 stdout=subprocess.PIPE, stderr=stderr_file, text=True)
         processes.append(server)
 
@@ -63,7 +63,7 @@ with tempfile.TemporaryDirectory() as directory:
             with open(stderr_path) as f:
                 found = re.search(r"admin listening on (127\.0\.0\.1:\d+)", f.read())
             return found and found.group(1)
-        admin = wait_until(admin_address, "the admin address")
+        admin = wait_until(lambda: server.poll() is None and admin_address() or (server.poll() is not None and sys.exit("greeter failed: " + open(stderr_path).read())), "the admin address")
         wait_until(lambda: "listening on" in server.stdout.readline(), "the greeter")
         subprocess.run([client_program, "--registry=" + registry, "7", "Pat"], check=True,
                        stdout=subprocess.DEVNULL, timeout=30)

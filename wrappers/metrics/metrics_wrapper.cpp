@@ -14,13 +14,13 @@
 //   [micro] metrics handler greeter Greeter.Hello requests=3 errors=1 latency_total=1.204ms
 //     latency_mean=0.401ms latency_max=0.950ms          (one line in the output)
 #include <algorithm>
-#include <cmath>
-#include <cstdlib>
 #include <atomic>
 #include <chrono>
+#include <cmath>
 #include <condition_variable>
 #include <cstdint>
 #include <cstdio>
+#include <cstdlib>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -34,8 +34,8 @@
 #include <micro/error.hpp>
 #include <micro/metrics.hpp>
 #include <micro/plugin.hpp>
-#include <micro/trace.hpp>
 #include <micro/text.hpp>
+#include <micro/trace.hpp>
 #include <micro/wrapper.hpp>
 
 namespace {
@@ -130,18 +130,18 @@ std::FILE* open_stream(const std::string& stream, bool& owned) {
 std::vector<double> parse_buckets(const std::string& text) {
   // Finer than the Prometheus default at the low end: RPCs inside a host take microseconds.
   if (text.empty())
-    return {0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
-            1, 2.5, 5, 10};
+    return {0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025,
+            0.05,   0.1,     0.25,   0.5,   1,      2.5,   5,    10};
   std::vector<double> bounds;
   std::size_t start = 0;
   while (start <= text.size()) {
     std::size_t comma = text.find(',', start);
-    std::string item = text.substr(start, comma == std::string::npos ? std::string::npos
-                                                                      : comma - start);
+    std::string item =
+        text.substr(start, comma == std::string::npos ? std::string::npos : comma - start);
     char* end = nullptr;
     double bound = std::strtod(item.c_str(), &end);
-    if (item.empty() || end != item.c_str() + item.size() || !std::isfinite(bound) ||
-        bound <= 0 || (!bounds.empty() && bound <= bounds.back()))
+    if (item.empty() || end != item.c_str() + item.size() || !std::isfinite(bound) || bound <= 0 ||
+        (!bounds.empty() && bound <= bounds.back()))
       throw micro::Exception(micro::bad_request(
           error_id, "buckets: bad bound '" + item + "' (bound " +
                         std::to_string(bounds.size() + 1) +
@@ -162,8 +162,9 @@ struct Families {
 
   explicit Families(std::vector<double> bounds)
       : requests(micro::metrics::default_registry().counter(
-            "micro_requests_total", "requests by chain (server, client, call), service, endpoint "
-                                    "and status (success or the error code)",
+            "micro_requests_total",
+            "requests by chain (server, client, call), service, endpoint "
+            "and status (success or the error code)",
             {"chain", "service", "endpoint", "status"})),
         duration(micro::metrics::default_registry().histogram(
             "micro_request_duration_seconds", "request latency in seconds",
@@ -206,9 +207,8 @@ void record(Families& families, std::string_view chain, std::string_view service
 template <class Function, class... Arguments>
 void run_counted(const std::shared_ptr<Registry>& report, Counters* counters,
                  const std::shared_ptr<Families>& families, std::string_view chain,
-                 std::string_view service, const Function& next,
-                 const micro::RequestPtr& request, micro::ResponseHandler done,
-                 const Arguments&... arguments) {
+                 std::string_view service, const Function& next, const micro::RequestPtr& request,
+                 micro::ResponseHandler done, const Arguments&... arguments) {
   auto start = Clock::now();
   auto answered = std::make_shared<std::atomic<bool>>(false);
   // The report and families ride along: a late response must still find its counters.
@@ -312,16 +312,16 @@ class MetricsWrapper final : public micro::Wrapper {
       });
     };
     set.client = [report, families](micro::ClientFunction next) {
-      return micro::ClientFunction([report, families, next = std::move(next)](
-                                       const micro::RequestPtr& request,
-                                       const micro::CallOptions& options,
-                                       micro::ResponseHandler done) {
-        Counters* counters =
-            report ? &report->counters(key_of("client", request->service, request->endpoint))
-                   : nullptr;
-        run_counted(report, counters, families, "client", request->service, next, request,
-                    std::move(done), options);
-      });
+      return micro::ClientFunction(
+          [report, families, next = std::move(next)](const micro::RequestPtr& request,
+                                                     const micro::CallOptions& options,
+                                                     micro::ResponseHandler done) {
+            Counters* counters =
+                report ? &report->counters(key_of("client", request->service, request->endpoint))
+                       : nullptr;
+            run_counted(report, counters, families, "client", request->service, next, request,
+                        std::move(done), options);
+          });
     };
     set.call = [report, families](micro::CallFunction next) {
       return micro::CallFunction([report, families, next = std::move(next)](
