@@ -60,6 +60,7 @@ struct TextField {
 };
 struct DurationField {
   milliseconds Config::*member;
+  bool omit_when_zero = false;  // to_string leaves the key out while it is 0
 };
 // A whole number in [min, max]; `range` says so in words.
 template <typename Number>
@@ -148,7 +149,7 @@ const KeySpec key_specs[] = {
      TextField{&Config::admin_token, nullptr, {}, true}},
     {"shutdown_delay",
      "how long a stopping service answers not ready before it deregisters and drains (0s)",
-     DurationField{&Config::shutdown_delay}},
+     DurationField{&Config::shutdown_delay, true}},
 };
 
 constexpr std::string_view plugin_name_expectation =
@@ -545,6 +546,7 @@ std::optional<std::string> format_value(const Config& config, const KeySpec& spe
             return encode(text, "");
           },
           [&](const DurationField& field) -> std::optional<std::string> {
+            if (field.omit_when_zero && (config.*field.member).count() == 0) return std::nullopt;
             return format_duration(config.*field.member);
           },
           [&](const auto& number) -> std::optional<std::string> {
