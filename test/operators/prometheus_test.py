@@ -63,7 +63,11 @@ with tempfile.TemporaryDirectory() as directory:
             with open(stderr_path) as f:
                 found = re.search(r"admin listening on (127\.0\.0\.1:\d+)", f.read())
             return found and found.group(1)
-        admin = wait_until(lambda: server.poll() is None and admin_address() or (server.poll() is not None and sys.exit("greeter failed: " + open(stderr_path).read())), "the admin address")
+        def started():
+            if server.poll() is not None:
+                raise AssertionError("the greeter exited: " + open(stderr_path).read())
+            return admin_address()
+        admin = wait_until(started, "the admin address")
         wait_until(lambda: "listening on" in server.stdout.readline(), "the greeter")
         subprocess.run([client_program, "--registry=" + registry, "7", "Pat"], check=True,
                        stdout=subprocess.DEVNULL, timeout=30)

@@ -24,6 +24,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <set>
 #include <shared_mutex>
 #include <string>
 #include <string_view>
@@ -154,25 +155,51 @@ std::vector<double> parse_buckets(const std::string& text) {
   return bounds;
 }
 
-// The families this wrapper records into (in the process's registry).
+// The families this wrapper records into, in the process's registry, which lives as long as the
+// process: a copy of this (three pointers) is all a call carries.
 struct Families {
-  micro::metrics::Counter& requests;
-  micro::metrics::Histogram& duration;
-  micro::metrics::Counter& messages;
-
-  explicit Families(std::vector<double> bounds)
-      : requests(micro::metrics::default_registry().counter(
-            "micro_requests_total",
-            "requests by chain (server, client, call), service, endpoint "
-            "and status (success or the error code)",
-            {"chain", "service", "endpoint", "status"})),
-        duration(micro::metrics::default_registry().histogram(
-            "micro_request_duration_seconds", "request latency in seconds",
-            {"chain", "service", "endpoint", "status"}, std::move(bounds))),
-        messages(micro::metrics::default_registry().counter(
-            "micro_messages_total", "messages by chain (publish, deliver), topic and status",
-            {"chain", "topic", "status"})) {}
+  micro::metrics::Histogram* duration;
+  micro::metrics::Counter* messages;
 };
+
+// micro_requests_total is the histogram's _count under its own name, read at scrape time: one
+// cell lookup per call instead of two. Registered once per process (plugins stay loaded).
+void expose_request_counter(micro::metrics::Histogram* duration) {
+  static micro::metrics::Registration registration =
+      micro::metrics::default_registry().add_collector(
+          [duration](micro::metrics::Collector& collector) {
+            const auto& names = duration->label_names();
+            for (const auto& [values, snapshot] : duration->snapshots()) {
+              micro::metrics::Labels labels;
+              for (std::size_t i = 0; i < names.size(); ++i)
+                labels.emplace_back(names[i], values[i]);
+              collector.counter("micro_requests_total",
+                                "requests by chain (server, client, call), service, endpoint and "
+                                "status (success or the error code)",
+                                labels, static_cast<double>(snapshot.count));
+            }
+          });
+}
+
+Families make_families(std::vector<double> bounds) {
+  auto& registry = micro::metrics::default_registry();
+  Families families{
+      &registry.histogram("micro_request_duration_seconds", "request latency in seconds",
+                          {"chain", "service", "endpoint", "status"}, std::move(bounds)),
+      &registry.counter("micro_messages_total",
+                        "messages by chain (publish, deliver), topic and status",
+                        {"chain", "topic", "status"})};
+  expose_request_counter(families.duration);
+  return families;
+}
+
+// Service names live as long as the process, so a late response can still label with one.
+std::string_view interned(const std::string& name) {
+  static std::mutex mutex;
+  static auto* names = new std::set<std::string, std::less<>>();
+  std::lock_guard lock(mutex);
+  return *names->insert(name).first;
+}
 
 struct StatusText {
   char text[12];
@@ -187,65 +214,75 @@ struct StatusText {
   }
 };
 
-void record(Families& families, std::string_view chain, std::string_view service,
-            std::string_view endpoint, std::string_view status, Clock::duration elapsed,
-            const micro::RequestPtr& request) {
-  double seconds = std::chrono::duration<double>(elapsed).count();
-  families.requests.with({chain, service, endpoint, status}).add();
-  auto& cell = families.duration.with({chain, service, endpoint, status});
-  const auto& span = request->context.span();
-  if (span && span->context().valid()) {
-    // Exemplars link a bucket to a trace (OpenMetrics); only traced calls pay for the ids.
-    cell.observe(seconds, span->context().trace_id.to_hex(), span->context().span_id.to_hex());
-  } else {
-    cell.observe(seconds);
+// One call in flight: what its response needs, in one allocation.
+struct CallState {
+  Families families;
+  std::string_view chain, service;
+  micro::RequestPtr request;
+  Counters* counters;                // the text report's, null without `stream`
+  std::shared_ptr<Registry> report;  // keeps `counters` alive for a late response
+  Clock::time_point start;
+  std::atomic<bool> answered{false};
+  micro::ResponseHandler done;
+
+  void record(std::string_view status, bool ok) {
+    auto elapsed = Clock::now() - start;
+    if (counters) counters->record(ok, elapsed);
+    double seconds = std::chrono::duration<double>(elapsed).count();
+    auto& cell = families.duration->with({chain, service, request->endpoint, status});
+    const auto& span = request->context.span();
+    if (span && span->context().valid()) {
+      // Exemplars link a bucket to a trace (OpenMetrics); only traced calls pay for the ids.
+      cell.observe(seconds, span->context().trace_id.to_hex(), span->context().span_id.to_hex());
+    } else {
+      cell.observe(seconds);
+    }
   }
-}
+};
 
 // Wraps a request/response function: records when the response passes by, or when `next`
 // throws before answering.
 template <class Function, class... Arguments>
-void run_counted(const std::shared_ptr<Registry>& report, Counters* counters,
-                 const std::shared_ptr<Families>& families, std::string_view chain,
-                 std::string_view service, const Function& next, const micro::RequestPtr& request,
-                 micro::ResponseHandler done, const Arguments&... arguments) {
-  auto start = Clock::now();
-  auto answered = std::make_shared<std::atomic<bool>>(false);
-  // The report and families ride along: a late response must still find its counters.
-  auto on_response = [report, counters, families, chain, service, request, start, answered,
-                      done = std::move(done)](micro::Response&& response) {
-    answered->store(true);
-    auto elapsed = Clock::now() - start;
-    if (counters) counters->record(!response.error, elapsed);
-    StatusText status(response);
-    record(*families, chain, service, request->endpoint, status.view, elapsed, request);
-    done(std::move(response));
+void run_counted(const std::shared_ptr<Registry>& report, Counters* counters, Families families,
+                 std::string_view chain, std::string_view service, const Function& next,
+                 const micro::RequestPtr& request, micro::ResponseHandler done,
+                 const Arguments&... arguments) {
+  auto state = std::make_shared<CallState>();
+  state->families = families;
+  state->chain = chain;
+  state->service = service;
+  state->request = request;
+  state->counters = counters;
+  if (counters) state->report = report;
+  state->done = std::move(done);
+  state->start = Clock::now();
+  auto on_response = [state](micro::Response&& response) {
+    state->answered.store(true, std::memory_order_relaxed);
+    state->record(StatusText(response).view, !response.error);
+    auto finish = std::move(state->done);
+    finish(std::move(response));
   };
   try {
     next(request, arguments..., std::move(on_response));
   } catch (...) {
-    if (!answered->load()) {
-      auto elapsed = Clock::now() - start;
-      if (counters) counters->record(false, elapsed);
-      record(*families, chain, service, request->endpoint, "500", elapsed, request);
-    }
+    if (!state->answered.load()) state->record("500", false);
     throw;
   }
 }
 
 template <class Function>
-void run_counted_message(Counters* counters, Families& families, std::string_view chain,
+void run_counted_message(Counters* counters, Families families, std::string_view chain,
                          const Function& next, micro::Context& context, micro::Message& message) {
   auto start = Clock::now();
   try {
     next(context, message);
   } catch (...) {
     if (counters) counters->record(false, Clock::now() - start);
-    families.messages.with({chain, message.topic, "failure"}).add();
+    families.messages->with({chain, message.topic, "failure"}).add();
     throw;
   }
   if (counters) counters->record(true, Clock::now() - start);
-  families.messages.with({chain, message.topic, "success"}).add();
+  families.messages->with({chain, message.topic, "success"}).add();
 }
 
 std::string key_of(std::string_view chain, std::string_view first, std::string_view second = {}) {
@@ -260,7 +297,7 @@ std::string key_of(std::string_view chain, std::string_view first, std::string_v
 class MetricsWrapper final : public micro::Wrapper {
  public:
   explicit MetricsWrapper(const micro::PluginArguments& arguments)
-      : families_(std::make_shared<Families>(parse_buckets(arguments.get_string("buckets")))),
+      : families_(make_families(parse_buckets(arguments.get_string("buckets")))),
         prefix_(arguments.get_string("prefix")),
         interval_(arguments.get_duration("report")) {
     std::string stream = arguments.get_string("stream");
@@ -299,17 +336,16 @@ class MetricsWrapper final : public micro::Wrapper {
     micro::WrapperSet set;
     auto report = report_;
     auto families = families_;
-    // The service name outlives every call: the set's functions keep it.
-    auto service = std::make_shared<const std::string>(scope.service_name);
+    std::string_view service = interned(scope.service_name);
     set.handler = [report, families, service](micro::HandlerFunction next) {
-      return micro::HandlerFunction([report, families, service, next = std::move(next)](
-                                        const micro::RequestPtr& request,
-                                        micro::ResponseHandler respond) {
-        Counters* counters =
-            report ? &report->counters(key_of("handler", *service, request->endpoint)) : nullptr;
-        run_counted(report, counters, families, "server", *service, next, request,
-                    std::move(respond));
-      });
+      return micro::HandlerFunction(
+          [report, families, service, next = std::move(next)](const micro::RequestPtr& request,
+                                                              micro::ResponseHandler respond) {
+            Counters* counters =
+                report ? &report->counters(key_of("handler", service, request->endpoint)) : nullptr;
+            run_counted(report, counters, families, "server", service, next, request,
+                        std::move(respond));
+          });
     };
     set.client = [report, families](micro::ClientFunction next) {
       return micro::ClientFunction(
@@ -339,14 +375,14 @@ class MetricsWrapper final : public micro::Wrapper {
       return micro::PublishFunction([report, families, next = std::move(next)](
                                         micro::Context& context, micro::Message& message) {
         Counters* counters = report ? &report->counters(key_of("publish", message.topic)) : nullptr;
-        run_counted_message(counters, *families, "publish", next, context, message);
+        run_counted_message(counters, families, "publish", next, context, message);
       });
     };
     set.subscriber = [report, families](micro::SubscriberFunction next) {
       return micro::SubscriberFunction([report, families, next = std::move(next)](
                                            micro::Context& context, micro::Message& message) {
         Counters* counters = report ? &report->counters(key_of("deliver", message.topic)) : nullptr;
-        run_counted_message(counters, *families, "deliver", next, context, message);
+        run_counted_message(counters, families, "deliver", next, context, message);
       });
     };
     return set;
@@ -360,7 +396,7 @@ class MetricsWrapper final : public micro::Wrapper {
     std::fflush(file_);
   }
 
-  std::shared_ptr<Families> families_;
+  Families families_;
   std::shared_ptr<Registry> report_;  // the text report's counters; null without `stream`
   std::string prefix_;
   std::chrono::milliseconds interval_;
