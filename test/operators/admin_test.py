@@ -2,7 +2,9 @@
 """The admin endpoint of a running greeter: /metrics after calls, /health/live and /health/ready,
 readiness flipping to 503 on SIGTERM while the service drains, the bearer token, and the pages.
 
-usage: admin_test.py <greeter-server> <greeter-client>
+Then `micro health` and `micro stats` find the node's admin address in the registry.
+
+usage: admin_test.py <greeter-server> <greeter-client> <micro>
 """
 import json
 import os
@@ -15,7 +17,7 @@ import time
 import urllib.error
 import urllib.request
 
-server_program, client_program = sys.argv[1], sys.argv[2]
+server_program, client_program, micro_program = sys.argv[1], sys.argv[2], sys.argv[3]
 TOKEN = "t0ken-for-the-test"
 
 
@@ -126,6 +128,21 @@ with tempfile.TemporaryDirectory() as directory:
         assert any(n["metadata"].get("admin") == admin for n in nodes), nodes
         assert get(admin, "/nothing", token=TOKEN)[0] == 404
 
+        # The CLI reads the admin address from the node metadata.
+        def micro(*arguments):
+            return subprocess.run([micro_program, "--registry=" + registry] + list(arguments),
+                                  capture_output=True, text=True, timeout=30)
+        health = micro("health", "greeter")
+        assert health.returncode == 0, health
+        assert "admin " + admin + ": ready (200)" in health.stdout, health.stdout
+        assert "ok   registered" in health.stdout, health.stdout
+        stats = micro("--admin_token=" + TOKEN, "stats", "greeter")
+        assert stats.returncode == 0 and "server greeter Greeter.Hello" in stats.stdout, stats
+        refused = micro("stats", "greeter")
+        assert refused.returncode == 1 and "401" in refused.stdout, refused
+        missing = micro("health", "nobody")
+        assert missing.returncode == 1 and "nobody" in missing.stderr, missing
+
         # SIGTERM: not ready at once, still alive (shutdown_delay), then gone.
         server.send_signal(signal.SIGTERM)
         status, _, body = wait_until(
@@ -133,6 +150,8 @@ with tempfile.TemporaryDirectory() as directory:
             "readiness to flip on SIGTERM", timeout=2.5)
         assert json.loads(body)["checks"]["draining"]["ok"] is False, body
         assert get(admin, "/health/live")[0] == 200  # alive while draining
+        draining = micro("health", "greeter")  # still registered during shutdown_delay
+        assert draining.returncode == 1 and "NOT READY (503)" in draining.stdout, draining
         assert server.poll() is None
         assert server.wait(timeout=30) == 0
     finally:
