@@ -7,10 +7,15 @@
 #include <chrono>
 #include <cmath>
 #include <deque>
+#include <filesystem>
+#include <fstream>
 #include <map>
 #include <mutex>
+#include <sstream>
 #include <thread>
 #include <vector>
+
+#include <unistd.h>
 
 #include <boost/asio/executor_work_guard.hpp>
 #include <boost/asio/io_context.hpp>
@@ -98,6 +103,43 @@ struct Snapshot {
   // "chain service endpoint" → per-bucket counts summed over statuses, and errors.
   std::map<std::string, std::pair<std::vector<std::uint64_t>, std::uint64_t>> endpoints;
 };
+
+// The process figures Prometheus' client libraries export under these names, from /proc.
+void collect_process(metrics::Collector& collector) {
+  std::ifstream stat("/proc/self/stat");
+  std::string text((std::istreambuf_iterator<char>(stat)), std::istreambuf_iterator<char>());
+  // Fields after the command name (which may hold spaces) in parentheses.
+  auto close = text.rfind(')');
+  if (close != std::string::npos) {
+    std::istringstream fields(text.substr(close + 2));
+    std::vector<std::string> values;
+    for (std::string field; fields >> field;) values.push_back(field);
+    // utime, stime are fields 14, 15; num_threads 20; rss 24 (1-based, counting from pid).
+    if (values.size() > 21) {
+      double ticks = static_cast<double>(sysconf(_SC_CLK_TCK));
+      double cpu = (std::stod(values[11]) + std::stod(values[12])) / ticks;
+      collector.counter("process_cpu_seconds_total", "user and system CPU time spent", {}, cpu);
+      collector.gauge("process_threads", "threads of the process", {}, std::stod(values[17]));
+      collector.gauge("process_resident_memory_bytes", "resident memory size", {},
+                      std::stod(values[21]) * static_cast<double>(sysconf(_SC_PAGESIZE)));
+      // starttime (field 22) counts ticks since boot; /proc/stat's btime is the boot time.
+      std::ifstream boot("/proc/stat");
+      for (std::string line; std::getline(boot, line);) {
+        if (line.starts_with("btime "))
+          collector.gauge("process_start_time_seconds", "start time of the process since the epoch",
+                          {}, std::stod(line.substr(6)) + std::stod(values[19]) / ticks);
+      }
+    }
+  }
+  std::error_code error;
+  std::size_t descriptors = 0;
+  for (auto it = std::filesystem::directory_iterator("/proc/self/fd", error);
+       !error && it != std::filesystem::directory_iterator(); it.increment(error))
+    ++descriptors;
+  if (!error)
+    collector.gauge("process_open_fds", "open file descriptors", {},
+                    static_cast<double>(descriptors));
+}
 
 }  // namespace
 
@@ -200,6 +242,7 @@ struct AdminServer::State : std::enable_shared_from_this<AdminServer::State> {
   std::function<json()> summary;
   std::map<std::string, std::function<json()>> pages;
   std::deque<Snapshot> snapshots;  // admin thread only
+  metrics::Registration process_collector;
 
   Snapshot take_snapshot() const;
   std::map<std::string, EndpointFigures> figures();
@@ -481,6 +524,7 @@ void AdminServer::listen() {
         exchange->respond(std::move(response));
       });
   state_->server->listen(state_->options.address);
+  state_->process_collector = state_->registry->add_collector(collect_process);
   state_->schedule_snapshot();
   state_->thread = std::thread([state = state_] { state->io_context.run(); });
 }
@@ -521,6 +565,7 @@ void AdminServer::close() {
     state->work.reset();
   });
   state_->thread.join();
+  state_->process_collector.reset();
   state_->server.reset();
   state_->io_context.stop();
 }

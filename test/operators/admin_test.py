@@ -106,6 +106,8 @@ with tempfile.TemporaryDirectory() as directory:
         assert sample(text, "micro_messages_total",
                       {"chain": "publish", "topic": "greeter.greeted"}) == 5
         assert sample(text, "micro_ready", {"service": "greeter"}) == 1
+        started = [l for l in text.splitlines() if l.startswith("process_start_time_seconds ")]
+        assert started and abs(float(started[0].split()[1]) - time.time()) < 120, started
 
         status, headers, text = get(admin, "/metrics", token=TOKEN,
                                     accept="application/openmetrics-text; version=1.0.0")
