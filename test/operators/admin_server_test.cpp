@@ -11,7 +11,6 @@
 #include <micro/http_client.hpp>
 #include <micro/service.hpp>
 
-
 using namespace micro;
 
 namespace {
@@ -110,4 +109,52 @@ TEST_CASE("admin server: methods, unknown pages, HEAD, and the token's constant-
   CHECK(admin_request(client, address, "GET", "/health/ready").status == 503);
   server.close();
   CHECK_THROWS_AS(admin_request(client, address, "GET", "/health/live"), Exception);
+}
+
+TEST_CASE("metrics wrapper in a service: server, client and call chains, exemplars from traces") {
+  auto config = Config::parse(
+      "registry=memory broker=memory admin=127.0.0.1:0 wrappers=trace?exporter=none,metrics");
+  Microservice service("echoer", config);
+  service.handle("Echoer.Echo", [](Context&, const nlohmann::json& request) {
+    if (request.value("fail", false))
+      throw Exception(Error("echoer", ErrorCode::bad_request, "asked to fail"));
+    return request;
+  });
+  service.start();
+  for (int i = 0; i < 3; ++i)
+    service.client().call<nlohmann::json>("echoer", "Echoer.Echo", nlohmann::json{{"n", i}});
+  CHECK_THROWS_AS(service.client().call<nlohmann::json>("echoer", "Echoer.Echo",
+                                                        nlohmann::json{{"fail", true}}),
+                  Exception);
+  http::BlockingClient client;
+  http::Request request;
+  request.method = "GET";
+  request.url = http::parse_url("http://" + service.admin_address() + "/metrics");
+  request.headers.push_back({"Accept", "application/openmetrics-text; version=1.0.0"});
+  auto response = client.request(std::move(request));
+  REQUIRE(response.status == 200);
+  const std::string& text = response.body;
+  auto has = [&](const std::string& line) {
+    CAPTURE(line);
+    CHECK(text.find(line) != std::string::npos);
+  };
+  has("micro_requests_total{chain=\"server\",service=\"echoer\",endpoint=\"Echoer.Echo\","
+      "status=\"success\"} 3\n");
+  has("micro_requests_total{chain=\"server\",service=\"echoer\",endpoint=\"Echoer.Echo\","
+      "status=\"400\"} 1\n");
+  has("micro_requests_total{chain=\"client\",service=\"echoer\",endpoint=\"Echoer.Echo\","
+      "status=\"success\"} 3\n");
+  has("micro_requests_total{chain=\"call\",service=\"echoer\",endpoint=\"Echoer.Echo\","
+      "status=\"400\"} 1\n");
+  has("micro_request_duration_seconds_count{chain=\"client\",service=\"echoer\","
+      "endpoint=\"Echoer.Echo\",status=\"success\"} 3\n");
+  // Traced calls leave exemplars: "… # {trace_id=\"<32 hex>\",span_id=\"<16 hex>\"} value ts".
+  auto exemplar = text.find("micro_request_duration_seconds_bucket{chain=\"server\"");
+  REQUIRE(exemplar != std::string::npos);
+  auto marker = text.find(" # {trace_id=\"", exemplar);
+  REQUIRE(marker != std::string::npos);
+  std::string trace_id = text.substr(marker + 14, 32);
+  CHECK(trace_id.find_first_not_of("0123456789abcdef") == std::string::npos);
+  CHECK(text.ends_with("# EOF\n"));
+  service.stop();
 }
