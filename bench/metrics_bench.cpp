@@ -9,6 +9,7 @@
 //   metrics_scrape_100_endpoints_bytes  its size
 //
 //   metrics_bench [calls per case, default 2000000]
+#include <unistd.h>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
@@ -17,7 +18,6 @@
 #include <memory>
 #include <string>
 #include <thread>
-#include <unistd.h>
 #include <vector>
 
 #include <micro/metrics.hpp>
@@ -32,9 +32,8 @@ using Clock = std::chrono::steady_clock;
 micro::HandlerFunction chain_with(const std::shared_ptr<micro::Wrapper>& wrapper) {
   micro::WrapperChains chains;
   if (wrapper) chains.add(wrapper->wrappers({"bench", "latest", "tcp", "memory"}));
-  return chains.wrap_handler([](const micro::RequestPtr&, micro::ResponseHandler done) {
-    done(micro::Response{});
-  });
+  return chains.wrap_handler(
+      [](const micro::RequestPtr&, micro::ResponseHandler done) { done(micro::Response{}); });
 }
 
 double nanoseconds_per_call(const micro::HandlerFunction& handler, long calls,
@@ -56,8 +55,7 @@ int main(int argc, char** argv) {
   long calls = argc > 1 ? std::atol(argv[1]) : 2000000;
   micro::Runtime runtime(1);
   auto& loader = micro::PluginLoader::instance();
-  auto registry_only =
-      loader.create<micro::Wrapper>("metrics", "", {}, runtime.executor());
+  auto registry_only = loader.create<micro::Wrapper>("metrics", "", {}, runtime.executor());
   auto report_file = std::filesystem::temp_directory_path() /
                      ("metrics_bench_" + std::to_string(::getpid()) + ".txt");
   auto with_report = loader.create<micro::Wrapper>(
