@@ -220,6 +220,107 @@ double bucket_quantile(double q, const std::vector<double>& bounds,
   return bounds.empty() ? NAN : bounds.back();
 }
 
+SpanRing::SpanRing(std::size_t capacity) : capacity_(std::max<std::size_t>(capacity, 1)) {}
+
+void SpanRing::record(SpanRecord span) {
+  std::lock_guard lock(mutex_);
+  ++recorded_;
+  if (ring_.size() < capacity_) {
+    ring_.push_back(std::move(span));
+    return;
+  }
+  ring_[next_] = std::move(span);
+  next_ = (next_ + 1) % capacity_;
+}
+
+std::vector<SpanRecord> SpanRing::recent() const {
+  std::lock_guard lock(mutex_);
+  std::vector<SpanRecord> spans;
+  spans.reserve(ring_.size());
+  for (std::size_t i = 0; i < ring_.size(); ++i) spans.push_back(ring_[(next_ + i) % ring_.size()]);
+  return spans;
+}
+
+std::uint64_t SpanRing::recorded() const {
+  std::lock_guard lock(mutex_);
+  return recorded_;
+}
+
+SpanRing& recent_spans() {
+  static SpanRing* ring = new SpanRing();  // never destroyed: SDK threads may record at exit
+  return *ring;
+}
+
+namespace {
+
+// /traces: the recent spans grouped by trace, newest trace first; HTML draws each trace as a
+// waterfall (a bar per span, offset and width in proportion to the trace's extent).
+http::ServerResponse traces_page(const http::ServerRequest& request) {
+  auto spans = recent_spans().recent();
+  std::map<std::string, std::vector<SpanRecord>> traces;
+  for (auto& span : spans) traces[span.trace_id].push_back(std::move(span));
+  std::vector<std::pair<double, std::string>> order;  // (start, trace id), newest first
+  for (auto& [id, members] : traces) {
+    std::sort(members.begin(), members.end(),
+              [](const SpanRecord& a, const SpanRecord& b) { return a.start < b.start; });
+    order.emplace_back(members.front().start, id);
+  }
+  std::sort(order.rbegin(), order.rend());
+  if (!wants_html(request)) {
+    json body;
+    body["recorded"] = recent_spans().recorded();
+    body["enabled"] = recent_spans().enabled();
+    body["traces"] = json::array();
+    for (const auto& [start, id] : order) {
+      json trace{{"trace_id", id}, {"spans", json::array()}};
+      for (const auto& span : traces[id])
+        trace["spans"].push_back({{"span_id", span.span_id},
+                                  {"parent_span_id", span.parent_span_id},
+                                  {"name", span.name},
+                                  {"kind", span.kind},
+                                  {"status", span.status},
+                                  {"start", span.start},
+                                  {"duration_ms", span.duration * 1000}});
+      body["traces"].push_back(std::move(trace));
+    }
+    return text_response(200, "application/json", body.dump(2) + "\n");
+  }
+  std::string html =
+      "<!DOCTYPE html><html><head><meta charset=\"utf-8\"><title>traces</title><style>"
+      "body{font-family:sans-serif}td{padding:1px 6px;white-space:nowrap}"
+      ".lane{position:relative;width:480px;height:12px;background:#eee}"
+      ".bar{position:absolute;height:12px;background:#4a7}.error{background:#c44}"
+      "</style></head><body><p><a href=\"/\">admin</a> /traces</p>";
+  if (order.empty())
+    html +=
+        "<p>No spans recorded. Spans appear here when the trace wrapper records them "
+        "(wrappers=trace).</p>";
+  for (const auto& [trace_start, id] : order) {
+    const auto& members = traces[id];
+    double end = trace_start;
+    for (const auto& span : members) end = std::max(end, span.start + span.duration);
+    double extent = std::max(end - trace_start, 1e-9);
+    html += "<h3>trace " + html_escape(id) + "</h3><table>";
+    for (const auto& span : members) {
+      char geometry[96];
+      std::snprintf(geometry, sizeof geometry, "left:%.2f%%;width:%.2f%%",
+                    100 * (span.start - trace_start) / extent,
+                    std::max(0.3, 100 * span.duration / extent));
+      char duration[32];
+      std::snprintf(duration, sizeof duration, "%.3f ms", span.duration * 1000);
+      html += "<tr><td>" + html_escape(span.name) + "</td><td>" + html_escape(span.kind) +
+              "</td><td>" + duration + "</td><td><div class=\"lane\"><div class=\"bar" +
+              (span.status == "error" ? " error" : "") + "\" style=\"" + geometry +
+              "\"></div></div></td></tr>";
+    }
+    html += "</table>";
+  }
+  html += "</body></html>\n";
+  return text_response(200, "text/html; charset=utf-8", std::move(html));
+}
+
+}  // namespace
+
 struct AdminServer::State : std::enable_shared_from_this<AdminServer::State> {
   AdminOptions options;
   metrics::Registry* registry;
@@ -387,7 +488,7 @@ http::ServerResponse AdminServer::State::index(const http::ServerRequest& reques
   auto uptime = std::chrono::duration_cast<std::chrono::seconds>(Clock::now() - started);
   summary["uptime_seconds"] = uptime.count();
   auto endpoint_figures = figures();
-  std::vector<std::string> links = {"/metrics", "/health/live", "/health/ready"};
+  std::vector<std::string> links = {"/metrics", "/health/live", "/health/ready", "/traces"};
   {
     std::lock_guard lock(mutex);
     for (const auto& entry : pages) links.push_back(entry.first);
@@ -477,6 +578,7 @@ http::ServerResponse AdminServer::State::answer(const http::ServerRequest& reque
   if (path == "/health/live") return health(Probe::liveness);
   if (path == "/health/ready") return health(Probe::readiness);
   if (path == "/") return index(request);
+  if (path == "/traces") return traces_page(request);
   std::function<json()> make;
   {
     std::lock_guard lock(mutex);
@@ -486,7 +588,7 @@ http::ServerResponse AdminServer::State::answer(const http::ServerRequest& reque
   if (make) return page(request, path, make());
   return text_response(
       404, "text/plain; charset=utf-8",
-      "no admin page at '" + path + "'; try /, /metrics, /health/live, /health/ready\n");
+      "no admin page at '" + path + "'; try /, /metrics, /health/live, /health/ready, /traces\n");
 }
 
 AdminServer::AdminServer(AdminOptions options) : state_(std::make_shared<State>()) {
@@ -525,6 +627,7 @@ void AdminServer::listen() {
       });
   state_->server->listen(state_->options.address);
   state_->process_collector = state_->registry->add_collector(collect_process);
+  recent_spans().set_enabled(true);
   state_->schedule_snapshot();
   state_->thread = std::thread([state = state_] { state->io_context.run(); });
 }

@@ -1,5 +1,6 @@
 // The admin endpoint in one process: a Microservice with `admin` set, user-defined health checks
-// (passing, failing, throwing), readiness while stopping, methods and pages refused with reasons.
+// (passing, failing, throwing), readiness while stopping, methods and pages refused with reasons,
+// /traces from the span ring, and the metrics wrapper's chains and exemplars in a service.
 #include <doctest/doctest.h>
 
 #include <atomic>
@@ -104,6 +105,30 @@ TEST_CASE("admin server: methods, unknown pages, HEAD, and the token's constant-
   CHECK(missing.body.find("no admin page at '/nope'") != std::string::npos);
   auto things = admin_request(client, address, "GET", "/things?x=1", "s3cret");
   CHECK(nlohmann::json::parse(things.body)["things"] == 2);
+
+  // /traces: what was recorded into the span ring, grouped by trace.
+  CHECK(admin::recent_spans().enabled());
+  std::string trace_id(32, 'a');
+  admin::recent_spans().record(
+      {trace_id, std::string(16, '1'), "", "GET /x", "server", "ok", 1000.0, 0.004});
+  admin::recent_spans().record({trace_id, std::string(16, '2'), std::string(16, '1'),
+                                "Db.Query <&>", "client", "error", 1000.001, 0.002});
+  auto traces =
+      nlohmann::json::parse(admin_request(client, address, "GET", "/traces", "s3cret").body);
+  REQUIRE(traces["traces"].size() >= 1);
+  auto& newest = traces["traces"][0];
+  CHECK(newest["trace_id"] == trace_id);
+  REQUIRE(newest["spans"].size() == 2);
+  CHECK(newest["spans"][0]["name"] == "GET /x");
+  CHECK(newest["spans"][1]["parent_span_id"] == std::string(16, '1'));
+  http::Request html_request;
+  html_request.method = "GET";
+  html_request.url = http::parse_url("http://" + address + "/traces");
+  html_request.headers = {{"Accept", "text/html"}, {"Authorization", "Bearer s3cret"}};
+  auto html = client.request(std::move(html_request)).body;
+  CHECK(html.find("trace " + trace_id) != std::string::npos);
+  CHECK(html.find("Db.Query &lt;&amp;&gt;") != std::string::npos);  // escaped
+  CHECK(html.find("class=\"bar error\"") != std::string::npos);
 
   server.set_draining(true);
   CHECK(admin_request(client, address, "GET", "/health/ready").status == 503);

@@ -1,6 +1,7 @@
 // micro/admin.hpp — the operator's endpoint of a service: /metrics (Prometheus text or
 // OpenMetrics), /health/live and /health/ready (200/503 with the checks as JSON), and pages
-// for people: / (HTML for browsers, plain text otherwise), /connections, /registry.
+// for people: / (HTML for browsers, plain text otherwise), /connections, /registry, /traces (the
+// last spans the trace SDK recorded into recent_spans(), as a waterfall per trace in HTML).
 //
 // The admin server runs on a thread and io_context of its own, never on the I/O threads that
 // serve calls: a slow scrape or page cannot delay a call, and a busy service still answers its
@@ -11,10 +12,14 @@
 // in constant time); probes stay open, as Kubernetes probes carry no secrets.
 #pragma once
 
+#include <atomic>
+#include <cstdint>
 #include <functional>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include <nlohmann/json.hpp>
 
@@ -65,6 +70,41 @@ class AdminServer {
   struct State;
   std::shared_ptr<State> state_;
 };
+
+// One finished span, as /traces shows it.
+struct SpanRecord {
+  std::string trace_id, span_id, parent_span_id;  // hex; parent "" for a root
+  std::string name;
+  std::string kind;     // "server", "client", "producer", "consumer", "internal"
+  std::string status;   // "ok", "error", "unset"
+  double start = 0;     // seconds since the epoch
+  double duration = 0;  // seconds
+};
+
+// The last spans this process finished, for /traces: a bounded ring, oldest dropped. The trace
+// SDK (wrappers/trace) is to record each span it ends while enabled() — true once an admin
+// server has started, so a process without one pays a relaxed load per span. Any thread;
+// record() takes a short lock.
+class SpanRing {
+ public:
+  explicit SpanRing(std::size_t capacity = 512);
+  bool enabled() const noexcept { return enabled_.load(std::memory_order_relaxed); }
+  void set_enabled(bool enabled) noexcept { enabled_.store(enabled, std::memory_order_relaxed); }
+  void record(SpanRecord span);
+  std::vector<SpanRecord> recent() const;  // oldest first
+  std::uint64_t recorded() const;          // ever, dropped ones included
+
+ private:
+  std::atomic<bool> enabled_{false};
+  mutable std::mutex mutex_;
+  std::size_t capacity_;
+  std::vector<SpanRecord> ring_;
+  std::size_t next_ = 0;
+  std::uint64_t recorded_ = 0;
+};
+
+// The process's ring.
+SpanRing& recent_spans();
 
 // The config string with secret values replaced by "***": every key or plugin option whose name
 // contains password, passwd, secret, token, credential or key (admin_token, api_key, tls_key) —
