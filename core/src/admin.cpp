@@ -456,8 +456,9 @@ http::ServerResponse AdminServer::State::health(Probe probe) {
   }
   if (probe == Probe::readiness) {
     bool is_draining = draining.load();
-    body["checks"]["draining"] = {{"ok", !is_draining},
-                                  {"detail", is_draining ? "stopping: draining" : "serving"}};
+    body["checks"]["draining"] = {
+        {"ok", !is_draining},
+        {"detail", is_draining ? "not serving: starting or stopping" : "serving"}};
     ok = ok && !is_draining;
   }
   body["status"] = ok ? "ok" : "unavailable";

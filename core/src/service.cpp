@@ -83,7 +83,17 @@ Microservice::Microservice(std::string name, Config config, PluginLoader& loader
   state.client = std::make_unique<Client>(client_options, state.transport, state.registry,
                                           state.selector, state.broker, state.wrappers, executor);
 
-  if (!cfg.admin_address.empty()) start_admin();
+  // Bound before the server is built, so that the node metadata can advertise it; not ready
+  // (draining) until start().
+  if (!cfg.admin_address.empty()) {
+    admin::AdminOptions options;
+    options.address = cfg.admin_address;
+    options.token = cfg.admin_token;
+    state.admin = std::make_unique<admin::AdminServer>(options);
+    state.admin->set_draining(true);
+    state.admin->listen();
+    log::info("service " + state.name, "admin listening on " + state.admin->address());
+  }
 
   if (!name.empty()) {
     ServerOptions server_options = cfg.server_options();
@@ -98,20 +108,14 @@ Microservice::Microservice(std::string name, Config config, PluginLoader& loader
     state.server = std::make_unique<Server>(server_options, state.transport, state.registry_backend,
                                             state.broker, state.wrappers);
   }
+  if (state.admin) configure_admin();
 }
 
-// The admin endpoint and its figures: bound before the server is built, so that the node
-// metadata can advertise it; its checks read this object's state on the admin thread (the admin
-// server is closed before any of it goes).
-void Microservice::start_admin() {
+// The admin endpoint's checks, pages and figures, once every part exists: they read this
+// object's state on the admin thread (the admin server is closed before any of it goes).
+void Microservice::configure_admin() {
   auto& state = *state_;
   State* self = state_.get();
-  admin::AdminOptions options;
-  options.address = state.config.admin_address;
-  options.token = state.config.admin_token;
-  state.admin = std::make_unique<admin::AdminServer>(options);
-  state.admin->listen();
-  log::info("service " + state.name, "admin listening on " + state.admin->address());
 
   state.admin->add_check("listening", admin::Probe::readiness, [self]() -> admin::CheckResult {
     if (!self->server) return {true, "no server (a client-only program)"};

@@ -74,7 +74,7 @@ class Microservice {
   void stop();
 
  private:
-  void start_admin();
+  void configure_admin();
   struct State;
   std::unique_ptr<State> state_;
 };
