@@ -9,6 +9,8 @@
 //     subscribe <topic> [count]       print messages on a topic (count: stop after that many)
 //     trace <file> [trace-id]         waterfall of the traces in a span file (exporter=file)
 //     api [--address=127.0.0.1:8080]  HTTP gateway: POST /<service>/<Endpoint> with JSON
+//     health <service>                each node's /health/ready, from its advertised admin address
+//     stats <service>                 each node's admin summary (rates, errors, p50/p99)
 #include <condition_variable>
 #include <csignal>
 #include <cstdlib>
@@ -16,9 +18,11 @@
 #include <iostream>
 #include <mutex>
 #include <optional>
+#include <sstream>
 
 #include <boost/asio/signal_set.hpp>
 
+#include <micro/http_client.hpp>
 #include <micro/log.hpp>
 #include <micro/service.hpp>
 
@@ -49,6 +53,11 @@ commands:
                                      caller's Timeout header may ask for up to --max_timeout=1m
     --cors_origins=https://a.example,…  origins browsers may call from ("*": any; default none)
     --max_body=4194304               largest request body in bytes (larger: 413)
+  health <service>                   ask every node's admin endpoint (node metadata admin=…)
+                                     whether it is ready; exit 1 when one is not
+  stats <service>                    every node's admin summary: endpoints with request rate,
+                                     error rate, p50 and p99 over the last minute
+                                     (--admin_token=… when the nodes ask for one)
 
 configuration flags (also MICRO_* variables): --registry=file?dir=/tmp/x --broker=memory
   --selector=roundrobin --transport=tcp --wrappers=log --client_request_timeout=5s …
@@ -145,6 +154,70 @@ int show_traces(const std::string& path, const std::string& trace_id) {
   return 0;
 }
 
+// GET http://<admin><path> with a short deadline; the token, when given, as a bearer.
+micro::http::Response admin_get(micro::http::BlockingClient& client, const std::string& admin,
+                                const std::string& path, const std::string& token) {
+  micro::http::Request request;
+  request.method = "GET";
+  request.url = micro::http::parse_url("http://" + admin + path);
+  request.headers.push_back({"Accept", "text/plain"});
+  if (!token.empty()) request.headers.push_back({"Authorization", "Bearer " + token});
+  micro::http::RequestOptions options;
+  options.deadline = micro::http::Clock::now() + std::chrono::seconds(5);
+  return client.request(std::move(request), options);
+}
+
+// `micro health` and `micro stats`: every node of `name`, through its admin endpoint.
+int ask_nodes(micro::Microservice& service, const std::string& name, bool health,
+              const std::string& token) {
+  auto services = service.registry().backend()->get_service(name);
+  micro::http::BlockingClient client;
+  int failures = 0, nodes = 0;
+  for (const auto& version : services) {
+    for (const auto& node : version.nodes) {
+      ++nodes;
+      std::cout << node.id << " " << node.address << " (" << version.version << ")";
+      auto admin = node.metadata.find("admin");
+      if (admin == node.metadata.end()) {
+        std::cout << ": advertises no admin address (start it with --admin=host:port)\n";
+        ++failures;
+        continue;
+      }
+      try {
+        auto response = admin_get(client, admin->second, health ? "/health/ready" : "/", token);
+        if (health) {
+          auto body = nlohmann::json::parse(response.body, nullptr, false);
+          std::cout << " admin " << admin->second << ": "
+                    << (response.status == 200 ? "ready" : "NOT READY") << " (" << response.status
+                    << ")\n";
+          if (body.is_object() && body.contains("checks"))
+            for (auto& [check, result] : body["checks"].items())
+              std::cout << "  " << (result.value("ok", false) ? "ok  " : "FAIL") << " " << check
+                        << ": " << result.value("detail", std::string()) << "\n";
+          if (response.status != 200) ++failures;
+        } else {
+          std::cout << " admin " << admin->second << "\n";
+          if (response.status != 200) {
+            std::cout << "  " << response.status << ": " << response.body;
+            ++failures;
+            continue;
+          }
+          std::istringstream lines(response.body);
+          for (std::string line; std::getline(lines, line);) std::cout << "  " << line << "\n";
+        }
+      } catch (const micro::Exception& e) {
+        std::cout << " admin " << admin->second << ": unreachable: " << e.error().message() << "\n";
+        ++failures;
+      }
+    }
+  }
+  if (nodes == 0) {
+    std::cerr << "micro: no nodes of service '" << name << "' registered\n";
+    return 1;
+  }
+  return failures == 0 ? 0 : 1;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) try {
@@ -174,7 +247,14 @@ int main(int argc, char** argv) try {
   std::optional<micro::gateway::GatewayOptions> gateway_options;
   if (command == "api") gateway_options = micro::gateway::parse_gateway_flags(args, config);
 
+  // The CLI serves no admin endpoint of its own; admin_token is for asking nodes.
+  std::string admin_token = config.admin_token;
+  config.admin_address.clear();
   micro::Microservice service("", config);
+  if (command == "health" || command == "stats") {
+    need(1, command == "health" ? "health <service>" : "stats <service>");
+    return ask_nodes(service, args[0], command == "health", admin_token);
+  }
   if (gateway_options) return run_gateway(service, std::move(*gateway_options));
   if (command == "services") {
     for (const auto& found : service.registry().list_services())

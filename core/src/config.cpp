@@ -60,6 +60,7 @@ struct TextField {
 };
 struct DurationField {
   milliseconds Config::*member;
+  bool omit_when_zero = false;  // to_string leaves the key out while it is 0
 };
 // A whole number in [min, max]; `range` says so in words.
 template <typename Number>
@@ -83,6 +84,8 @@ struct KeySpec {
   std::string_view help;
   Field field;
   OptionTarget target = {};
+  // The environment variable when it is not MICRO_<KEY>.
+  std::string_view environment = {};
 };
 
 bool is_log_level(std::string_view text) {
@@ -141,6 +144,16 @@ const KeySpec key_specs[] = {
     {"log_level", "how much the toolkit logs: trace, debug, info, warn, error or off (info)",
      TextField{&Config::log_level, is_log_level, "one of: trace, debug, info, warn, error, off",
                true}},
+    {"admin",
+     "host:port of the admin endpoint (/metrics, /health/live, /health/ready, /); empty: off",
+     TextField{&Config::admin_address, nullptr, {}, true},
+     {},
+     "MICRO_ADMIN_ADDRESS"},
+    {"admin_token", "bearer token the admin endpoint asks for (all but /health/*); empty: none",
+     TextField{&Config::admin_token, nullptr, {}, true}},
+    {"shutdown_delay",
+     "how long a stopping service answers not ready before it deregisters and drains (0s)",
+     DurationField{&Config::shutdown_delay, true}},
 };
 
 constexpr std::string_view plugin_name_expectation =
@@ -537,6 +550,7 @@ std::optional<std::string> format_value(const Config& config, const KeySpec& spe
             return encode(text, "");
           },
           [&](const DurationField& field) -> std::optional<std::string> {
+            if (field.omit_when_zero && (config.*field.member).count() == 0) return std::nullopt;
             return format_duration(config.*field.member);
           },
           [&](const auto& number) -> std::optional<std::string> {
@@ -758,7 +772,8 @@ void Config::apply_environment() {
 void Config::apply_environment(const std::function<const char*(const char*)>& lookup) {
   std::vector<Assignment> assignments;
   for (const auto& spec : key_specs) {
-    std::string name = environment_name(spec.name);
+    std::string name =
+        spec.environment.empty() ? environment_name(spec.name) : std::string(spec.environment);
     const char* value = lookup(name.c_str());
     // Empty counts as unset, as a shell's `MICRO_REGISTRY= program` intends.
     if (value == nullptr || *value == '\0') continue;

@@ -1,10 +1,12 @@
 // Microservice: assembles runtime, plugins named by the config, server, client and broker.
 #include <micro/log.hpp>
+#include <micro/metrics.hpp>
 #include <micro/service.hpp>
 
 #include <condition_variable>
 #include <iostream>
 #include <mutex>
+#include <thread>
 
 #include <boost/asio/signal_set.hpp>
 
@@ -23,12 +25,14 @@ struct Microservice::State {
   WrapperChains wrappers;
   std::unique_ptr<Server> server;
   std::unique_ptr<Client> client;
+  std::unique_ptr<admin::AdminServer> admin;
+  std::vector<metrics::Registration> collectors;
 
   std::mutex mutex;
   std::condition_variable wake;
   bool stop_requested = false;
   bool started = false;
-  bool broker_connected = false;
+  std::atomic<bool> broker_connected = false;
 };
 
 namespace {
@@ -79,6 +83,18 @@ Microservice::Microservice(std::string name, Config config, PluginLoader& loader
   state.client = std::make_unique<Client>(client_options, state.transport, state.registry,
                                           state.selector, state.broker, state.wrappers, executor);
 
+  // Bound before the server is built, so that the node metadata can advertise it; not ready
+  // (draining) until start().
+  if (!cfg.admin_address.empty()) {
+    admin::AdminOptions options;
+    options.address = cfg.admin_address;
+    options.token = cfg.admin_token;
+    state.admin = std::make_unique<admin::AdminServer>(options);
+    state.admin->set_draining(true);
+    state.admin->listen();
+    log::info("service " + state.name, "admin listening on " + state.admin->address());
+  }
+
   if (!name.empty()) {
     ServerOptions server_options = cfg.server_options();
     server_options.name = name;
@@ -87,10 +103,145 @@ Microservice::Microservice(std::string name, Config config, PluginLoader& loader
                                {"broker", cfg.broker.name},
                                {"registry", cfg.registry.name},
                                {"server", "micro-cpp"}};
+    if (state.admin) server_options.metadata["admin"] = state.admin->address();
     // Registrations go straight to the backend; the cache is for lookups.
     state.server = std::make_unique<Server>(server_options, state.transport, state.registry_backend,
                                             state.broker, state.wrappers);
   }
+  if (state.admin) configure_admin();
+}
+
+// The admin endpoint's checks, pages and figures, once every part exists: they read this
+// object's state on the admin thread (the admin server is closed before any of it goes).
+void Microservice::configure_admin() {
+  auto& state = *state_;
+  State* self = state_.get();
+
+  state.admin->add_check("listening", admin::Probe::readiness, [self]() -> admin::CheckResult {
+    if (!self->server) return {true, "no server (a client-only program)"};
+    if (!self->server->running()) return {false, "server not started"};
+    return {true, "listening on " + self->server->address()};
+  });
+  state.admin->add_check("registered", admin::Probe::readiness, [self]() -> admin::CheckResult {
+    if (!self->server) return {true, "nothing to register"};
+    std::lock_guard lock(self->mutex);
+    if (!self->started) return {false, "not registered (not started, or stopping)"};
+    return {true, "registered with " + self->config.registry.name};
+  });
+  state.admin->add_check("broker", admin::Probe::readiness, [self]() -> admin::CheckResult {
+    if (!self->broker_connected.load()) return {false, self->config.broker.name + " not connected"};
+    return {true, self->config.broker.name + " connected"};
+  });
+
+  state.admin->set_summary([self] {
+    nlohmann::json summary;
+    summary["service"] = self->name.empty() ? std::string("(client)") : self->name;
+    summary["version"] = self->config.server_version;
+    if (self->server) {
+      auto registration = self->server->registration();
+      if (!registration.nodes.empty()) summary["node"] = registration.nodes.front().id;
+      summary["address"] = self->server->address();
+    }
+    summary["config"] = admin::redact_secrets(self->config.to_string());
+    nlohmann::json plugins = nlohmann::json::array();
+    auto add = [&](std::string_view kind, const PluginChoice& choice) {
+      std::string options;
+      for (const auto& [key, value] : choice.options)
+        options += (options.empty() ? "" : "&") + key + "=" + value;
+      plugins.push_back({{"kind", kind},
+                         {"name", choice.name},
+                         {"address", admin::redact_secrets(choice.address)},
+                         {"options", admin::redact_secrets(options)}});
+    };
+    add("registry", self->config.registry);
+    add("broker", self->config.broker);
+    add("selector", self->config.selector);
+    add("transport", self->config.transport);
+    for (const auto& wrapper : self->config.wrappers) add("wrapper", wrapper);
+    summary["plugins"] = plugins.dump();
+    return summary;
+  });
+  state.admin->set_page("/connections", [self] {
+    nlohmann::json page;
+    if (self->server) {
+      auto statistics = self->server->statistics();
+      page["server"] = {{"address", self->server->address()},
+                        {"in_flight", statistics.in_flight},
+                        {"handled", statistics.handled},
+                        {"failed", statistics.failed},
+                        {"refused", statistics.refused}};
+    }
+    auto client = self->client->statistics();
+    page["client"] = {{"calls", client.calls},
+                      {"attempts", client.attempts},
+                      {"retries", client.retries},
+                      {"failures", client.failures}};
+    page["transport"] = self->config.transport.name;
+    page["broker"] = {{"name", self->config.broker.name},
+                      {"connected", self->broker_connected.load()}};
+    return page;
+  });
+  state.admin->set_page("/registry", [self] {
+    nlohmann::json page;
+    auto statistics = self->registry->statistics();
+    page["cache"] = {{"hits", statistics.hits},
+                     {"misses", statistics.misses},
+                     {"fetches", statistics.fetches},
+                     {"stale_served", statistics.stale_served},
+                     {"watch_events", statistics.watch_events}};
+    // The admin thread may block: the services the registry knows, asked of it directly.
+    try {
+      nlohmann::json services = nlohmann::json::array();
+      for (const auto& listed : self->registry->list_services()) {
+        // Through the cache, as a call would see it (a miss fetches, on this thread).
+        for (const auto& service : self->registry->get_service(listed.name)) {
+          nlohmann::json entry = service;
+          services.push_back(std::move(entry));
+        }
+      }
+      page["services"] = std::move(services);
+    } catch (const std::exception& e) {
+      page["error"] = std::string("listing the registry failed: ") + e.what();
+    }
+    return page;
+  });
+
+  // Toolkit gauges and counters, read at scrape time.
+  state.collectors.push_back(
+      metrics::default_registry().add_collector([self](metrics::Collector& collector) {
+        metrics::Labels service{{"service", self->name}};
+        if (self->server) {
+          auto statistics = self->server->statistics();
+          collector.gauge("micro_server_in_flight", "requests being handled now", service,
+                          static_cast<double>(statistics.in_flight));
+          collector.counter("micro_server_handled_total", "requests answered, any outcome", service,
+                            static_cast<double>(statistics.handled));
+          collector.counter("micro_server_failed_total", "requests answered with an error", service,
+                            static_cast<double>(statistics.failed));
+          collector.counter("micro_server_refused_total",
+                            "requests refused: unknown endpoint, past deadline, stopping", service,
+                            static_cast<double>(statistics.refused));
+        }
+        auto client = self->client->statistics();
+        collector.counter("micro_client_calls_total", "logical calls made", service,
+                          static_cast<double>(client.calls));
+        collector.counter("micro_client_attempts_total", "call attempts made", service,
+                          static_cast<double>(client.attempts));
+        collector.counter("micro_client_failures_total", "calls that failed", service,
+                          static_cast<double>(client.failures));
+        auto cache = self->registry->statistics();
+        collector.counter("micro_registry_cache_hits_total", "lookups answered from the cache",
+                          service, static_cast<double>(cache.hits));
+        collector.counter("micro_registry_cache_misses_total", "lookups that had to fetch", service,
+                          static_cast<double>(cache.misses));
+        collector.counter("micro_registry_cache_stale_total",
+                          "lookups answered stale while the registry failed", service,
+                          static_cast<double>(cache.stale_served));
+        collector.gauge("micro_broker_connected", "1 while the broker is connected", service,
+                        self->broker_connected.load() ? 1 : 0);
+        collector.gauge("micro_ready", "1 while /health/ready answers 200 (not draining)", service,
+                        self->admin->draining() ? 0 : 1);
+      }));
 }
 
 Microservice::~Microservice() {
@@ -99,6 +250,9 @@ Microservice::~Microservice() {
   } catch (const std::exception& e) {
     log::error("service " + state_->name, std::string("stop failed: ") + e.what());
   }
+  // No scrape may run while the objects its collectors read go away.
+  if (state_->admin) state_->admin->close();
+  state_->collectors.clear();
   // Objects made by plugins go before the runtime whose executor they hold.
   state_->client.reset();
   state_->server.reset();
@@ -138,6 +292,15 @@ void Microservice::subscribe(std::string topic, SubscriberFunction handler, std:
   server().subscribe(std::move(topic), std::move(handler), std::move(queue));
 }
 
+void Microservice::add_health_check(std::string name, admin::Probe probe,
+                                    admin::CheckFunction check) {
+  if (state_->admin) state_->admin->add_check(std::move(name), probe, std::move(check));
+}
+
+std::string Microservice::admin_address() const {
+  return state_->admin ? state_->admin->address() : std::string();
+}
+
 void Microservice::start() {
   std::lock_guard lock(state_->mutex);
   if (state_->started) return;
@@ -148,6 +311,7 @@ void Microservice::start() {
   if (state_->server) state_->server->start();
   state_->started = true;
   state_->stop_requested = false;
+  if (state_->admin) state_->admin->set_draining(false);
 }
 
 void Microservice::run() {
@@ -174,6 +338,10 @@ void Microservice::stop() {
   if (!state_->started) return;
   state_->started = false;
   lock.unlock();
+  // Not ready first, so load balancers and probes stop sending before the listener closes.
+  if (state_->admin) state_->admin->set_draining(true);
+  if (state_->config.shutdown_delay.count() > 0)
+    std::this_thread::sleep_for(state_->config.shutdown_delay);
   if (state_->server) {
     std::size_t unfinished = state_->server->stop();
     if (unfinished > 0)

@@ -235,8 +235,7 @@ TEST_CASE("malformed strings: position and expectation in every message") {
       "registry, registry_address, broker, broker_address, selector, transport, wrappers, "
       "server_name, server_version, server_address, server_advertise, register_ttl, "
       "register_interval, drain_timeout, client_request_timeout, client_retries, "
-      "client_retry_budget, threads, "
-      "log_level";
+      "client_retry_budget, threads, log_level, admin, admin_token, shutdown_delay";
   const std::string name_rule =
       "a plugin name: a lower-case letter, then lower-case letters, digits or '_'";
   const std::vector<std::pair<std::string, std::string>> cases = {
@@ -538,8 +537,7 @@ TEST_CASE("malformed JSON") {
       "registry_address, broker, broker_address, selector, transport, "
       "wrappers, server_name, server_version, server_address, server_advertise, register_ttl, "
       "register_interval, drain_timeout, client_request_timeout, client_retries, "
-      "client_retry_budget, threads, "
-      "log_level (did "
+      "client_retry_budget, threads, log_level, admin, admin_token, shutdown_delay (did "
       "you mean 'registry'?)");
   CHECK_THROWS_WITH(config.apply_json(R"({"registry": "etcd?ttl"})", "JSON file app.json"),
                     "JSON file app.json, key \"registry\", position 8: option 'ttl' has no '='; "
@@ -644,9 +642,9 @@ TEST_CASE("to_string round-trips") {
 
 TEST_CASE("keys() lists every key with help") {
   const auto& keys = micro::Config::keys();
-  REQUIRE(keys.size() == 19);
+  REQUIRE(keys.size() == 22);
   CHECK(keys.front().first == "registry");
-  CHECK(keys.back().first == "log_level");
+  CHECK(keys.back().first == "shutdown_delay");
   for (const auto& [key, help] : keys) {
     CAPTURE(key);
     CHECK(!help.empty());
@@ -659,6 +657,7 @@ TEST_CASE("keys() lists every key with help") {
       value = "memory";
     }
     if (key == "log_level") value = "warn";
+    if (key == "shutdown_delay") value = "1s";
     CHECK_NOTHROW(config.apply_string(std::string(key) + "=" + value));
   }
 }

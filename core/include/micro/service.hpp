@@ -14,6 +14,7 @@
 #include <memory>
 #include <string>
 
+#include <micro/admin.hpp>
 #include <micro/broker.hpp>
 #include <micro/client.hpp>
 #include <micro/config.hpp>
@@ -55,14 +56,25 @@ class Microservice {
   }
   void subscribe(std::string topic, SubscriberFunction handler, std::string queue = {});
 
+  // A check of this service's health for /health/ready (readiness) or for both probes
+  // (liveness), run on the admin thread at each probe; add before start(). Without the
+  // `admin` key there is no endpoint and checks are kept but never asked.
+  void add_health_check(std::string name, admin::Probe probe, admin::CheckFunction check);
+  // The admin endpoint's bound "host:port" ("" when `admin` is not set). It is bound when the
+  // service is built, and advertised in the node metadata as admin=host:port.
+  std::string admin_address() const;
+
   // Starts the server (listen, subscribe, register) and connects the broker.
   void start();
   // Blocks until SIGTERM or SIGINT (or stop() from another thread), then stops gracefully.
   void run();
-  // Graceful stop (see Server::stop); safe to call more than once and from a signal-free thread.
+  // Graceful stop: readiness flips to 503 first, then after shutdown_delay the server
+  // deregisters and drains (see Server::stop); safe to call more than once and from a
+  // signal-free thread.
   void stop();
 
  private:
+  void configure_admin();
   struct State;
   std::unique_ptr<State> state_;
 };
