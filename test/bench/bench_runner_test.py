@@ -52,7 +52,8 @@ with tempfile.TemporaryDirectory(prefix="micro-bench-test-") as directory:
                 "rpc_tcp_trace_off_c64_requests_per_second", "rpc_tcp_trace_10_c64_requests_per_second",
                 "rpc_tcp_trace_100_c64_requests_per_second", "rpc_tcp_trace_100_c64_qps_loss",
                 "rpc_tcp_trace_100_spans_exported", "otlp_receiver_spans_received"]
-    for prefix in ("rpc_tcp", "asio_echo", "grpc_echo", "greeter_remote"):
+    for prefix in ("rpc_tcp", "asio_echo", "grpc_echo", "greeter_remote", "rpc_http", "beast_echo", "api",
+                   "direct"):
         for concurrency in (1, 16, 64):
             for suffix in ("requests_per_second", "p50", "p99"):
                 expected.append(f"{prefix}_c{concurrency}_{suffix}")
@@ -62,6 +63,11 @@ with tempfile.TemporaryDirectory(prefix="micro-bench-test-") as directory:
         expected += [f"rpc_vs_grpc_c{concurrency}_throughput_ratio",
                      f"rpc_vs_asio_echo_c{concurrency}_throughput_ratio"]
     expected.append("rpc_vs_asio_echo_c1_p50_ratio")
+    for concurrency in (1, 16, 64):
+        expected += [f"http_vs_beast_echo_c{concurrency}_throughput_ratio",
+                     f"http_vs_grpc_c{concurrency}_throughput_ratio",
+                     f"api_vs_direct_c{concurrency}_throughput_ratio"]
+    expected += ["http_vs_beast_echo_c1_p50_ratio", "api_added_c1_p50"]
     for name in expected:
         check(name in figures, f"figure {name} missing")
     for name, value in figures.items():
