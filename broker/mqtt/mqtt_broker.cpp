@@ -221,46 +221,6 @@ bool decode_envelope(std::string_view data, Message& message) {
   return true;
 }
 
-std::string encode_gomicro(const Message& message) {
-  nlohmann::json header = nlohmann::json::object();
-  for (const auto& [key, value] : message.headers) header[key] = value;
-  if (!message.headers.contains("Micro-Topic")) header["Micro-Topic"] = message.topic;
-  if (!message.headers.contains("Micro-Id")) header["Micro-Id"] = micro::random_uuid();
-  if (!message.headers.contains("Content-Type"))
-    header["Content-Type"] = "application/octet-stream";
-  nlohmann::json envelope = {{"Header", std::move(header)},
-                             {"Body", micro::base64::encode(message.body)}};
-  return envelope.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
-}
-
-bool decode_gomicro(std::string_view data, Message& message) {
-  std::size_t first = data.find_first_not_of(" \t\r\n");
-  if (first == std::string_view::npos || data[first] != '{') return false;
-  nlohmann::json envelope = nlohmann::json::parse(data, nullptr, false);
-  if (envelope.is_discarded() || !envelope.is_object() || envelope.size() != 2 ||
-      !envelope.contains("Header") || !envelope.contains("Body"))
-    return false;
-  const nlohmann::json& header = envelope["Header"];
-  const nlohmann::json& body = envelope["Body"];
-  if (!(header.is_object() || header.is_null()) || !(body.is_string() || body.is_null()))
-    return false;
-  micro::Metadata headers;
-  if (header.is_object()) {
-    for (const auto& [key, value] : header.items()) {
-      if (!value.is_string()) return false;
-      headers.set(key, value.get<std::string>());
-    }
-  }
-  std::optional<std::string> decoded;
-  if (body.is_string()) {
-    decoded = micro::base64::try_decode(body.get_ref<const std::string&>());
-    if (!decoded) return false;
-  }
-  message.headers = std::move(headers);
-  message.body = decoded ? std::move(*decoded) : std::string();
-  return true;
-}
-
 // ---- topics ----
 
 // The MQTT topic (or filter) for a micro topic; 400 for what MQTT cannot carry.
@@ -296,23 +256,6 @@ std::string micro_topic_of(std::string_view mqtt_topic, const Settings& settings
   std::string topic(mqtt_topic);
   if (settings.map_topics) std::replace(topic.begin(), topic.end(), '/', '.');
   return topic;
-}
-
-bool topic_matches(std::string_view pattern, std::string_view topic) {
-  while (true) {
-    std::size_t pattern_dot = pattern.find('.');
-    std::string_view pattern_token = pattern.substr(0, pattern_dot);
-    if (pattern_token == ">") return !topic.empty();
-    if (topic.empty()) return false;
-    std::size_t topic_dot = topic.find('.');
-    std::string_view topic_token = topic.substr(0, topic_dot);
-    if (pattern_token != "*" && pattern_token != topic_token) return false;
-    bool pattern_end = pattern_dot == std::string_view::npos;
-    bool topic_end = topic_dot == std::string_view::npos;
-    if (pattern_end || topic_end) return pattern_end && topic_end;
-    pattern.remove_prefix(pattern_dot + 1);
-    topic.remove_prefix(topic_dot + 1);
-  }
 }
 
 std::string error_text(int rc) {
@@ -652,7 +595,7 @@ void Client::on_message(mosquitto*, void* self_pointer, const mosquitto_message*
   Message message;
   message.topic = micro_topic_of(mqtt_topic, settings);
   // MQTT's '#' also matches the level above it ("a/#" matches "a"); micro's '>' does not.
-  if (settings.map_topics && !topic_matches(state.topic, message.topic)) return;
+  if (settings.map_topics && !micro::topic_matches(state.topic, message.topic)) return;
   std::string_view payload(static_cast<const char*>(raw->payload),
                            raw->payload ? static_cast<std::size_t>(raw->payloadlen) : 0);
   bool headers = false;
@@ -669,7 +612,7 @@ void Client::on_message(mosquitto*, void* self_pointer, const mosquitto_message*
   }
   if (headers) {
     message.body = std::string(payload);
-  } else if (!decode_envelope(payload, message) && !decode_gomicro(payload, message)) {
+  } else if (!decode_envelope(payload, message) && !decode_gomicro_envelope(payload, message)) {
     message.body = std::string(payload);
   }
   self->core_->deliver(state, message);
@@ -806,7 +749,7 @@ class MqttBroker : public micro::Broker {
     const std::string* payload = &message.body;
     Properties properties;
     if (settings.encoding == Encoding::gomicro) {
-      envelope = encode_gomicro(message);
+      envelope = encode_gomicro_envelope(message);
       payload = &envelope;
     } else if (!v5) {
       envelope = encode_envelope(message);

@@ -115,50 +115,6 @@ std::vector<std::string> parse_address(std::string_view address) {
   }
 }
 
-// Go-Micro's broker.Message as JSON, with the headers a Go-Micro subscriber expects.
-std::string encode_gomicro(const Message& message) {
-  nlohmann::json header = nlohmann::json::object();
-  for (const auto& [key, value] : message.headers) header[key] = value;
-  if (!message.headers.contains("Micro-Topic")) header["Micro-Topic"] = message.topic;
-  if (!message.headers.contains("Micro-Id")) header["Micro-Id"] = micro::random_uuid();
-  if (!message.headers.contains("Content-Type"))
-    header["Content-Type"] = "application/octet-stream";
-  nlohmann::json envelope = {{"Header", std::move(header)},
-                             {"Body", micro::base64::encode(message.body)}};
-  return envelope.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
-}
-
-// Unwraps a Go-Micro envelope into `message`; false (message untouched) when `data` is not
-// exactly one: a JSON object whose only keys are Header (strings) and Body (base64 or null).
-bool decode_gomicro(std::string_view data, Message& message) {
-  std::size_t first = data.find_first_not_of(" \t\r\n");
-  if (first == std::string_view::npos || data[first] != '{') return false;
-  nlohmann::json envelope = nlohmann::json::parse(data, nullptr, false);
-  if (envelope.is_discarded() || !envelope.is_object() || envelope.size() != 2 ||
-      !envelope.contains("Header") || !envelope.contains("Body"))
-    return false;
-  const nlohmann::json& header = envelope["Header"];
-  const nlohmann::json& body = envelope["Body"];
-  if (!(header.is_object() || header.is_null()) || !(body.is_string() || body.is_null()))
-    return false;
-  micro::Metadata headers;
-  if (header.is_object()) {
-    for (const auto& [key, value] : header.items()) {
-      if (!value.is_string()) return false;
-      headers.set(key, value.get<std::string>());
-    }
-  }
-  // Padded standard base64: what Go's encoding/json writes for []byte.
-  std::optional<std::string> decoded;
-  if (body.is_string()) {
-    decoded = micro::base64::try_decode(body.get_ref<const std::string&>());
-    if (!decoded) return false;
-  }
-  message.headers = std::move(headers);
-  message.body = decoded ? std::move(*decoded) : std::string();
-  return true;
-}
-
 // ---- the broker ----
 
 enum class Encoding { native, gomicro };
@@ -384,7 +340,7 @@ Message to_message(natsMsg* raw) {
     return message;
   }
   std::string_view body(data ? data : "", static_cast<std::size_t>(length));
-  if (!decode_gomicro(body, message)) message.body.assign(body);
+  if (!decode_gomicro_envelope(body, message)) message.body.assign(body);
   return message;
 }
 
@@ -593,7 +549,7 @@ class NatsBroker : public micro::Broker {
                         message.topic + "' not sent");
     natsStatus status = NATS_OK;
     if (core_->settings.encoding == Encoding::gomicro) {
-      std::string envelope = encode_gomicro(message);
+      std::string envelope = encode_gomicro_envelope(message);
       status = natsConnection_Publish(connection, message.topic.c_str(), envelope.data(),
                                       static_cast<int>(envelope.size()));
     } else if (message.headers.empty()) {

@@ -254,53 +254,12 @@ bool decode_native(std::string_view data, Message& message, std::string& id) {
   return true;
 }
 
-// Go-Micro's broker.Message as its JSON codec writes it: {"Header":{...},"Body":"<base64>"}.
-std::string encode_gomicro(const Message& message) {
-  nlohmann::json header = nlohmann::json::object();
-  for (const auto& [key, value] : message.headers) header[key] = value;
-  if (!message.headers.contains("Micro-Topic")) header["Micro-Topic"] = message.topic;
-  if (!message.headers.contains("Micro-Id")) header["Micro-Id"] = micro::random_uuid();
-  if (!message.headers.contains("Content-Type"))
-    header["Content-Type"] = "application/octet-stream";
-  nlohmann::json envelope = {{"Header", std::move(header)},
-                             {"Body", micro::base64::encode(message.body)}};
-  return envelope.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
-}
-
-bool decode_gomicro(std::string_view data, Message& message) {
-  std::size_t first = data.find_first_not_of(" \t\r\n");
-  if (first == std::string_view::npos || data[first] != '{') return false;
-  nlohmann::json envelope = nlohmann::json::parse(data, nullptr, false);
-  if (envelope.is_discarded() || !envelope.is_object() || envelope.size() != 2 ||
-      !envelope.contains("Header") || !envelope.contains("Body"))
-    return false;
-  const nlohmann::json& header = envelope["Header"];
-  const nlohmann::json& body = envelope["Body"];
-  if (!(header.is_object() || header.is_null()) || !(body.is_string() || body.is_null()))
-    return false;
-  micro::Metadata headers;
-  if (header.is_object()) {
-    for (const auto& [key, value] : header.items()) {
-      if (!value.is_string()) return false;
-      headers.set(key, value.get<std::string>());
-    }
-  }
-  std::optional<std::string> decoded;
-  if (body.is_string()) {
-    decoded = micro::base64::try_decode(body.get_ref<const std::string&>());
-    if (!decoded) return false;
-  }
-  message.headers = std::move(headers);
-  message.body = decoded ? std::move(*decoded) : std::string();
-  return true;
-}
-
 // A pub/sub payload from any publisher: ours, Go-Micro's, or a bare PUBLISH (body only). `id`:
 // the message's id (ours, or Go-Micro's Micro-Id header), empty when it has none.
 void decode_payload(std::string_view data, Message& message, std::string& id) {
   id.clear();
   if (decode_native(data, message, id)) return;
-  if (decode_gomicro(data, message)) {
+  if (decode_gomicro_envelope(data, message)) {
     id = message.headers.get("Micro-Id");
     return;
   }
@@ -324,24 +283,6 @@ std::string claim_key(std::string_view group, std::string_view channel, std::str
 // Stream entries: field "body" is the body, each header a field "h:<Key>".
 constexpr std::string_view body_field = "body";
 constexpr std::string_view header_field_prefix = "h:";
-
-// Whether `topic` matches subscription `pattern` in NATS terms ('*' one token, '>' the rest).
-bool topic_matches(std::string_view pattern, std::string_view topic) {
-  while (true) {
-    std::size_t pattern_dot = pattern.find('.');
-    std::string_view pattern_token = pattern.substr(0, pattern_dot);
-    if (pattern_token == ">") return !topic.empty();
-    if (topic.empty()) return false;
-    std::size_t topic_dot = topic.find('.');
-    std::string_view topic_token = topic.substr(0, topic_dot);
-    if (pattern_token != "*" && pattern_token != topic_token) return false;
-    bool pattern_end = pattern_dot == std::string_view::npos;
-    bool topic_end = topic_dot == std::string_view::npos;
-    if (pattern_end || topic_end) return pattern_end && topic_end;
-    pattern.remove_prefix(pattern_dot + 1);
-    topic.remove_prefix(topic_dot + 1);
-  }
-}
 
 bool has_wildcard(std::string_view topic) {
   std::size_t start = 0;
@@ -765,9 +706,11 @@ void Reader::run() {
       connection_ = nullptr;
       was_ready = ready_;
     }
+    // A reader leaving (unsubscribed, draining) is not an outage: counting it down for the
+    // moment before it takes its count back would refuse publishes meanwhile.
+    if (draining() || stopping()) break;
     if (was_ready) set_ready(false);
-    if (draining()) break;
-    if (!stopping()) pause(core_->settings.reconnect_wait);
+    pause(core_->settings.reconnect_wait);
   }
   std::lock_guard lock(mutex_);
   // A reader counts as down from start() until ready and again after a loss; leaving, it
@@ -828,7 +771,7 @@ void Reader::run_pubsub(Connection& connection) {
         continue;
       }
       arrival.drain = arrival.channel == drain_channel_;
-      if (!arrival.drain && pattern && !topic_matches(topic, arrival.channel)) continue;
+      if (!arrival.drain && pattern && !micro::topic_matches(topic, arrival.channel)) continue;
       arrival.reply = std::move(reply);
       batch.push_back(std::move(arrival));
     }
@@ -1120,7 +1063,7 @@ class RedisBroker : public micro::Broker {
     std::vector<std::string> command;
     if (settings.mode == Mode::pubsub) {
       command = {"PUBLISH", message.topic,
-                 settings.encoding == Encoding::gomicro ? encode_gomicro(message)
+                 settings.encoding == Encoding::gomicro ? encode_gomicro_envelope(message)
                                                         : encode_native(message)};
     } else {
       command = {"XADD", core_->key_of(message.topic)};

@@ -1,5 +1,6 @@
 // Helpers every broker plugin shares (declared in <micro/broker.hpp>): the topic syntax
-// check, the delivery-mode refusal and the dispatch of delivery failures to the error handler.
+// check and matching, the delivery-mode refusal, the dispatch of delivery failures to the error
+// handler, and Go-Micro's JSON envelope.
 #include <micro/broker.hpp>
 #include <micro/log.hpp>
 
@@ -7,7 +8,11 @@
 #include <exception>
 #include <utility>
 
+#include <micro/base64.hpp>
 #include <micro/error.hpp>
+#include <micro/random.hpp>
+
+#include <nlohmann/json.hpp>
 
 namespace micro {
 
@@ -99,6 +104,63 @@ void BrokerErrorReporter::deliver(const MessageHandler& handler, Message& messag
   } catch (...) {
     report(message, "unknown exception");
   }
+}
+
+bool topic_matches(std::string_view pattern, std::string_view topic) noexcept {
+  while (true) {
+    std::size_t pattern_dot = pattern.find('.');
+    std::string_view pattern_token = pattern.substr(0, pattern_dot);
+    if (pattern_token == ">") return !topic.empty();
+    if (topic.empty()) return false;
+    std::size_t topic_dot = topic.find('.');
+    std::string_view topic_token = topic.substr(0, topic_dot);
+    if (pattern_token != "*" && pattern_token != topic_token) return false;
+    bool pattern_end = pattern_dot == std::string_view::npos;
+    bool topic_end = topic_dot == std::string_view::npos;
+    if (pattern_end || topic_end) return pattern_end && topic_end;
+    pattern.remove_prefix(pattern_dot + 1);
+    topic.remove_prefix(topic_dot + 1);
+  }
+}
+
+std::string encode_gomicro_envelope(const Message& message) {
+  nlohmann::json header = nlohmann::json::object();
+  for (const auto& [key, value] : message.headers) header[key] = value;
+  if (!message.headers.contains("Micro-Topic")) header["Micro-Topic"] = message.topic;
+  if (!message.headers.contains("Micro-Id")) header["Micro-Id"] = random_uuid();
+  if (!message.headers.contains("Content-Type"))
+    header["Content-Type"] = "application/octet-stream";
+  nlohmann::json envelope = {{"Header", std::move(header)}, {"Body", base64::encode(message.body)}};
+  return envelope.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+}
+
+bool decode_gomicro_envelope(std::string_view data, Message& message) {
+  std::size_t first = data.find_first_not_of(" \t\r\n");
+  if (first == std::string_view::npos || data[first] != '{') return false;
+  nlohmann::json envelope = nlohmann::json::parse(data, nullptr, false);
+  if (envelope.is_discarded() || !envelope.is_object() || envelope.size() != 2 ||
+      !envelope.contains("Header") || !envelope.contains("Body"))
+    return false;
+  const nlohmann::json& header = envelope["Header"];
+  const nlohmann::json& body = envelope["Body"];
+  if (!(header.is_object() || header.is_null()) || !(body.is_string() || body.is_null()))
+    return false;
+  Metadata headers;
+  if (header.is_object()) {
+    for (const auto& [key, value] : header.items()) {
+      if (!value.is_string()) return false;
+      headers.set(key, value.get<std::string>());
+    }
+  }
+  // Padded standard base64: what Go's encoding/json writes for []byte.
+  std::optional<std::string> decoded;
+  if (body.is_string()) {
+    decoded = base64::try_decode(body.get_ref<const std::string&>());
+    if (!decoded) return false;
+  }
+  message.headers = std::move(headers);
+  message.body = decoded ? std::move(*decoded) : std::string();
+  return true;
 }
 
 }  // namespace micro

@@ -117,4 +117,17 @@ class BrokerErrorReporter {
   std::shared_ptr<const ErrorHandler> handler_;
 };
 
+// ---- Shared by the broker plugins ----
+
+// Whether `topic` matches subscription `pattern` in micro's (NATS') terms: '*' is one token,
+// '>' one or more at the end. For brokers whose own matching is wider and must be narrowed.
+bool topic_matches(std::string_view pattern, std::string_view topic) noexcept;
+
+// Go-Micro's broker.Message as JSON, `{"Header":{…},"Body":"<base64>"}`, for brokers with
+// `encoding=gomicro`: Micro-Topic, Micro-Id and Content-Type are added when the headers lack them.
+std::string encode_gomicro_envelope(const Message& message);
+// Unwraps a Go-Micro envelope into `message`; false (message untouched) when `data` is not
+// exactly one: a JSON object whose only keys are Header (strings) and Body (base64 or null).
+bool decode_gomicro_envelope(std::string_view data, Message& message);
+
 }  // namespace micro
