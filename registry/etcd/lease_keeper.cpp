@@ -185,7 +185,10 @@ std::optional<std::vector<std::int64_t>> LeaseKeeper::due_leases(
   for (auto& [lease, entry] : leases_) {
     // Keep-alives pause while the owner stopped refreshing (the node then expires).
     if (entry.keep_until <= now || in_flight.contains(lease)) continue;
-    if (entry.next_due <= now) {
+    // A lease falling due within a sixth of its TTL (half its keep-alive interval) goes now
+    // with the others: early by that much is harmless, and leases granted moments apart then
+    // share their requests (one batch per interval) instead of each waking the keeper alone.
+    if (entry.next_due <= now + milliseconds(entry.ttl_seconds * 1000 / 6)) {
       due.push_back(lease);
     } else {
       next_wake = std::min(next_wake, entry.next_due);
