@@ -8,6 +8,7 @@
 #include <mutex>
 #include <optional>
 #include <stdexcept>
+#include <thread>
 
 #include <boost/asio/post.hpp>
 
@@ -762,6 +763,13 @@ std::size_t Gateway::stop() {
     unfinished = state.in_flight.load(std::memory_order_acquire);
   }
   state.server->close();
+  // close() only starts the flush of the answers given; the runtime is stopped right after
+  // this returns, which would cut a last answer still being written. Wait (bounded, as the
+  // flush is) for the connections to finish.
+  const auto flush_deadline = std::chrono::steady_clock::now() + std::chrono::seconds(2);
+  while (state.server->statistics().connections_open > 0 &&
+         std::chrono::steady_clock::now() < flush_deadline)
+    std::this_thread::sleep_for(std::chrono::milliseconds(2));
   state.server.reset();
   return unfinished;
 }
