@@ -10,6 +10,7 @@
 #include <condition_variable>
 #include <mutex>
 #include <optional>
+#include <thread>
 
 #include <micro/client.hpp>
 #include <micro/plugin_loader.hpp>
@@ -18,6 +19,7 @@
 #include <micro/trace.hpp>
 
 #include "trace_wrappers.hpp"
+#include "wrappers/memory_stream.hpp"
 
 using namespace std::chrono_literals;
 using micro::trace::Attribute;
@@ -25,6 +27,7 @@ using micro::trace::AttributeValue;
 using micro::trace::SpanContext;
 using micro::trace::SpanKind;
 using micro::trace::StatusCode;
+using test_support::MemoryStream;
 
 namespace {
 
@@ -351,4 +354,62 @@ TEST_CASE("a stream that cannot open: the client span ends at once with the erro
   CHECK(spans[0].kind == SpanKind::client);
   CHECK(spans[0].status == StatusCode::error);
   CHECK(spans[0].number("micro.stream.messages_sent") == 0);
+}
+
+TEST_CASE("traced streams in memory: span ends with the stream and the reader, parentage") {
+  auto recorder = std::make_shared<RecordingTracer>();
+  micro::trace::set_tracer(recorder);
+  micro::WrapperChains chains;
+  chains.add(micro::trace::sdk::make_trace_wrappers({"streams", "1.0", "tcp", "memory"}));
+
+  // Client: the opened stream is the wrapper's; the head gets the span's traceparent.
+  auto client_end = std::make_shared<MemoryStream>("Stream.Echo");
+  auto request = std::make_shared<micro::Request>();
+  request->service = "streams";
+  request->endpoint = "Stream.Echo";
+  micro::MessageStreamPtr client_stream;
+  chains.wrap_client_stream([&](const micro::RequestPtr&, const micro::CallOptions&,
+                                micro::OpenStreamHandler done) { done(client_end, std::nullopt); })(
+      request, {}, [&](micro::MessageStreamPtr stream, std::optional<micro::Error>) {
+        client_stream = std::move(stream);
+      });
+  REQUIRE(client_stream);
+  const std::string* traceparent = request->context.metadata().find("traceparent");
+  REQUIRE(traceparent);
+
+  // Server: the head arrives with that traceparent.
+  auto server_end = std::make_shared<MemoryStream>("Stream.Echo");
+  server_end->request().service = "streams";
+  server_end->request().context.metadata().set("traceparent", *traceparent);
+  server_end->incoming = {"a", "bb"};
+  chains.wrap_handler_stream([](const micro::MessageStreamPtr& stream) {
+    test_support::read_all(stream);
+    stream->async_write("answer", [](std::optional<micro::Error>) {});
+    stream->finish(micro::Response{});
+  })(server_end);
+
+  client_stream->async_write("a", [](std::optional<micro::Error>) {});
+  client_stream->async_write("bb", [](std::optional<micro::Error>) {});
+  client_end->incoming = {"answer"};
+  client_end->finish(micro::Response{});
+  // The server span ended with its answer; the client's waits for the unread answer.
+  CHECK(recorder->store->size() == 1);
+  CHECK(test_support::read_all(client_stream) == 1);
+
+  auto spans = recorder->store->wait_for(2);
+  micro::trace::set_tracer(nullptr);
+  REQUIRE(spans.size() == 2);
+  const auto* client_span = find_span(spans, "Stream.Echo", SpanKind::client);
+  const auto* server_span = find_span(spans, "Stream.Echo", SpanKind::server);
+  REQUIRE(client_span);
+  REQUIRE(server_span);
+  CHECK(server_span->parent.span_id == client_span->context.span_id);
+  CHECK(server_span->parent.remote);
+  CHECK(client_span->number("micro.stream.messages_sent") == 2);
+  CHECK(client_span->number("micro.stream.messages_received") == 1);
+  CHECK(server_span->number("micro.stream.messages_sent") == 1);
+  CHECK(server_span->number("micro.stream.messages_received") == 2);
+  CHECK(client_span->message_ids("SENT") == std::vector<std::int64_t>{1, 2});
+  CHECK(server_span->message_ids("RECEIVED") == std::vector<std::int64_t>{1, 2});
+  CHECK(server_span->events[1].number("rpc.message.uncompressed_size") == 2);
 }
