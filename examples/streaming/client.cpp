@@ -13,6 +13,7 @@
 #include <string>
 #include <thread>
 
+#include <micro/base64.hpp>
 #include <micro/service.hpp>
 
 #include "streaming.hpp"
@@ -49,7 +50,7 @@ int upload(micro::Microservice& service, const std::string& path) {
          file.gcount() > 0) {
     std::string data(buffer.data(), static_cast<std::size_t>(file.gcount()));
     checksum.add(data);
-    stream.send(streaming::Chunk{std::move(data)});
+    stream.send(streaming::Chunk{micro::base64::encode(data)});
     ++chunks;
   }
   stream.close_send();

@@ -17,6 +17,7 @@
 #include <boost/asio/this_coro.hpp>
 #include <boost/asio/use_awaitable.hpp>
 
+#include <micro/base64.hpp>
 #include <micro/service.hpp>
 
 #include "streaming.hpp"
@@ -61,9 +62,15 @@ boost::asio::awaitable<void> upload(
   streaming::Summary summary;
   streaming::Checksum checksum;
   while (auto chunk = co_await stream.read(use_awaitable)) {
-    checksum.add(chunk->data);
+    micro::base64::DecodeError problem;
+    auto bytes = micro::base64::try_decode(chunk->data, &problem);
+    if (!bytes)
+      throw micro::Exception(micro::bad_request(
+          "streaming",
+          "chunk " + std::to_string(summary.chunks + 1) + " is not base64: " + problem.message));
+    checksum.add(*bytes);
     summary.chunks++;
-    summary.bytes += static_cast<std::int64_t>(chunk->data.size());
+    summary.bytes += static_cast<std::int64_t>(bytes->size());
   }
   if (stream.ended()) co_return;  // cancelled or failed, not closed: nobody to answer
   summary.checksum = checksum.hex();

@@ -25,12 +25,12 @@ struct Tick {
 
 // Upload.Send (client stream): Chunks in until the client closes, one Summary out.
 struct Chunk {
-  std::string data;
+  std::string data;  // base64 (JSON strings are UTF-8 text; a file is any bytes)
 };
 struct Summary {
   std::int64_t chunks = 0;
   std::int64_t bytes = 0;
-  std::string checksum;  // FNV-1a 64 of every byte, hex
+  std::string checksum;  // FNV-1a 64 of every decoded byte, hex
 };
 
 // Chat.Talk (bidirectional): every message a participant sends goes to every participant.
