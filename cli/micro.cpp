@@ -5,6 +5,8 @@
 //     services                        every registered service
 //     describe <service>              versions, endpoints and nodes of a service
 //     call <service> <endpoint> [json]  call an endpoint with a JSON request (default {})
+//     stream <service> <endpoint>     open a stream: JSON lines from stdin are sent, answers
+//                                     printed as they arrive (one JSON per line)
 //     publish <topic> <json>          publish a JSON message
 //     subscribe <topic> [count]       print messages on a topic (count: stop after that many)
 //     trace <file> [trace-id]         waterfall of the traces in a span file (exporter=file)
@@ -19,6 +21,7 @@
 #include <mutex>
 #include <optional>
 #include <sstream>
+#include <thread>
 
 #include <boost/asio/signal_set.hpp>
 
@@ -40,6 +43,9 @@ commands:
   services                           list registered services
   describe <service>                 show versions, endpoints and nodes of a service
   call <service> <endpoint> [json]   call an endpoint with a JSON request (default {})
+  stream <service> <endpoint>        open a stream: each JSON line on stdin is sent, each message
+                                     received is printed as one JSON line; end of stdin closes
+                                     the send side; the stream's error goes to stderr (exit 1)
   publish <topic> <json>             publish a JSON message to a topic
   subscribe <topic> [count]          print messages on a topic; stop after count (default: never)
   trace <file> [trace-id]            waterfall of the traces in a file written by
@@ -136,6 +142,78 @@ int run_gateway(micro::Microservice& service, micro::gateway::GatewayOptions opt
     std::cerr << "micro api: " << unfinished << " call(s) unfinished at the drain timeout\n";
   std::cout << "micro api stopped" << std::endl;
   return 0;
+}
+
+// `micro stream`: stdin's JSON lines go out on one thread while this one prints what arrives.
+// The stream's end ends the command, even while stdin is still open (a server stream that
+// finished, or an error): nothing more could be sent.
+int stream_lines(micro::Microservice& service, const std::string& service_name,
+                 const std::string& endpoint) {
+  micro::Stream stream = service.client().open_stream(service_name, endpoint);
+  const std::string& type = stream.request().content_type;
+  const micro::Codec& codec = micro::codec_for(type.empty() ? micro::json_content_type : type);
+
+  std::mutex mutex;
+  std::string input_error;  // a line that was not JSON
+  bool writer_done = false;
+  std::thread writer([&] {
+    std::string line;
+    long number = 0;
+    try {
+      while (std::getline(std::cin, line)) {
+        ++number;
+        if (line.find_first_not_of(" \t\r") == std::string::npos) continue;  // blank line
+        nlohmann::json message;
+        try {
+          message = nlohmann::json::parse(line);
+        } catch (const nlohmann::json::parse_error& e) {
+          std::lock_guard lock(mutex);
+          input_error = "stdin line " + std::to_string(number) + " is not JSON: " + e.what();
+          break;
+        }
+        std::string encoded;
+        codec.encode(message, encoded);
+        stream.send(std::move(encoded));
+      }
+      if (input_error.empty())
+        stream.close_send();
+      else
+        stream.cancel();
+    } catch (const micro::Exception&) {
+      // The stream ended while sending: its error is reported below.
+    }
+    std::lock_guard lock(mutex);
+    writer_done = true;
+  });
+
+  while (auto message = stream.receive()) std::cout << codec.decode(*message).dump() << std::endl;
+
+  int status = 0;
+  {
+    std::lock_guard lock(mutex);
+    if (!input_error.empty()) {
+      std::cerr << "micro stream: " << input_error << "\n";
+      status = 1;
+    }
+  }
+  if (status == 0)
+    if (auto error = stream.error()) {
+      std::cerr << "micro stream: " << error->message() << "\n";
+      status = 1;
+    }
+  bool joinable;
+  {
+    std::lock_guard lock(mutex);
+    joinable = writer_done;
+  }
+  if (joinable) {
+    writer.join();
+    return status;
+  }
+  // The writer is blocked reading stdin, which cannot be interrupted portably: leave now.
+  std::cout.flush();
+  std::cerr.flush();
+  std::_Exit(status);
 }
 
 int show_traces(const std::string& path, const std::string& trace_id) {
@@ -276,6 +354,10 @@ int main(int argc, char** argv) try {
             .decode(response.body);
     std::cout << decoded.dump(2) << "\n";
     return 0;
+  }
+  if (command == "stream") {
+    need(2, "stream <service> <endpoint>");
+    return stream_lines(service, args[0], args[1]);
   }
   if (command == "publish") {
     need(2, "publish <topic> <json>");

@@ -25,12 +25,13 @@ struct Client::State : std::enable_shared_from_this<Client::State> {
   boost::asio::any_io_executor executor;
   ClientFunction client_chain;
   CallFunction call_chain;
+  ClientStreamFunction stream_chain;
   PublishFunction publish_chain;
   // No client wrapper configured: async_call starts the logical call itself, which then owns
   // the request (one allocation instead of three).
   bool direct = false;
 
-  std::atomic<std::uint64_t> calls{0}, attempts{0}, retries{0}, failures{0};
+  std::atomic<std::uint64_t> calls{0}, attempts{0}, retries{0}, failures{0}, streams{0};
   std::atomic<std::uint64_t> retries_over_budget{0};
   // The retry budget's balance in thousandths of a retry, from 0 to the reserve.
   std::atomic<std::int64_t> retry_tokens{0};
@@ -267,6 +268,161 @@ class LogicalCall : public std::enable_shared_from_this<LogicalCall> {
   std::optional<Error> last_error_;
 };
 
+// Opening one stream: looks the service up, picks a node, asks the transport to open the
+// stream there, and on a retryable failure (nothing was sent) tries another node after a
+// backoff, within the attempts, the retry budget and the deadline. Stages run one after
+// another, so no lock is needed; `done_` runs once, never inside async_open_stream.
+class StreamOpener : public std::enable_shared_from_this<StreamOpener> {
+ public:
+  StreamOpener(std::shared_ptr<Client::State> state, RequestPtr head, const CallOptions& options,
+               OpenStreamHandler done)
+      : state_(std::move(state)),
+        head_(std::move(head)),
+        address_(options.address),
+        done_(std::move(done)) {
+    int retries = options.retries >= 0 ? options.retries : state_->options.retries;
+    max_attempts_ = 1 + std::max(0, retries);
+  }
+
+  void start() {
+    if (!address_.empty()) {
+      direct_node_.id = address_;
+      direct_node_.address = address_;
+      nodes_ = std::span<const Node>(&direct_node_, 1);
+      attempt();
+      return;
+    }
+    if (auto snapshot = state_->registry->cached_service(head_->service, Clock::now())) {
+      on_lookup(std::move(snapshot), std::nullopt);
+      return;
+    }
+    state_->registry->async_get_service(
+        head_->service,
+        [self = shared_from_this()](ServiceSnapshot snapshot, std::optional<Error> error) {
+          self->on_lookup(std::move(snapshot), std::move(error));
+        });
+  }
+
+ private:
+  void on_lookup(ServiceSnapshot snapshot, std::optional<Error> error) {
+    if (error) {
+      fail(Error(state_->options.id, ErrorCode::unavailable,
+                 "cannot look up service '" + head_->service + "': " + error->detail));
+      return;
+    }
+    snapshot_ = std::move(snapshot);
+    for (const auto& service : *snapshot_)
+      flattened_.insert(flattened_.end(), service.nodes.begin(), service.nodes.end());
+    nodes_ = flattened_;
+    if (nodes_.empty()) {
+      fail(Error(state_->options.id, ErrorCode::unavailable,
+                 "service '" + head_->service + "' has no nodes"));
+      return;
+    }
+    attempt();
+  }
+
+  void attempt() {
+    ++attempt_;
+    Context& context = head_->context;
+    if (context.cancelled()) {
+      fail(cancelled_error(state_->options.id, "stream cancelled"));
+      return;
+    }
+    if (context.expired()) {
+      fail(Error(state_->options.id, ErrorCode::timeout,
+                 "deadline passed opening stream " + head_->service + "." + head_->endpoint +
+                     " after " + std::to_string(attempt_ - 1) + " attempt(s)" +
+                     (last_error_ ? "; last error: " + last_error_->message() : std::string())));
+      return;
+    }
+    state_->attempts.fetch_add(1, std::memory_order_relaxed);
+    if (attempt_ == 1) state_->deposit_retry_budget();
+    std::size_t index = state_->selector->select_node(head_->service, nodes_, context, attempt_);
+    if (index >= nodes_.size()) index = 0;
+    started_ = Clock::now();
+    if (!state_->transport) {
+      fail(Error("micro.client", ErrorCode::unavailable, "the client has no transport"));
+      return;
+    }
+    // A transport may complete inline (the default open_stream's 501): then the completion
+    // is posted, so that done_ never runs inside async_open_stream.
+    auto self = shared_from_this();
+    auto inside = std::make_shared<std::atomic<bool>>(true);
+    state_->transport->open_stream(
+        nodes_[index].address, head_,
+        [self, index, inside](MessageStreamPtr stream, std::optional<Error> error) mutable {
+          if (inside->load(std::memory_order_acquire)) {
+            boost::asio::post(self->state_->executor, [self, index, stream = std::move(stream),
+                                                       error = std::move(error)]() mutable {
+              self->on_opened(index, std::move(stream), std::move(error));
+            });
+            return;
+          }
+          self->on_opened(index, std::move(stream), std::move(error));
+        });
+    inside->store(false, std::memory_order_release);
+  }
+
+  void on_opened(std::size_t index, MessageStreamPtr stream, std::optional<Error> error) {
+    Outcome outcome;
+    outcome.latency = Clock::now() - started_;
+    if (error) {
+      outcome.code = error->code;
+      outcome.ok = !(outcome.code >= 500 || outcome.code == 408);
+    }
+    state_->selector->report(head_->service, nodes_[index], outcome);
+    if (!error) {
+      OpenStreamHandler done = std::move(done_);
+      done(std::move(stream), std::nullopt);
+      return;
+    }
+    if (state_->retryable(error->code) && attempt_ < max_attempts_ && !head_->context.expired() &&
+        !head_->context.cancelled()) {
+      if (!state_->withdraw_retry_budget()) {
+        state_->retries_over_budget.fetch_add(1, std::memory_order_relaxed);
+        fail(std::move(*error));
+        return;
+      }
+      last_error_ = error;
+      state_->retries.fetch_add(1, std::memory_order_relaxed);
+      auto delay = state_->options.backoff * (1LL << std::min(attempt_ - 1, 20));
+      delay = std::min<std::chrono::milliseconds>(delay, state_->options.max_backoff);
+      if (head_->context.has_deadline()) {
+        auto remaining =
+            std::chrono::duration_cast<std::chrono::milliseconds>(head_->context.remaining());
+        if (delay >= remaining) delay = remaining / 2;
+      }
+      if (!backoff_timer_) backoff_timer_.emplace(state_->executor);
+      backoff_timer_->expires_after(delay);
+      backoff_timer_->async_wait(
+          [self = shared_from_this()](boost::system::error_code) { self->attempt(); });
+      return;
+    }
+    fail(std::move(*error));
+  }
+
+  void fail(Error error) {
+    state_->failures.fetch_add(1, std::memory_order_relaxed);
+    OpenStreamHandler done = std::move(done_);
+    done(nullptr, std::move(error));
+  }
+
+  std::shared_ptr<Client::State> state_;
+  RequestPtr head_;
+  std::string address_;
+  OpenStreamHandler done_;
+  std::optional<boost::asio::steady_timer> backoff_timer_;
+  ServiceSnapshot snapshot_;
+  std::vector<Node> flattened_;
+  Node direct_node_;
+  std::span<const Node> nodes_;
+  int attempt_ = 0;
+  int max_attempts_ = 1;
+  Clock::time_point started_;
+  std::optional<Error> last_error_;
+};
+
 }  // namespace
 
 Client::Client(ClientOptions options, std::shared_ptr<Transport> transport,
@@ -310,6 +466,15 @@ Client::Client(ClientOptions options, std::shared_ptr<Transport> transport,
         state->transport->async_call(attempt.node.address, request, std::move(done));
       });
   state_->client_chain = wrappers.wrap_client(StartLogicalCall{weak});
+  state_->stream_chain = wrappers.wrap_client_stream(
+      [weak](const RequestPtr& head, const CallOptions& options, OpenStreamHandler done) {
+        auto state = weak.lock();
+        if (!state) {
+          done(nullptr, Error("micro.client", ErrorCode::unavailable, "the client was destroyed"));
+          return;
+        }
+        std::make_shared<StreamOpener>(std::move(state), head, options, std::move(done))->start();
+      });
   state_->direct = state_->client_chain.target<StartLogicalCall>() != nullptr;
   state_->publish_chain = wrappers.wrap_publish([weak](Context& context, Message& message) {
     auto state = weak.lock();
@@ -352,6 +517,31 @@ Response Client::call(Request request, const CallOptions& options) {
   return response;
 }
 
+void Client::async_open_stream(Request head, const CallOptions& options, OpenStreamHandler done) {
+  state_->streams.fetch_add(1, std::memory_order_relaxed);
+  if (head.content_type.empty()) head.content_type = state_->options.content_type;
+  // Only an explicit timeout bounds a stream; the default one is for unary calls.
+  if (options.timeout.count() > 0) head.context.set_timeout(options.timeout);
+  state_->stream_chain(std::make_shared<Request>(std::move(head)), options, std::move(done));
+}
+
+Stream Client::open_stream(std::string service, std::string endpoint, const CallOptions& options,
+                           Context context) {
+  Request head;
+  head.service = std::move(service);
+  head.endpoint = std::move(endpoint);
+  head.context = std::move(context);
+  std::promise<std::pair<MessageStreamPtr, std::optional<Error>>> promise;
+  auto future = promise.get_future();
+  async_open_stream(std::move(head), options,
+                    [&promise](MessageStreamPtr stream, std::optional<Error> error) {
+                      promise.set_value({std::move(stream), std::move(error)});
+                    });
+  auto [stream, error] = future.get();
+  if (error) throw Exception(std::move(*error));
+  return Stream(std::move(stream), state_->executor);
+}
+
 void Client::publish(Context& context, Message message) {
   state_->publish_chain(context, message);
 }
@@ -367,6 +557,7 @@ ClientStatistics Client::statistics() const {
   statistics.retries = state_->retries.load(std::memory_order_relaxed);
   statistics.failures = state_->failures.load(std::memory_order_relaxed);
   statistics.retries_over_budget = state_->retries_over_budget.load(std::memory_order_relaxed);
+  statistics.streams = state_->streams.load(std::memory_order_relaxed);
   return statistics;
 }
 

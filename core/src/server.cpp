@@ -13,6 +13,8 @@
 #include <thread>
 #include <unordered_map>
 
+#include <boost/asio/co_spawn.hpp>
+
 namespace micro {
 
 namespace {
@@ -21,6 +23,11 @@ struct EndpointEntry {
   HandlerFunction raw;
   HandlerFunction wrapped;  // raw inside the handler wrappers, built at start()
   EndpointOptions options;
+  // A stream endpoint has these instead (raw or wrapped: the other pair is empty).
+  StreamHandlerFunction stream_raw;
+  StreamHandlerFunction stream_wrapped;  // inside the handler_stream wrappers, built at start()
+  bool typed_stream = false;             // needs ServerOptions::executor
+  bool is_stream() const noexcept { return static_cast<bool>(stream_raw); }
 };
 
 // The innermost handler: checks the deadline once more (wrappers may have queued the request
@@ -68,7 +75,10 @@ struct Server::State : std::enable_shared_from_this<Server::State> {
   std::atomic<bool> running{false};
   std::atomic<bool> stopping{false};
 
-  std::atomic<std::uint64_t> handled{0}, failed{0}, refused{0}, in_flight{0};
+  std::atomic<std::uint64_t> handled{0}, failed{0}, refused{0}, in_flight{0}, streams{0};
+  // Streams being handled, so that a stop past its drain bound can end them with 503.
+  std::mutex streams_mutex;
+  std::unordered_map<const void*, std::weak_ptr<MessageStream>> open_streams;
   std::mutex drain_mutex;
   std::condition_variable drained;
 
@@ -155,6 +165,59 @@ struct Server::State : std::enable_shared_from_this<Server::State> {
     ServerCallPtr call;
   };
 
+  // The core's innermost layer of a handled stream, right above the transport's: its first
+  // end counts the stream down (as Answer does for a unary call), whoever ends it.
+  class HandledStream final : public ForwardingStream {
+   public:
+    HandledStream(std::shared_ptr<State> server, std::shared_ptr<StreamCall> call)
+        : ForwardingStream(call), server_(std::move(server)), call_(std::move(call)) {}
+
+    bool finish(Response&& status) override {
+      bool error = status.error.has_value();
+      bool sent = inner_->finish(std::move(status));
+      if (!counted_.exchange(true, std::memory_order_acq_rel)) {
+        server_->forget_stream(this);
+        server_->finish_one(error);
+      }
+      return sent;
+    }
+    // The drain bound passed: the handler's context is cancelled and the client gets 503.
+    void end_unfinished(const std::string& service) {
+      call_->cancel();
+      finish(Response::failure(Error(service, ErrorCode::unavailable,
+                                     "server stopped: stream " + call_->request().endpoint +
+                                         " still open after the drain timeout")));
+    }
+
+   private:
+    std::shared_ptr<State> server_;
+    std::shared_ptr<StreamCall> call_;
+    std::atomic<bool> counted_{false};
+  };
+
+  void forget_stream(const void* key) {
+    std::lock_guard lock(streams_mutex);
+    open_streams.erase(key);
+  }
+
+  void dispatch_stream(std::shared_ptr<StreamCall> call, const EndpointEntry& entry) {
+    in_flight.fetch_add(1, std::memory_order_acq_rel);
+    streams.fetch_add(1, std::memory_order_relaxed);
+    auto stream = std::make_shared<HandledStream>(shared_from_this(), std::move(call));
+    {
+      std::lock_guard lock(streams_mutex);
+      open_streams.emplace(stream.get(), stream);
+    }
+    MessageStreamPtr handed = stream;
+    try {
+      entry.stream_wrapped(handed);
+    } catch (const Exception& e) {
+      stream->finish(Response::failure(e.error()));
+    } catch (const std::exception& e) {
+      stream->finish(Response::failure(Error(options.name, ErrorCode::internal, e.what())));
+    }
+  }
+
   // Per call, on an I/O thread.
   void dispatch(ServerCallPtr call) {
     const std::string& id = options.name;
@@ -178,6 +241,21 @@ struct Server::State : std::enable_shared_from_this<Server::State> {
           Response::failure(Error(id, ErrorCode::not_found,
                                   "service " + options.name + " has no endpoint '" +
                                       request.endpoint + "'; it has: " + endpoint_list())));
+      return;
+    }
+    if (found->second.is_stream() != call->is_stream()) {
+      refused.fetch_add(1, std::memory_order_relaxed);
+      call->respond(Response::failure(
+          Error(id, ErrorCode::bad_request,
+                found->second.is_stream()
+                    ? "endpoint " + request.endpoint + " of service " + options.name +
+                          " is a stream: open a stream to it instead of calling it"
+                    : "endpoint " + request.endpoint + " of service " + options.name +
+                          " is not a stream: call it instead of opening a stream")));
+      return;
+    }
+    if (call->is_stream()) {
+      dispatch_stream(as_stream(call), found->second);
       return;
     }
     in_flight.fetch_add(1, std::memory_order_acq_rel);
@@ -218,7 +296,59 @@ void Server::handle(std::string endpoint, HandlerFunction handler, EndpointOptio
                           "cannot add endpoint " + endpoint + " to a running server"));
   if (endpoint.empty() || !handler)
     throw Exception(bad_request("micro.server", "an endpoint needs a name and a handler"));
-  state_->endpoints[endpoint] = EndpointEntry{std::move(handler), {}, std::move(options)};
+  EndpointEntry entry;
+  entry.raw = std::move(handler);
+  entry.options = std::move(options);
+  state_->endpoints[endpoint] = std::move(entry);
+}
+
+void Server::handle_stream(std::string endpoint, StreamHandlerFunction handler,
+                           EndpointOptions options) {
+  if (running())
+    throw Exception(Error("micro.server", ErrorCode::conflict,
+                          "cannot add endpoint " + endpoint + " to a running server"));
+  if (endpoint.empty() || !handler)
+    throw Exception(bad_request("micro.server", "a stream endpoint needs a name and a handler"));
+  // Go-Micro marks stream endpoints so in its registry entries.
+  options.metadata["stream"] = "true";
+  EndpointEntry entry;
+  entry.stream_raw = std::move(handler);
+  entry.options = std::move(options);
+  state_->endpoints[endpoint] = std::move(entry);
+}
+
+void Server::handle_typed_stream(std::string endpoint, StreamCoroutine coroutine,
+                                 EndpointOptions options) {
+  std::weak_ptr<State> weak = state_;
+  std::string name = endpoint;
+  handle_stream(
+      std::move(endpoint),
+      [weak, coroutine = std::move(coroutine), name](const MessageStreamPtr& stream) {
+        auto state = weak.lock();
+        if (!state) {
+          stream->finish(
+              Response::failure(Error("micro.server", ErrorCode::unavailable, "server gone")));
+          return;
+        }
+        auto executor = state->options.executor;
+        std::string id = state->options.name;
+        boost::asio::co_spawn(executor, coroutine(stream, executor),
+                              [stream, id](std::exception_ptr failure) {
+                                Response status;
+                                if (failure) {
+                                  try {
+                                    std::rethrow_exception(failure);
+                                  } catch (const Exception& e) {
+                                    status = Response::failure(e.error());
+                                  } catch (const std::exception& e) {
+                                    status = Response::failure(internal_error(id, e.what()));
+                                  }
+                                }
+                                stream->finish(std::move(status));
+                              });
+      },
+      std::move(options));
+  state_->endpoints[name].typed_stream = true;
 }
 
 void Server::subscribe(std::string topic, SubscriberFunction handler, std::string queue) {
@@ -235,6 +365,14 @@ void Server::start() {
   state.stopping = false;
   std::weak_ptr<State> weak = state_;
   for (auto& [name, entry] : state.endpoints) {
+    if (entry.is_stream()) {
+      if (entry.typed_stream && !state.options.executor)
+        throw Exception(bad_request(
+            state.options.name, "stream endpoint " + name +
+                                    " has a typed handler, which needs ServerOptions::executor"));
+      entry.stream_wrapped = state.wrappers.wrap_handler_stream(entry.stream_raw);
+      continue;
+    }
     // Checked again innermost: wrappers may have queued the request (rate limits, auth
     // round trips) until its deadline passed, and then the work is not worth starting.
     GuardedHandler guarded{[weak] {
@@ -316,6 +454,16 @@ std::size_t Server::stop() {
                            [&] { return state.in_flight.load(std::memory_order_acquire) == 0; });
     unfinished = state.in_flight.load(std::memory_order_acquire);
   }
+  // Streams still open past the drain bound end with 503 (their answers are written before
+  // the connections close below).
+  std::vector<std::shared_ptr<MessageStream>> open_streams;
+  {
+    std::lock_guard streams_lock(state.streams_mutex);
+    for (auto& [key, weak] : state.open_streams)
+      if (auto stream = weak.lock()) open_streams.push_back(std::move(stream));
+  }
+  for (auto& stream : open_streams)
+    static_cast<State::HandledStream&>(*stream).end_unfinished(state.options.name);
   // 4. Stop deliveries, then close the connections.
   for (auto& subscription : state.subscriptions) subscription->unsubscribe();
   state.subscriptions.clear();
@@ -347,6 +495,7 @@ ServerStatistics Server::statistics() const {
   statistics.failed = state_->failed.load(std::memory_order_relaxed);
   statistics.refused = state_->refused.load(std::memory_order_relaxed);
   statistics.in_flight = state_->in_flight.load(std::memory_order_relaxed);
+  statistics.streams = state_->streams.load(std::memory_order_relaxed);
   return statistics;
 }
 

@@ -98,6 +98,7 @@ Microservice::Microservice(std::string name, Config config, PluginLoader& loader
   if (!name.empty()) {
     ServerOptions server_options = cfg.server_options();
     server_options.name = name;
+    server_options.executor = executor;  // where typed stream handlers run
     server_options.metadata = {{"protocol", cfg.transport.name},
                                {"transport", cfg.transport.name},
                                {"broker", cfg.broker.name},

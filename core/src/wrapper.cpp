@@ -9,6 +9,8 @@ void WrapperChains::add(const WrapperSet& set) {
   if (set.call) call_.push_back(set.call);
   if (set.publish) publish_.push_back(set.publish);
   if (set.subscriber) subscriber_.push_back(set.subscriber);
+  if (set.handler_stream) handler_stream_.push_back(set.handler_stream);
+  if (set.client_stream) client_stream_.push_back(set.client_stream);
 }
 
 }  // namespace micro

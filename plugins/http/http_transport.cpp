@@ -1,6 +1,8 @@
 // plugins/http/http_transport.cpp — the http transport plugin: its options, the
 // micro::Transport tying the calling and serving sides together, and the entry point the loader
 // finds.
+#include <boost/asio/post.hpp>
+
 #include <micro/plugin.hpp>
 #include <micro/transport.hpp>
 
@@ -43,6 +45,20 @@ class HttpTransport final : public Transport {
                   ResponseHandler done) override {
     caller_.async_call(address, std::move(request), std::move(done));
   }
+
+  // Go-Micro's HTTP transport wire has no stream form here: opening one is refused with 501
+  // (on the executor, as every completion), and the core does not retry it.
+  void open_stream(std::string_view address, std::shared_ptr<const Request> request,
+                   OpenStreamHandler done) override {
+    Error error("micro.client", 501,
+                "the http transport cannot stream (opening " + request->service + "." +
+                    request->endpoint + " at " + std::string(address) +
+                    "); use transport=tcp for streams");
+    boost::asio::post(executor_, [done = std::move(done), error = std::move(error)]() mutable {
+      done(nullptr, std::move(error));
+    });
+  }
+  std::string transport_name() const override { return "http"; }
 
   void close() override { caller_.close(); }
 

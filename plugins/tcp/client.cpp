@@ -12,6 +12,7 @@
 #include <boost/asio/steady_timer.hpp>
 
 #include "framed_connection.hpp"
+#include "stream.hpp"
 
 namespace micro::tcp {
 
@@ -23,6 +24,71 @@ std::string calls_pending(std::size_t count) {
   return std::to_string(count) + (count == 1 ? " call pending" : " calls pending");
 }
 }  // namespace
+
+// The client's end of one stream. Its connection holds it (by id) until it ends; it holds its
+// connection for the frames it sends.
+class TcpClientStream final : public MessageStream,
+                              public StreamEnd,
+                              public std::enable_shared_from_this<TcpClientStream> {
+ public:
+  TcpClientStream(std::shared_ptr<ClientConnection> connection, Strand strand,
+                  std::uint64_t stream_id, Request head, std::uint32_t window,
+                  std::uint32_t max_frame)
+      : StreamEnd(strand, stream_id, window, max_frame, client_error_id),
+        connection_(std::move(connection)),
+        head_(std::move(head)),
+        deadline_timer_(strand) {}
+
+  Request& request() override { return head_; }
+  void async_read(StreamReadHandler done) override {
+    on_strand([this, done = std::move(done)]() mutable { do_read(std::move(done)); });
+  }
+  void async_write(std::string message, StreamWriteHandler done) override {
+    on_strand([this, message = std::move(message), done = std::move(done)]() mutable {
+      do_write(std::move(message), std::move(done));
+    });
+  }
+  void close_send() override {
+    on_strand([this] { do_close_send(); });
+  }
+  // The client's end is a cancel: the server is told, the stream ends here with `status`.
+  bool finish(Response&& status) override {
+    if (!claim_end(std::move(status))) return false;
+    on_strand([this] { teardown(false, true); });
+    return true;
+  }
+  bool ended() const override { return is_ended(); }
+  Response status() const override { return final_status(); }
+  void on_end(ResponseHandler done) override { add_on_end(std::move(done)); }
+
+  // Strand: arms the deadline and watches the head's cancellation.
+  void start_watching();
+  // Strand: the server's end frame.
+  void on_end_frame(Response status) {
+    if (claim_end(std::move(status))) teardown(true, false);
+  }
+  // Strand: the connection is gone (or never came up).
+  void on_lost(const Error& error) {
+    if (claim_end(Response::failure(error))) teardown(false, false);
+  }
+  // Strand: the server broke the protocol on this stream; it is told with a cancel.
+  void abort(Error error) override {
+    if (claim_end(Response::failure(std::move(error)))) teardown(false, true);
+  }
+
+ private:
+  void emit_frame(std::string frame) override;
+  std::string frame_buffer() override;
+  void emit_close_send() override;
+  std::shared_ptr<void> keep_alive() override { return shared_from_this(); }
+  void teardown(bool keep_inbox, bool tell_server);
+
+  std::shared_ptr<ClientConnection> connection_;
+  Request head_;
+  Timer deadline_timer_;
+  std::shared_ptr<CancellationState> cancellation_;
+  std::uint64_t cancel_id_ = 0;
+};
 
 class ClientConnection final : public FramedConnection {
  public:
@@ -51,6 +117,22 @@ class ClientConnection final : public FramedConnection {
       self->accept_call(std::move(call));
     });
   }
+
+  void submit_stream(std::uint64_t stream_id, std::shared_ptr<const Request> head,
+                     std::uint64_t timeout_nanoseconds, std::uint32_t window,
+                     OpenStreamHandler done) {
+    asio::dispatch(strand_, [self = shared(), stream_id, head = std::move(head),
+                             timeout_nanoseconds, window, done = std::move(done)]() mutable {
+      self->accept_stream(stream_id, std::move(head), timeout_nanoseconds, window, std::move(done));
+    });
+  }
+
+  // Strand: what a stream sends and no longer needs.
+  void send_stream_frame(std::string frame) { send_frame(std::move(frame)); }
+  std::string stream_buffer() { return take_buffer(); }
+  void forget_stream(std::uint64_t stream_id) { streams_.erase(stream_id); }
+  const std::string& address() const noexcept { return address_; }
+  bool socket_closed_public() const noexcept { return socket_closed(); }
 
   // Any thread: closes and fails every pending call with 503.
   void close(std::string reason) {
@@ -144,6 +226,94 @@ class ClientConnection final : public FramedConnection {
     was_open_ = true;
     start_reading();
     start_writing();
+    auto opening = std::move(opening_);
+    opening_.clear();
+    for (auto& [stream, done] : opening) {
+      asio::post(strand_, [stream = std::move(stream), done = std::move(done)]() mutable {
+        done(std::move(stream), std::nullopt);
+      });
+    }
+  }
+
+  void accept_stream(std::uint64_t stream_id, std::shared_ptr<const Request> head,
+                     std::uint64_t timeout_nanoseconds, std::uint32_t window,
+                     OpenStreamHandler done) {
+    if (state_ == State::closed) {
+      Error error = unavailable(
+          client_error_id,
+          close_detail_.empty() ? "tcp: connection to " + address_ + " is closed" : close_detail_);
+      asio::post(strand_, [done = std::move(done), error = std::move(error)]() mutable {
+        done(nullptr, std::move(error));
+      });
+      return;
+    }
+    if (state_ == State::idle) begin_connect();
+    auto stream =
+        std::make_shared<TcpClientStream>(shared(), strand_, stream_id, *head, window, max_frame_);
+    std::string frame = take_buffer();
+    encode_stream_open(frame, stream_id, *head, timeout_nanoseconds);
+    send_frame(std::move(frame));
+    if (std::uint32_t grant = window > initial_stream_window ? window - initial_stream_window : 0) {
+      std::string update = take_buffer();
+      encode_stream_window(update, stream_id, grant);
+      send_frame(std::move(update));
+    }
+    streams_.emplace(stream_id, stream);
+    stream->start_watching();
+    if (state_ == State::open) {
+      asio::post(strand_,
+                 [stream, done = std::move(done)]() mutable { done(stream, std::nullopt); });
+      return;
+    }
+    opening_.push_back({std::move(stream), std::move(done)});
+  }
+
+  // Frames of streams; ids no stream has (ended here meanwhile) are dropped.
+  void on_stream_frame(const FrameHeader& header, std::string_view frame) {
+    auto found = streams_.find(header.request_id);
+    if (found == streams_.end()) return;
+    auto stream = found->second;
+    switch (header.type) {
+      case FrameType::stream_message:
+        if (auto error = stream->receive_message(frame.substr(header_size)))
+          stream->abort(std::move(*error));
+        return;
+      case FrameType::stream_end: {
+        Response status;
+        if (auto problem = decode_response(frame, status)) {
+          stream->abort(bad_request(client_error_id, "tcp: malformed stream end frame from " +
+                                                         address_ + ": " + *problem));
+          return;
+        }
+        stream->on_end_frame(std::move(status));
+        return;
+      }
+      case FrameType::stream_window: {
+        std::uint32_t increment = 0;
+        std::optional<Error> error;
+        if (auto problem = decode_stream_window(frame, increment))
+          error = bad_request(client_error_id, "tcp: malformed stream window frame from " +
+                                                   address_ + ": " + *problem);
+        else
+          error = stream->receive_window(increment);
+        if (error) stream->abort(std::move(*error));
+        return;
+      }
+      default:
+        return;
+    }
+  }
+
+  bool skip_oversize(const FrameHeader& header, const HeaderProblem& problem) override {
+    if (header.type != FrameType::stream_message) return false;
+    auto found = streams_.find(header.request_id);
+    if (found != streams_.end()) {
+      auto stream = found->second;
+      stream->abort(Error(client_error_id, 413,
+                          "tcp: stream " + std::to_string(header.request_id) + " from " + address_ +
+                              ": " + problem.what));
+    }
+    return true;
   }
 
   void accept_call(OutgoingCall call) {
@@ -281,6 +451,10 @@ class ClientConnection final : public FramedConnection {
   }
 
   void on_frame(const FrameHeader& header, std::string_view frame) override {
+    if (header.type != FrameType::response) {
+      on_stream_frame(header, frame);
+      return;
+    }
     if (header.flags & flag_closing) usable_.store(false, std::memory_order_release);
     if (header.request_id == 0 && (header.flags & flag_closing)) {
       // The server refused the stream as a whole: every call here shares its answer.
@@ -327,6 +501,9 @@ class ClientConnection final : public FramedConnection {
   void on_disconnect(const boost::system::error_code& error) override {
     std::string detail =
         "tcp: connection to " + address_ + " closed with " + calls_pending(pending_.size());
+    if (!streams_.empty())
+      detail += " and " + std::to_string(streams_.size()) +
+                (streams_.size() == 1 ? " stream open" : " streams open");
     if (error != asio::error::eof) detail += " (" + error.message() + ")";
     shut(detail);
   }
@@ -356,6 +533,16 @@ class ClientConnection final : public FramedConnection {
       if (call.cancellation) call.cancellation->forget(call.cancel_id);
       complete(call.done, error);
     }
+    // Streams not yet open fail to open (the core may try another node); open ones end.
+    auto opening = std::move(opening_);
+    opening_.clear();
+    for (auto& [stream, done] : opening) {
+      stream->on_lost(error);
+      asio::post(strand_, [done = std::move(done), error]() mutable { done(nullptr, error); });
+    }
+    auto streams = std::move(streams_);
+    streams_.clear();
+    for (auto& [id, stream] : streams) stream->on_lost(error);
   }
 
   static void complete(ResponseHandler& done, Error error) {
@@ -375,6 +562,9 @@ class ClientConnection final : public FramedConnection {
   Timer deadline_timer_;
   PendingMap pending_;
   std::vector<PendingMap::node_type> spare_nodes_;
+  std::unordered_map<std::uint64_t, std::shared_ptr<TcpClientStream>> streams_;
+  // Streams whose open completes once the connection is up.
+  std::vector<std::pair<std::shared_ptr<TcpClientStream>, OpenStreamHandler>> opening_;
   std::vector<DeadlineEntry> deadlines_;  // a min-heap by deadline
   Clock::time_point armed_deadline_;      // what deadline_timer_ waits for, when armed
   bool deadline_armed_ = false;
@@ -424,6 +614,66 @@ void ClientPools::close_all() {
 
 void submit_call(const std::shared_ptr<ClientConnection>& connection, OutgoingCall call) {
   connection->submit(std::move(call));
+}
+
+void submit_stream(const std::shared_ptr<ClientConnection>& connection, std::uint64_t stream_id,
+                   std::shared_ptr<const Request> head, std::uint64_t timeout_nanoseconds,
+                   std::uint32_t stream_window, OpenStreamHandler done) {
+  connection->submit_stream(stream_id, std::move(head), timeout_nanoseconds, stream_window,
+                            std::move(done));
+}
+
+void TcpClientStream::start_watching() {
+  Context& context = head_.context;
+  if (context.has_deadline()) {
+    deadline_timer_.expires_at(context.deadline());
+    deadline_timer_.async_wait([self = shared_from_this()](const boost::system::error_code& error) {
+      if (error) return;
+      if (self->claim_end(Response::failure(
+              timeout_error(client_error_id, "tcp: stream deadline passed (" + self->head_.service +
+                                                 "." + self->head_.endpoint + " at " +
+                                                 self->connection_->address() + ")"))))
+        self->teardown(false, true);
+    });
+  }
+  if (auto cancellation = context.existing_cancellation()) {
+    std::weak_ptr<TcpClientStream> weak = weak_from_this();
+    cancel_id_ = cancellation->on_cancel([weak] {
+      if (auto self = weak.lock())
+        self->finish(Response::failure(cancelled_error(client_error_id, "stream cancelled")));
+    });
+    cancellation_ = std::move(cancellation);
+  }
+}
+
+void TcpClientStream::teardown(bool keep_inbox, bool tell_server) {
+  if (tell_server && !connection_->socket_closed_public()) {
+    std::string frame = connection_->stream_buffer();
+    encode_cancel(frame, stream_id());
+    connection_->send_stream_frame(std::move(frame));
+  }
+  deadline_timer_.cancel();
+  if (cancellation_) {
+    cancellation_->forget(cancel_id_);
+    cancellation_.reset();
+  }
+  auto keep = shared_from_this();  // the connection's share goes next
+  connection_->forget_stream(stream_id());
+  settle_end(keep_inbox);
+}
+
+void TcpClientStream::emit_frame(std::string frame) {
+  connection_->send_stream_frame(std::move(frame));
+}
+
+std::string TcpClientStream::frame_buffer() {
+  return connection_->stream_buffer();
+}
+
+void TcpClientStream::emit_close_send() {
+  std::string frame = connection_->stream_buffer();
+  encode_stream_close_send(frame, stream_id());
+  connection_->send_stream_frame(std::move(frame));
 }
 
 }  // namespace micro::tcp

@@ -63,4 +63,10 @@ class ClientPools : public std::enable_shared_from_this<ClientPools> {
 // Queues `call` on `connection` (any thread).
 void submit_call(const std::shared_ptr<ClientConnection>& connection, OutgoingCall call);
 
+// Opens a stream with id `stream_id` on `connection` (any thread); `done` runs on the
+// connection's strand, never inside this call.
+void submit_stream(const std::shared_ptr<ClientConnection>& connection, std::uint64_t stream_id,
+                   std::shared_ptr<const Request> head, std::uint64_t timeout_nanoseconds,
+                   std::uint32_t stream_window, OpenStreamHandler done);
+
 }  // namespace micro::tcp

@@ -41,6 +41,7 @@ struct Settings {
   std::size_t pool_size = 0;
   std::chrono::milliseconds connect_timeout{};
   bool nodelay = true;
+  std::uint32_t stream_window = 0;  // bytes of messages a stream end buffers for its reader
 };
 
 // "host:port", "[v6]:port" or ":port" split into parts; nullopt when there is no numeric

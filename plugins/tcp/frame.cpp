@@ -166,14 +166,29 @@ std::optional<HeaderProblem> parse_header(const char* data, FrameType expected,
                          std::to_string(protocol_version) + ")"};
   }
   auto type = load<std::uint8_t>(data + 3);
-  // The side that reads requests also reads their cancellations.
-  bool cancel =
-      expected == FrameType::request && type == static_cast<std::uint8_t>(FrameType::cancel);
-  if (type != static_cast<std::uint8_t>(expected) && !cancel) {
-    return HeaderProblem{
-        "unexpected frame type " + std::to_string(type) + " at offset 3 (expected " +
-        std::to_string(static_cast<std::uint8_t>(expected)) +
-        (expected == FrameType::request ? ", a request, or 3, a cancel)" : ", a response)")};
+  // The side that reads requests also reads their cancellations and the client's stream
+  // frames; the side that reads responses also reads the server's stream frames.
+  bool accepted = false;
+  if (expected == FrameType::request) {
+    accepted = type == static_cast<std::uint8_t>(FrameType::request) ||
+               type == static_cast<std::uint8_t>(FrameType::cancel) ||
+               type == static_cast<std::uint8_t>(FrameType::stream_open) ||
+               type == static_cast<std::uint8_t>(FrameType::stream_message) ||
+               type == static_cast<std::uint8_t>(FrameType::stream_close_send) ||
+               type == static_cast<std::uint8_t>(FrameType::stream_window);
+  } else {
+    accepted = type == static_cast<std::uint8_t>(FrameType::response) ||
+               type == static_cast<std::uint8_t>(FrameType::stream_message) ||
+               type == static_cast<std::uint8_t>(FrameType::stream_end) ||
+               type == static_cast<std::uint8_t>(FrameType::stream_window);
+  }
+  if (!accepted) {
+    return HeaderProblem{"unexpected frame type " + std::to_string(type) +
+                         " at offset 3 (expected " +
+                         (expected == FrameType::request
+                              ? "1 request, 3 cancel, 4 stream open, 5 stream message, 6 stream "
+                                "close-send or 8 stream window)"
+                              : "2 response, 5 stream message, 7 stream end or 8 stream window)")};
   }
   auto reserved = load<std::uint16_t>(data + 6);
   if (reserved != 0) {
@@ -208,30 +223,87 @@ std::size_t response_frame_size(const Response& response, std::string_view error
          metadata_size(response.metadata) + response.body.size();
 }
 
-void encode_request(std::string& out, std::uint64_t request_id, const Request& request,
-                    std::uint64_t timeout_nanoseconds) {
-  std::size_t size = request_frame_size(request);
+namespace {
+void encode_request_as(std::string& out, FrameType type, std::uint64_t request_id,
+                       const Request& request, std::string_view body,
+                       std::uint64_t timeout_nanoseconds) {
+  std::size_t size = request_frame_size(request) - request.body.size() + body.size();
   out.resize(size);
   Writer writer(out.data());
-  write_header(writer, FrameType::request, 0, request_id, size);
+  write_header(writer, type, 0, request_id, size);
   writer.string(request.service);
   writer.string(request.endpoint);
   writer.string(request.content_type);
   writer.integer(timeout_nanoseconds);
   write_metadata(writer, request.context.metadata());
-  writer.bytes(request.body);
+  writer.bytes(body);
+}
+
+void encode_response_as(std::string& out, FrameType type, std::uint64_t request_id,
+                        std::uint16_t flags, const Response& response, std::string_view body,
+                        std::string_view error_json) {
+  std::size_t size = response_frame_size(response, error_json) - response.body.size() + body.size();
+  out.resize(size);
+  Writer writer(out.data());
+  write_header(writer, type, flags, request_id, size);
+  writer.string(error_json);
+  writer.string(response.content_type);
+  write_metadata(writer, response.metadata);
+  writer.bytes(body);
+}
+}  // namespace
+
+void encode_request(std::string& out, std::uint64_t request_id, const Request& request,
+                    std::uint64_t timeout_nanoseconds) {
+  encode_request_as(out, FrameType::request, request_id, request, request.body,
+                    timeout_nanoseconds);
+}
+
+void encode_stream_open(std::string& out, std::uint64_t stream_id, const Request& head,
+                        std::uint64_t timeout_nanoseconds) {
+  encode_request_as(out, FrameType::stream_open, stream_id, head, {}, timeout_nanoseconds);
+}
+
+void encode_stream_end(std::string& out, std::uint64_t stream_id, const Response& status,
+                       std::string_view error_json) {
+  encode_response_as(out, FrameType::stream_end, stream_id, 0, status, {}, error_json);
+}
+
+void encode_stream_message(std::string& out, std::uint64_t stream_id, std::string_view message) {
+  std::size_t size = stream_message_frame_size(message.size());
+  out.resize(size);
+  Writer writer(out.data());
+  write_header(writer, FrameType::stream_message, 0, stream_id, size);
+  writer.bytes(message);
+}
+
+void encode_stream_close_send(std::string& out, std::uint64_t stream_id) {
+  out.resize(header_size);
+  Writer writer(out.data());
+  write_header(writer, FrameType::stream_close_send, 0, stream_id, header_size);
+}
+
+void encode_stream_window(std::string& out, std::uint64_t stream_id, std::uint32_t increment) {
+  out.resize(window_frame_size);
+  Writer writer(out.data());
+  write_header(writer, FrameType::stream_window, 0, stream_id, window_frame_size);
+  writer.integer(increment);
+}
+
+std::optional<std::string> decode_stream_window(std::string_view frame, std::uint32_t& increment) {
+  try {
+    Reader reader(frame);
+    increment = reader.integer<std::uint32_t>("window increment");
+  } catch (const DecodeProblem& problem) {
+    return problem.what;
+  }
+  return std::nullopt;
 }
 
 void encode_response(std::string& out, std::uint64_t request_id, std::uint16_t flags,
                      const Response& response, std::string_view error_json) {
-  std::size_t size = response_frame_size(response, error_json);
-  out.resize(size);
-  Writer writer(out.data());
-  write_header(writer, FrameType::response, flags, request_id, size);
-  writer.string(error_json);
-  writer.string(response.content_type);
-  write_metadata(writer, response.metadata);
-  writer.bytes(response.body);
+  encode_response_as(out, FrameType::response, request_id, flags, response, response.body,
+                     error_json);
 }
 
 void encode_cancel(std::string& out, std::uint64_t request_id) {

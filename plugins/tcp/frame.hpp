@@ -19,8 +19,25 @@ inline constexpr char magic_second = 'T';
 inline constexpr std::uint8_t protocol_version = 1;
 inline constexpr std::size_t header_size = 20;
 
-// A cancel frame (client to server, header only) names a request the client gave up on.
-enum class FrameType : std::uint8_t { request = 1, response = 2, cancel = 3 };
+// A cancel frame (client to server, header only) names a request or stream the client gave
+// up on. Streams (README.md, "Streams") add open, message, close-send, end and window frames,
+// all carrying the stream's id in the request id field.
+enum class FrameType : std::uint8_t {
+  request = 1,
+  response = 2,
+  cancel = 3,
+  stream_open = 4,        // client to server: a request's payload, the stream's head
+  stream_message = 5,     // both ways: the payload is one message
+  stream_close_send = 6,  // client to server, header only: the client sends no more
+  stream_end = 7,         // server to client: a response's payload, the final status
+  stream_window = 8,      // both ways: u32 more bytes the sender of this frame will accept
+};
+
+// Each direction of a stream starts with this window (bytes of messages the receiver
+// accepts before granting more); a receiver configured larger grants the rest at once.
+inline constexpr std::uint32_t initial_stream_window = 65536;
+// The window frame's size: header and a u32 increment.
+inline constexpr std::size_t window_frame_size = 24;
 
 // Response flag: the sender closes the connection after this frame (it could not go on
 // reading the stream, e.g. after an oversize or unreadable header).
@@ -41,9 +58,9 @@ struct HeaderProblem {
 };
 
 // Reads and checks the 20 bytes at `data`: magic, version, expected type (a side expecting
-// requests also takes cancel frames), reserved bits and
-// the length against [header_size, max_frame]. Returns the problem, or nullopt when sound
-// (then `header` is filled).
+// requests takes cancel and the client's stream frames; one expecting responses takes the
+// server's stream frames), reserved bits and the length against [header_size, max_frame].
+// Returns the problem, or nullopt when sound (then `header` is filled).
 std::optional<HeaderProblem> parse_header(const char* data, FrameType expected,
                                           std::uint32_t max_frame, FrameHeader& header);
 
@@ -57,6 +74,20 @@ void encode_request(std::string& out, std::uint64_t request_id, const Request& r
                     std::uint64_t timeout_nanoseconds);
 // A header-only cancel frame for `request_id`.
 void encode_cancel(std::string& out, std::uint64_t request_id);
+// Stream frames. The open frame is a request frame of type stream_open (body empty), the end
+// frame a response frame of type stream_end (body empty).
+void encode_stream_open(std::string& out, std::uint64_t stream_id, const Request& head,
+                        std::uint64_t timeout_nanoseconds);
+void encode_stream_end(std::string& out, std::uint64_t stream_id, const Response& status,
+                       std::string_view error_json);
+void encode_stream_message(std::string& out, std::uint64_t stream_id, std::string_view message);
+void encode_stream_close_send(std::string& out, std::uint64_t stream_id);
+void encode_stream_window(std::string& out, std::uint64_t stream_id, std::uint32_t increment);
+// The window frame's increment, or what is wrong with the frame.
+std::optional<std::string> decode_stream_window(std::string_view frame, std::uint32_t& increment);
+inline std::size_t stream_message_frame_size(std::size_t message) noexcept {
+  return header_size + message;
+}
 // `error_json` is response.error->to_json() when the response is a failure, else empty.
 void encode_response(std::string& out, std::uint64_t request_id, std::uint16_t flags,
                      const Response& response, std::string_view error_json);

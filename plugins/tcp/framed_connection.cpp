@@ -93,6 +93,13 @@ void FramedConnection::on_read(const boost::system::error_code& error, std::size
   in_batch_ = true;
   while (!reading_stopped_ && !closed_) {
     std::size_t available = read_end_ - read_begin_;
+    if (skip_left_ > 0) {
+      std::size_t dropped = std::min(available, skip_left_);
+      read_begin_ += dropped;
+      skip_left_ -= dropped;
+      if (skip_left_ > 0) break;
+      continue;
+    }
     if (available < header_size) {
       wanted_ = header_size;
       break;
@@ -100,6 +107,10 @@ void FramedConnection::on_read(const boost::system::error_code& error, std::size
     FrameHeader header;
     if (auto problem =
             parse_header(read_buffer_.get() + read_begin_, incoming_, max_frame_, header)) {
+      if (problem->too_large && skip_oversize(header, *problem)) {
+        skip_left_ = header.length;
+        continue;
+      }
       reading_stopped_ = true;
       on_header_problem(header, *problem);
       break;

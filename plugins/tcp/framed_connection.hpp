@@ -55,6 +55,10 @@ class FramedConnection : public std::enable_shared_from_this<FramedConnection> {
   // The header at the read position was refused; reading has stopped. `header.request_id`
   // is meaningful only when `problem.too_large`.
   virtual void on_header_problem(const FrameHeader& header, const HeaderProblem& problem) = 0;
+  // An oversize frame (`problem.too_large`) that only concerns one stream: return true to
+  // have its bytes read and dropped (never buffered) and go on reading; false stops reading
+  // and on_header_problem follows.
+  virtual bool skip_oversize(const FrameHeader&, const HeaderProblem&) { return false; }
   // The peer closed or the socket failed; the socket is already closed.
   virtual void on_disconnect(const boost::system::error_code& error) = 0;
   // After the socket is closed, for whatever reason.
@@ -82,6 +86,7 @@ class FramedConnection : public std::enable_shared_from_this<FramedConnection> {
   std::size_t read_begin_ = 0;
   std::size_t read_end_ = 0;
   std::size_t wanted_ = header_size;
+  std::size_t skip_left_ = 0;  // bytes of an oversize frame still to drop
 
   std::vector<std::string> queued_;         // waiting for the next write
   std::vector<std::string> writing_;        // owned by the write in flight

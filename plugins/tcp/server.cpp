@@ -12,6 +12,7 @@
 #include <boost/asio/steady_timer.hpp>
 
 #include "framed_connection.hpp"
+#include "stream.hpp"
 
 namespace micro::tcp {
 
@@ -51,6 +52,52 @@ class TcpServerCall final : public ServerCall {
   void send(Response&& response) override;
 };
 
+// The server's end of one stream, held by its connection (by id) until it ends. The
+// handler's answer (respond) is its end frame; a client cancel, a protocol violation or the
+// connection going away end it here first (and cancel its context), and the answer is then
+// dropped.
+class TcpStreamCall final : public StreamCall,
+                            public StreamEnd,
+                            public std::enable_shared_from_this<TcpStreamCall> {
+ public:
+  TcpStreamCall(std::shared_ptr<ServerConnection> connection_, Strand strand,
+                std::uint64_t stream_id, std::uint32_t window, std::uint32_t max_frame)
+      : StreamEnd(strand, stream_id, window, max_frame, server_error_id),
+        connection(std::move(connection_)) {}
+
+  void async_read(StreamReadHandler done) override {
+    on_strand([this, done = std::move(done)]() mutable { do_read(std::move(done)); });
+  }
+  void async_write(std::string message, StreamWriteHandler done) override {
+    on_strand([this, message = std::move(message), done = std::move(done)]() mutable {
+      do_write(std::move(message), std::move(done));
+    });
+  }
+  void close_send() override {}  // the server's side closes with its answer
+  bool finish(Response&& status) override {
+    bool first_end = !is_ended();
+    return respond(std::move(status)) && first_end;
+  }
+  bool ended() const override { return is_ended(); }
+  Response status() const override { return final_status(); }
+  void on_end(ResponseHandler done) override { add_on_end(std::move(done)); }
+
+  // Strand: ends the stream here with `error`, tells the client (unless `tell` is false)
+  // and cancels the handler's context.
+  void end_here(Error error, bool tell_client);
+  void abort(Error error) override { end_here(std::move(error), true); }
+  std::uint32_t grant() const noexcept { return initial_grant(); }
+
+  const std::shared_ptr<ServerConnection> connection;
+
+ private:
+  void send(Response&& response) override;
+  void emit_frame(std::string frame) override;
+  std::string frame_buffer() override;
+  void emit_close_send() override {}
+  std::shared_ptr<void> keep_alive() override { return shared_from_this(); }
+};
+
 class ServerConnection final : public FramedConnection {
  public:
   ServerConnection(Strand strand, Socket socket, std::shared_ptr<ListenerState> state)
@@ -79,6 +126,22 @@ class ServerConnection final : public FramedConnection {
   void close() {
     asio::dispatch(strand_, [self = shared()] { self->close_after_flush(); });
   }
+
+  // Strand: what a stream sends and no longer needs.
+  void send_stream_frame(std::string frame) { send_frame(std::move(frame)); }
+  std::string stream_buffer() { return take_buffer(); }
+  void forget_stream(std::uint64_t stream_id, const TcpStreamCall* key) {
+    auto found = streams_.find(stream_id);
+    if (found != streams_.end() && found->second.get() == key) streams_.erase(found);
+  }
+  // Strand: an end frame with `error` for a stream id (known or not).
+  void send_stream_error(std::uint64_t stream_id, Error error) {
+    Response status = Response::failure(std::move(error));
+    std::string frame = take_buffer();
+    encode_stream_end(frame, stream_id, status, status.error->to_json());
+    send_frame(std::move(frame));
+  }
+  std::uint32_t max_frame() const noexcept { return max_frame_; }
 
   // Any thread: encodes here, so the strand only queues bytes.
   void send_response(TcpServerCall& call, Response&& response) {
@@ -158,21 +221,104 @@ class ServerConnection final : public FramedConnection {
     call->cancel();
   }
 
-  void on_frame(const FrameHeader& header, std::string_view frame) override {
-    if (state_->closed.load(std::memory_order_acquire)) return;
-    if (header.type == FrameType::cancel) {
-      cancel_call(header.request_id);
+  // A stream's frames (and cancels, of calls or streams).
+  void on_stream_frame(const FrameHeader& header, std::string_view frame) {
+    std::uint64_t id = header.request_id;
+    if (header.type == FrameType::stream_open) {
+      open_stream(header, frame);
       return;
     }
-    auto call = ServerCall::make<TcpServerCall>(shared(), header.request_id);
+    auto found = streams_.find(id);
+    if (header.type == FrameType::cancel) {
+      if (found == streams_.end()) {
+        cancel_call(id);
+        return;
+      }
+      auto stream = found->second;
+      stream->end_here(cancelled_error(server_error_id, "the client cancelled the stream"), false);
+      return;
+    }
+    if (found == streams_.end()) {
+      // A stream that ended here meanwhile may still get frames in flight; the client drops
+      // an end for an id it no longer has.
+      if (header.type == FrameType::stream_message || header.type == FrameType::stream_close_send)
+        send_stream_error(
+            id, bad_request(server_error_id, "tcp: stream frame (type " +
+                                                 std::to_string(static_cast<int>(header.type)) +
+                                                 ") for unknown stream id " + std::to_string(id)));
+      return;
+    }
+    auto stream = found->second;
+    std::optional<Error> error;
+    switch (header.type) {
+      case FrameType::stream_message:
+        error = stream->receive_message(frame.substr(header_size));
+        break;
+      case FrameType::stream_close_send:
+        stream->receive_close();
+        break;
+      case FrameType::stream_window: {
+        std::uint32_t increment = 0;
+        if (auto problem = decode_stream_window(frame, increment))
+          error = bad_request(server_error_id, "tcp: malformed stream window frame: " + *problem);
+        else
+          error = stream->receive_window(increment);
+        break;
+      }
+      default:
+        break;
+    }
+    if (error) stream->end_here(std::move(*error), true);
+  }
+
+  void open_stream(const FrameHeader& header, std::string_view frame) {
+    std::uint64_t id = header.request_id;
+    if (streams_.contains(id)) {
+      send_stream_error(id, bad_request(server_error_id, "tcp: stream id " + std::to_string(id) +
+                                                             " is already open"));
+      return;
+    }
+    auto call = ServerCall::make<TcpStreamCall>(shared(), strand_, id,
+                                                state_->settings.stream_window, max_frame_);
     Request& request = call->request();
     std::uint64_t timeout_nanoseconds = 0;
     if (auto problem = decode_request(frame, request, timeout_nanoseconds)) {
-      // The framing is intact, so only this request is refused; the connection goes on.
-      send_error(header.request_id, 0,
-                 bad_request(server_error_id, "tcp: malformed request frame: " + *problem));
+      send_stream_error(
+          id, bad_request(server_error_id, "tcp: malformed stream open frame: " + *problem));
       return;
     }
+    request.body.clear();
+    prepare_request(request, timeout_nanoseconds);
+    streams_.emplace(id, call);
+    if (std::uint32_t grant = call->grant()) {
+      std::string update = take_buffer();
+      encode_stream_window(update, id, grant);
+      send_frame(std::move(update));
+    }
+    try {
+      state_->handler(call);
+    } catch (const Exception& e) {
+      call->respond(Response::failure(e.error()));
+    } catch (const std::exception& e) {
+      call->respond(Response::failure(internal_error(server_error_id, e.what())));
+    }
+  }
+
+  bool skip_oversize(const FrameHeader& header, const HeaderProblem& problem) override {
+    if (header.type != FrameType::stream_message) return false;
+    auto found = streams_.find(header.request_id);
+    if (found != streams_.end()) {
+      auto stream = found->second;
+      stream->end_here(
+          Error(server_error_id, 413,
+                "tcp: stream " + std::to_string(header.request_id) + ": " + problem.what),
+          true);
+    }
+    return true;
+  }
+
+  // The deadline re-based on our clock, and the socket's ends in the metadata.
+  void prepare_request(Request& request, std::uint64_t timeout_nanoseconds) {
     if (timeout_nanoseconds != 0) {
       // Re-based on our clock; absurd budgets (over ~30 years) count as none.
       constexpr std::uint64_t longest = 1'000'000'000'000'000'000ULL;
@@ -192,6 +338,24 @@ class ServerConnection final : public FramedConnection {
       metadata.set("Local", local_);
       metadata.set("Remote", remote_);
     }
+  }
+
+  void on_frame(const FrameHeader& header, std::string_view frame) override {
+    if (state_->closed.load(std::memory_order_acquire)) return;
+    if (header.type != FrameType::request) {
+      on_stream_frame(header, frame);
+      return;
+    }
+    auto call = ServerCall::make<TcpServerCall>(shared(), header.request_id);
+    Request& request = call->request();
+    std::uint64_t timeout_nanoseconds = 0;
+    if (auto problem = decode_request(frame, request, timeout_nanoseconds)) {
+      // The framing is intact, so only this request is refused; the connection goes on.
+      send_error(header.request_id, 0,
+                 bad_request(server_error_id, "tcp: malformed request frame: " + *problem));
+      return;
+    }
+    prepare_request(request, timeout_nanoseconds);
     track(call);
     try {
       state_->handler(call);
@@ -227,6 +391,10 @@ class ServerConnection final : public FramedConnection {
     calls.swap(calls_);
     for (auto& [id, tracked] : calls)
       if (auto call = tracked.call.lock()) call->cancel();
+    auto streams = std::move(streams_);
+    streams_.clear();
+    for (auto& [id, stream] : streams)
+      stream->end_here(unavailable(server_error_id, "tcp: the client's connection closed"), false);
   }
 
   void send_error(std::uint64_t request_id, std::uint16_t flags, Error error) {
@@ -242,10 +410,52 @@ class ServerConnection final : public FramedConnection {
   Metadata socket_metadata_;  // Local and Remote, as every request of this socket gets them
   TrackedMap calls_;
   std::vector<TrackedMap::node_type> spare_nodes_;
+  std::unordered_map<std::uint64_t, std::shared_ptr<TcpStreamCall>> streams_;
 };
 
 void TcpServerCall::send(Response&& response) {
   connection->send_response(*this, std::move(response));
+}
+
+// The handler's answer: the stream's end frame, after every message written before it.
+void TcpStreamCall::send(Response&& response) {
+  response.body.clear();                        // a stream's end carries a status, not a body
+  if (!claim_end(std::move(response))) return;  // ended here first: nothing is sent
+  on_strand([this] {
+    Response status = final_status();
+    std::string error_json;
+    if (status.error) error_json = status.error->to_json();
+    std::uint32_t limit = connection->max_frame();
+    if (response_frame_size(status, error_json) > limit) {
+      status = Response::failure(Error(server_error_id, 413,
+                                       "tcp: stream end of " +
+                                           std::to_string(response_frame_size(status, error_json)) +
+                                           " bytes exceeds max_frame " + std::to_string(limit)));
+      error_json = status.error->to_json();
+    }
+    std::string frame = connection->stream_buffer();
+    encode_stream_end(frame, stream_id(), status, error_json);
+    connection->send_stream_frame(std::move(frame));
+    connection->forget_stream(stream_id(), this);
+    settle_end(false);
+  });
+}
+
+void TcpStreamCall::end_here(Error error, bool tell_client) {
+  if (!claim_end(Response::failure(error))) return;
+  if (tell_client) connection->send_stream_error(stream_id(), error);
+  cancel();  // the handler's context: it stops, and its answer is dropped
+  auto keep = shared_from_this();
+  connection->forget_stream(stream_id(), this);
+  settle_end(false);
+}
+
+void TcpStreamCall::emit_frame(std::string frame) {
+  connection->send_stream_frame(std::move(frame));
+}
+
+std::string TcpStreamCall::frame_buffer() {
+  return connection->stream_buffer();
 }
 
 class AcceptLoop : public std::enable_shared_from_this<AcceptLoop> {

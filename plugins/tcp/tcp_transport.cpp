@@ -24,6 +24,7 @@ Settings read_settings(const PluginArguments& arguments) {
   settings.pool_size = static_cast<std::size_t>(arguments.get_int("pool_size"));
   settings.connect_timeout = arguments.get_duration("connect_timeout");
   settings.nodelay = arguments.get_bool("nodelay");
+  settings.stream_window = static_cast<std::uint32_t>(arguments.get_int("stream_window"));
   return settings;
 }
 
@@ -83,6 +84,46 @@ class TcpTransport final : public Transport {
     submit_call(connection, std::move(call));
   }
 
+  void open_stream(std::string_view address, std::shared_ptr<const Request> head,
+                   OpenStreamHandler done) override {
+    const Request& request = *head;
+    if (request.context.cancelled()) {
+      fail_open(std::move(done), cancelled_error(client_error_id, "stream cancelled"));
+      return;
+    }
+    std::uint64_t timeout_nanoseconds = 0;
+    if (request.context.has_deadline()) {
+      auto left = request.context.deadline() - Context::Clock::now();
+      if (left.count() <= 0) {
+        fail_open(std::move(done),
+                  timeout_error(client_error_id, "tcp: deadline passed before the stream to " +
+                                                     std::string(address) + " was opened"));
+        return;
+      }
+      timeout_nanoseconds = static_cast<std::uint64_t>(std::max<std::int64_t>(
+          1, std::chrono::duration_cast<std::chrono::nanoseconds>(left).count()));
+    }
+    std::size_t size = request_frame_size(request) - request.body.size();
+    if (size > settings_->max_frame) {
+      fail_open(std::move(done),
+                Error(client_error_id, 413,
+                      "tcp: stream head of " + std::to_string(size) + " bytes exceeds max_frame " +
+                          std::to_string(settings_->max_frame) + "; not sent to " +
+                          std::string(address)));
+      return;
+    }
+    std::string problem;
+    auto connection = pools_->pick(address, problem);
+    if (!connection) {
+      fail_open(std::move(done), bad_request(client_error_id, problem));
+      return;
+    }
+    submit_stream(connection, pools_->next_request_id(), std::move(head), timeout_nanoseconds,
+                  settings_->stream_window, std::move(done));
+  }
+
+  std::string transport_name() const override { return "tcp"; }
+
   void close() override { pools_->close_all(); }
 
   // Not Go-Micro's mucp: the frame is this plugin's own (README.md), so only micro-cpp peers
@@ -96,6 +137,12 @@ class TcpTransport final : public Transport {
   void fail(ResponseHandler done, Error error) {
     asio::post(executor_, [done = std::move(done), error = std::move(error)]() mutable {
       done(Response::failure(std::move(error)));
+    });
+  }
+
+  void fail_open(OpenStreamHandler done, Error error) {
+    asio::post(executor_, [done = std::move(done), error = std::move(error)]() mutable {
+      done(nullptr, std::move(error));
     });
   }
 
@@ -114,6 +161,9 @@ const PluginOption tcp_options[] = {
     {"connect_timeout", "duration", "5s", "how long connecting may take before calls fail with 503",
      "1ms"},
     {"nodelay", "bool", "true", "set TCP_NODELAY on every connection"},
+    {"stream_window", "int", "262144",
+     "bytes of messages one stream end buffers for a slow reader before the writer waits", "65536",
+     "1073741824"},
 };
 
 }  // namespace

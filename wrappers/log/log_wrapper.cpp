@@ -5,6 +5,12 @@
 //   [micro] client greeter Greeter.Hello error greeter: 404 Not Found: no such thing 1.020ms
 //   [micro] publish orders.created ok 0.004ms
 //   [micro] deliver orders.created error boom 0.210ms
+//   [micro] stream-client prices Prices.Watch open
+//   [micro] stream-client prices Prices.Watch ok sent=1 received=250 2003.114ms
+//   [micro] stream-handler prices Prices.Watch error 499 cancelled sent=250 received=1 2003.020ms
+// A stream gets a line when it opens and one when it ends, with the messages counted each
+// way; a client's end line waits until its reader has seen the end (or let the stream go),
+// since messages that arrived before the end are still read after it.
 // Each member wraps `next`, calls it exactly once and passes the response (or the
 // exception) through unchanged; the line is written when the outcome is known.
 #include <atomic>
@@ -12,12 +18,15 @@
 #include <cstdio>
 #include <exception>
 #include <memory>
+#include <mutex>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <utility>
 
 #include <micro/error.hpp>
 #include <micro/plugin.hpp>
+#include <micro/stream.hpp>
 #include <micro/wrapper.hpp>
 
 namespace {
@@ -66,6 +75,17 @@ class Output {
     line.append(subject).push_back(' ');
     line.append(outcome).push_back(' ');
     line.append(duration).push_back('\n');
+    std::fwrite(line.data(), 1, line.size(), file_);
+    std::fflush(file_);
+  }
+
+  // A line without an outcome or a duration (a stream's open).
+  void write(std::string_view kind, std::string_view subject, std::string_view event) {
+    std::string line;
+    if (!prefix_.empty()) line.append(prefix_).push_back(' ');
+    line.append(kind).push_back(' ');
+    line.append(subject).push_back(' ');
+    line.append(event).push_back('\n');
     std::fwrite(line.data(), 1, line.size(), file_);
     std::fflush(file_);
   }
@@ -130,6 +150,87 @@ void run_logged_message(const std::shared_ptr<Output>& output, std::string_view 
   output->write(kind, topic, "ok", Clock::now() - start);
 }
 
+// One logged stream: counts its messages and writes the end line once the stream has ended
+// and (for a client) its reader is done. Shared by the counting stream and the end callback,
+// which must not hold the stream (the stream holds its callbacks).
+class StreamLog {
+ public:
+  StreamLog(std::shared_ptr<Output> output, std::string_view kind, std::string subject,
+            bool waits_for_reader)
+      : output_(std::move(output)),
+        kind_(kind),
+        subject_(std::move(subject)),
+        start_(Clock::now()),
+        reader_done_(!waits_for_reader) {
+    output_->write(kind_, subject_, "open");
+  }
+
+  void sent() { sent_.fetch_add(1, std::memory_order_relaxed); }
+  void received() { received_.fetch_add(1, std::memory_order_relaxed); }
+
+  void ended(const micro::Response& status) {
+    std::unique_lock lock(mutex_);
+    if (outcome_.empty()) outcome_ = outcome_of(status);
+    has_ended_ = true;
+    write_if_done(lock);
+  }
+  void reader_finished() {
+    std::unique_lock lock(mutex_);
+    reader_done_ = true;
+    write_if_done(lock);
+  }
+
+ private:
+  void write_if_done(std::unique_lock<std::mutex>& lock) {
+    if (written_ || !has_ended_ || !reader_done_) return;
+    written_ = true;
+    std::string outcome = outcome_ + " sent=" + std::to_string(sent_.load()) +
+                          " received=" + std::to_string(received_.load());
+    lock.unlock();
+    output_->write(kind_, subject_, outcome, Clock::now() - start_);
+  }
+
+  std::shared_ptr<Output> output_;
+  std::string_view kind_;
+  std::string subject_;
+  Clock::time_point start_;
+  std::atomic<std::uint64_t> sent_{0}, received_{0};
+  std::mutex mutex_;
+  std::string outcome_;
+  bool has_ended_ = false;
+  bool reader_done_;
+  bool written_ = false;
+};
+
+class LoggedStream final : public micro::ForwardingStream {
+ public:
+  LoggedStream(micro::MessageStreamPtr inner, std::shared_ptr<StreamLog> log)
+      : ForwardingStream(std::move(inner)), log_(std::move(log)) {
+    inner_->on_end([log = log_](micro::Response&& status) { log->ended(status); });
+  }
+  ~LoggedStream() override { log_->reader_finished(); }
+
+  void async_read(micro::StreamReadHandler done) override {
+    inner_->async_read([log = log_, done = std::move(done)](std::optional<std::string> message) {
+      if (message)
+        log->received();
+      else
+        log->reader_finished();
+      done(std::move(message));
+    });
+  }
+  void async_write(std::string message, micro::StreamWriteHandler done) override {
+    inner_->async_write(std::move(message),
+                        [log = log_, done = std::move(done)](std::optional<micro::Error> error) {
+                          if (!error) log->sent();
+                          done(std::move(error));
+                        });
+  }
+
+ private:
+  std::shared_ptr<StreamLog> log_;
+};
+
 class LogWrapper final : public micro::Wrapper {
  public:
   explicit LogWrapper(const micro::PluginArguments& arguments)
@@ -168,6 +269,37 @@ class LogWrapper final : public micro::Wrapper {
             run_logged_message(output, "deliver", next, context, message);
           });
     };
+    set.handler_stream = [output, service = scope.service_name](micro::StreamHandlerFunction next) {
+      return micro::StreamHandlerFunction(
+          [output, service, next = std::move(next)](const micro::MessageStreamPtr& stream) {
+            auto log = std::make_shared<StreamLog>(output, "stream-handler",
+                                                   service + " " + stream->request().endpoint,
+                                                   /*waits_for_reader=*/false);
+            next(std::make_shared<LoggedStream>(stream, std::move(log)));
+          });
+    };
+    set.client_stream = [output](micro::ClientStreamFunction next) {
+      return micro::ClientStreamFunction(
+          [output, next = std::move(next)](const micro::RequestPtr& request,
+                                           const micro::CallOptions& options,
+                                           micro::OpenStreamHandler done) {
+            auto log = std::make_shared<StreamLog>(output, "stream-client",
+                                                   request->service + " " + request->endpoint,
+                                                   /*waits_for_reader=*/true);
+            next(request, options,
+                 [log, done = std::move(done)](micro::MessageStreamPtr stream,
+                                               std::optional<micro::Error> error) {
+                   if (!stream) {
+                     log->ended(micro::Response::failure(
+                         error ? *error : micro::internal_error(error_id, "stream not opened")));
+                     log->reader_finished();
+                     done(nullptr, std::move(error));
+                     return;
+                   }
+                   done(std::make_shared<LoggedStream>(std::move(stream), log), std::nullopt);
+                 });
+          });
+    };
     return set;
   }
 
@@ -182,7 +314,7 @@ const micro::PluginOption options[] = {
 
 }  // namespace
 
-MICRO_PLUGIN(wrapper, log, "one line per request, call, publish and delivery", options,
-             [](const micro::PluginArguments& arguments) -> micro::PluginObject* {
+MICRO_PLUGIN(wrapper, log, "one line per request, call, publish and delivery; two per stream",
+             options, [](const micro::PluginArguments& arguments) -> micro::PluginObject* {
                return new LogWrapper(arguments);
              })

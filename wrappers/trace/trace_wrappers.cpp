@@ -5,23 +5,38 @@
 //   call       CLIENT span per attempt (node, attempt number); injects a fresh traceparent
 //   publish    PRODUCER span per message; injects its context into the message headers
 //   subscriber CONSUMER span per delivery, child of the producer and linked to it
+//   handler_stream  SERVER span per handled stream, ended when the stream ends
+//   client_stream   CLIENT span per opened stream (its open with retries, and its life),
+//                   ended when the stream has ended and its reader has seen the end;
+//                   injects its context, so the server's stream span is its child
+// Stream spans carry `rpc.message` events (rpc.message.type SENT/RECEIVED, rpc.message.id
+// counting from 1 per type, rpc.message.uncompressed_size) for the first
+// stream_message_events messages each way, then only counts: micro.stream.messages_sent and
+// micro.stream.messages_received are set on every stream span when it ends.
 // With the no-op tracer installed every wrapper calls straight through: no span, no
 // allocation, and incoming trace headers pass on untouched.
 #include "trace_wrappers.hpp"
 
 #include <cxxabi.h>
 
+#include <atomic>
 #include <cstdlib>
 #include <exception>
 #include <memory>
+#include <mutex>
 #include <typeinfo>
 
 #include <micro/error.hpp>
+#include <micro/stream.hpp>
 #include <micro/trace.hpp>
 
 namespace micro::trace::sdk {
 
 namespace {
+
+// rpc.message events per direction on a stream span; later messages are only counted (a
+// long stream would otherwise hit the SDK's event limit and drop the end's story).
+constexpr std::int64_t stream_message_events = 32;
 
 // "Greeter.Hello" → "Hello"; an endpoint without a dot is all method.
 std::string_view method_of(std::string_view endpoint) {
@@ -312,6 +327,200 @@ SubscriberWrapper subscriber_wrapper(const WrapperScope& scope) {
   };
 }
 
+// ---- streams ----
+
+// One stream span's state, shared by the traced stream and the end callback (which must not
+// hold the stream itself: the stream holds its callbacks).
+class StreamSpan {
+ public:
+  // Server spans close at the stream's end (the handler's final answer is its last word);
+  // client spans also wait for the reader to see the end, or for the stream to be let go,
+  // since messages received before the end are still read after it.
+  StreamSpan(std::shared_ptr<Span> span, bool waits_for_reader)
+      : span_(std::move(span)), reader_done_(!waits_for_reader) {}
+
+  void sent(std::size_t bytes) { message("SENT", sent_, bytes); }
+  void received(std::size_t bytes) { message("RECEIVED", received_, bytes); }
+
+  void ended(const Response& status) {
+    std::unique_lock lock(mutex_);
+    if (status.error) error_ = *status.error;
+    has_ended_ = true;
+    close_if_done(lock);
+  }
+  // The reader saw nullopt, or the stream was let go.
+  void reader_finished() {
+    std::unique_lock lock(mutex_);
+    reader_done_ = true;
+    close_if_done(lock);
+  }
+
+  // `next` threw before the stream ended: record it; the end still closes the span.
+  void threw(std::exception_ptr thrown) {
+    try {
+      std::rethrow_exception(std::move(thrown));
+    } catch (const Exception& e) {
+      record_error(*span_, e.error());
+    } catch (const std::exception& e) {
+      span_->set_attribute("error.type", exception_type(e));
+      span_->set_status(StatusCode::error, e.what());
+    } catch (...) {
+      span_->set_attribute("error.type", std::string("exception"));
+      span_->set_status(StatusCode::error, "unknown exception");
+    }
+  }
+
+ private:
+  void message(const char* type, std::atomic<std::int64_t>& counter, std::size_t bytes) {
+    std::int64_t id = counter.fetch_add(1, std::memory_order_relaxed) + 1;
+    if (id > stream_message_events) return;  // bounded: later messages only count
+    span_->add_event("rpc.message",
+                     {{"rpc.message.type", std::string(type)},
+                      {"rpc.message.id", id},
+                      {"rpc.message.uncompressed_size", static_cast<std::int64_t>(bytes)}});
+  }
+
+  void close_if_done(std::unique_lock<std::mutex>& lock) {
+    if (closed_ || !has_ended_ || !reader_done_) return;
+    closed_ = true;
+    std::optional<Error> error = std::move(error_);
+    lock.unlock();
+    span_->set_attribute("micro.stream.messages_sent", sent_.load());
+    span_->set_attribute("micro.stream.messages_received", received_.load());
+    if (error) record_error(*span_, *error);
+    span_->end();
+  }
+
+  std::shared_ptr<Span> span_;
+  std::atomic<std::int64_t> sent_{0}, received_{0};
+  std::mutex mutex_;
+  bool has_ended_ = false;
+  bool reader_done_;
+  bool closed_ = false;
+  std::optional<Error> error_;
+};
+
+// The stream the wrapped function and the user see: counts messages into the span.
+class TracedStream final : public ForwardingStream {
+ public:
+  TracedStream(MessageStreamPtr inner, std::shared_ptr<StreamSpan> span)
+      : ForwardingStream(std::move(inner)), span_(std::move(span)) {
+    inner_->on_end([span = span_](Response&& status) { span->ended(status); });
+  }
+  ~TracedStream() override { span_->reader_finished(); }
+
+  void async_read(StreamReadHandler done) override {
+    inner_->async_read([span = span_, done = std::move(done)](std::optional<std::string> message) {
+      if (message)
+        span->received(message->size());
+      else
+        span->reader_finished();
+      done(std::move(message));
+    });
+  }
+  void async_write(std::string message, StreamWriteHandler done) override {
+    std::size_t bytes = message.size();
+    inner_->async_write(std::move(message),
+                        [span = span_, bytes, done = std::move(done)](std::optional<Error> error) {
+                          if (!error) span->sent(bytes);
+                          done(std::move(error));
+                        });
+  }
+
+  const std::shared_ptr<StreamSpan>& span() const noexcept { return span_; }
+
+ private:
+  std::shared_ptr<StreamSpan> span_;
+};
+
+StreamHandlerWrapper handler_stream_wrapper() {
+  return [](StreamHandlerFunction next) -> StreamHandlerFunction {
+    return [next = std::move(next)](const MessageStreamPtr& stream) {
+      Tracer& active = tracer();
+      if (!active.enabled()) {
+        next(stream);
+        return;
+      }
+      Request& request = stream->request();
+      std::optional<SpanContext> remote = extract(request.context.metadata());
+      StartOptions& options = scratch_options(SpanKind::server);
+      if (remote) options.parent = &*remote;
+      if (active.may_record(effective_parent(request.context, options))) {
+        add_rpc_attributes(options.attributes, request);
+        const Metadata& metadata = request.context.metadata();
+        if (const std::string* local = metadata.find("Local"))
+          add_address(options.attributes, *local, "server.address", "server.port");
+        if (const std::string* peer = metadata.find("Remote"))
+          add_address(options.attributes, *peer, "client.address", "client.port");
+      }
+      std::shared_ptr<Span> span = active.start_span(request.endpoint, request.context, options);
+      // The handler's own spans nest under the stream's.
+      request.context.set_span(span);
+      if (!span->recording()) {
+        next(stream);
+        return;
+      }
+      auto state = std::make_shared<StreamSpan>(span, /*waits_for_reader=*/false);
+      auto traced = std::make_shared<TracedStream>(stream, state);
+      try {
+        next(traced);
+      } catch (...) {
+        state->threw(std::current_exception());
+        throw;
+      }
+    };
+  };
+}
+
+ClientStreamWrapper client_stream_wrapper() {
+  return [](ClientStreamFunction next) -> ClientStreamFunction {
+    return [next = std::move(next)](const RequestPtr& request, const CallOptions& call_options,
+                                    OpenStreamHandler done) {
+      Tracer& active = tracer();
+      if (!active.enabled()) {
+        next(request, call_options, std::move(done));
+        return;
+      }
+      std::optional<SpanContext> upstream = parent_from_metadata(request->context);
+      StartOptions& options = scratch_options(SpanKind::client);
+      if (upstream) options.parent = &*upstream;
+      if (active.may_record(effective_parent(request->context, options)))
+        add_rpc_attributes(options.attributes, *request);
+      std::shared_ptr<Span> span = active.start_span(request->endpoint, request->context, options);
+      request->context.set_span(span);
+      // Streams have no attempt chain: the stream's span is what the server's is a child of.
+      inject(span->context(), request->context.metadata());
+      if (!span->recording()) {
+        next(request, call_options, std::move(done));
+        return;
+      }
+      auto state = std::make_shared<StreamSpan>(span, /*waits_for_reader=*/true);
+      auto opened = [span, state, done = std::move(done)](MessageStreamPtr stream,
+                                                          std::optional<Error> error) {
+        if (!stream) {
+          Response failed;
+          failed.error = error ? *error : internal_error("micro.trace", "stream not opened");
+          state->ended(failed);
+          state->reader_finished();
+          done(nullptr, std::move(error));
+          return;
+        }
+        done(std::make_shared<TracedStream>(std::move(stream), state), std::nullopt);
+      };
+      try {
+        next(request, call_options, std::move(opened));
+      } catch (...) {
+        state->threw(std::current_exception());
+        Response failed;
+        failed.error = internal_error("micro.trace", "opening the stream threw");
+        state->reader_finished();
+        state->ended(failed);
+        throw;
+      }
+    };
+  };
+}
+
 }  // namespace
 
 WrapperSet make_trace_wrappers(const WrapperScope& scope) {
@@ -321,6 +530,8 @@ WrapperSet make_trace_wrappers(const WrapperScope& scope) {
   set.call = call_wrapper();
   set.publish = publish_wrapper(scope);
   set.subscriber = subscriber_wrapper(scope);
+  set.handler_stream = handler_stream_wrapper();
+  set.client_stream = client_stream_wrapper();
   return set;
 }
 

@@ -4,6 +4,8 @@
 // picks a node → call wrappers (once per attempt) → transport. Transport errors, 408 and
 // 503 are retried with exponential backoff while the deadline and the retry budget allow;
 // every attempt's outcome and latency go back to the selector (exactly one report per pick).
+// A stream opens the same way: client_stream wrappers → registry cache → selector →
+// transport, retried only while nothing was sent (<micro/stream.hpp> holds the handles).
 #pragma once
 
 #include <chrono>
@@ -24,6 +26,7 @@
 #include <micro/codec.hpp>
 #include <micro/registry_cache.hpp>
 #include <micro/selector.hpp>
+#include <micro/stream.hpp>
 #include <micro/transport.hpp>
 #include <micro/wrapper.hpp>
 
@@ -63,6 +66,7 @@ struct ClientStatistics {
   std::uint64_t calls = 0, attempts = 0, retries = 0, failures = 0;
   // Retries the retry budget refused (the call ended with its last error instead).
   std::uint64_t retries_over_budget = 0;
+  std::uint64_t streams = 0;  // streams opened (Client::open_stream calls)
 };
 
 class Client {
@@ -118,6 +122,49 @@ class Client {
   template <class Resp, class Req>
   Resp call(std::string service, std::string endpoint, const Req& request,
             const CallOptions& options = {}, Context context = {});
+
+  // Opens a stream with `head` (service, endpoint, content type, context; its body is not
+  // sent) through the client_stream wrappers, the registry cache and the selector. A node
+  // that cannot be reached (retry_on codes, within the retry budget and the deadline) is
+  // replaced by another before anything is sent; once the head is sent, nothing is retried.
+  // The stream's deadline is the head context's, or options.timeout when given; the
+  // client's default timeout (meant for unary calls) does not bound streams. Cancelling the
+  // head's context ends the stream with 499 (the server is told). `done` runs once, on an
+  // I/O thread, never inside the call.
+  void async_open_stream(Request head, const CallOptions& options, OpenStreamHandler done);
+
+  // Any Asio completion token; completes with a Stream. A stream that could not be opened is
+  // already ended: its error() says why (reads see nullopt, writes fail).
+  template <class CompletionToken>
+  auto open_stream(Request head, const CallOptions& options, CompletionToken&& token) {
+    return detail::stream_initiate<void(Stream)>(
+        executor(), std::forward<CompletionToken>(token),
+        [this, head = std::move(head), options](auto callback) mutable {
+          // What an ended stream shows of its head when the open fails.
+          Request named;
+          named.service = head.service;
+          named.endpoint = head.endpoint;
+          async_open_stream(std::move(head), options,
+                            [callback = std::move(callback), executor = this->executor(),
+                             named = std::move(named)](MessageStreamPtr stream,
+                                                       std::optional<Error> error) mutable {
+                              if (!stream) stream = make_ended_stream(std::move(named), *error);
+                              callback(Stream(std::move(stream), executor));
+                            });
+        });
+  }
+
+  // Blocking: opens a stream to service/endpoint with the client's content type; throws
+  // micro::Exception when it cannot be opened. Never call it from an I/O thread.
+  Stream open_stream(std::string service, std::string endpoint, const CallOptions& options = {},
+                     Context context = {});
+  // The same, typed: writes Send, reads Receive.
+  template <class Send, class Receive>
+  TypedStream<Send, Receive> open_stream(std::string service, std::string endpoint,
+                                         const CallOptions& options = {}, Context context = {}) {
+    return TypedStream<Send, Receive>(
+        open_stream(std::move(service), std::move(endpoint), options, std::move(context)));
+  }
 
   // Publishes through the publish wrappers to the broker. Throws micro::Exception.
   void publish(Context& context, Message message);

@@ -1,5 +1,5 @@
-// micro/server.hpp — the serving side: endpoint routing, handler wrappers, subscribers,
-// registration with a TTL, and a graceful stop.
+// micro/server.hpp — the serving side: endpoint routing, handler wrappers, stream handlers,
+// subscribers, registration with a TTL, and a graceful stop.
 #pragma once
 
 #include <chrono>
@@ -7,6 +7,10 @@
 #include <memory>
 #include <string>
 #include <type_traits>
+#include <utility>  // before awaitable.hpp, which uses std::exchange without it
+
+#include <boost/asio/any_io_executor.hpp>
+#include <boost/asio/awaitable.hpp>
 
 #include <nlohmann/json.hpp>
 
@@ -15,6 +19,7 @@
 #include <micro/error.hpp>
 #include <micro/registry.hpp>
 #include <micro/schema.hpp>
+#include <micro/stream.hpp>
 #include <micro/transport.hpp>
 #include <micro/wrapper.hpp>
 
@@ -29,6 +34,9 @@ struct ServerOptions {
   std::chrono::milliseconds register_ttl{std::chrono::seconds(30)};
   std::chrono::milliseconds register_interval{std::chrono::seconds(10)};
   std::chrono::milliseconds drain_timeout{std::chrono::seconds(10)};
+  // Where typed stream handlers (coroutines) run and their streams complete. Microservice
+  // sets the runtime's; a Server with typed stream handlers and none refuses to start.
+  boost::asio::any_io_executor executor;
 };
 
 struct EndpointOptions {
@@ -45,7 +53,8 @@ struct ServerStatistics {
   std::uint64_t handled = 0;    // requests answered (any outcome)
   std::uint64_t failed = 0;     // answered with an error
   std::uint64_t refused = 0;    // refused: unknown endpoint, past deadline, stopping
-  std::uint64_t in_flight = 0;  // being handled now
+  std::uint64_t in_flight = 0;  // being handled now (streams included)
+  std::uint64_t streams = 0;    // streams handled (any outcome; also counted in handled)
 };
 
 class Server {
@@ -73,6 +82,30 @@ class Server {
   requires(!std::is_invocable_v<Function&, const RequestPtr&, ResponseHandler>) void handle(
       std::string endpoint, Function function, EndpointOptions options = {});
 
+  // Raw stream handler: gets the stream (messages both ways, <micro/transport.hpp>) through
+  // the handler_stream wrappers and ends it with stream->finish(status) exactly once, from
+  // any thread. Register before start(). The endpoint is registered with metadata
+  // "stream": "true" (Go-Micro's mark). The stream's context is cancelled when the client
+  // cancels or goes away; its deadline is the whole stream's. A graceful stop lets open
+  // streams run until drain_timeout, then ends them with 503.
+  void handle_stream(std::string endpoint, StreamHandlerFunction handler,
+                     EndpointOptions options = {});
+
+  // Typed stream handler: a coroutine reading In and writing Out (both converted with
+  // nlohmann to_json/from_json in the head's codec), run on ServerOptions::executor. One form
+  // serves all three shapes: server-streaming (read one, write many), client-streaming (read
+  // until nullopt, write one), bidirectional. Returning ends the stream with success; throwing
+  // micro::Exception ends it with that error, other exceptions with 500. Schemas as for
+  // typed unary handlers.
+  template <class In, class Out>
+  void handle_stream(
+      std::string endpoint,
+      std::function<boost::asio::awaitable<void>(Context&, ServerStream<In, Out>)> function,
+      EndpointOptions options = {});
+  template <class Function>
+  requires(!std::is_invocable_v<Function&, const MessageStreamPtr&>) void handle_stream(
+      std::string endpoint, Function function, EndpointOptions options = {});
+
   // Delivers messages on `topic` through the subscriber wrappers; queue: one member of the
   // group per message. Register before start().
   void subscribe(std::string topic, SubscriberFunction handler, std::string queue = {});
@@ -91,11 +124,38 @@ class Server {
   ServerStatistics statistics() const;
 
  private:
+  // Runs a typed stream handler: `run` spawns the coroutine for one stream.
+  using StreamCoroutine = std::function<boost::asio::awaitable<void>(const MessageStreamPtr&,
+                                                                     boost::asio::any_io_executor)>;
+  void handle_typed_stream(std::string endpoint, StreamCoroutine coroutine,
+                           EndpointOptions options);
+
   struct State;
   std::shared_ptr<State> state_;
 };
 
 namespace detail {
+
+template <class T>
+struct stream_handler_traits : stream_handler_traits<decltype(&T::operator())> {};
+template <class C, class Send, class Receive>
+struct stream_handler_traits<boost::asio::awaitable<void> (C::*)(
+    Context&, TypedStream<Send, Receive>) const> {
+  using in = Receive;
+  using out = Send;
+};
+template <class C, class Send, class Receive>
+struct stream_handler_traits<boost::asio::awaitable<void> (C::*)(Context&,
+                                                                 TypedStream<Send, Receive>)> {
+  using in = Receive;
+  using out = Send;
+};
+template <class Send, class Receive>
+struct stream_handler_traits<boost::asio::awaitable<void> (*)(Context&,
+                                                              TypedStream<Send, Receive>)> {
+  using in = Receive;
+  using out = Send;
+};
 
 template <class T>
 struct handler_traits : handler_traits<decltype(&T::operator())> {};
@@ -171,6 +231,45 @@ requires(!std::is_invocable_v<Function&, const RequestPtr&, ResponseHandler>) vo
          detail::make_typed_handler<Req, Resp>(
              std::function<Resp(Context&, const Req&)>(std::move(function))),
          detail::with_schemas<Req, Resp>(std::move(options)));
+}
+
+namespace detail {
+// The frame owns copies of the function and the stream: a coroutine the handler's lambda
+// starts refers to that lambda, which must outlive it.
+template <class In, class Out>
+boost::asio::awaitable<void> run_typed_stream(
+    std::function<boost::asio::awaitable<void>(Context&, ServerStream<In, Out>)> function,
+    MessageStreamPtr stream, boost::asio::any_io_executor executor) {
+  co_await function(stream->request().context,
+                    ServerStream<In, Out>(Stream(stream, std::move(executor))));
+}
+}  // namespace detail
+
+template <class In, class Out>
+void Server::handle_stream(
+    std::string endpoint,
+    std::function<boost::asio::awaitable<void>(Context&, ServerStream<In, Out>)> function,
+    EndpointOptions options) {
+  handle_typed_stream(
+      std::move(endpoint),
+      [function = std::move(function)](const MessageStreamPtr& stream,
+                                       boost::asio::any_io_executor executor) {
+        return detail::run_typed_stream<In, Out>(function, stream, std::move(executor));
+      },
+      detail::with_schemas<In, Out>(std::move(options)));
+}
+
+template <class Function>
+requires(!std::is_invocable_v<Function&, const MessageStreamPtr&>) void Server::handle_stream(
+    std::string endpoint, Function function, EndpointOptions options) {
+  using traits = detail::stream_handler_traits<std::decay_t<Function>>;
+  using In = std::decay_t<typename traits::in>;
+  using Out = std::decay_t<typename traits::out>;
+  handle_stream<In, Out>(
+      std::move(endpoint),
+      std::function<boost::asio::awaitable<void>(Context&, ServerStream<In, Out>)>(
+          std::move(function)),
+      std::move(options));
 }
 
 }  // namespace micro

@@ -49,10 +49,14 @@ class Microservice {
   Selector& selector();
   Transport& transport();
 
-  // Shorthands for server().handle / subscribe.
+  // Shorthands for server().handle / handle_stream / subscribe.
   template <class... Args>
   void handle(Args&&... args) {
     server().handle(std::forward<Args>(args)...);
+  }
+  template <class... Args>
+  void handle_stream(Args&&... args) {
+    server().handle_stream(std::forward<Args>(args)...);
   }
   void subscribe(std::string topic, SubscriberFunction handler, std::string queue = {});
 

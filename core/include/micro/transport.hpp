@@ -3,8 +3,9 @@
 // A transport plugin ("tcp", "http"; "grpc" is coming) provides both sides: it listens
 // for calls and hands each to a CallHandler as a ServerCall, and it makes calls to a node's
 // address. Routing, wrappers, node selection and retries are the core's (Server, Client); a
-// transport only moves one call — its request, its one response — honouring the deadline and
-// cancellation. docs/design.md, "The transport contract", is the long form of the rules below.
+// transport only moves one call — its request, its one response, or a stream's messages and
+// final status — honouring the deadline and cancellation. docs/design.md, "The transport
+// contract" and "Streams", is the long form of the rules below.
 #pragma once
 
 #include <atomic>
@@ -54,10 +55,60 @@ struct Response {
 // Receives the end of a call. Called exactly once.
 using ResponseHandler = std::function<void(Response&& response)>;
 
+using StreamReadHandler = std::function<void(std::optional<std::string> message)>;
+using StreamWriteHandler = std::function<void(std::optional<Error> error)>;
+
+// One end of an open stream, client or server side: messages both ways, flow-controlled by
+// the transport (a per-stream window, so a slow reader holds the writer back instead of
+// growing memory), then one end with a final status. Methods may be called from any thread;
+// at most one read and one write are outstanding at a time (a second one completes with an
+// error / nullopt). Completions run on the transport's executor, never inside the call.
+class MessageStream {
+ public:
+  virtual ~MessageStream() = default;
+
+  // The head the stream opened with: on the server as received (its context carries the
+  // client's metadata, deadline and cancellation), on the client as sent.
+  virtual Request& request() = 0;
+
+  // The next message, or nullopt when the peer sends no more: it closed its send side, or the
+  // stream ended (then ended() is true and status() says how). Messages already received are
+  // still delivered, in order, after the end arrived.
+  virtual void async_read(StreamReadHandler done) = 0;
+  // Sends one message. Completes once the transport has taken it: when the peer's window
+  // admits it (this is where a slow reader holds a fast writer), or with the error that
+  // ended the stream (the message is dropped). Messages arrive in the order written.
+  virtual void async_write(std::string message, StreamWriteHandler done) = 0;
+  // This side sends no more messages (the client's half-close; the peer's reads then see
+  // nullopt). Writes after it fail. The server's final answer closes its side as well.
+  virtual void close_send() = 0;
+
+  // Ends the stream with `status`. On the server this is the handler's final answer (success
+  // or error, with trailing metadata); reads and writes then fail. On the client it is a
+  // cancel: the transport tells the server, and the stream ends with `status` locally. Only
+  // the first end counts: returns false for any later one, and for an end that arrived from
+  // the peer first.
+  virtual bool finish(Response&& status) = 0;
+
+  // The stream has ended (either side, any reason); status() is then final.
+  virtual bool ended() const = 0;
+  // The final status: its error is set for every end but a successful final answer.
+  // Meaningful once ended().
+  virtual Response status() const = 0;
+  // Runs `done` once with the final status when the stream ends (at once, on this thread,
+  // if it has already). Wrappers use it to end spans and count outcomes.
+  virtual void on_end(ResponseHandler done) = 0;
+};
+
+using MessageStreamPtr = std::shared_ptr<MessageStream>;
+
+// Client side: the result of opening a stream; exactly one of the two is set.
+using OpenStreamHandler = std::function<void(MessageStreamPtr stream, std::optional<Error> error)>;
+
 // The server's side of one call, made by the transport for each call that arrives and
 // handed to the CallHandler; it owns the request. The handler answers it once, from any
-// thread; the transport cancels its context when the client cancels or goes away. Streams
-// will add reading and writing messages to the same object; their answer ends the stream.
+// thread; the transport cancels its context when the client cancels or goes away. A stream
+// arrives as a StreamCall (below): the same object, with messages; its answer ends the stream.
 class ServerCall {
  public:
   virtual ~ServerCall() = default;
@@ -76,6 +127,10 @@ class ServerCall {
     return true;
   }
   bool answered() const noexcept { return answered_.load(std::memory_order_acquire); }
+
+  // A StreamCall: the client opened a stream, not a unary call (the core routes it to the
+  // endpoint's stream handler).
+  bool is_stream() const noexcept { return is_stream_; }
 
   // Transport side: the client cancelled or its connection went away. Cancels the handler's
   // context (callbacks run on this thread); an answer given afterwards need not be sent.
@@ -97,12 +152,33 @@ class ServerCall {
   virtual void send(Response&& response) = 0;
 
  private:
+  friend class StreamCall;
   CancellationState cancellation_;  // before request_, which points at it
   Request request_;
   std::atomic<bool> answered_{false};
+  bool is_stream_ = false;
 };
 
 using ServerCallPtr = std::shared_ptr<ServerCall>;
+
+// The server's side of a stream. The transport implements the message half of
+// MessageStream; respond() (= finish()) is the final answer that ends the stream: the status
+// and trailing metadata reach the client after every message written before it. When the
+// client cancels or goes away the context is cancelled, pending reads see nullopt and writes
+// fail; the handler still answers (the answer is then not sent).
+class StreamCall : public ServerCall, public MessageStream {
+ public:
+  Request& request() override { return ServerCall::request(); }
+  bool finish(Response&& status) override { return respond(std::move(status)); }
+
+ protected:
+  StreamCall() { is_stream_ = true; }
+};
+
+// Returns the stream half of a call, or nullptr for a unary call.
+inline std::shared_ptr<StreamCall> as_stream(const ServerCallPtr& call) noexcept {
+  return call && call->is_stream() ? std::static_pointer_cast<StreamCall>(call) : nullptr;
+}
 
 // Server side: called on an I/O thread per incoming call.
 using CallHandler = std::function<void(ServerCallPtr call)>;
@@ -136,8 +212,21 @@ class Transport : public PluginObject {
   // drops mid-call, 400/413 for frames refused.
   virtual void async_call(std::string_view address, std::shared_ptr<const Request> request,
                           ResponseHandler done) = 0;
-  // Closes pooled client connections; pending calls complete with 503.
+  // Opens a stream to the node at `address` with `request` as its head (its body is
+  // ignored: messages travel apart). `done` runs once, on the executor, never inside
+  // open_stream: with the open stream as soon as the transport has sent the head (the server
+  // may still refuse it: that arrives as the stream's end, e.g. 404), or with an error when
+  // nothing was sent (503 unreachable, 408 deadline passed, 499 cancelled; the core may retry
+  // those on another node). The deadline and cancellation of request.context apply to the
+  // whole stream: 408 / 499 end it, and the server is told. A transport that cannot stream
+  // keeps this default, which completes at once (inside the call; the core's client posts)
+  // with 501 naming `transport_name()`.
+  virtual void open_stream(std::string_view address, std::shared_ptr<const Request> request,
+                           OpenStreamHandler done);
+  // Closes pooled client connections; pending calls and open streams complete with 503.
   virtual void close() = 0;
+  // The plugin's name ("tcp"), for errors such as the default open_stream's 501.
+  virtual std::string transport_name() const { return {}; }
   // What a node served by this transport registers about its wire format; the Server merges
   // it into its node's metadata, over any keys of the same name ("protocol" and "transport":
   // Go-Micro clients pick their codec and transport by them). Any thread.

@@ -1,12 +1,14 @@
 // micro/wrapper.hpp — cross-cutting behaviour as chains of functions.
 //
-// Five chains, each a function type and a wrapper that maps the next function to a new
+// Seven chains, each a function type and a wrapper that maps the next function to a new
 // one. A chain configured as "a,b" runs a first: a is outermost.
-//   handler    — server side, one handled request
-//   client     — client side, one logical call across all its retries
-//   call       — client side, one attempt on one node
-//   publish    — one published message
-//   subscriber — one delivered message
+//   handler        — server side, one handled request
+//   client         — client side, one logical call across all its retries
+//   call           — client side, one attempt on one node
+//   publish        — one published message
+//   subscriber     — one delivered message
+//   handler_stream — server side, one handled stream
+//   client_stream  — client side, one opened stream (its open, across retries, and its life)
 #pragma once
 
 #include <chrono>
@@ -51,11 +53,24 @@ using PublishFunction = std::function<void(Context& context, Message& message)>;
 // Throwing reports the delivery as failed.
 using SubscriberFunction = std::function<void(Context& context, Message& message)>;
 
+// Streams. A stream wrapper sees the stream object and may pass on a ForwardingStream
+// (<micro/stream.hpp>) around it to observe messages both ways and the end (on_end).
+// Server: the function ends the stream with stream->finish(status) exactly once (the core's
+// innermost function does, for typed handlers). A wrapper may change stream->request()
+// (its context: the active span) before passing the stream on.
+using StreamHandlerFunction = std::function<void(const MessageStreamPtr& stream)>;
+// Client: opens the stream whose head is `request`; `done` gets the open stream (wrap it to
+// observe it) or the error that kept it from opening. Called once per Client::open_stream.
+using ClientStreamFunction = std::function<void(
+    const RequestPtr& request, const CallOptions& options, OpenStreamHandler done)>;
+
 using HandlerWrapper = std::function<HandlerFunction(HandlerFunction next)>;
 using ClientWrapper = std::function<ClientFunction(ClientFunction next)>;
 using CallWrapper = std::function<CallFunction(CallFunction next)>;
 using PublishWrapper = std::function<PublishFunction(PublishFunction next)>;
 using SubscriberWrapper = std::function<SubscriberFunction(SubscriberFunction next)>;
+using StreamHandlerWrapper = std::function<StreamHandlerFunction(StreamHandlerFunction next)>;
+using ClientStreamWrapper = std::function<ClientStreamFunction(ClientStreamFunction next)>;
 
 // What one wrapper contributes; any member may be empty.
 struct WrapperSet {
@@ -64,6 +79,8 @@ struct WrapperSet {
   CallWrapper call;
   PublishWrapper publish;
   SubscriberWrapper subscriber;
+  StreamHandlerWrapper handler_stream;
+  ClientStreamWrapper client_stream;
 };
 
 // Who the wrappers are for, so they can name spans, label metrics and so on.
@@ -82,7 +99,7 @@ class Wrapper : public PluginObject {
   virtual WrapperSet wrappers(const WrapperScope& scope) = 0;
 };
 
-// The five chains, in configured order (first = outermost).
+// The seven chains, in configured order (first = outermost).
 class WrapperChains {
  public:
   void add(const WrapperSet& set);
@@ -91,6 +108,12 @@ class WrapperChains {
   void add_call(CallWrapper wrapper) { call_.push_back(std::move(wrapper)); }
   void add_publish(PublishWrapper wrapper) { publish_.push_back(std::move(wrapper)); }
   void add_subscriber(SubscriberWrapper wrapper) { subscriber_.push_back(std::move(wrapper)); }
+  void add_handler_stream(StreamHandlerWrapper wrapper) {
+    handler_stream_.push_back(std::move(wrapper));
+  }
+  void add_client_stream(ClientStreamWrapper wrapper) {
+    client_stream_.push_back(std::move(wrapper));
+  }
 
   HandlerFunction wrap_handler(HandlerFunction inner) const {
     return apply(handler_, std::move(inner));
@@ -104,6 +127,12 @@ class WrapperChains {
   }
   SubscriberFunction wrap_subscriber(SubscriberFunction inner) const {
     return apply(subscriber_, std::move(inner));
+  }
+  StreamHandlerFunction wrap_handler_stream(StreamHandlerFunction inner) const {
+    return apply(handler_stream_, std::move(inner));
+  }
+  ClientStreamFunction wrap_client_stream(ClientStreamFunction inner) const {
+    return apply(client_stream_, std::move(inner));
   }
 
  private:
@@ -119,6 +148,8 @@ class WrapperChains {
   std::vector<CallWrapper> call_;
   std::vector<PublishWrapper> publish_;
   std::vector<SubscriberWrapper> subscriber_;
+  std::vector<StreamHandlerWrapper> handler_stream_;
+  std::vector<ClientStreamWrapper> client_stream_;
 };
 
 }  // namespace micro

@@ -921,6 +921,11 @@ TEST_CASE("options are checked") {
   CHECK(names == profile().option_names);
 }
 
+// For the suite's other files (stream_conformance_test.cpp).
+const TransportProfile& conformance_profile() {
+  return profile();
+}
+
 // Takes --transport=NAME (or MICRO_TEST_TRANSPORT) and hands the rest to doctest.
 int main(int argc, char** argv) {
   std::string name;

@@ -229,13 +229,16 @@ struct TransportProfile {
   // a trailing "…" asks for a prefix only. A case not listed is held to the contract alone:
   // its code, and naming the address where the contract says so.
   std::map<std::string, std::string> details;
+  // Whether the transport carries streams (Transport::open_stream); those that do not must
+  // refuse them with 501 naming the transport.
+  bool streams = false;
 };
 
 inline const std::vector<TransportProfile>& transport_profiles() {
   static const std::vector<TransportProfile> profiles = {
       {
           "tcp",
-          {"connect_timeout", "max_frame", "nodelay", "pool_size"},
+          {"connect_timeout", "max_frame", "nodelay", "pool_size", "stream_window"},
           "max_frame",
           1024,
           "connect_timeout",
@@ -264,6 +267,7 @@ inline const std::vector<TransportProfile>& transport_profiles() {
               {"response over the client's limit",
                "tcp: response from {address}: frame of 2080 bytes exceeds max_frame 1024"},
           },
+          true,
       },
       {
           "http",
@@ -274,6 +278,7 @@ inline const std::vector<TransportProfile>& transport_profiles() {
           "connect_timeout",
           {},  // one call at a time per connection
           {},  // held to the contract; test/plugins/http checks its wording
+          false,
       },
   };
   return profiles;

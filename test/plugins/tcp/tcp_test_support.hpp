@@ -100,6 +100,13 @@ struct RawResponse {
   std::string body;
 };
 
+// Any frame, whole: its type, id and bytes (header included).
+struct RawFrame {
+  std::uint8_t type = 0;
+  std::uint64_t id = 0;
+  std::string bytes;
+};
+
 // A blocking plain TCP socket with a receive timeout, for sending hand-made bytes.
 class RawSocket {
  public:
@@ -158,6 +165,21 @@ class RawSocket {
     }
     response.body = whole.substr(at);
     return response;
+  }
+
+  std::optional<RawFrame> read_frame() {
+    auto head = read_exactly(20);
+    if (!head) return std::nullopt;
+    REQUIRE(head->substr(0, 2) == "MT");
+    RawFrame frame;
+    frame.type = static_cast<std::uint8_t>(get(*head, 3, 1));
+    frame.id = get(*head, 8, 8);
+    auto length = get(*head, 16, 4);
+    REQUIRE(length >= 20);
+    auto rest = read_exactly(length - 20);
+    REQUIRE(rest);
+    frame.bytes = *head + *rest;
+    return frame;
   }
 
   // True when the peer closed (EOF or reset) within the receive timeout.

@@ -11,6 +11,7 @@
 #include <set>
 #include <thread>
 
+#include "../conformance/stream_test_support.hpp"
 #include "tcp_test_support.hpp"
 
 using namespace tcp_test;
@@ -150,8 +151,8 @@ TEST_CASE("malformed request frames get a 400 naming what was wrong and where") 
        "tcp: malformed request frame: unsupported version 9 at offset 2 (this side speaks version "
        "1)"},
       {"a response sent to a server", header(2, 5, 20),
-       "tcp: malformed request frame: unexpected frame type 2 at offset 3 (expected 1, a request, "
-       "or 3, a cancel)"},
+       "tcp: malformed request frame: unexpected frame type 2 at offset 3 (expected 1 request, 3 "
+       "cancel, 4 stream open, 5 stream message, 6 stream close-send or 8 stream window)"},
       {"reserved bits set", header(1, 5, 20, 1, 0, 7),
        "tcp: malformed request frame: reserved field at offset 6 is 7 (must be 0)"},
       {"length shorter than the header", header(1, 5, 10),
@@ -382,5 +383,165 @@ TEST_CASE("options are checked") {
   auto info = micro::PluginLoader::instance().describe(micro::PluginKind::transport, "tcp");
   std::set<std::string> names;
   for (const auto& option : info.options) names.insert(option.name);
-  CHECK(names == std::set<std::string>{"connect_timeout", "max_frame", "nodelay", "pool_size"});
+  CHECK(names == std::set<std::string>{"connect_timeout", "max_frame", "nodelay", "pool_size",
+                                       "stream_window"});
+  auto window = refusal({{"stream_window", "1000"}});
+  CHECK(window.code == 400);
+  CHECK(window.detail.find("option 'stream_window' is 1000, below its minimum 65536") !=
+        std::string::npos);
+}
+
+namespace {
+
+// Echo.Stream streams echo (stream_test::EchoStreams); Hold.Stream streams are kept and never
+// read, so whatever the client sends piles up against the window.
+struct StreamServer {
+  stream_test::EchoStreams echo;
+  micro::CallHandler echo_handler = echo.handler();
+  std::mutex mutex;
+  std::vector<std::shared_ptr<micro::StreamCall>> held;
+
+  micro::CallHandler handler() {
+    return [this](micro::ServerCallPtr call) {
+      if (call->request().endpoint != "Hold.Stream") {
+        echo_handler(std::move(call));
+        return;
+      }
+      std::lock_guard lock(mutex);
+      held.push_back(micro::as_stream(call));
+    };
+  }
+  ~StreamServer() {
+    std::lock_guard lock(mutex);
+    for (auto& stream : held) stream->finish(micro::Response{});
+  }
+};
+
+std::string open_frame(std::uint64_t id, const std::string& endpoint) {
+  return frame(4, id, request_payload("echo", endpoint, "", 0, {}, ""));
+}
+
+// Reads frames until one of `type` for `id` comes (window updates and others are skipped).
+std::optional<RawFrame> read_until(RawSocket& socket, std::uint8_t type, std::uint64_t id) {
+  for (int i = 0; i < 100; ++i) {
+    auto next = socket.read_frame();
+    if (!next) return std::nullopt;
+    if (next->type == type && next->id == id) return next;
+  }
+  return std::nullopt;
+}
+
+// The error detail of an end frame (type 7), "" for a success.
+std::string end_detail(const RawFrame& end) {
+  auto size = get(end.bytes, 20, 4);
+  std::string error_json = end.bytes.substr(24, size);
+  if (error_json.empty()) return "";
+  return micro::Error::from_json(error_json).detail;
+}
+std::int32_t end_code(const RawFrame& end) {
+  auto size = get(end.bytes, 20, 4);
+  std::string error_json = end.bytes.substr(24, size);
+  return error_json.empty() ? 0 : micro::Error::from_json(error_json).code;
+}
+
+// A unary call on the same socket still answers: the connection survived.
+void check_connection_alive(RawSocket& socket) {
+  socket.send(frame(1, 1000, request_payload("echo", "Echo.Call", "", 0, {}, "still there")));
+  auto answer = read_until(socket, 2, 1000);
+  REQUIRE(answer);
+  CHECK(answer->bytes.substr(answer->bytes.size() - 16) == "echo:still there");
+}
+
+}  // namespace
+
+TEST_CASE("stream frames from a raw socket: a stream round trip by the README") {
+  Runtime runtime;
+  StreamServer server;
+  auto transport = make_tcp(runtime);
+  auto listener = transport->listen("127.0.0.1:0", server.handler());
+  RawSocket socket(listener->address());
+  socket.send(open_frame(3, "Echo.Stream"));
+  // The server grants the rest of its 256 KiB window at once.
+  auto grant = read_until(socket, 8, 3);
+  REQUIRE(grant);
+  CHECK(grant->bytes.size() == 24);
+  CHECK(get(grant->bytes, 20, 4) == 262144 - 65536);
+  socket.send(frame(5, 3, "ping"));
+  auto echoed = read_until(socket, 5, 3);
+  REQUIRE(echoed);
+  CHECK(echoed->bytes.substr(20) == "echo:ping");
+  socket.send(header(6, 3, 20));  // close-send
+  auto end = read_until(socket, 7, 3);
+  REQUIRE(end);
+  CHECK(end_code(*end) == 0);
+  check_connection_alive(socket);
+}
+
+TEST_CASE("bad stream frames end that stream with a clear error; the connection goes on") {
+  Runtime runtime;
+  StreamServer server;
+  auto transport = make_tcp(runtime, {{"max_frame", "4096"}});
+  auto listener = transport->listen("127.0.0.1:0", server.handler());
+  RawSocket socket(listener->address());
+  // A stream that stays healthy through everything below.
+  socket.send(open_frame(1, "Echo.Stream"));
+
+  SUBCASE("a message for an unknown stream id") {
+    socket.send(frame(5, 99, "lost"));
+    auto end = read_until(socket, 7, 99);
+    REQUIRE(end);
+    CHECK(end_code(*end) == 400);
+    CHECK(end_detail(*end) == "tcp: stream frame (type 5) for unknown stream id 99");
+  }
+  SUBCASE("a message after close-send") {
+    socket.send(open_frame(5, "Hold.Stream"));
+    socket.send(header(6, 5, 20));
+    socket.send(frame(5, 5, "too late"));
+    auto end = read_until(socket, 7, 5);
+    REQUIRE(end);
+    CHECK(end_code(*end) == 400);
+    CHECK(end_detail(*end) == "tcp: stream 5: message after the peer closed its side");
+  }
+  SUBCASE("messages past the window") {
+    socket.send(open_frame(7, "Hold.Stream"));
+    // 4000-byte messages into a 262144-byte window nobody reads: the 66th overshoots it,
+    // the 67th is a violation.
+    std::string message(4000, 'w');
+    for (int i = 0; i < 67; ++i) socket.send(frame(5, 7, message));
+    auto end = read_until(socket, 7, 7);
+    REQUIRE(end);
+    CHECK(end_code(*end) == 400);
+    CHECK(end_detail(*end) ==
+          "tcp: stream 7: window violation: message of 4000 bytes with the "
+          "window of 262144 bytes used up");
+  }
+  SUBCASE("an oversize message is skipped, never buffered") {
+    socket.send(open_frame(9, "Hold.Stream"));
+    socket.send(header(5, 9, 20 + 100000) + std::string(100000, 'o'));
+    auto end = read_until(socket, 7, 9);
+    REQUIRE(end);
+    CHECK(end_code(*end) == 413);
+    CHECK(end_detail(*end) == "tcp: stream 9: frame of 100020 bytes exceeds max_frame 4096");
+  }
+  SUBCASE("a window frame without its increment") {
+    socket.send(header(8, 1, 20));
+    auto end = read_until(socket, 7, 1);
+    REQUIRE(end);
+    CHECK(end_code(*end) == 400);
+    CHECK(end_detail(*end).find("truncated window increment at offset 20") != std::string::npos);
+    socket.send(open_frame(1, "Echo.Stream"));  // the id is free again
+  }
+  SUBCASE("an open for an id already open") {
+    socket.send(open_frame(1, "Echo.Stream"));
+    auto end = read_until(socket, 7, 1);
+    REQUIRE(end);
+    CHECK(end_detail(*end) == "tcp: stream id 1 is already open");
+    socket.send(open_frame(1, "Echo.Stream"));  // ended by the duplicate: opened afresh
+  }
+  // The healthy stream still echoes, and unary calls still work on the same connection.
+  socket.send(frame(5, 1, "still"));
+  auto echoed = read_until(socket, 5, 1);
+  REQUIRE(echoed);
+  CHECK(echoed->bytes.substr(20) == "echo:still");
+  check_connection_alive(socket);
 }

@@ -1,0 +1,110 @@
+// plugins/tcp/stream.hpp — one end of a tcp stream, shared by the client and server sides:
+// the inbox of received messages, the pending read and write, and the per-stream window
+// (README.md, "Streams"). Message state lives on the connection's strand; the end (claimed
+// once, from any thread) is guarded by a mutex so ended()/status() can be read anywhere.
+#pragma once
+
+#include <cstdint>
+#include <deque>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include <boost/asio/post.hpp>
+
+#include <micro/transport.hpp>
+
+#include "common.hpp"
+#include "frame.hpp"
+
+namespace micro::tcp {
+
+class StreamEnd {
+ public:
+  virtual ~StreamEnd() = default;
+  StreamEnd(const StreamEnd&) = delete;
+  StreamEnd& operator=(const StreamEnd&) = delete;
+
+  std::uint64_t stream_id() const noexcept { return stream_id_; }
+
+  // The peer's frames (strand only). A returned error is a protocol violation: the caller
+  // ends the stream with it (and tells the peer).
+  std::optional<Error> receive_message(std::string_view body);
+  void receive_close();  // the peer sends no more messages
+  std::optional<Error> receive_window(std::uint32_t increment);
+
+  // Claims the end with `status` (any thread): false when the stream has already ended.
+  // The claimer then calls settle_end() on the strand.
+  bool claim_end(Response status);
+  // Strand: fails the pending write, completes a pending read (nullopt; with `keep_inbox`
+  // messages already received stay readable), runs the on_end callbacks.
+  void settle_end(bool keep_inbox);
+
+  bool is_ended() const;
+  Response final_status() const;
+  void add_on_end(ResponseHandler done);
+
+ protected:
+  StreamEnd(Strand strand, std::uint64_t stream_id, std::uint32_t receive_window,
+            std::uint32_t max_frame, const char* error_id);
+
+  // The application's operations, run on the strand (the MessageStream methods post here, so
+  // completions never run inside the caller's call).
+  void do_read(StreamReadHandler done);
+  void do_write(std::string message, StreamWriteHandler done);
+  void do_close_send();
+
+  // Posts `work` to the strand, keeping the stream alive until it ran.
+  template <class Work>
+  void on_strand(Work work) {
+    asio::post(strand_, [keep = keep_alive(), work = std::move(work)]() mutable { work(); });
+  }
+
+  // The side's frames out (strand only).
+  virtual void emit_frame(std::string frame) = 0;
+  virtual std::string frame_buffer() = 0;
+  // The side's half-close (client: a close-send frame; server: nothing, its end closes).
+  virtual void emit_close_send() = 0;
+  // A write over max_frame or a message refused: the side ends the stream with `error` and
+  // tells the peer (client: cancel; server: an end frame).
+  virtual void abort(Error error) = 0;
+  virtual std::shared_ptr<void> keep_alive() = 0;
+
+  // The grant that tops the peer's view of our window up from the protocol's initial one to
+  // ours (0 when ours is the initial one); sent right after the open.
+  std::uint32_t initial_grant() const noexcept;
+
+  Strand strand_;
+  const char* error_id_;
+
+ private:
+  void credit(std::size_t bytes);
+  void send_message(std::string message);
+
+  const std::uint64_t stream_id_;
+  const std::uint32_t receive_window_;
+  const std::uint32_t max_frame_;
+
+  // Strand only.
+  std::deque<std::string> inbox_;
+  std::optional<StreamReadHandler> pending_read_;
+  std::optional<std::pair<std::string, StreamWriteHandler>> pending_write_;
+  std::int64_t send_window_ = initial_stream_window;  // may go below 0 by one message
+  std::int64_t receive_left_;                         // the peer's window, as we granted it
+  std::size_t pending_credit_ = 0;                    // read, not yet granted back
+  bool peer_closed_ = false;
+  bool close_send_wanted_ = false;  // close once the pending write is out
+  bool closed_send_ = false;
+  bool settled_ = false;
+
+  mutable std::mutex end_mutex_;
+  bool ended_ = false;
+  bool callbacks_run_ = false;  // settle_end has taken on_end_
+  Response status_;
+  std::vector<ResponseHandler> on_end_;
+};
+
+}  // namespace micro::tcp
