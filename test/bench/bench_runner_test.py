@@ -68,10 +68,16 @@ with tempfile.TemporaryDirectory(prefix="micro-bench-test-") as directory:
                      f"http_vs_grpc_c{concurrency}_throughput_ratio",
                      f"api_vs_direct_c{concurrency}_throughput_ratio"]
     expected += ["http_vs_beast_echo_c1_p50_ratio", "api_added_c1_p50"]
+    for case in ("server_to_client_1", "server_to_client_16", "bidirectional_1", "bidirectional_16"):
+        for prefix in ("stream_tcp", "grpc_stream"):
+            expected.append(f"{prefix}_{case}_messages_per_second")
+            errors = figures.get(f"{prefix}_{case}_errors")
+            check(errors == 0, f"{prefix} {case}: {errors} errors")
+        expected.append(f"stream_vs_grpc_{case}_throughput_ratio")
     for name in expected:
         check(name in figures, f"figure {name} missing")
     for name, value in figures.items():
-        if name.endswith("_requests_per_second") or name.endswith("_rss"):
+        if name.endswith("_requests_per_second") or name.endswith("_messages_per_second") or name.endswith("_rss"):
             check(value > 0, f"{name} is {value}")
     check(figures.get("broker_memory_lost") == 0, "the memory broker lost messages")
     # Spans really reached the live receiver.
