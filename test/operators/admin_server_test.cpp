@@ -12,6 +12,8 @@
 #include <micro/http_client.hpp>
 #include <micro/service.hpp>
 
+#include "support/wait.hpp"
+
 using namespace micro;
 
 namespace {
@@ -181,5 +183,48 @@ TEST_CASE("metrics wrapper in a service: server, client and call chains, exempla
   std::string trace_id = text.substr(marker + 14, 32);
   CHECK(trace_id.find_first_not_of("0123456789abcdef") == std::string::npos);
   CHECK(text.ends_with("# EOF\n"));
+  service.stop();
+}
+
+TEST_CASE("/traces: the spans the trace wrapper ended, client and server of one trace") {
+  auto config = Config::parse(
+      "registry=memory broker=memory admin=127.0.0.1:0 "
+      "wrappers=trace?exporter=none&sampler=always_on");
+  Microservice service("tracer", config);
+  service.handle("Tracer.Echo", [](Context&, const nlohmann::json& request) { return request; });
+  service.start();
+  auto before = admin::recent_spans().recorded();
+  service.client().call<nlohmann::json>("tracer", "Tracer.Echo", nlohmann::json{{"n", 1}});
+  // The server's span may end just after the client has its answer.
+  http::BlockingClient client;
+  nlohmann::json body;
+  std::string server_span_trace, client_span_trace, client_span_id, server_parent;
+  bool found = test_support::wait_until(
+      [&] {
+        auto response = admin_request(client, service.admin_address(), "GET", "/traces");
+        if (response.status != 200) return false;
+        body = nlohmann::json::parse(response.body);
+        for (const auto& trace : body["traces"])
+          for (const auto& span : trace["spans"]) {
+            if (span["name"] != "Tracer.Echo") continue;
+            if (span["kind"] == "server") {
+              server_span_trace = trace["trace_id"];
+              server_parent = span["parent_span_id"];
+            }
+            if (span["kind"] == "client") {
+              client_span_trace = trace["trace_id"];
+              client_span_id = span["span_id"];
+            }
+          }
+        return !server_span_trace.empty() && !client_span_trace.empty();
+      },
+      std::chrono::seconds(5), std::chrono::milliseconds(20));
+  CAPTURE(body.dump());
+  REQUIRE(found);
+  CHECK(body["enabled"] == true);
+  CHECK(body["recorded"].get<std::uint64_t>() >= before + 2);
+  CHECK(server_span_trace == client_span_trace);
+  CHECK(server_span_trace.size() == 32);
+  CHECK(!server_parent.empty());
   service.stop();
 }

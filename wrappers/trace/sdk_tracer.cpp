@@ -28,12 +28,35 @@
 #include <tuple>
 #include <utility>
 
+#include <micro/admin.hpp>
 #include <micro/error.hpp>
 #include <micro/random.hpp>
 
 namespace micro::trace::sdk {
 
 namespace {
+
+// A finished span as the admin endpoint's /traces page shows it.
+micro::admin::SpanRecord admin_record(const SpanData& span) {
+  static constexpr const char* kinds[] = {"unspecified", "internal", "server",
+                                          "client",      "producer", "consumer"};
+  static constexpr const char* statuses[] = {"unset", "ok", "error"};
+  auto seconds = [](std::chrono::system_clock::duration d) {
+    return std::chrono::duration<double>(d).count();
+  };
+  micro::admin::SpanRecord record;
+  record.trace_id = span.context.trace_id.to_hex();
+  record.span_id = span.context.span_id.to_hex();
+  if (span.parent_span_id.valid()) record.parent_span_id = span.parent_span_id.to_hex();
+  record.name = span.name;
+  auto kind = static_cast<std::size_t>(span.kind);
+  record.kind = kind < std::size(kinds) ? kinds[kind] : "internal";
+  auto status = static_cast<std::size_t>(span.status);
+  record.status = status < std::size(statuses) ? statuses[status] : "unset";
+  record.start = seconds(span.start_time.time_since_epoch());
+  record.duration = seconds(span.end_time - span.start_time);
+  return record;
+}
 
 // ---- ids: micro::Wyrand per thread (inlined here: three draws per span), reseeded after fork ----
 
@@ -361,6 +384,10 @@ class RecordingSpan final : public Span {
     // Every mutator checks ended_ under the lock, so data_ is this thread's alone now;
     // the processor takes it by pointer.
     count_span_ended();
+    // The admin endpoint's /traces page shows the last spans ended here (a relaxed load per
+    // span when no admin server runs).
+    if (auto& ring = micro::admin::recent_spans(); ring.enabled())
+      ring.record(admin_record(*data_));
     core_->processor->end_span(data_);
   }
 
