@@ -33,6 +33,7 @@ struct Client::State : std::enable_shared_from_this<Client::State> {
 
   std::atomic<std::uint64_t> calls{0}, attempts{0}, retries{0}, failures{0}, streams{0};
   std::atomic<std::uint64_t> retries_over_budget{0};
+  std::atomic<std::uint64_t> published{0}, publish_failures{0};
   // The retry budget's balance in thousandths of a retry, from 0 to the reserve.
   std::atomic<std::int64_t> retry_tokens{0};
 
@@ -484,7 +485,13 @@ Client::Client(ClientOptions options, std::shared_ptr<Transport> transport,
     for (const auto& [key, value] : context.metadata())
       if (!message.headers.contains(key)) message.headers.set(key, value);
     if (!message.headers.contains("Micro-Topic")) message.headers.set("Micro-Topic", message.topic);
-    state->broker->publish(message);
+    try {
+      state->broker->publish(message);
+    } catch (...) {
+      state->publish_failures.fetch_add(1, std::memory_order_relaxed);
+      throw;
+    }
+    state->published.fetch_add(1, std::memory_order_relaxed);
   });
 }
 
@@ -558,6 +565,8 @@ ClientStatistics Client::statistics() const {
   statistics.failures = state_->failures.load(std::memory_order_relaxed);
   statistics.retries_over_budget = state_->retries_over_budget.load(std::memory_order_relaxed);
   statistics.streams = state_->streams.load(std::memory_order_relaxed);
+  statistics.published = state_->published.load(std::memory_order_relaxed);
+  statistics.publish_failures = state_->publish_failures.load(std::memory_order_relaxed);
   return statistics;
 }
 

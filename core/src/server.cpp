@@ -76,6 +76,7 @@ struct Server::State : std::enable_shared_from_this<Server::State> {
   std::atomic<bool> stopping{false};
 
   std::atomic<std::uint64_t> handled{0}, failed{0}, refused{0}, in_flight{0}, streams{0};
+  std::atomic<std::uint64_t> delivered{0}, delivery_failures{0};
   // Streams being handled, so that a stop past its drain bound can end them with 503.
   std::mutex streams_mutex;
   std::unordered_map<const void*, std::weak_ptr<MessageStream>> open_streams;
@@ -402,10 +403,17 @@ void Server::start() {
       SubscriberFunction wrapped = state.wrappers.wrap_subscriber(subscriber.handler);
       state.subscriptions.push_back(state.broker->subscribe(
           subscriber.topic,
-          [wrapped](Message& message) {
+          [wrapped, weak](Message& message) {
             Context context;
             context.metadata() = message.headers;
-            wrapped(context, message);
+            auto self = weak.lock();
+            if (self) self->delivered.fetch_add(1, std::memory_order_relaxed);
+            try {
+              wrapped(context, message);
+            } catch (...) {
+              if (self) self->delivery_failures.fetch_add(1, std::memory_order_relaxed);
+              throw;
+            }
           },
           SubscribeOptions{subscriber.queue}));
     }
@@ -496,6 +504,12 @@ ServerStatistics Server::statistics() const {
   statistics.refused = state_->refused.load(std::memory_order_relaxed);
   statistics.in_flight = state_->in_flight.load(std::memory_order_relaxed);
   statistics.streams = state_->streams.load(std::memory_order_relaxed);
+  statistics.delivered = state_->delivered.load(std::memory_order_relaxed);
+  statistics.delivery_failures = state_->delivery_failures.load(std::memory_order_relaxed);
+  {
+    std::lock_guard lock(state_->streams_mutex);
+    statistics.streams_open = state_->open_streams.size();
+  }
   return statistics;
 }
 

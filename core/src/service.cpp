@@ -178,6 +178,11 @@ void Microservice::configure_admin() {
                       {"retries", client.retries},
                       {"failures", client.failures}};
     page["transport"] = self->config.transport.name;
+    if (self->transport) {
+      auto connections = self->transport->statistics();
+      page["connections"] = {{"server", connections.server_connections},
+                             {"client", connections.client_connections}};
+    }
     page["broker"] = {{"name", self->config.broker.name},
                       {"connected", self->broker_connected.load()}};
     return page;
@@ -238,6 +243,36 @@ void Microservice::configure_admin() {
         collector.counter("micro_registry_cache_stale_total",
                           "lookups answered stale while the registry failed", service,
                           static_cast<double>(cache.stale_served));
+        collector.counter("micro_broker_published_total", "messages handed to the broker", service,
+                          static_cast<double>(client.published));
+        collector.counter("micro_broker_publish_failures_total",
+                          "publishes the broker refused or failed", service,
+                          static_cast<double>(client.publish_failures));
+        collector.counter("micro_client_streams_total", "streams opened", service,
+                          static_cast<double>(client.streams));
+        if (self->server) {
+          auto statistics = self->server->statistics();
+          collector.counter("micro_broker_delivered_total",
+                            "messages delivered to this service's subscribers", service,
+                            static_cast<double>(statistics.delivered));
+          collector.counter("micro_broker_delivery_failures_total",
+                            "delivered messages whose subscriber threw", service,
+                            static_cast<double>(statistics.delivery_failures));
+          collector.gauge("micro_server_streams_open", "streams being handled now", service,
+                          static_cast<double>(statistics.streams_open));
+          collector.counter("micro_server_streams_total", "streams handled, any outcome", service,
+                            static_cast<double>(statistics.streams));
+        }
+        if (self->transport) {
+          auto connections = self->transport->statistics();
+          metrics::Labels transport{{"service", self->name},
+                                    {"transport", self->config.transport.name}};
+          collector.gauge("micro_transport_server_connections", "accepted connections open now",
+                          transport, static_cast<double>(connections.server_connections));
+          collector.gauge("micro_transport_client_connections",
+                          "outgoing connections open now (pooled, busy or idle)", transport,
+                          static_cast<double>(connections.client_connections));
+        }
         collector.gauge("micro_broker_connected", "1 while the broker is connected", service,
                         self->broker_connected.load() ? 1 : 0);
         collector.gauge("micro_ready", "1 while /health/ready answers 200 (not draining)", service,

@@ -172,7 +172,11 @@ Caller::Pool Caller::make_pool() const {
           std::make_shared<std::atomic<bool>>(false)};
 }
 
-Caller::Pool Caller::current() {
+std::uint64_t Caller::connections_open() const {
+  return current().client->statistics().connections_open;
+}
+
+Caller::Pool Caller::current() const {
   std::lock_guard lock(mutex_);
   return pool_;
 }

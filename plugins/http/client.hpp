@@ -28,6 +28,8 @@ class Caller {
   // Closes the pooled connections; calls still pending complete with 503. Calls made after
   // start a new pool.
   void close();
+  // Connections of the current pool alive now.
+  std::uint64_t connections_open() const;
 
  private:
   // One pool of connections, and whether it was closed (so its calls' 503s say so).
@@ -36,14 +38,14 @@ class Caller {
     std::shared_ptr<std::atomic<bool>> closed;
   };
   Pool make_pool() const;
-  Pool current();
+  Pool current() const;
   // Completes `done` with `error` on the executor (never inside async_call).
   void fail(ResponseHandler done, Error error);
 
   boost::asio::any_io_executor executor_;
   const Settings settings_;
   std::atomic<std::uint64_t> next_id_;
-  std::mutex mutex_;  // guards pool_
+  mutable std::mutex mutex_;  // guards pool_
   Pool pool_;
 };
 

@@ -38,7 +38,7 @@ class HttpTransport final : public Transport {
   ~HttpTransport() override { close(); }
 
   std::unique_ptr<Listener> listen(std::string_view address, CallHandler handler) override {
-    return make_listener(executor_, settings_, address, std::move(handler));
+    return make_listener(executor_, settings_, address, std::move(handler), listeners_);
   }
 
   void async_call(std::string_view address, std::shared_ptr<const Request> request,
@@ -67,10 +67,15 @@ class HttpTransport final : public Transport {
     return {{"protocol", "mucp"}, {"transport", "http"}};
   }
 
+  TransportStatistics statistics() const override {
+    return {listeners_->connections_open(), caller_.connections_open()};
+  }
+
  private:
   boost::asio::any_io_executor executor_;
   const Settings settings_;
   Caller caller_;
+  std::shared_ptr<ListenerSet> listeners_ = std::make_shared<ListenerSet>();
 };
 
 const PluginOption http_options[] = {

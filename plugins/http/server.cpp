@@ -140,10 +140,20 @@ void serve(const CallHandler& handler, std::size_t max_body, const http::Exchang
   }
 }
 
+}  // namespace
+
 class HttpListener final : public Listener {
  public:
-  explicit HttpListener(std::unique_ptr<http::Server> server) : server_(std::move(server)) {}
-  ~HttpListener() override { close(); }
+  HttpListener(std::unique_ptr<http::Server> server, std::shared_ptr<ListenerSet> listeners)
+      : server_(std::move(server)), listeners_(std::move(listeners)) {
+    std::lock_guard lock(listeners_->mutex_);
+    listeners_->servers_.push_back(server_.get());
+  }
+  ~HttpListener() override {
+    close();
+    std::lock_guard lock(listeners_->mutex_);
+    std::erase(listeners_->servers_, server_.get());
+  }
 
   std::string address() const override { return server_->address(); }
   void stop_accepting() override { server_->stop_accepting(); }
@@ -151,13 +161,20 @@ class HttpListener final : public Listener {
 
  private:
   std::unique_ptr<http::Server> server_;
+  std::shared_ptr<ListenerSet> listeners_;
 };
 
-}  // namespace
+std::uint64_t ListenerSet::connections_open() const {
+  std::lock_guard lock(mutex_);
+  std::uint64_t open = 0;
+  for (const auto* server : servers_) open += server->statistics().connections_open;
+  return open;
+}
 
 std::unique_ptr<Listener> make_listener(boost::asio::any_io_executor executor,
                                         const Settings& settings, std::string_view address,
-                                        CallHandler handler) {
+                                        CallHandler handler,
+                                        std::shared_ptr<ListenerSet> listeners) {
   http::ServerOptions options;
   options.header_limit = settings.max_header;
   options.body_limit = settings.max_body;
@@ -176,7 +193,7 @@ std::unique_ptr<Listener> make_listener(boost::asio::any_io_executor executor,
         serve(handler, max_body, exchange);
       });
   server->listen(address);
-  return std::make_unique<HttpListener>(std::move(server));
+  return std::make_unique<HttpListener>(std::move(server), std::move(listeners));
 }
 
 }  // namespace micro::http_transport

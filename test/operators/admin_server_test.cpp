@@ -228,3 +228,43 @@ TEST_CASE("/traces: the spans the trace wrapper ended, client and server of one 
   CHECK(!server_parent.empty());
   service.stop();
 }
+
+TEST_CASE("toolkit gauges: transport connections, broker counts, trace span counts") {
+  auto config = Config::parse(
+      "registry=memory broker=memory transport=http admin=127.0.0.1:0 "
+      "wrappers=trace?exporter=none&sampler=always_on");
+  Microservice service("gauged", config);
+  service.handle("Gauged.Echo", [](Context&, const nlohmann::json& request) { return request; });
+  std::atomic<int> delivered{0};
+  service.subscribe("gauged.events", [&](Context&, Message& message) {
+    delivered++;
+    if (message.body == "\"fail\"") throw std::runtime_error("asked to fail");
+  });
+  service.start();
+  service.client().call<nlohmann::json>("gauged", "Gauged.Echo", nlohmann::json{{"n", 1}});
+  service.client().publish("gauged.events", std::string("ok"));
+  service.client().publish("gauged.events", std::string("fail"));
+  REQUIRE(test_support::wait_until([&] { return delivered == 2; }));
+  http::BlockingClient client;
+  std::string text;
+  auto has = [&](const std::string& line) {
+    return text.find(line) != std::string::npos;
+  };
+  // The subscriber's failure is counted once its handler has returned.
+  bool counted = test_support::wait_until(
+      [&] {
+        text = admin_request(client, service.admin_address(), "GET", "/metrics").body;
+        return has("micro_broker_delivery_failures_total{service=\"gauged\"} 1\n");
+      },
+      std::chrono::seconds(5), std::chrono::milliseconds(20));
+  CAPTURE(text);
+  CHECK(counted);
+  // The call's connection is kept alive in the client's pool and open on the server.
+  CHECK(has("micro_transport_server_connections{service=\"gauged\",transport=\"http\"} 1\n"));
+  CHECK(has("micro_transport_client_connections{service=\"gauged\",transport=\"http\"} 1\n"));
+  CHECK(has("micro_broker_published_total{service=\"gauged\"} 2\n"));
+  CHECK(has("micro_broker_delivered_total{service=\"gauged\"} 2\n"));
+  CHECK(has("micro_trace_spans_started_total "));
+  CHECK(!has("micro_trace_spans_started_total 0\n"));
+  service.stop();
+}

@@ -10,6 +10,7 @@
 
 #include <micro/error.hpp>
 #include <micro/log.hpp>
+#include <micro/metrics.hpp>
 #include <micro/plugin.hpp>
 #include <micro/trace.hpp>
 #include <micro/wrapper.hpp>
@@ -76,6 +77,7 @@ class TraceWrapper final : public micro::Wrapper {
     if (installed_by != this) return;
     micro::trace::set_tracer(nullptr);
     installed_by = nullptr;
+    metrics_.reset();
     tracer_.reset();
     processor_->shutdown();
     auto line = format_statistics(statistics());
@@ -105,6 +107,19 @@ class TraceWrapper final : public micro::Wrapper {
     tracer_ = std::make_shared<SdkTracer>(std::move(sampler), processor_, limits_, redactor_);
     micro::trace::set_tracer(tracer_);
     installed_by = this;
+    // The SDK's own counts on /metrics (read at scrape time).
+    metrics_ = micro::metrics::default_registry().add_collector([](micro::metrics::Collector& out) {
+      auto counts = statistics();
+      out.counter("micro_trace_spans_started_total", "sampled spans started", {},
+                  static_cast<double>(counts.spans_started));
+      out.counter("micro_trace_spans_exported_total", "spans the exporter delivered", {},
+                  static_cast<double>(counts.spans_exported));
+      out.counter("micro_trace_spans_dropped_total",
+                  "spans dropped: the export queue was full, or after shutdown", {},
+                  static_cast<double>(counts.spans_dropped));
+      out.counter("micro_trace_spans_export_failed_total", "spans in batches the exporter failed",
+                  {}, static_cast<double>(counts.spans_export_failed));
+    });
   }
 
   SamplerSettings sampler_settings_;
@@ -117,6 +132,7 @@ class TraceWrapper final : public micro::Wrapper {
   std::shared_ptr<ExporterStatistics> exporter_statistics_;
   std::shared_ptr<BatchProcessor> processor_;
   std::shared_ptr<SdkTracer> tracer_;
+  micro::metrics::Registration metrics_;
 };
 
 }  // namespace

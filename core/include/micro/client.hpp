@@ -67,6 +67,8 @@ struct ClientStatistics {
   // Retries the retry budget refused (the call ended with its last error instead).
   std::uint64_t retries_over_budget = 0;
   std::uint64_t streams = 0;  // streams opened (Client::open_stream calls)
+  // Messages handed to the broker, and publishes that failed (the broker refused or threw).
+  std::uint64_t published = 0, publish_failures = 0;
 };
 
 class Client {

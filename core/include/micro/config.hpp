@@ -74,8 +74,8 @@ struct Config {
   std::chrono::milliseconds client_request_timeout{std::chrono::seconds(5)};
   int client_retries = 1;
   int client_retry_budget = 20;  // percent of the calls retries may add
-  unsigned threads = 0;   // 0: the hardware threads
-  std::string log_level;  // "" leaves the logger's level (MICRO_LOG_LEVEL, or info) alone
+  unsigned threads = 0;          // 0: the hardware threads
+  std::string log_level;         // "" leaves the logger's level (MICRO_LOG_LEVEL, or info) alone
   // The operator's endpoint (<micro/admin.hpp>): "" is off; "127.0.0.1:9100" serves /metrics,
   // /health/* and the admin pages there. Its bearer token, when set, guards all but /health/*.
   std::string admin_address;

@@ -155,6 +155,7 @@ struct ClientStatistics {
   std::uint64_t connections_opened = 0;
   std::uint64_t connections_reused = 0;  // a request sent on a kept-alive connection
   std::uint64_t stale_replaced = 0;      // kept-alive connections found dead and replaced
+  std::uint64_t connections_open = 0;    // connections alive now (in use or idle in the pool)
 };
 
 namespace detail {

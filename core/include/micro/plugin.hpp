@@ -31,7 +31,8 @@ namespace micro {
 // Bumped whenever a public interface a plugin implements changes layout or meaning.
 // 2: PluginOption gained min and max.
 // 3: Transport gained node_metadata().
-inline constexpr std::uint32_t plugin_abi_version = 3;
+// 4: Transport gained open_stream() and statistics().
+inline constexpr std::uint32_t plugin_abi_version = 4;
 
 enum class PluginKind { registry, selector, broker, transport, wrapper };
 std::string_view to_string(PluginKind kind) noexcept;

@@ -50,11 +50,14 @@ struct EndpointOptions {
 
 // Counters readable at any time.
 struct ServerStatistics {
-  std::uint64_t handled = 0;    // requests answered (any outcome)
-  std::uint64_t failed = 0;     // answered with an error
-  std::uint64_t refused = 0;    // refused: unknown endpoint, past deadline, stopping
-  std::uint64_t in_flight = 0;  // being handled now (streams included)
-  std::uint64_t streams = 0;    // streams handled (any outcome; also counted in handled)
+  std::uint64_t handled = 0;       // requests answered (any outcome)
+  std::uint64_t failed = 0;        // answered with an error
+  std::uint64_t refused = 0;       // refused: unknown endpoint, past deadline, stopping
+  std::uint64_t in_flight = 0;     // being handled now (streams included)
+  std::uint64_t streams = 0;       // streams handled (any outcome; also counted in handled)
+  std::uint64_t streams_open = 0;  // streams being handled now
+  // Messages the broker delivered to this server's subscribers, and those whose handler threw.
+  std::uint64_t delivered = 0, delivery_failures = 0;
 };
 
 class Server {

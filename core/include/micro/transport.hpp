@@ -198,6 +198,12 @@ class Listener {
 
 // Threading contract: listen and async_call may be called from any thread; handlers and
 // completions run on the executor the transport was created with, never inside async_call.
+// What a transport has open now (the Transport::statistics() answer).
+struct TransportStatistics {
+  std::uint64_t server_connections = 0;  // accepted connections open now, all listeners
+  std::uint64_t client_connections = 0;  // outgoing connections open now (pooled, busy or idle)
+};
+
 class Transport : public PluginObject {
  public:
   static constexpr PluginKind plugin_kind = PluginKind::transport;
@@ -231,6 +237,9 @@ class Transport : public PluginObject {
   // it into its node's metadata, over any keys of the same name ("protocol" and "transport":
   // Go-Micro clients pick their codec and transport by them). Any thread.
   virtual std::map<std::string, std::string> node_metadata() const { return {}; }
+  // Connections open now, for the operator's metrics and /connections. Any thread; cheap
+  // (relaxed loads). A transport that does not count them reports zeros.
+  virtual TransportStatistics statistics() const { return {}; }
 };
 
 }  // namespace micro

@@ -44,7 +44,9 @@ std::shared_ptr<Connection> Pool::make(const Url& url) {
     if (!system_tls_) system_tls_ = make_tls_context({});
     tls = system_tls_;
   }
-  return std::make_shared<Connection>(executor, url, std::move(tls));
+  auto connection = std::make_shared<Connection>(executor, url, std::move(tls));
+  connection->count_in(live);
+  return connection;
 }
 
 void Pool::give_back(std::shared_ptr<Connection> connection) {
@@ -364,7 +366,8 @@ Client::~Client() {
 }
 
 ClientStatistics Client::statistics() const {
-  return {pool_->opened.load(), pool_->reused.load(), pool_->stale_replaced.load()};
+  return {pool_->opened.load(), pool_->reused.load(), pool_->stale_replaced.load(),
+          pool_->live->load(std::memory_order_relaxed)};
 }
 
 void Client::request_erased(Request request, RequestOptions options, ResponseCallback done) {

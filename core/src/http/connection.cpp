@@ -84,6 +84,16 @@ Connection::Connection(asio::any_io_executor executor, Url origin,
   }
 }
 
+Connection::~Connection() {
+  if (live_) live_->fetch_sub(1, std::memory_order_relaxed);
+}
+
+void Connection::count_in(std::shared_ptr<std::atomic<std::uint64_t>> live) {
+  if (live_) return;  // counted once
+  live_ = std::move(live);
+  live_->fetch_add(1, std::memory_order_relaxed);
+}
+
 void Connection::expire_at(Clock::time_point deadline) {
   if (deadline == no_deadline) {
     tcp().expires_never();

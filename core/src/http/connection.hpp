@@ -2,6 +2,8 @@
 // how failures become micro::Exceptions, and one connection (plain or TLS) on its own strand.
 #pragma once
 
+#include <atomic>
+#include <cstdint>
 #include <exception>
 #include <functional>
 #include <memory>
@@ -56,6 +58,13 @@ class Connection : public std::enable_shared_from_this<Connection> {
 
   Connection(asio::any_io_executor executor, Url origin, std::shared_ptr<const TlsContext> tls);
 
+  ~Connection();
+  Connection(const Connection&) = delete;
+  Connection& operator=(const Connection&) = delete;
+
+  // Counts this connection in `live` until it is destroyed (the pool's open-connection gauge).
+  void count_in(std::shared_ptr<std::atomic<std::uint64_t>> live);
+
   const Strand& strand() const noexcept { return strand_; }
   const Url& origin() const noexcept { return origin_; }
 
@@ -94,6 +103,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
 
   Strand strand_;
   Url origin_;
+  std::shared_ptr<std::atomic<std::uint64_t>> live_;
   std::shared_ptr<const TlsContext> tls_;
   beast::tcp_stream plain_;  // plain http only
   std::unique_ptr<beast::ssl_stream<beast::tcp_stream>> tls_stream_;

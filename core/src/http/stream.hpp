@@ -40,6 +40,10 @@ struct Pool {
   asio::any_io_executor executor;
   ClientOptions options;
   std::atomic<std::uint64_t> opened{0}, reused{0}, stale_replaced{0};
+  // Connections of this pool alive now; each holds it and counts itself out when it goes
+  // (it may outlive the pool).
+  std::shared_ptr<std::atomic<std::uint64_t>> live =
+      std::make_shared<std::atomic<std::uint64_t>>(0);
 
  private:
   std::mutex mutex_;
