@@ -19,6 +19,7 @@
 #include <stdexcept>
 #include <thread>
 #include <unordered_map>
+#include <unordered_set>
 
 #include <boost/asio/signal_set.hpp>
 
@@ -380,6 +381,7 @@ struct Session {
   std::function<void(const json&)> push;
   std::chrono::steady_clock::time_point last_used = std::chrono::steady_clock::now();
   std::unordered_map<std::string, std::shared_ptr<CancellationState>> calls;  // by id dump
+  std::unordered_set<std::string> cancelled_by_client;  // ids of notifications/cancelled
 };
 using SessionPtr = std::shared_ptr<Session>;
 
@@ -396,6 +398,8 @@ struct Bucket {
 };
 
 using Reply = std::function<void(json)>;
+// Told the cancellation of a tool call as it starts (HTTP: an abandoned exchange cancels it).
+using CallStarted = std::function<void(const std::shared_ptr<CancellationState>&)>;
 
 }  // namespace
 
@@ -546,7 +550,8 @@ struct Gateway::State : std::enable_shared_from_this<Gateway::State> {
   // Handles one message. `session`: the 2025-11-25 session it belongs to (null for a
   // 2026-07-28 request). `reply` is called once for a request, never for a notification.
   // Returns false when the message is a notification or a response (nothing to answer).
-  bool dispatch(const json& message, const SessionPtr& session, const Reply& reply) {
+  bool dispatch(const json& message, const SessionPtr& session, const Reply& reply,
+                const CallStarted& started = {}) {
     messages.fetch_add(1, std::memory_order_relaxed);
     if (!message.is_object()) {
       // [2025-11-25] batching was removed in 2025-06-18.
@@ -601,9 +606,9 @@ struct Gateway::State : std::enable_shared_from_this<Gateway::State> {
       return false;
     }
     if (stateless)
-      handle_stateless(method, id, params, *meta, reply);
+      handle_stateless(method, id, params, *meta, reply, started);
     else
-      handle_stateful(method, id, params, session, reply);
+      handle_stateful(method, id, params, session, reply, started);
     return true;
   }
 
@@ -618,8 +623,10 @@ struct Gateway::State : std::enable_shared_from_this<Gateway::State> {
         std::shared_ptr<CancellationState> cancellation;
         {
           std::lock_guard lock(session->mutex);
-          if (auto call = session->calls.find(request->dump()); call != session->calls.end())
+          if (auto call = session->calls.find(request->dump()); call != session->calls.end()) {
             cancellation = call->second;
+            session->cancelled_by_client.insert(request->dump());
+          }
         }
         if (cancellation) cancellation->cancel();
       }
@@ -629,7 +636,7 @@ struct Gateway::State : std::enable_shared_from_this<Gateway::State> {
 
   // [2026-07-28] a request that says its version in _meta: no session, no initialize.
   void handle_stateless(const std::string& method, const json& id, const json& params,
-                        const json& meta, const Reply& reply) {
+                        const json& meta, const Reply& reply, const CallStarted& started) {
     const json& version = meta[meta_protocol_version];
     if (!version.is_string() || version != stateless_revision) {
       reply(rpc_error(
@@ -654,7 +661,7 @@ struct Gateway::State : std::enable_shared_from_this<Gateway::State> {
     } else if (method == "tools/list") {
       list_tools(id, params, true, reply);
     } else if (method == "tools/call") {
-      call_tool(id, params, true, nullptr, reply);
+      call_tool(id, params, true, nullptr, reply, started);
     } else {
       static const std::vector<std::string> offered = {"server/discover", "tools/list",
                                                        "tools/call"};
@@ -694,7 +701,7 @@ struct Gateway::State : std::enable_shared_from_this<Gateway::State> {
 
   // [2025-11-25] the stateful lifecycle: initialize first, then anything.
   void handle_stateful(const std::string& method, const json& id, const json& params,
-                       const SessionPtr& session, const Reply& reply) {
+                       const SessionPtr& session, const Reply& reply, const CallStarted& started) {
     if (!session) {
       reply(rpc_error(id, invalid_request, "no session: send initialize first"));
       return;
@@ -720,7 +727,7 @@ struct Gateway::State : std::enable_shared_from_this<Gateway::State> {
     if (method == "tools/list") {
       list_tools(id, params, false, reply);
     } else if (method == "tools/call") {
-      call_tool(id, params, false, session, reply);
+      call_tool(id, params, false, session, reply, started);
     } else if (method == "logging/setLevel") {
       auto level = params.find("level");
       int index = level != params.end() && level->is_string()
@@ -833,7 +840,7 @@ struct Gateway::State : std::enable_shared_from_this<Gateway::State> {
   }
 
   void call_tool(const json& id, const json& params, bool stateless, const SessionPtr& session,
-                 const Reply& reply) {
+                 const Reply& reply, const CallStarted& started) {
     auto name_field = params.find("name");
     if (name_field == params.end() || !name_field->is_string()) {
       reply(rpc_error(id, invalid_params, "tools/call needs params.name (a string)"));
@@ -931,6 +938,7 @@ struct Gateway::State : std::enable_shared_from_this<Gateway::State> {
       std::lock_guard lock(session->mutex);
       session->calls[call_key] = request.context.cancellation();
     }
+    if (started) started(request.context.cancellation());
     CallOptions call_options;
     call_options.timeout = call_timeout;
     tool_calls.fetch_add(1, std::memory_order_relaxed);
@@ -960,6 +968,12 @@ struct Gateway::State : std::enable_shared_from_this<Gateway::State> {
     if (session) {
       std::lock_guard lock(session->mutex);
       session->calls.erase(call_key);
+      // [2025-11-25] a request the client cancelled gets no answer (on stdio; an HTTP
+      // exchange waits for one, so it is told the call was cancelled).
+      if (session->cancelled_by_client.erase(call_key) > 0 && session->push) {
+        if (span) span->end();
+        return;
+      }
     }
     json result;
     if (response.error) {
@@ -1160,7 +1174,17 @@ struct Gateway::State : std::enable_shared_from_this<Gateway::State> {
       return;
     }
 
-    // [2025-11-25] the stateful flow.
+    // [2025-11-25] the stateful flow. An invalid or unsupported MCP-Protocol-Version MUST get
+    // 400, with a session or without.
+    if (!version_header.empty() && version_header != stateful_revision) {
+      exchange->respond(
+          http_error(400, invalid_request,
+                     "MCP-Protocol-Version " + std::string(version_header) + " is not supported; " +
+                         stateful_revision + " is spoken after initialize, " + stateless_revision +
+                         " with _meta[\"" + meta_protocol_version + "\"] on each request",
+                     is_request ? id : json()));
+      return;
+    }
     SessionPtr session;
     std::string session_header(request.header("Mcp-Session-Id"));
     if (method == "initialize" && session_header.empty()) {
@@ -1182,15 +1206,6 @@ struct Gateway::State : std::enable_shared_from_this<Gateway::State> {
             http_error(404, invalid_request,
                        "no session " + session_header + " (ended or never begun); initialize again",
                        is_request ? id : json()));
-        return;
-      }
-      if (!version_header.empty() && version_header != stateful_revision) {
-        // [2025-11-25] an invalid or unsupported MCP-Protocol-Version MUST get 400.
-        exchange->respond(http_error(400, invalid_request,
-                                     "MCP-Protocol-Version " + std::string(version_header) +
-                                         " is not supported; this session speaks " +
-                                         stateful_revision,
-                                     is_request ? id : json()));
         return;
       }
     }
@@ -1229,13 +1244,21 @@ struct Gateway::State : std::enable_shared_from_this<Gateway::State> {
       if (auto params = message.find("params"); params != message.end())
         if (auto n = params->find("name"); n != params->end() && n->is_string())
           name = n->get<std::string>();
-      std::string_view name_header = request.header("Mcp-Name");
+      std::string name_header(request.header("Mcp-Name"));
+      // [2026-07-28] a header value may come as =?base64?<Base64>?= (non-ASCII names).
+      if (name_header.starts_with("=?base64?") && name_header.size() >= 11 &&
+          name_header.ends_with("?=")) {
+        auto decoded =
+            base64::try_decode(std::string_view(name_header).substr(9, name_header.size() - 11));
+        if (!decoded) return refuse("Mcp-Name header " + name_header + " is not valid Base64");
+        name_header = *decoded;
+      }
       if (name_header.empty())
         return refuse("missing Mcp-Name header; for tools/call it must repeat params.name '" +
                       name + "'");
       if (name_header != name)
-        return refuse("Mcp-Name header '" + std::string(name_header) +
-                      "' does not match params.name '" + name + "'");
+        return refuse("Mcp-Name header '" + name_header + "' does not match params.name '" + name +
+                      "'");
     }
     return std::nullopt;
   }
@@ -1248,7 +1271,8 @@ struct Gateway::State : std::enable_shared_from_this<Gateway::State> {
                        const SessionPtr& session, bool sse_accepted, bool prefer_sse) {
     auto self = shared_from_this();
     bool answered_later = dispatch(
-        message, session, [self, exchange, session, sse_accepted, prefer_sse](json answer) {
+        message, session,
+        [self, exchange, session, sse_accepted, prefer_sse](json answer) {
           std::vector<json> waiting;
           if (session && sse_accepted) {
             std::lock_guard lock(session->mutex);
@@ -1277,6 +1301,10 @@ struct Gateway::State : std::enable_shared_from_this<Gateway::State> {
           if (session && !(is_error && !session->initialize_answered))
             response.headers.push_back({"Mcp-Session-Id", session->id});
           exchange->respond(std::move(response));
+        },
+        [exchange](const std::shared_ptr<CancellationState>& cancellation) {
+          // A client that goes away cancels its call: the service stops working for nobody.
+          exchange->on_abandoned([cancellation] { cancellation->cancel(); });
         });
     if (!answered_later) {
       // [both] an accepted notification or response: 202 with no body.

@@ -9,8 +9,10 @@ import http.client
 import json
 import os
 import queue
+import base64
 import selectors
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -276,9 +278,9 @@ def stdio_tests(registry):
     tools, pages = list_all_tools(client)
     names = [tool["name"] for tool in tools]
     expected = ["catalog.Catalog.Echo", "catalog.Catalog.Fail", "catalog.Catalog.Search",
-                "greeter.Greeter.Hello"]
+                "catalog.Catalog.Slow", "catalog.Catalog.Stats", "greeter.Greeter.Hello"]
     check(names == expected, f"tools/list names {names}")
-    check(pages == 2, f"tools/list took {pages} pages of 2")
+    check(pages == 3, f"tools/list took {pages} pages of 2")
     check(list_all_tools(client)[0] == tools, "tools/list is the same twice")
     bad_cursor = client.request("tools/list", {"cursor": "!!not-a-cursor!!"})
     check(error_of(bad_cursor).get("code") == -32602, f"bad cursor: {bad_cursor}")
@@ -369,6 +371,25 @@ def stdio_tests(registry):
     check(content.get("body") == {"k": 1}, f"echo body: {content}")
     check(0 < content.get("remaining_ms", 0) <= 1500, f"deadline from _meta: {content}")
 
+    # notifications/cancelled stops the call, and the cancelled request gets no answer.
+    client.next_id += 1
+    slow_id = client.next_id
+    client.send({"jsonrpc": "2.0", "id": slow_id, "method": "tools/call",
+                 "params": {"name": "catalog.Catalog.Slow", "arguments": {"ms": 10000}}})
+    time.sleep(0.3)
+    client.send({"jsonrpc": "2.0", "method": "notifications/cancelled",
+                 "params": {"requestId": slow_id, "reason": "user stopped it"}})
+    deadline, counted = time.monotonic() + 10, 0
+    while time.monotonic() < deadline and counted == 0:
+        stats = result_of(client.request("tools/call", {"name": "catalog.Catalog.Stats",
+                                                        "arguments": {}}))
+        counted = stats.get("structuredContent", {}).get("cancelled", 0)
+        if counted == 0:
+            time.sleep(0.1)
+    check(counted == 1, f"the service saw the cancellation: {counted}")
+    check(client.answer(timeout=1, want_id=slow_id) is None,
+          "no answer to the cancelled request")
+
     # 2026-07-28 requests on the same stdio: stateless, no session needed.
     discover = result_of(client.request("server/discover", {"_meta": meta()}))
     check(discover.get("resultType") == "complete" and
@@ -455,7 +476,7 @@ def http_tests(registry):
 
     status, headers, body = post(address, {"jsonrpc": "2.0", "id": 2, "method": "tools/list"}, sid)
     listed = messages_of(status, headers, body)
-    check(status == 200 and len(listed[0]["result"]["tools"]) == 4, f"tools/list: {status} {body[:200]}")
+    check(status == 200 and len(listed[0]["result"]["tools"]) == 6, f"tools/list: {status} {body[:200]}")
 
     # tools/call answered on an SSE stream scoped to the request.
     call = {"jsonrpc": "2.0", "id": 3, "method": "tools/call",
@@ -480,6 +501,10 @@ def http_tests(registry):
     status, _, body = post(address, {"jsonrpc": "2.0", "id": 6, "method": "ping"},
                            {"Mcp-Session-Id": session, "MCP-Protocol-Version": "1999-01-01"})
     check(status == 400 and "1999-01-01" in body.decode(), f"bad MCP-Protocol-Version: {status}")
+    status, _, body = post(address, {"jsonrpc": "2.0", "id": 6, "method": "initialize",
+                                     "params": {"protocolVersion": STATEFUL, "capabilities": {}}},
+                           {"MCP-Protocol-Version": "not-a-version"})
+    check(status == 400, f"bad MCP-Protocol-Version without a session: {status}")
     status, headers, _ = plain(address, "GET", {"Accept": "text/event-stream"})
     check(status == 405 and "POST" in headers.get("allow", ""), f"GET: {status} {headers}")
     status, _, _ = plain(address, "POST", path="/other")
@@ -514,6 +539,35 @@ def http_tests(registry):
         "name": "greeter.Greeter.Hello", "arguments": {"name": "Di"}})
     answer = messages_of(status, headers, body)[-1]
     check(answer["result"]["structuredContent"]["greeting"] == "Hello, Di!", f"stateless call {answer}")
+
+    encoded = "=?base64?" + base64.b64encode(b"greeter.Greeter.Hello").decode() + "?="
+    status, headers, body = stateless_post(address, "tools/call", {
+        "name": "greeter.Greeter.Hello", "arguments": {"name": "Bx"}}, {"Mcp-Name": encoded})
+    check(status == 200 and "Hello, Bx!" in body.decode(), f"Base64 Mcp-Name: {status} {body}")
+
+    # A client that goes away cancels its call.
+    host, port = address.rsplit(":", 1)
+    slow = json.dumps({"jsonrpc": "2.0", "id": 11, "method": "tools/call",
+                       "params": {"name": "catalog.Catalog.Slow", "arguments": {"ms": 10000},
+                                  "_meta": meta()}}).encode()
+    raw = socket.create_connection((host, int(port)), timeout=10)
+    raw.sendall(b"POST /mcp HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                b"Accept: application/json\r\nMCP-Protocol-Version: " + STATELESS.encode() +
+                b"\r\nMcp-Method: tools/call\r\nMcp-Name: catalog.Catalog.Slow\r\n"
+                b"Content-Length: " + str(len(slow)).encode() + b"\r\n\r\n" + slow)
+    time.sleep(0.3)
+    raw.close()
+
+    def cancelled_count():
+        status, headers, body = stateless_post(address, "tools/call", {
+            "name": "catalog.Catalog.Stats", "arguments": {}})
+        return messages_of(status, headers, body)[-1]["result"]["structuredContent"]["cancelled"]
+
+    before = 1  # the stdio round cancelled one
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and cancelled_count() <= before:
+        time.sleep(0.1)
+    check(cancelled_count() == before + 1, "an abandoned HTTP tool call is cancelled")
 
     def expect_rpc_error(result, status_wanted, code, part, why):
         status, _, body = result
@@ -594,7 +648,7 @@ def http_safety_tests(registry):
     status, headers, body = stateless_post(address, "tools/list", {}, auth)
     result = json.loads(body)["result"]
     names = [t["name"] for t in result["tools"]]
-    check(status == 200 and "catalog.Catalog.Fail" not in names and len(names) == 3,
+    check(status == 200 and "catalog.Catalog.Fail" not in names and len(names) == 5,
           f"denied tool not listed: {names}")
     check(result.get("cacheScope") == "private", f"cacheScope with a token: {result}")
     status, headers, body = stateless_post(address, "tools/call",

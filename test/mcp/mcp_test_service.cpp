@@ -4,13 +4,19 @@
 //   Catalog.Search  {query, limit, filter{tags[], in_stock}} → {items[{id, price}], total}
 //   Catalog.Echo    any JSON → {"body": <request>, "metadata": {…}, "remaining_ms": N}
 //   Catalog.Fail    {reason} → always a 409 naming the reason
+//   Catalog.Slow    {ms} → {"slept": ms} after ms (a timer); a call cancelled meanwhile ends
+//                   at once and is counted
+//   Catalog.Stats   → {"cancelled": <Catalog.Slow calls cancelled so far>}
 //   Bulk.OpNNN      (with a count) that many more endpoints, for a tools/list of many tools
 //
 //   mcp-test-service [name [count]] [--registry=file?dir=…]   (name: catalog, count: 0)
+#include <atomic>
 #include <iostream>
 #include <map>
 #include <string>
 #include <vector>
+
+#include <boost/asio/steady_timer.hpp>
 
 #include <micro/schema.hpp>
 #include <micro/service.hpp>
@@ -103,6 +109,40 @@ int main(int argc, char** argv) try {
         throw micro::Exception(micro::Error("catalog", 409, "refused: " + request.reason));
       },
       described("Always fails with 409 Conflict, naming the reason."));
+
+  std::atomic<int> cancelled{0};
+  micro::EndpointOptions slow = described("Answers after ms milliseconds.");
+  slow.request = micro::Value{"SlowRequest", "object", {{"ms", "integer", {}}}};
+  slow.response = micro::Value{"SlowResponse", "object", {{"slept", "integer", {}}}};
+  service.handle(
+      "Catalog.Slow",
+      [&](const micro::RequestPtr& request, micro::ResponseHandler respond) {
+        auto ms = nlohmann::json::parse(request->body).value("ms", 0);
+        auto timer = std::make_shared<boost::asio::steady_timer>(service.runtime().executor(),
+                                                                 std::chrono::milliseconds(ms));
+        auto answered = std::make_shared<std::atomic<bool>>(false);
+        auto shared_respond = std::make_shared<micro::ResponseHandler>(std::move(respond));
+        request->context.cancellation()->on_cancel([&, timer, answered, shared_respond] {
+          if (answered->exchange(true)) return;
+          ++cancelled;
+          timer->cancel();
+          (*shared_respond)(micro::Response::failure(micro::cancelled_error("catalog")));
+        });
+        timer->async_wait([timer, answered, shared_respond, ms](boost::system::error_code) {
+          if (answered->exchange(true)) return;
+          micro::Response response;
+          response.content_type = "application/json";
+          response.body = nlohmann::json{{"slept", ms}}.dump();
+          (*shared_respond)(std::move(response));
+        });
+      },
+      slow);
+  service.handle(
+      "Catalog.Stats",
+      [&](micro::Context&, const nlohmann::json&) {
+        return nlohmann::json{{"cancelled", cancelled.load()}};
+      },
+      described("How many Catalog.Slow calls were cancelled."));
 
   for (int i = 0; i < extra_endpoints; ++i) {
     char endpoint[32];

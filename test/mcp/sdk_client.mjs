@@ -34,7 +34,8 @@ check(client.getServerCapabilities()?.tools?.listChanged === true, "tools.listCh
 const { tools } = await client.listTools();
 const names = tools.map((tool) => tool.name);
 check(JSON.stringify(names) === JSON.stringify(["catalog.Catalog.Echo", "catalog.Catalog.Fail",
-  "catalog.Catalog.Search", "greeter.Greeter.Hello"]), "tool names " + names);
+  "catalog.Catalog.Search", "catalog.Catalog.Slow", "catalog.Catalog.Stats",
+  "greeter.Greeter.Hello"]), "tool names " + names);
 const search = tools.find((tool) => tool.name === "catalog.Catalog.Search");
 check(search?.inputSchema?.properties?.filter?.properties?.in_stock?.type === "boolean",
   "nested input schema " + JSON.stringify(search?.inputSchema));
