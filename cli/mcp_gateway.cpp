@@ -1274,13 +1274,15 @@ struct Gateway::State : std::enable_shared_from_this<Gateway::State> {
         message, session,
         [self, exchange, session, sse_accepted, prefer_sse](json answer) {
           std::vector<json> waiting;
-          if (session && sse_accepted) {
+          bool session_begun = false;  // an initialize was answered in it
+          if (session) {
             std::lock_guard lock(session->mutex);
-            waiting.swap(session->queued);
+            if (sse_accepted) waiting.swap(session->queued);
+            session_begun = session->initialize_answered;
           }
           bool is_error = answer.contains("error");
           // An initialize that failed leaves no session behind.
-          if (is_error && session && !session->initialize_answered) {
+          if (is_error && session && !session_begun) {
             std::lock_guard lock(self->sessions_mutex);
             self->sessions.erase(session->id);
           }
@@ -1298,8 +1300,7 @@ struct Gateway::State : std::enable_shared_from_this<Gateway::State> {
             response.headers.push_back({"Content-Type", "application/json"});
             response.body = answer.dump();
           }
-          if (session && !(is_error && !session->initialize_answered))
-            response.headers.push_back({"Mcp-Session-Id", session->id});
+          if (session && session_begun) response.headers.push_back({"Mcp-Session-Id", session->id});
           exchange->respond(std::move(response));
         },
         [exchange](const std::shared_ptr<CancellationState>& cancellation) {

@@ -250,6 +250,7 @@ def main():
 
     stdio_tests(registry)
     stdio_limit_tests(registry)
+    trace_tests(registry)
     http_tests(registry)
     http_safety_tests(registry)
     flag_tests(registry)
@@ -455,6 +456,47 @@ def stdio_limit_tests(registry):
     after = client.request("ping")
     check(result_of(after) == {} and "error" not in after, f"the next line is read: {after}")
     check(client.close() == 0, "exit after EOF")
+
+
+def read_spans(path):
+    spans = []
+    if os.path.exists(path):
+        with open(path) as lines:
+            for line in lines:
+                for resource_spans in json.loads(line)["resourceSpans"]:
+                    for scope_spans in resource_spans["scopeSpans"]:
+                        spans += scope_spans["spans"]
+    return spans
+
+
+def trace_tests(registry):
+    """With wrappers=trace the gateway's SERVER span is the child of the agent's span (from
+    _meta.traceparent) and the call carries the trace on."""
+    work = tempfile.mkdtemp(prefix="mcp-trace-")
+    spans_file = os.path.join(work, "spans.jsonl")
+    client = StdioClient([micro, registry,
+                          f"--wrappers=trace?exporter=file&file={spans_file}&sampler=always_on",
+                          "mcp"])
+    client.request("initialize", {"protocolVersion": STATEFUL, "capabilities": {}})
+    client.send({"jsonrpc": "2.0", "method": "notifications/initialized"})
+    parent = "00f067aa0ba902b7"
+    echoed = result_of(client.request("tools/call", {
+        "name": "catalog.Catalog.Echo", "arguments": {},
+        "_meta": {"traceparent": f"00-{TRACE_ID}-{parent}-01"}}))
+    carried = {k.lower(): v for k, v in
+               echoed.get("structuredContent", {}).get("metadata", {}).items()}
+    sent = carried.get("traceparent", "").split("-")
+    check(len(sent) == 4 and sent[1] == TRACE_ID and sent[2] != parent,
+          f"the call carries the trace with a span of the gateway's: {carried}")
+    check(client.close() == 0, "exit after EOF")
+    spans = read_spans(spans_file)
+    server = [x for x in spans if x.get("name") == "tools/call catalog.Catalog.Echo"]
+    check(len(server) == 1 and server[0].get("traceId") == TRACE_ID and
+          server[0].get("parentSpanId") == parent and server[0].get("kind") == 2,
+          f"the gateway's SERVER span continues the agent's trace: {server or spans[:3]}")
+    if server:
+        children = [x for x in spans if x.get("parentSpanId") == server[0].get("spanId")]
+        check(children, f"the client span is the SERVER span's child: {spans}")
 
 
 def http_tests(registry):
