@@ -714,6 +714,21 @@ struct Gateway::State : std::enable_shared_from_this<Gateway::State> {
       reply(rpc_result(id, json::object()));
       return;
     }
+    static const std::vector<std::string> offered = {"initialize", "ping", "tools/list",
+                                                     "tools/call", "logging/setLevel"};
+    if (std::find(offered.begin(), offered.end(), method) == offered.end()) {
+      // Unknown whatever the state: a client probing with server/discover (the 2026-07-28
+      // stdio fallback) learns it is not there and goes on with initialize.
+      std::string why = method == "server/discover"
+                            ? std::string(" without _meta[\"") + meta_protocol_version +
+                                  "\"] (it is part of " + stateless_revision + ")"
+                            : did_you_mean(method, offered);
+      reply(rpc_error(id, method_not_found,
+                      "method '" + method + "' not found" + why +
+                          "; offered: initialize, ping, tools/list, tools/call, "
+                          "logging/setLevel"));
+      return;
+    }
     {
       std::lock_guard lock(session->mutex);
       if (!session->initialize_answered) {
@@ -728,7 +743,7 @@ struct Gateway::State : std::enable_shared_from_this<Gateway::State> {
       list_tools(id, params, false, reply);
     } else if (method == "tools/call") {
       call_tool(id, params, false, session, reply, started);
-    } else if (method == "logging/setLevel") {
+    } else {  // logging/setLevel
       auto level = params.find("level");
       int index = level != params.end() && level->is_string()
                       ? log_level_index(level->get<std::string>())
@@ -744,13 +759,6 @@ struct Gateway::State : std::enable_shared_from_this<Gateway::State> {
         session->log_level = index;
       }
       reply(rpc_result(id, json::object()));
-    } else {
-      static const std::vector<std::string> offered = {"initialize", "ping", "tools/list",
-                                                       "tools/call", "logging/setLevel"};
-      reply(rpc_error(id, method_not_found,
-                      "method '" + method + "' not found" + did_you_mean(method, offered) +
-                          "; offered: initialize, ping, tools/list, tools/call, "
-                          "logging/setLevel"));
     }
   }
 

@@ -263,6 +263,9 @@ def stdio_tests(registry):
     check(error_of(early).get("code") == -32600 and "initialize" in error_of(early).get("message", ""),
           f"tools/list before initialize: {early}")
     check(result_of(client.request("ping")) == {}, "ping before initialize answers {}")
+    # The 2026-07-28 stdio probe without _meta: not found, so a client falls back to initialize.
+    probe = client.request("server/discover")
+    check(error_of(probe).get("code") == -32601, f"server/discover without _meta: {probe}")
 
     init = client.request("initialize", {"protocolVersion": STATEFUL, "capabilities": {},
                                          "clientInfo": {"name": "t", "version": "1"}})
