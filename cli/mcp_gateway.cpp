@@ -12,6 +12,7 @@
 #include <condition_variable>
 #include <csignal>
 #include <cstring>
+#include <deque>
 #include <iostream>
 #include <map>
 #include <mutex>
@@ -411,6 +412,7 @@ struct Gateway::State : std::enable_shared_from_this<Gateway::State> {
   std::mutex catalog_mutex;
   CatalogPtr catalog = std::make_shared<Catalog>();
 
+  static constexpr std::chrono::minutes session_idle{30};
   std::mutex sessions_mutex;
   std::unordered_map<std::string, SessionPtr> sessions;  // HTTP
   SessionPtr stdio_session;
@@ -485,6 +487,7 @@ struct Gateway::State : std::enable_shared_from_this<Gateway::State> {
       if (refresher_stop) break;
       refresh_due = false;
       lock.unlock();
+      expire_sessions();
       // A burst of registrations (a service's nodes starting) is one change, not many.
       std::this_thread::sleep_for(std::chrono::milliseconds(50));
       bool changed = false;
@@ -496,6 +499,14 @@ struct Gateway::State : std::enable_shared_from_this<Gateway::State> {
       if (changed) announce_list_change();
       lock.lock();
     }
+  }
+
+  // HTTP sessions unused for session_idle end, as if the client had sent DELETE: a client
+  // that went away without it does not hold its session for ever.
+  void expire_sessions() {
+    auto cutoff = std::chrono::steady_clock::now() - session_idle;
+    std::lock_guard lock(sessions_mutex);
+    std::erase_if(sessions, [&](const auto& entry) { return entry.second->last_used < cutoff; });
   }
 
   // [2025-11-25] notifications/tools/list_changed to every initialized session: at once on
@@ -1325,6 +1336,81 @@ struct Gateway::State : std::enable_shared_from_this<Gateway::State> {
 
 // ---- Gateway -----------------------------------------------------------------------------
 
+namespace {
+
+// Writes stdio messages on a thread of its own, so no I/O thread ever waits for a client slow
+// to read. A client that leaves more than max_queued bytes unread, or closes its end, is gone:
+// the output closes and the gateway stops reading.
+class StdioWriter {
+ public:
+  static constexpr std::size_t max_queued = 64 * 1024 * 1024;
+
+  explicit StdioWriter(int fd) : fd_(fd), thread_([this] { run(); }) {}
+  ~StdioWriter() { finish(); }
+
+  // [2025-11-25] stdio: one message per line, no embedded newline (dump() escapes them).
+  void push(const json& message) {
+    std::string line = message.dump();
+    line += '\n';
+    std::lock_guard lock(mutex_);
+    if (closing_ || !open_) return;
+    if (queued_ + line.size() > max_queued) {
+      log::error(component, "the client reads none of its messages; closing stdout");
+      open_ = false;
+      wake_.notify_all();
+      return;
+    }
+    queued_ += line.size();
+    lines_.push_back(std::move(line));
+    wake_.notify_all();
+  }
+  bool open() const { return open_.load(); }
+  // Writes what is queued (while the client reads), then ends the thread.
+  void finish() {
+    {
+      std::lock_guard lock(mutex_);
+      closing_ = true;
+      wake_.notify_all();
+    }
+    if (thread_.joinable()) thread_.join();
+  }
+
+ private:
+  void run() {
+    std::unique_lock lock(mutex_);
+    for (;;) {
+      wake_.wait(lock, [&] { return closing_ || !open_ || !lines_.empty(); });
+      if (lines_.empty() || !open_) return;
+      std::string line = std::move(lines_.front());
+      lines_.pop_front();
+      queued_ -= line.size();
+      lock.unlock();
+      std::size_t written = 0;
+      while (written < line.size()) {
+        ssize_t n = ::write(fd_, line.data() + written, line.size() - written);
+        if (n < 0 && errno == EINTR) continue;
+        if (n <= 0) {
+          open_ = false;  // EPIPE: the client is gone
+          break;
+        }
+        written += static_cast<std::size_t>(n);
+      }
+      lock.lock();
+    }
+  }
+
+  int fd_;
+  std::mutex mutex_;
+  std::condition_variable wake_;
+  std::deque<std::string> lines_;
+  std::size_t queued_ = 0;
+  bool closing_ = false;
+  std::atomic<bool> open_{true};
+  std::thread thread_;
+};
+
+}  // namespace
+
 Gateway::Gateway(Microservice& service, McpOptions options)
     : state_(std::make_shared<State>(service, std::move(options))) {}
 
@@ -1388,23 +1474,9 @@ std::string Gateway::address() const {
 int Gateway::serve_stdio(int input_fd, int output_fd, const std::function<bool()>& stop_requested) {
   State& state = *state_;
   std::signal(SIGPIPE, SIG_IGN);  // a client gone: write fails with EPIPE instead
-  auto write_mutex = std::make_shared<std::mutex>();
-  auto output_open = std::make_shared<std::atomic<bool>>(true);
-  auto write_message = [write_mutex, output_open, output_fd](const json& message) {
-    // [2025-11-25] stdio: one message per line, no embedded newline (dump() escapes them).
-    std::string line = message.dump();
-    line += '\n';
-    std::lock_guard lock(*write_mutex);
-    std::size_t written = 0;
-    while (written < line.size() && *output_open) {
-      ssize_t n = ::write(output_fd, line.data() + written, line.size() - written);
-      if (n < 0 && errno == EINTR) continue;
-      if (n <= 0) {
-        output_open->store(false);
-        break;
-      }
-      written += static_cast<std::size_t>(n);
-    }
+  auto writer = std::make_shared<StdioWriter>(output_fd);
+  auto write_message = [writer](const json& message) {
+    writer->push(message);
   };
   auto session = std::make_shared<Session>();
   session->push = write_message;
@@ -1430,7 +1502,7 @@ int Gateway::serve_stdio(int input_fd, int output_fd, const std::function<bool()
     state.dispatch(message, session, write_message);
   };
   char chunk[65536];
-  while (*output_open && !(stop_requested && stop_requested())) {
+  while (writer->open() && !(stop_requested && stop_requested())) {
     pollfd descriptor{input_fd, POLLIN, 0};
     int ready = ::poll(&descriptor, 1, 200);
     if (ready < 0 && errno == EINTR) continue;
@@ -1477,6 +1549,7 @@ int Gateway::serve_stdio(int input_fd, int output_fd, const std::function<bool()
     std::lock_guard lock(state.sessions_mutex);
     state.stdio_session.reset();
   }
+  writer->finish();
   return 0;
 }
 
