@@ -58,6 +58,8 @@ commands:
   mcp [flags]                        Model Context Protocol gateway: every endpoint is a tool
                                      <service>.<Endpoint> for AI agents; stdio by default
     --address=127.0.0.1:8090         serve Streamable HTTP at http://<address>/mcp instead
+                                     (--path=/mcp; a non-loopback address needs --token or
+                                     --allow_remote)
     --allow=greeter,… --deny=…       services, tools or globs (greeter.Greeter.*) offered
     --token=…                        HTTP callers need "Authorization: Bearer <token>"
     --origins=https://a.example,…    browser origins allowed besides loopback ones
