@@ -690,7 +690,9 @@ struct Gateway::State : std::enable_shared_from_this<Gateway::State> {
     // [2026-07-28] server/discover: versions, capabilities, identity, caching hints.
     return {{"resultType", "complete"},
             {"supportedVersions", json::array({stateless_revision})},
-            {"capabilities", {{"tools", {{"listChanged", true}}}}},
+            // No listChanged: a stateless client would hear of changes through
+            // subscriptions/listen, which is not offered (docs/design.md); ttlMs bounds staleness.
+            {"capabilities", {{"tools", json::object()}}},
             {"serverInfo", server_info()},
             {"instructions", instructions()},
             {"ttlMs", options.list_ttl.count()},

@@ -398,7 +398,9 @@ def stdio_tests(registry):
     discover = result_of(client.request("server/discover", {"_meta": meta()}))
     check(discover.get("resultType") == "complete" and
           discover.get("supportedVersions") == [STATELESS] and
-          "ttlMs" in discover and discover.get("cacheScope") == "public",
+          "ttlMs" in discover and discover.get("cacheScope") == "public" and
+          discover.get("capabilities") == {"tools": {}} and
+          discover.get("serverInfo", {}).get("name") == "micro-mcp",
           f"server/discover: {discover}")
     listed = result_of(client.request("tools/list", {"_meta": meta()}))
     check(listed.get("resultType") == "complete" and listed.get("ttlMs") == 10000 and
