@@ -387,7 +387,8 @@ struct Session {
 using SessionPtr = std::shared_ptr<Session>;
 
 struct Catalog {
-  std::vector<ToolEntry> tools;  // sorted by name
+  std::vector<ToolEntry> tools;         // sorted by name
+  std::vector<std::string> serialised;  // each tool's definition as JSON text
   std::unordered_map<std::string, std::size_t> index;
   std::string signature;  // the listing's JSON: a change of it is a list change
 };
@@ -398,7 +399,27 @@ struct Bucket {
   std::chrono::steady_clock::time_point refilled;
 };
 
-using Reply = std::function<void(json)>;
+// An answer on its way out, serialised once where it is made (tools/list joins definitions
+// serialised when the catalogue was built).
+struct Answer {
+  std::string text;
+  bool error = false;
+};
+
+// Takes the answer to one request: a JSON-RPC message, or one serialised already.
+class Reply {
+ public:
+  template <class Function>
+  requires std::is_invocable_v<Function&, Answer> Reply(Function function)
+      : function_(std::move(function)) {}
+  void operator()(const json& message) const {
+    function_(Answer{message.dump(), message.contains("error")});
+  }
+  void operator()(Answer answer) const { function_(std::move(answer)); }
+
+ private:
+  std::function<void(Answer)> function_;
+};
 // Told the cancellation of a tool call as it starts (HTTP: an abandoned exchange cancels it).
 using CallStarted = std::function<void(const std::shared_ptr<CancellationState>&)>;
 
@@ -471,6 +492,7 @@ struct Gateway::State : std::enable_shared_from_this<Gateway::State> {
     for (std::size_t i = 0; i < next->tools.size(); ++i) {
       next->index[next->tools[i].name] = i;
       listing.push_back(next->tools[i].definition);
+      next->serialised.push_back(next->tools[i].definition.dump());
     }
     next->signature = listing.dump();
     std::lock_guard lock(catalog_mutex);
@@ -820,18 +842,25 @@ struct Gateway::State : std::enable_shared_from_this<Gateway::State> {
     }
     std::size_t end =
         std::min(snapshot->tools.size(), start + std::max<std::size_t>(1, options.page_size));
-    json tools = json::array();
-    for (std::size_t i = start; i < end; ++i) tools.push_back(snapshot->tools[i].definition);
-    json result = {{"tools", std::move(tools)}};
+    // Written out of the definitions serialised once per catalogue: no copy of each per list.
+    std::string text = R"({"jsonrpc":"2.0","id":)" + id.dump() + R"(,"result":{"tools":[)";
+    std::size_t size = text.size() + 128;
+    for (std::size_t i = start; i < end; ++i) size += snapshot->serialised[i].size() + 1;
+    text.reserve(size);
+    for (std::size_t i = start; i < end; ++i) {
+      if (i > start) text += ',';
+      text += snapshot->serialised[i];
+    }
+    text += ']';
     if (end < snapshot->tools.size())
-      result["nextCursor"] = base64::encode_url(snapshot->tools[end - 1].name);
+      text += R"(,"nextCursor":)" + json(base64::encode_url(snapshot->tools[end - 1].name)).dump();
     if (stateless) {
       // [2026-07-28] resultType on every result; caching hints on list results.
-      result["resultType"] = "complete";
-      result["ttlMs"] = options.list_ttl.count();
-      result["cacheScope"] = cache_scope();
+      text += R"(,"resultType":"complete","ttlMs":)" + std::to_string(options.list_ttl.count()) +
+              R"(,"cacheScope":)" + json(cache_scope()).dump();
     }
-    reply(rpc_result(id, std::move(result)));
+    text += "}}";
+    reply(Answer{std::move(text), false});
   }
 
   // Whether a call of `tool` may go now (token bucket, rate_limit per second, as big a burst).
@@ -1159,7 +1188,7 @@ struct Gateway::State : std::enable_shared_from_this<Gateway::State> {
     }
     if (!message.is_object()) {
       dispatch(message, nullptr,
-               [&](json answer) { exchange->respond(http_answer(400, answer.dump())); });
+               [&](Answer answer) { exchange->respond(http_answer(400, std::move(answer.text))); });
       return;
     }
     json id = message.contains("id") ? message["id"] : json();
@@ -1293,7 +1322,7 @@ struct Gateway::State : std::enable_shared_from_this<Gateway::State> {
     auto self = shared_from_this();
     bool answered_later = dispatch(
         message, session,
-        [self, exchange, session, sse_accepted, prefer_sse](json answer) {
+        [self, exchange, session, sse_accepted, prefer_sse](Answer answer) {
           std::vector<json> waiting;
           bool session_begun = false;  // an initialize was answered in it
           if (session) {
@@ -1301,7 +1330,7 @@ struct Gateway::State : std::enable_shared_from_this<Gateway::State> {
             if (sse_accepted) waiting.swap(session->queued);
             session_begun = session->initialize_answered;
           }
-          bool is_error = answer.contains("error");
+          bool is_error = answer.error;
           // An initialize that failed leaves no session behind.
           if (is_error && session && !session_begun) {
             std::lock_guard lock(self->sessions_mutex);
@@ -1313,13 +1342,13 @@ struct Gateway::State : std::enable_shared_from_this<Gateway::State> {
             std::string body;
             for (const auto& notification : waiting)
               body += "event: message\ndata: " + notification.dump() + "\n\n";
-            body += "event: message\ndata: " + answer.dump() + "\n\n";
+            body += "event: message\ndata: " + answer.text + "\n\n";
             response.headers.push_back({"Content-Type", "text/event-stream"});
             response.headers.push_back({"Cache-Control", "no-cache"});
             response.body = std::move(body);
           } else {
             response.headers.push_back({"Content-Type", "application/json"});
-            response.body = answer.dump();
+            response.body = std::move(answer.text);
           }
           if (session && session_begun) response.headers.push_back({"Mcp-Session-Id", session->id});
           exchange->respond(std::move(response));
@@ -1351,8 +1380,9 @@ class StdioWriter {
   ~StdioWriter() { finish(); }
 
   // [2025-11-25] stdio: one message per line, no embedded newline (dump() escapes them).
-  void push(const json& message) {
-    std::string line = message.dump();
+  void push(const json& message) { push_text(message.dump()); }
+  // A message serialised already (JSON text without a newline).
+  void push_text(std::string line) {
     line += '\n';
     std::lock_guard lock(mutex_);
     if (closing_ || !open_) return;
@@ -1477,6 +1507,9 @@ int Gateway::serve_stdio(int input_fd, int output_fd, const std::function<bool()
   State& state = *state_;
   std::signal(SIGPIPE, SIG_IGN);  // a client gone: write fails with EPIPE instead
   auto writer = std::make_shared<StdioWriter>(output_fd);
+  auto write_answer = [writer](Answer answer) {
+    writer->push_text(std::move(answer.text));
+  };
   auto write_message = [writer](const json& message) {
     writer->push(message);
   };
@@ -1501,7 +1534,7 @@ int Gateway::serve_stdio(int input_fd, int output_fd, const std::function<bool()
                               "the line is not JSON: " + strip_nlohmann_prefix(e.what())));
       return;
     }
-    state.dispatch(message, session, write_message);
+    state.dispatch(message, session, write_answer);
   };
   char chunk[65536];
   while (writer->open() && !(stop_requested && stop_requested())) {
