@@ -623,7 +623,9 @@ struct Gateway::State : std::enable_shared_from_this<Gateway::State> {
       return true;
     }
     const std::string method = method_field->get<std::string>();
-    json params = message.contains("params") ? message["params"] : json::object();
+    static const json no_params = json::object();
+    auto params_field = message.find("params");
+    const json& params = params_field != message.end() ? *params_field : no_params;
     if (!params.is_object()) {
       if (has_id)
         reply(
@@ -909,8 +911,11 @@ struct Gateway::State : std::enable_shared_from_this<Gateway::State> {
       return;
     }
     const ToolEntry& tool = snapshot->tools[found->second];
-    json arguments = params.contains("arguments") ? params["arguments"] : json::object();
-    if (arguments.is_null()) arguments = json::object();
+    static const json no_arguments = json::object();
+    auto arguments_field = params.find("arguments");
+    const json& arguments = arguments_field == params.end() || arguments_field->is_null()
+                                ? no_arguments
+                                : *arguments_field;
     if (!arguments.is_object()) {
       reply(rpc_error(id, invalid_params,
                       "params.arguments must be an object, not " + type_name_of(arguments)));
@@ -1045,7 +1050,7 @@ struct Gateway::State : std::enable_shared_from_this<Gateway::State> {
         result = {{"content", json::array({{{"type", "text"}, {"text", decoded.dump()}}})},
                   {"isError", false}};
         // With an outputSchema the object conforms to it; without, it is given all the same.
-        if (decoded.is_object()) result["structuredContent"] = decoded;
+        if (decoded.is_object()) result["structuredContent"] = std::move(decoded);
         if (stateless) result["resultType"] = "complete";
       } catch (const std::exception& e) {
         tool_errors.fetch_add(1, std::memory_order_relaxed);
