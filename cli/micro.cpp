@@ -11,6 +11,7 @@
 //     subscribe <topic> [count]       print messages on a topic (count: stop after that many)
 //     trace <file> [trace-id]         waterfall of the traces in a span file (exporter=file)
 //     api [--address=127.0.0.1:8080]  HTTP gateway: POST /<service>/<Endpoint> with JSON
+//     mcp [--address=127.0.0.1:8090]  Model Context Protocol gateway: endpoints as AI tools
 //     health <service>                each node's /health/ready, from its advertised admin address
 //     stats <service>                 each node's admin summary (rates, errors, p50/p99)
 #include <condition_variable>
@@ -30,6 +31,7 @@
 #include <micro/service.hpp>
 
 #include "api_gateway.hpp"
+#include "mcp_gateway.hpp"
 
 // The waterfall view is the trace plugin's; the CLI compiles it in (a tool, not a plugin).
 #include "waterfall.hpp"
@@ -59,6 +61,17 @@ commands:
                                      caller's Timeout header may ask for up to --max_timeout=1m
     --cors_origins=https://a.example,…  origins browsers may call from ("*": any; default none)
     --max_body=4194304               largest request body in bytes (larger: 413)
+  mcp [flags]                        Model Context Protocol gateway: every endpoint is a tool
+                                     <service>.<Endpoint> for AI agents; stdio by default
+    --address=127.0.0.1:8090         serve Streamable HTTP at http://<address>/mcp instead
+                                     (--path=/mcp; a non-loopback address needs --token or
+                                     --allow_remote)
+    --allow=greeter,… --deny=…       services, tools or globs (greeter.Greeter.*) offered
+    --token=…                        HTTP callers need "Authorization: Bearer <token>"
+    --origins=https://a.example,…    browser origins allowed besides loopback ones
+    --rate_limit=5                   tool calls per second per tool
+    --timeout=5s --max_timeout=5m    a call's budget; _meta["micro/timeoutMs"] may ask for more
+    --page_size=100 --list_ttl=10s --max_body=4194304
   health <service>                   ask every node's admin endpoint (node metadata admin=…)
                                      whether it is ready; exit 1 when one is not
   stats <service>                    every node's admin summary: endpoints with request rate,
@@ -324,6 +337,13 @@ int main(int argc, char** argv) try {
   // Checked before any plugin loads: a mistyped flag is the answer, not a connection attempt.
   std::optional<micro::gateway::GatewayOptions> gateway_options;
   if (command == "api") gateway_options = micro::gateway::parse_gateway_flags(args, config);
+  std::optional<micro::mcp::McpOptions> mcp_options;
+  int mcp_protocol_fd = -1;
+  if (command == "mcp") {
+    mcp_options = micro::mcp::parse_mcp_flags(args, config);
+    // Before any plugin loads: on stdio nothing but MCP may reach stdout.
+    if (mcp_options->address.empty()) mcp_protocol_fd = micro::mcp::take_stdout_for_protocol();
+  }
 
   // The CLI serves no admin endpoint of its own; admin_token is for asking nodes.
   std::string admin_token = config.admin_token;
@@ -334,6 +354,7 @@ int main(int argc, char** argv) try {
     return ask_nodes(service, args[0], command == "health", admin_token);
   }
   if (gateway_options) return run_gateway(service, std::move(*gateway_options));
+  if (mcp_options) return micro::mcp::run_mcp(service, std::move(*mcp_options), mcp_protocol_fd);
   if (command == "services") {
     for (const auto& found : service.registry().list_services())
       std::cout << found.name << (found.version.empty() ? "" : " " + found.version) << "\n";
