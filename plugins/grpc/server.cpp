@@ -96,7 +96,8 @@ class ServerConnection final : public H2Connection {
   }
   void dispatch(const std::shared_ptr<ServerStream>& stream);
   // Ends a call that never reached a handler with `error`, as trailers-only.
-  void refuse(const std::shared_ptr<ServerStream>& stream, Error error);
+  void refuse(const std::shared_ptr<ServerStream>& stream, Error error,
+              const char* http_status = "200");
   void submit_headers(ServerStream& stream, HeaderList& headers, bool with_data);
   void end_call(ServerStream& stream, Response status, bool cancel_handler);
 
@@ -125,7 +126,11 @@ class UnaryCall final : public ServerCall {
 
 class StreamingCall final : public StreamCall {
  public:
-  explicit StreamingCall(std::shared_ptr<ServerStream> stream) : stream_(std::move(stream)) {}
+  // `may_be_unary`: the peer did not say it opened a stream (only our client does).
+  StreamingCall(std::shared_ptr<ServerStream> stream, bool may_be_unary)
+      : stream_(std::move(stream)) {
+    may_be_unary_ = may_be_unary;
+  }
 
   void async_read(StreamReadHandler done) override {
     auto& connection = stream_->connection();
@@ -305,9 +310,11 @@ void ServerConnection::on_headers_done(std::int32_t stream_id, bool end_stream, 
     }
     auto type = micro_content_type(stream->content_type);
     if (!type) {
-      refuse(stream, Error(server_error_id, 400,
-                           "grpc: content-type \"" + stream->content_type + "\" on " +
-                               stream->path + " is not application/grpc[+codec]"));
+      refuse(stream,
+             Error(server_error_id, 400,
+                   "grpc: content-type \"" + stream->content_type + "\" on " + stream->path +
+                       " is not application/grpc[+codec]"),
+             "415");
       return;
     }
     if (!stream->header_problem.empty()) {
@@ -343,7 +350,7 @@ void ServerConnection::on_headers_done(std::int32_t stream_id, bool end_stream, 
     if (stream->unary)
       call = ServerCall::make<UnaryCall>(stream);
     else
-      call = ServerCall::make<StreamingCall>(stream);
+      call = ServerCall::make<StreamingCall>(stream, stream->call_kind != "stream");
     Request& request = call->request();
     request.service = std::move(service);
     request.endpoint = std::move(endpoint);
@@ -467,9 +474,10 @@ void ServerConnection::submit_headers(ServerStream& stream, HeaderList& headers,
   stream.headers_sent = true;
 }
 
-void ServerConnection::refuse(const std::shared_ptr<ServerStream>& stream, Error error) {
+void ServerConnection::refuse(const std::shared_ptr<ServerStream>& stream, Error error,
+                              const char* http_status) {
   if (stream->is_ended() || stream->id < 0) return;
-  HeaderList headers = {{":status", "200"}, {"content-type", "application/grpc"}};
+  HeaderList headers = {{":status", http_status}, {"content-type", "application/grpc"}};
   set_error_trailers(error, headers);
   submit_headers(*stream, headers, false);
   end_call(*stream, Response::failure(std::move(error)), false);
