@@ -52,7 +52,6 @@ class ClientCall final : public H2Stream,
   Metadata metadata;
   std::optional<std::string> body;
   std::string problem;  // a bad header from the server
-  std::optional<Timer> timer;
   std::shared_ptr<CancellationState> cancellation;
   std::uint64_t cancellation_id = 0;
   bool send_closed = false;
@@ -125,6 +124,16 @@ class ClientConnection final : public H2Connection {
  private:
   void connect();
   void fail_queued(const Error& error);
+  // Deadlines: a min-heap with one timer armed for the earliest (no timer per call). Entries
+  // of calls that ended are dropped when they come up, or in a sweep when they pile up.
+  void watch_deadline(const std::shared_ptr<ClientCall>& call, Context::Clock::time_point at);
+  void arm_deadline_timer();
+  void expire_deadlines();
+  struct Deadline {
+    Context::Clock::time_point at;
+    std::weak_ptr<ClientCall> call;
+    bool operator>(const Deadline& other) const noexcept { return at > other.at; }
+  };
   std::shared_ptr<ClientCall> find(std::int32_t id) {
     auto found = streams.find(id);
     return found == streams.end() ? nullptr : std::static_pointer_cast<ClientCall>(found->second);
@@ -139,7 +148,53 @@ class ClientConnection final : public H2Connection {
   std::optional<Error> failed_connect_;
   std::string closing_reason_;
   std::vector<std::shared_ptr<ClientCall>> queued_;
+  std::vector<Deadline> deadlines_;  // a heap on std::greater: the earliest first
+  std::optional<Timer> deadline_timer_;
+  Context::Clock::time_point armed_for_ = Context::Clock::time_point::max();
 };
+
+void ClientConnection::watch_deadline(const std::shared_ptr<ClientCall>& call,
+                                      Context::Clock::time_point at) {
+  if (deadlines_.size() >= 1024 && deadlines_.size() > 4 * streams.size()) {
+    std::erase_if(deadlines_, [](const Deadline& deadline) {
+      auto call = deadline.call.lock();
+      return !call || call->is_ended();
+    });
+    std::make_heap(deadlines_.begin(), deadlines_.end(), std::greater<>());
+  }
+  deadlines_.push_back({at, call});
+  std::push_heap(deadlines_.begin(), deadlines_.end(), std::greater<>());
+  if (at < armed_for_) arm_deadline_timer();
+}
+
+void ClientConnection::arm_deadline_timer() {
+  if (deadlines_.empty()) return;
+  if (!deadline_timer_) deadline_timer_.emplace(strand_);
+  armed_for_ = deadlines_.front().at;
+  deadline_timer_->expires_at(armed_for_);
+  auto self = std::static_pointer_cast<ClientConnection>(shared_from_this());
+  deadline_timer_->async_wait([self, armed = armed_for_](const boost::system::error_code& error) {
+    if (error || armed != self->armed_for_) return;  // re-armed for an earlier one
+    self->armed_for_ = Context::Clock::time_point::max();
+    self->expire_deadlines();
+  });
+}
+
+void ClientConnection::expire_deadlines() {
+  auto now = Context::Clock::now();
+  while (!deadlines_.empty() && deadlines_.front().at <= now) {
+    std::pop_heap(deadlines_.begin(), deadlines_.end(), std::greater<>());
+    auto call = deadlines_.back().call.lock();
+    deadlines_.pop_back();
+    if (!call || call->is_ended()) continue;
+    call->complete(Response::failure(timeout_error(
+                       client_error_id, "grpc: deadline passed waiting for the " +
+                                            std::string(call->streaming ? "stream " : "response ") +
+                                            "from " + call->address_)),
+                   true);
+  }
+  if (!closed()) arm_deadline_timer();
+}
 
 // ---- ClientCall --------------------------------------------------------------------------
 
@@ -177,7 +232,6 @@ void ClientCall::complete(Response response, bool reset) {
     nghttp2_submit_rst_stream(connection->session(), NGHTTP2_FLAG_NONE, id, NGHTTP2_CANCEL);
     connection->flush();
   }
-  if (timer) timer->cancel();
   if (cancellation) {
     cancellation->forget(cancellation_id);
     cancellation.reset();
@@ -260,7 +314,6 @@ bool ClientCall::finish(Response&& status) {
       nghttp2_submit_rst_stream(connection->session(), NGHTTP2_FLAG_NONE, self->id, NGHTTP2_CANCEL);
       connection->flush();
     }
-    if (self->timer) self->timer->cancel();
     if (self->cancellation) {
       self->cancellation->forget(self->cancellation_id);
       self->cancellation.reset();
@@ -386,14 +439,16 @@ void ClientConnection::begin(const std::shared_ptr<ClientCall>& call) {
     }
     return;
   }
-  HeaderList headers = {{":method", "POST"},
-                        {":scheme", "http"},
-                        {":path", path_for(request.service, request.endpoint)},
-                        {":authority", address_},
-                        {"content-type", grpc_content_type(request.content_type)},
-                        {"te", "trailers"},
-                        {"user-agent", "micro-cpp-grpc"},
-                        {"micro-call", call->streaming ? "stream" : "unary"}};
+  HeaderList headers;
+  headers.reserve(12 + request.context.metadata().size());
+  headers = {{":method", "POST"},
+             {":scheme", "http"},
+             {":path", path_for(request.service, request.endpoint)},
+             {":authority", address_},
+             {"content-type", grpc_content_type(request.content_type)},
+             {"te", "trailers"},
+             {"user-agent", "micro-cpp-grpc"},
+             {"micro-call", call->streaming ? "stream" : "unary"}};
   if (request.context.has_deadline()) {
     auto left = std::chrono::duration_cast<std::chrono::nanoseconds>(request.context.deadline() -
                                                                      Context::Clock::now());
@@ -402,6 +457,7 @@ void ClientConnection::begin(const std::shared_ptr<ClientCall>& call) {
   }
   append_metadata(request.context.metadata(), headers);
   std::vector<nghttp2_nv> nva;
+  nva.reserve(headers.size());
   for (auto& [name, value] : headers)
     nva.push_back({reinterpret_cast<std::uint8_t*>(name.data()),
                    reinterpret_cast<std::uint8_t*>(value.data()), name.size(), value.size(),
@@ -428,20 +484,7 @@ void ClientConnection::begin(const std::shared_ptr<ClientCall>& call) {
   }
   call->id = id;
   streams.emplace(id, call);
-  if (request.context.has_deadline()) {
-    call->timer.emplace(strand_, request.context.deadline());
-    std::weak_ptr<ClientCall> weak = call;
-    call->timer->async_wait([weak](const boost::system::error_code& error) {
-      auto call = weak.lock();
-      if (error || !call || call->is_ended()) return;
-      call->complete(
-          Response::failure(timeout_error(
-              client_error_id, "grpc: deadline passed waiting for the " +
-                                   std::string(call->streaming ? "stream " : "response ") +
-                                   "from " + call->address_)),
-          true);
-    });
-  }
+  if (request.context.has_deadline()) watch_deadline(call, request.context.deadline());
   if (auto cancellation = request.context.existing_cancellation()) {
     std::weak_ptr<ClientCall> weak = call;
     call->cancellation = cancellation;
@@ -569,6 +612,8 @@ void ClientConnection::on_stream_closed(H2StreamPtr base, std::uint32_t error_co
 void ClientConnection::lost(const std::string& reason) {
   usable = false;
   forget_(this);
+  if (deadline_timer_) deadline_timer_->cancel();
+  deadlines_.clear();
   auto open = std::move(streams);
   streams.clear();
   std::string why = closing_reason_.empty() ? reason : closing_reason_;
