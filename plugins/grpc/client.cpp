@@ -123,6 +123,7 @@ class ClientConnection final : public H2Connection {
 
  private:
   void connect();
+  void ready();  // connected (and TLS agreed): the queued calls go
   void fail_queued(const Error& error);
   // Deadlines: a min-heap with one timer armed for the earliest (no timer per call). Entries
   // of calls that ended are dropped when they come up, or in a sweep when they pile up.
@@ -383,17 +384,40 @@ void ClientConnection::connect() {
                 self->fail_queued(*self->failed_connect_);
                 return;
               }
-              if (self->connect_timer_) self->connect_timer_->cancel();
               boost::system::error_code ignored;
               self->socket_.set_option(asio::ip::tcp::no_delay(true), ignored);
-              self->connected_ = true;
-              self->start();
-              auto queued = std::move(self->queued_);
-              self->queued_.clear();
-              for (auto& call : queued) self->begin(call);
-              self->flush();
+              if (!self->settings_.client_tls) {
+                self->ready();
+                return;
+              }
+              auto host = split_address(self->address_)->host;
+              self->handshake_tls(
+                  *self->settings_.client_tls, false, host,
+                  [self](std::optional<std::string> problem) {
+                    if (self->failed_connect_) return;
+                    if (problem) {
+                      self->failed_connect_ =
+                          Error(client_error_id, 503,
+                                "grpc: cannot connect to " + self->address_ + ": " + *problem);
+                      boost::system::error_code ignored;
+                      self->socket_.close(ignored);
+                      self->fail_queued(*self->failed_connect_);
+                      return;
+                    }
+                    self->ready();
+                  });
             });
       });
+}
+
+void ClientConnection::ready() {
+  if (connect_timer_) connect_timer_->cancel();
+  connected_ = true;
+  start();
+  auto queued = std::move(queued_);
+  queued_.clear();
+  for (auto& call : queued) begin(call);
+  flush();
 }
 
 void ClientConnection::fail_queued(const Error& error) {
@@ -442,7 +466,7 @@ void ClientConnection::begin(const std::shared_ptr<ClientCall>& call) {
   HeaderList headers;
   headers.reserve(12 + request.context.metadata().size());
   headers = {{":method", "POST"},
-             {":scheme", "http"},
+             {":scheme", tls() ? "https" : "http"},
              {":path", path_for(request.service, request.endpoint)},
              {":authority", address_},
              {"content-type", grpc_content_type(request.content_type)},

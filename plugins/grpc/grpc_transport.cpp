@@ -2,7 +2,11 @@
 // micro::Transport tying the client pools and listeners together, and the loader's entry point.
 #include <chrono>
 
+#include <nghttp2/nghttp2.h>
+#include <openssl/ssl.h>
+
 #include <boost/asio/post.hpp>
+#include <boost/asio/ssl/context.hpp>
 
 #include <micro/plugin.hpp>
 #include <micro/transport.hpp>
@@ -24,6 +28,59 @@ Settings read_settings(const PluginArguments& arguments) {
   settings.stream_window = static_cast<std::uint32_t>(arguments.get_int("stream_window"));
   settings.max_concurrent_streams =
       static_cast<std::uint32_t>(arguments.get_int("max_concurrent_streams"));
+  std::string cert = arguments.get_string("tls_cert"), key = arguments.get_string("tls_key"),
+              ca = arguments.get_string("tls_ca");
+  if (cert.empty() != key.empty())
+    throw Exception(
+        bad_request("micro.transport", "grpc: tls_cert and tls_key go together; got only " +
+                                           std::string(cert.empty() ? "tls_key" : "tls_cert")));
+  auto load = [](const char* option, const std::string& file, auto&& use) {
+    boost::system::error_code error;
+    use(error);
+    if (error)
+      throw Exception(bad_request("micro.transport", std::string("grpc: cannot use ") + option +
+                                                         " \"" + file + "\": " + error.message()));
+  };
+  if (!cert.empty()) {
+    auto context = std::make_shared<asio::ssl::context>(asio::ssl::context::tls_server);
+    context->set_options(asio::ssl::context::default_workarounds | asio::ssl::context::no_sslv2 |
+                         asio::ssl::context::no_sslv3 | asio::ssl::context::no_tlsv1 |
+                         asio::ssl::context::no_tlsv1_1);
+    load("tls_cert", cert, [&](auto& error) { context->use_certificate_chain_file(cert, error); });
+    load("tls_key", key,
+         [&](auto& error) { context->use_private_key_file(key, asio::ssl::context::pem, error); });
+    // ALPN: h2 or nothing (gRPC runs on HTTP/2 only).
+    SSL_CTX_set_alpn_select_cb(
+        context->native_handle(),
+        [](SSL*, const unsigned char** out, unsigned char* out_length, const unsigned char* in,
+           unsigned int in_length, void*) -> int {
+          return nghttp2_select_next_protocol(const_cast<unsigned char**>(out), out_length, in,
+                                              in_length) == 1
+                     ? SSL_TLSEXT_ERR_OK
+                     : SSL_TLSEXT_ERR_ALERT_FATAL;
+        },
+        nullptr);
+    settings.server_tls = std::move(context);
+  }
+  if (arguments.get_bool("tls") || !ca.empty()) {
+    auto context = std::make_shared<asio::ssl::context>(asio::ssl::context::tls_client);
+    context->set_options(asio::ssl::context::default_workarounds | asio::ssl::context::no_sslv2 |
+                         asio::ssl::context::no_sslv3 | asio::ssl::context::no_tlsv1 |
+                         asio::ssl::context::no_tlsv1_1);
+    if (ca.empty())
+      load("the system's CA store", "",
+           [&](auto& error) { context->set_default_verify_paths(error); });
+    else
+      load("tls_ca", ca, [&](auto& error) { context->load_verify_file(ca, error); });
+    if (!cert.empty()) {  // our certificate for servers that ask for one (mutual TLS)
+      load("tls_cert", cert,
+           [&](auto& error) { context->use_certificate_chain_file(cert, error); });
+      load("tls_key", key, [&](auto& error) {
+        context->use_private_key_file(key, asio::ssl::context::pem, error);
+      });
+    }
+    settings.client_tls = std::move(context);
+  }
   return settings;
 }
 
@@ -115,6 +172,12 @@ const PluginOption grpc_options[] = {
     {"max_concurrent_streams", "int", "1000",
      "HTTP/2 SETTINGS_MAX_CONCURRENT_STREAMS: calls and streams at once per connection", "1",
      "2147483647"},
+    {"tls", "bool", "false",
+     "dial servers over TLS (ALPN h2), verified against the system's CA store or tls_ca"},
+    {"tls_ca", "string", "", "CA bundle (PEM) servers' certificates must chain to; implies tls"},
+    {"tls_cert", "string", "",
+     "certificate chain (PEM): listeners serve TLS with it (and the client presents it)"},
+    {"tls_key", "string", "", "the private key (PEM) of tls_cert"},
 };
 
 }  // namespace

@@ -190,7 +190,21 @@ class ListenerState : public std::enable_shared_from_this<ListenerState> {
         std::lock_guard lock(self->mutex);
         self->connections.insert(connection);
       }
-      connection->on_strand([connection] { connection->start(); });
+      if (self->settings.server_tls) {
+        connection->on_strand([connection, tls = self->settings.server_tls] {
+          connection->handshake_tls(
+              *tls, true, "", [connection](std::optional<std::string> problem) {
+                if (problem) {
+                  log::warn("grpc", "connection from a client refused: " + *problem);
+                  connection->abort(*problem);
+                  return;
+                }
+                connection->start();
+              });
+        });
+      } else {
+        connection->on_strand([connection] { connection->start(); });
+      }
       self->accept();
     });
   }

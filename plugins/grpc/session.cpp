@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <cstring>
 
+#include <boost/asio/ssl/host_name_verification.hpp>
 #include <boost/asio/write.hpp>
 
 namespace micro::grpc {
@@ -156,25 +157,58 @@ void H2Connection::start() {
   read_more();
 }
 
-void H2Connection::read_more() {
-  socket_.async_read_some(
-      asio::buffer(read_buffer_),
-      [self = shared_from_this()](const boost::system::error_code& error, std::size_t size) {
-        if (self->closed_) return;
+void H2Connection::handshake_tls(asio::ssl::context& context, bool server, const std::string& host,
+                                 std::function<void(std::optional<std::string>)> done) {
+  tls_ = std::make_unique<asio::ssl::stream<Socket&>>(socket_, context);
+  if (!server) {
+    static const unsigned char h2[] = {2, 'h', '2'};
+    SSL_set_alpn_protos(tls_->native_handle(), h2, sizeof h2);
+    boost::system::error_code not_an_ip;
+    asio::ip::make_address(host, not_an_ip);
+    if (not_an_ip) SSL_set_tlsext_host_name(tls_->native_handle(), host.c_str());
+    tls_->set_verify_mode(asio::ssl::verify_peer);
+    tls_->set_verify_callback(asio::ssl::host_name_verification(host));
+  }
+  tls_->async_handshake(
+      server ? asio::ssl::stream_base::server : asio::ssl::stream_base::client,
+      [self = shared_from_this(), done = std::move(done)](const boost::system::error_code& error) {
         if (error) {
-          self->abort(error == asio::error::eof ? "closed by the peer" : error.message());
+          done("TLS handshake failed: " + error.message());
           return;
         }
-        ssize_t used = nghttp2_session_mem_recv(self->session_, self->read_buffer_.data(), size);
-        if (used < 0) {
-          self->flush();  // nghttp2 may have queued a GOAWAY saying why
-          self->abort(std::string("bad HTTP/2 from the peer: ") +
-                      nghttp2_strerror(static_cast<int>(used)));
+        const unsigned char* protocol = nullptr;
+        unsigned int length = 0;
+        SSL_get0_alpn_selected(self->tls_->native_handle(), &protocol, &length);
+        if (length != 2 || std::memcmp(protocol, "h2", 2) != 0) {
+          done("the peer did not agree to HTTP/2 by ALPN (h2)");
           return;
         }
-        self->flush();
-        if (!self->closed_) self->read_more();
+        done(std::nullopt);
       });
+}
+
+void H2Connection::read_more() {
+  auto on_read = [self = shared_from_this()](const boost::system::error_code& error,
+                                             std::size_t size) {
+    if (self->closed_) return;
+    if (error) {
+      self->abort(error == asio::error::eof ? "closed by the peer" : error.message());
+      return;
+    }
+    ssize_t used = nghttp2_session_mem_recv(self->session_, self->read_buffer_.data(), size);
+    if (used < 0) {
+      self->flush();  // nghttp2 may have queued a GOAWAY saying why
+      self->abort(std::string("bad HTTP/2 from the peer: ") +
+                  nghttp2_strerror(static_cast<int>(used)));
+      return;
+    }
+    self->flush();
+    if (!self->closed_) self->read_more();
+  };
+  if (tls_)
+    tls_->async_read_some(asio::buffer(read_buffer_), std::move(on_read));
+  else
+    socket_.async_read_some(asio::buffer(read_buffer_), std::move(on_read));
 }
 
 void H2Connection::flush() {
@@ -200,18 +234,21 @@ void H2Connection::flush() {
   writing_ = true;
   sending_.swap(pending_);
   pending_.clear();
-  asio::async_write(
-      socket_, asio::buffer(sending_),
-      [self = shared_from_this()](const boost::system::error_code& error, std::size_t) {
-        self->writing_ = false;
-        self->sending_.clear();
-        if (self->closed_) return;
-        if (error) {
-          self->abort(error.message());
-          return;
-        }
-        self->flush();
-      });
+  auto on_written = [self = shared_from_this()](const boost::system::error_code& error,
+                                                std::size_t) {
+    self->writing_ = false;
+    self->sending_.clear();
+    if (self->closed_) return;
+    if (error) {
+      self->abort(error.message());
+      return;
+    }
+    self->flush();
+  };
+  if (tls_)
+    asio::async_write(*tls_, asio::buffer(sending_), std::move(on_written));
+  else
+    asio::async_write(socket_, asio::buffer(sending_), std::move(on_written));
 }
 
 nghttp2_data_provider H2Connection::provider(H2Stream& stream) {

@@ -19,6 +19,7 @@
 #include <vector>
 
 #include <boost/asio/post.hpp>
+#include <boost/asio/ssl/stream.hpp>
 
 #include <micro/transport.hpp>
 
@@ -100,6 +101,12 @@ class H2Connection : public std::enable_shared_from_this<H2Connection> {
 
   // Strand: creates the nghttp2 session, sends our SETTINGS, starts reading.
   void start();
+  // Strand, before start(): the connection speaks TLS over its socket; `done` runs after the
+  // handshake with an error, or none when the peer agreed to h2 by ALPN. `host` (client)
+  // is checked against the server's certificate and sent as SNI when it is a name.
+  void handshake_tls(asio::ssl::context& context, bool server, const std::string& host,
+                     std::function<void(std::optional<std::string> problem)> done);
+  bool tls() const noexcept { return tls_ != nullptr; }
   // Strand: hands everything nghttp2 has to send to the socket (one write at a time).
   void flush();
   // Strand: a data provider reading `stream.out`, for a submit call.
@@ -155,6 +162,7 @@ class H2Connection : public std::enable_shared_from_this<H2Connection> {
   void close_socket();
 
   bool server_;
+  std::unique_ptr<asio::ssl::stream<Socket&>> tls_;
   nghttp2_session* session_ = nullptr;
   std::vector<std::uint8_t> read_buffer_;
   std::string pending_, sending_;

@@ -15,6 +15,7 @@
 
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/ssl/context.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/strand.hpp>
 
@@ -43,6 +44,9 @@ struct Settings {
   std::chrono::milliseconds connect_timeout{5000};
   std::uint32_t stream_window = 262144;  // HTTP/2 SETTINGS_INITIAL_WINDOW_SIZE we grant
   std::uint32_t max_concurrent_streams = 1000;
+  // TLS with ALPN h2 (README.md, "TLS"): listeners serve it when the server context is set,
+  // the client dials it when the client context is set.
+  std::shared_ptr<asio::ssl::context> server_tls, client_tls;
 };
 
 inline constexpr const char* client_error_id = "micro.client";

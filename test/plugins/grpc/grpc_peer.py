@@ -6,6 +6,9 @@ transport, with stubs generated from interop.proto at start (grpc_tools.protoc).
                                 error status, metadata (-bin too), a 3 MiB message, one over
                                 the limit; prints "ok CASE" per case, exits 1 on the first
                                 failure saying what was wrong.
+  grpc_peer.py client-tls ADDRESS CA_PEM
+                                the same over TLS (ALPN h2), server verified against CA_PEM:
+                                unary and bidi only.
   grpc_peer.py server           serves Echo on a free loopback port, prints "port N", and
                                 serves until its stdin closes (what our client calls).
 """
@@ -34,6 +37,22 @@ def check(condition, what):
     if not condition:
         print("FAIL " + what, flush=True)
         sys.exit(1)
+
+
+def run_tls_client(address, ca_file):
+    with open(ca_file, "rb") as f:
+        credentials = grpc.ssl_channel_credentials(root_certificates=f.read())
+    channel = grpc.secure_channel(address, credentials)
+    grpc.channel_ready_future(channel).result(timeout=10)
+    stub = interop_pb2_grpc.EchoStub(channel)
+    reply = stub.Unary(interop_pb2.EchoRequest(text="sealed"), timeout=10)
+    check(reply.text == "echo:sealed", "tls unary: %r" % reply.text)
+    print("ok tls-unary", flush=True)
+    texts = ["a", "b"]
+    replies = [r.text for r in stub.Bidi(iter([interop_pb2.EchoRequest(text=t) for t in texts]),
+                                         timeout=10)]
+    check(replies == ["echo:a", "echo:b"], "tls bidi: %r" % replies)
+    print("ok tls-bidi", flush=True)
 
 
 def run_client(address):
@@ -171,8 +190,10 @@ def run_server():
 if __name__ == "__main__":
     if len(sys.argv) == 3 and sys.argv[1] == "client":
         run_client(sys.argv[2])
+    elif len(sys.argv) == 4 and sys.argv[1] == "client-tls":
+        run_tls_client(sys.argv[2], sys.argv[3])
     elif len(sys.argv) == 2 and sys.argv[1] == "server":
         threading.current_thread().name = "server"
         run_server()
     else:
-        sys.exit("usage: grpc_peer.py client ADDRESS | grpc_peer.py server")
+        sys.exit("usage: grpc_peer.py client ADDRESS | client-tls ADDRESS CA_PEM | server")

@@ -4,7 +4,8 @@
 // only for errors before any message, grpc-timeout as the deadline and refused when malformed,
 // percent-encoded grpc-message, -bin metadata, gzip messages, an oversize prefix refused with
 // RESOURCE_EXHAUSTED before anything is allocated, unknown paths and endpoints UNIMPLEMENTED,
-// RST_STREAM cancelling the handler, GOAWAY for bad frames and on close; node metadata.
+// RST_STREAM cancelling the handler, GOAWAY for bad frames and on close; node metadata; TLS
+// with ALPN h2.
 #include <nghttp2/nghttp2.h>
 #include <zlib.h>
 
@@ -24,7 +25,9 @@
 #include <micro/server.hpp>
 #include <micro/transport.hpp>
 
+#include "plugins/conformance/stream_test_support.hpp"
 #include "plugins/conformance/transport_test_support.hpp"
+#include "support/test_certificates.hpp"
 #include "support/wait.hpp"
 
 namespace {
@@ -553,4 +556,60 @@ TEST_CASE("through a Server: unknown endpoints are UNIMPLEMENTED, node metadata 
   CHECK(answer.data == prefixed("added:apple"));
   server.stop();
   transport->close();
+}
+
+TEST_CASE("TLS with ALPN h2: calls and streams, a wrong CA and a plaintext client refused") {
+  micro_test::TestCertificates certificates("micro-grpc");
+  transport_test::Runtime runtime;
+  auto server = transport_test::make_transport("grpc", runtime,
+                                               {{"tls_cert", certificates.path("server.pem")},
+                                                {"tls_key", certificates.path("server.key")}});
+  stream_test::EchoStreams echo_streams;
+  auto echo = transport_test::echo_handler();
+  auto streams = echo_streams.handler();
+  auto listener = server->listen("127.0.0.1:0", [echo, streams](micro::ServerCallPtr call) {
+    if (call->is_stream())
+      streams(std::move(call));
+    else
+      echo(std::move(call));
+  });
+  auto client =
+      transport_test::make_transport("grpc", runtime, {{"tls_ca", certificates.path("ca.pem")}});
+  auto response = transport_test::call_and_wait(*client, listener->address(),
+                                                transport_test::make_request("secret"));
+  REQUIRE_MESSAGE(!response.error, response.error->message());
+  CHECK(response.body == "echo:secret");
+  auto opened =
+      stream_test::open_and_wait(*client, listener->address(), stream_test::stream_head());
+  REQUIRE(opened.stream);
+  REQUIRE_FALSE(stream_test::write_one(*opened.stream, "m"));
+  CHECK(stream_test::read_one(*opened.stream) == "echo:m");
+  opened.stream->close_send();
+  CHECK_FALSE(stream_test::wait_end(*opened.stream).error);
+
+  auto distrustful = transport_test::make_transport(
+      "grpc", runtime, {{"tls_ca", certificates.path("other-ca.pem")}});
+  response = transport_test::call_and_wait(*distrustful, listener->address(),
+                                           transport_test::make_request("x"));
+  REQUIRE(response.error);
+  CHECK(response.error->code == 503);
+  CHECK(response.error->detail.find("grpc: cannot connect to " + listener->address() +
+                                    ": TLS handshake failed") != std::string::npos);
+
+  auto plain = transport_test::make_transport("grpc", runtime);
+  response =
+      transport_test::call_and_wait(*plain, listener->address(), transport_test::make_request("x"));
+  REQUIRE(response.error);
+  CHECK(response.error->code == 503);
+
+  // Options that cannot work are refused when the transport is made.
+  CHECK_THROWS_WITH_AS(transport_test::make_transport(
+                           "grpc", runtime, {{"tls_cert", certificates.path("server.pem")}}),
+                       doctest::Contains("tls_cert and tls_key go together"), micro::Exception);
+  CHECK_THROWS_WITH_AS(
+      transport_test::make_transport("grpc", runtime, {{"tls_ca", "/nonexistent/ca.pem"}}),
+      doctest::Contains("cannot use tls_ca \"/nonexistent/ca.pem\""), micro::Exception);
+  client->close();
+  distrustful->close();
+  plain->close();
 }

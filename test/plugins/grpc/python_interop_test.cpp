@@ -12,6 +12,7 @@
 
 #include "interop_support.hpp"
 #include "plugins/conformance/stream_test_support.hpp"
+#include "support/test_certificates.hpp"
 #include "support/wait.hpp"
 
 using namespace interop_test;
@@ -58,6 +59,23 @@ TEST_CASE("a Python grpcio client calls a micro-cpp service: every kind, errors,
   }
   // The Python client's cancel reached our handler's context (as did its deadline).
   CHECK(test_support::wait_until([&] { return server.cancelled.load() >= 2; }));
+}
+
+TEST_CASE("a Python grpcio client calls a micro-cpp service over TLS with ALPN h2") {
+  micro_test::TestCertificates certificates("micro-grpc-python");
+  micro::Runtime runtime(2);
+  EchoServer server(runtime, {{"tls_cert", certificates.path("server.pem")},
+                              {"tls_key", certificates.path("server.key")}});
+  Child client({python, peer_script, "client-tls", server.address(), certificates.path("ca.pem")});
+  std::set<std::string> passed;
+  std::string all;
+  while (auto line = client.read_line(60s)) {
+    all += *line + "\n";
+    if (line->rfind("ok ", 0) == 0) passed.insert(line->substr(3));
+  }
+  CAPTURE(all);
+  CHECK(client.wait() == 0);
+  CHECK(passed == std::set<std::string>{"tls-unary", "tls-bidi"});
 }
 
 TEST_CASE("a micro-cpp client calls a Python grpcio server: every kind, errors, limits") {
