@@ -35,6 +35,7 @@ class ServerStream final : public H2Stream {
   std::string header_problem;  // the first bad header, answered before any handler runs
   bool dispatched = false;
   bool unary = false;
+  int health = 0;                   // the standard health service, answered here: 1 Check, 2 Watch
   std::optional<std::string> body;  // the unary call's one message
   bool headers_sent = false;
   bool send_closed = false;
@@ -71,8 +72,9 @@ class ServerConnection final : public H2Connection {
   // Strand: one message of a stream.
   void write(const std::shared_ptr<ServerStream>& stream, std::string message,
              StreamWriteHandler done);
-  // Strand: every open call is cancelled (the listener closes).
-  void cancel_all();
+  // Strand: the listener stopped accepting: Watch streams of the health service hear
+  // NOT_SERVING.
+  void notify_health();
 
  protected:
   int on_begin_headers(std::int32_t stream_id) override;
@@ -102,6 +104,8 @@ class ServerConnection final : public H2Connection {
   void end_call(ServerStream& stream, Response status, bool cancel_handler);
 
   std::shared_ptr<ListenerState> listener_;
+  void answer_health(const std::shared_ptr<ServerStream>& stream);
+  std::vector<std::weak_ptr<ServerStream>> health_watchers_;
   // Unary calls waiting for their message and END_STREAM before the handler runs.
   std::unordered_map<std::int32_t, std::shared_ptr<ServerCall>> pending_unary_;
 };
@@ -231,6 +235,7 @@ class ListenerState : public std::enable_shared_from_this<ListenerState> {
   Settings settings;
   CallHandler handler;
   Acceptor acceptor;
+  std::atomic<bool> serving{true};  // the health service's answer: SERVING until stop_accepting
   std::string address;
   std::mutex mutex;
   std::set<std::shared_ptr<H2Connection>> connections;
@@ -244,6 +249,13 @@ class GrpcListener final : public Listener {
   std::string address() const override { return state_->address; }
 
   void stop_accepting() override {
+    if (state_->serving.exchange(false)) {
+      std::lock_guard lock(state_->mutex);
+      for (const auto& connection : state_->connections) {
+        auto server = std::static_pointer_cast<ServerConnection>(connection);
+        server->on_strand([server] { server->notify_health(); });
+      }
+    }
     std::promise<void> stopped;
     asio::post(state_->acceptor.get_executor(), [&] {
       boost::system::error_code ignored;
@@ -357,6 +369,16 @@ void ServerConnection::on_headers_done(std::int32_t stream_id, bool end_stream, 
                                "\" is not accepted; gzip and identity are"));
       return;
     }
+    if (stream->path == "/grpc.health.v1.Health/Check" ||
+        stream->path == "/grpc.health.v1.Health/Watch") {
+      stream->health = stream->path.back() == 'k' ? 1 : 2;
+      stream->unary = stream->health == 1;
+      stream->dispatched = true;
+      stream->request_type = "application/protobuf";
+      if (stream->health == 2) answer_health(stream);
+      if (end_stream) on_remote_end(*stream);
+      return;
+    }
     stream->unary = stream->call_kind == "unary";
     if (!stream->key_case.empty()) restore_key_case(stream->metadata, stream->key_case);
 
@@ -417,6 +439,10 @@ void ServerConnection::on_remote_end(H2Stream& base) {
   auto stream = find(base.id);
   if (!stream || stream->is_ended()) return;
   stream->peer_done = true;
+  if (stream->health == 1) {
+    answer_health(stream);
+    return;
+  }
   if (stream->unary) {
     auto found = pending_unary_.find(stream->id);
     if (found == pending_unary_.end()) return;
@@ -437,6 +463,39 @@ void ServerConnection::on_remote_end(H2Stream& base) {
     stream->pending_read.reset();
     asio::post(strand_, [done = std::move(done)] { done(std::nullopt); });
   }
+}
+
+// grpc.health.v1.HealthCheckResponse{status}: field 1, varint, SERVING = 1, NOT_SERVING = 2.
+// Any service name is answered with the server's state (the transport knows no names).
+void ServerConnection::answer_health(const std::shared_ptr<ServerStream>& stream) {
+  std::string message = {'\x08', listener_->serving.load() ? '\x01' : '\x02'};
+  if (stream->health == 1) {
+    micro::Response response;
+    response.body = std::move(message);
+    answer(stream, std::move(response));
+    return;
+  }
+  health_watchers_.push_back(stream);
+  write(stream, std::move(message), [](std::optional<Error>) {});
+}
+
+void ServerConnection::notify_health() {
+  for (auto& weak : health_watchers_) {
+    auto stream = weak.lock();
+    if (!stream || stream->is_ended() || stream->id < 0) continue;
+    if (stream->on_drained) {
+      // The first status is still going out: this one follows it.
+      auto first = std::move(stream->on_drained);
+      stream->on_drained = nullptr;
+      append_message(stream->out, std::string{'\x08', '\x02'});
+      stream->on_drained = std::move(first);
+      resume(*stream);
+    } else {
+      write(stream, std::string{'\x08', '\x02'}, [](std::optional<Error>) {});
+    }
+  }
+  health_watchers_.clear();
+  flush();
 }
 
 void ServerConnection::on_stream_closed(H2StreamPtr base, std::uint32_t error_code) {

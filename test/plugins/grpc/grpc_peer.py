@@ -140,6 +140,10 @@ def run_client(address):
         check(error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED, "over the limit: %s" % error.code())
     print("ok over-limit", flush=True)
 
+    health = channel.unary_unary("/grpc.health.v1.Health/Check")
+    check(health(b"", timeout=10) == b"\x08\x01", "health check did not say SERVING")
+    print("ok health", flush=True)
+
     compressed = stub.Unary(Req(text="zip", payload=b"z" * 100000), timeout=10,
                             compression=grpc.Compression.Gzip)
     check(compressed.payload == b"z" * 100000, "gzip request")

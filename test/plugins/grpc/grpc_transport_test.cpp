@@ -558,6 +558,37 @@ TEST_CASE("through a Server: unknown endpoints are UNIMPLEMENTED, node metadata 
   transport->close();
 }
 
+TEST_CASE("the standard health service: Check and Watch answer SERVING, then NOT_SERVING") {
+  Fixture fixture;
+  RawClient client(fixture.listener->address());
+  client.send_headers(1, call_headers("/grpc.health.v1.Health/Check"));
+  client.send_data(1, prefixed(""));  // HealthCheckRequest{service: ""}
+  auto answer = client.answer(1);
+  CHECK(answer.header("grpc-status") == "0");
+  CHECK(answer.data == prefixed(std::string("\x08\x01", 2)));  // status: SERVING
+
+  client.send_headers(3, call_headers("/grpc.health.v1.Health/Watch"));
+  client.send_data(3, prefixed(""));
+  std::string watched;
+  while (watched.size() < 7) {
+    auto frame = client.read_frame();
+    REQUIRE(frame);
+    if (frame->type == data_frame && frame->stream == 3) watched += frame->payload;
+  }
+  CHECK(watched == prefixed(std::string("\x08\x01", 2)));
+  fixture.listener->stop_accepting();  // what a draining Server does first
+  while (watched.size() < 14) {
+    auto frame = client.read_frame();
+    REQUIRE(frame);
+    if (frame->type == data_frame && frame->stream == 3) watched += frame->payload;
+  }
+  CHECK(watched.substr(7) == prefixed(std::string("\x08\x02", 2)));  // NOT_SERVING
+  client.send_headers(5, call_headers("/grpc.health.v1.Health/Check"));
+  client.send_data(5, prefixed(""));
+  CHECK(client.answer(5).data == prefixed(std::string("\x08\x02", 2)));
+  CHECK(fixture.seen.count() == 0);  // answered by the transport, not a handler
+}
+
 TEST_CASE("TLS with ALPN h2: calls and streams, a wrong CA and a plaintext client refused") {
   micro_test::TestCertificates certificates("micro-grpc");
   transport_test::Runtime runtime;

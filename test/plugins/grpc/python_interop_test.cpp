@@ -52,8 +52,9 @@ TEST_CASE("a Python grpcio client calls a micro-cpp service: every kind, errors,
   for (const auto& line : output) all += line + "\n";
   CAPTURE(all);
   CHECK(client.wait() == 0);
-  for (std::string name : {"unary", "server-stream", "client-stream", "bidi", "deadline", "cancel",
-                           "error-status", "unimplemented", "3MiB", "over-limit", "gzip"}) {
+  for (std::string name :
+       {"unary", "server-stream", "client-stream", "bidi", "deadline", "cancel", "error-status",
+        "unimplemented", "3MiB", "over-limit", "health", "gzip"}) {
     CAPTURE(name);
     CHECK(passed.count(name) == 1);
   }
