@@ -101,6 +101,8 @@ class ServerConnection final : public H2Connection {
   void refuse(const std::shared_ptr<ServerStream>& stream, Error error,
               const char* http_status = "200");
   void submit_headers(ServerStream& stream, HeaderList& headers, bool with_data);
+  // Ends the call with `status`; a successful answer keeps a pending write (it goes out
+  // before the trailers).
   void end_call(ServerStream& stream, Response status, bool cancel_handler);
 
   std::shared_ptr<ListenerState> listener_;
@@ -529,8 +531,9 @@ void ServerConnection::lost(const std::string& reason) {
 }
 
 void ServerConnection::end_call(ServerStream& stream, Response status, bool cancel_handler) {
+  bool answered = !cancel_handler && !status.error;
   if (!stream.claim_end(std::move(status))) return;
-  stream.settle_end();
+  stream.settle_end(answered);
   if (cancel_handler) {
     if (auto call = stream.call.lock()) call->cancel();
   }

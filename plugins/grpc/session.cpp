@@ -86,7 +86,7 @@ void H2Stream::add_on_end(ResponseHandler done) {
   on_end_.push_back(std::move(done));
 }
 
-void H2Stream::settle_end() {
+void H2Stream::settle_end(bool keep_pending_write) {
   std::vector<ResponseHandler> callbacks;
   Response status;
   {
@@ -98,7 +98,7 @@ void H2Stream::settle_end() {
   }
   peer_done = true;
   auto& strand = connection_->strand();
-  if (on_drained) {
+  if (on_drained && !keep_pending_write) {
     // A write not taken yet fails with the end (its bytes are dropped).
     out.clear();
     out_offset = 0;

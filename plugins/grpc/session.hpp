@@ -72,8 +72,9 @@ class H2Stream {
   bool is_ended() const;
   Response final_status() const;
   void add_on_end(ResponseHandler done);
-  // Strand, after a claim: fails the pending write, ends the pending read, runs on_end.
-  void settle_end();
+  // Strand, after a claim: fails the pending write (unless `keep_pending_write`: a server's
+  // final answer goes out after it), ends the pending read, runs on_end.
+  void settle_end(bool keep_pending_write = false);
 
   const std::shared_ptr<H2Connection>& connection() const noexcept { return connection_; }
 

@@ -589,6 +589,27 @@ TEST_CASE("the standard health service: Check and Watch answer SERVING, then NOT
   CHECK(fixture.seen.count() == 0);  // answered by the transport, not a handler
 }
 
+TEST_CASE("a server stream's final answer goes out after a write it did not wait for") {
+  transport_test::Runtime runtime;
+  auto transport = transport_test::make_transport("grpc", runtime);
+  auto listener = transport->listen("127.0.0.1:0", [](micro::ServerCallPtr call) {
+    auto stream = micro::as_stream(call);
+    stream->async_write(std::string(100000, 'w'), [](std::optional<micro::Error>) {});
+    micro::Response status;
+    status.metadata.set("x-done", "yes");
+    stream->finish(std::move(status));  // at once, the write still under way
+  });
+  auto opened =
+      stream_test::open_and_wait(*transport, listener->address(), stream_test::stream_head());
+  REQUIRE(opened.stream);
+  CHECK(stream_test::read_one(*opened.stream) == std::string(100000, 'w'));
+  CHECK_FALSE(stream_test::read_one(*opened.stream));
+  auto status = stream_test::wait_end(*opened.stream);
+  CHECK_FALSE(status.error);
+  CHECK(status.metadata.get("x-done") == "yes");
+  transport->close();
+}
+
 TEST_CASE("TLS with ALPN h2: calls and streams, a wrong CA and a plaintext client refused") {
   micro_test::TestCertificates certificates("micro-grpc");
   transport_test::Runtime runtime;
