@@ -219,6 +219,49 @@ struct Server::State : std::enable_shared_from_this<Server::State> {
     }
   }
 
+  // A stream call that may be unary (StreamCall::may_be_unary: a transport whose wire cannot
+  // tell the two apart) reaching a unary endpoint: its first message is the request; the
+  // answer goes back as one message, then the status.
+  void dispatch_unary_over_stream(std::shared_ptr<StreamCall> stream, const EndpointEntry& entry) {
+    in_flight.fetch_add(1, std::memory_order_acq_rel);
+    auto self = shared_from_this();
+    const EndpointEntry* endpoint = &entry;  // endpoints are read-only while running
+    stream->async_read([self, stream, endpoint](std::optional<std::string> message) {
+      auto answer = [self, stream,
+                     answered = std::make_shared<std::atomic<bool>>(false)](Response&& response) {
+        if (answered->exchange(true)) return;
+        bool error = response.error.has_value();
+        if (error) {
+          stream->finish(std::move(response));
+          self->finish_one(true);
+          return;
+        }
+        std::string body = std::move(response.body);
+        response.body.clear();
+        auto status = std::make_shared<Response>(std::move(response));
+        stream->async_write(std::move(body), [stream, status](std::optional<Error>) {
+          stream->finish(std::move(*status));  // a failed write: the stream has ended already
+        });
+        self->finish_one(false);
+      };
+      if (!message) {
+        answer(Response::failure(bad_request(
+            self->options.name,
+            "unary endpoint " + stream->request().endpoint + " got no request message")));
+        return;
+      }
+      stream->request().body = std::move(*message);
+      RequestPtr shared_request(stream, &stream->request());
+      try {
+        endpoint->wrapped(shared_request, answer);
+      } catch (const Exception& e) {
+        answer(Response::failure(e.error()));
+      } catch (const std::exception& e) {
+        answer(Response::failure(Error(self->options.name, ErrorCode::internal, e.what())));
+      }
+    });
+  }
+
   // Per call, on an I/O thread.
   void dispatch(ServerCallPtr call) {
     const std::string& id = options.name;
@@ -242,6 +285,10 @@ struct Server::State : std::enable_shared_from_this<Server::State> {
           Response::failure(Error(id, ErrorCode::not_found,
                                   "service " + options.name + " has no endpoint '" +
                                       request.endpoint + "'; it has: " + endpoint_list())));
+      return;
+    }
+    if (call->is_stream() && !found->second.is_stream() && as_stream(call)->may_be_unary()) {
+      dispatch_unary_over_stream(as_stream(call), found->second);
       return;
     }
     if (found->second.is_stream() != call->is_stream()) {

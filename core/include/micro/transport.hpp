@@ -170,9 +170,15 @@ class StreamCall : public ServerCall, public MessageStream {
  public:
   Request& request() override { return ServerCall::request(); }
   bool finish(Response&& status) override { return respond(std::move(status)); }
+  // Set by a transport whose wire cannot tell a unary call from a stream (gRPC: every call
+  // is a stream, and a third-party client does not say which it makes): the core then serves
+  // a unary endpoint from the stream — its first message is the request, the answer goes
+  // back as one message, then the status — instead of refusing it.
+  bool may_be_unary() const noexcept { return may_be_unary_; }
 
  protected:
   StreamCall() { is_stream_ = true; }
+  bool may_be_unary_ = false;
 };
 
 // Returns the stream half of a call, or nullptr for a unary call.

@@ -280,6 +280,39 @@ inline const std::vector<TransportProfile>& transport_profiles() {
           {},  // held to the contract; test/plugins/http checks its wording
           false,
       },
+      {
+          "grpc",
+          {"connect_timeout", "max_concurrent_streams", "max_message", "pool_size", "stream_window",
+           "tls", "tls_ca", "tls_cert", "tls_key"},
+          "max_message",
+          1024,
+          "connect_timeout",
+          {{"pool_size", "1"}},
+          {
+              {"deadline passed", "grpc: deadline passed waiting for the response from {address}"},
+              {"deadline passed before sending",
+               "grpc: deadline passed before the call to {address} was sent"},
+              {"connection refused", "grpc: cannot connect to {address}: Connection refused"},
+              {"address without a port", "grpc: cannot call \"{address}\": expected host:port"},
+              {"listen without a port",
+               "micro.server: 400 Bad Request: grpc: cannot listen on \"{address}\": expected "
+               "host:port"},
+              {"connect timed out", "grpc: connecting to {address} timed out after 200ms"},
+              {"server killed", "grpc: connection to {address} closed with 3 calls pending…"},
+              {"transport closed",
+               "grpc: connection to {address} closed with 1 call pending (transport closed)"},
+              {"listener closed", "grpc: connection to {address} closed with 1 call pending…"},
+              {"request over the client's limit",
+               "grpc: request of 2048 bytes exceeds max_message 1024; not sent to {address}"},
+              {"request over the server's limit",
+               "grpc: message of 2048 bytes exceeds max_message 1024"},
+              {"response over the server's limit",
+               "grpc: response of 2048 bytes exceeds max_message 1024"},
+              {"response over the client's limit",
+               "grpc: response from {address}: message of 2048 bytes exceeds max_message 1024"},
+          },
+          true,
+      },
   };
   return profiles;
 }

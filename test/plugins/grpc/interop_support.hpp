@@ -1,0 +1,280 @@
+// test/plugins/grpc/interop_support.hpp — what the interop tests share: a micro-cpp Server on
+// transport=grpc serving interop.proto's Echo (raw handlers reading and writing the
+// protoc-generated messages), a child process with its output read line by line, and blocking
+// stream helpers for our client's side.
+#pragma once
+
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <chrono>
+#include <cstdio>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include <boost/asio/steady_timer.hpp>
+
+#include <micro/plugin_loader.hpp>
+#include <micro/registry.hpp>
+#include <micro/runtime.hpp>
+#include <micro/server.hpp>
+#include <micro/transport.hpp>
+
+#include "interop.pb.h"
+
+namespace interop_test {
+
+using namespace std::chrono_literals;
+
+inline std::string hex(const std::string& bytes) {
+  static const char digits[] = "0123456789abcdef";
+  std::string out;
+  for (unsigned char c : bytes) {
+    out.push_back(digits[c >> 4]);
+    out.push_back(digits[c & 15]);
+  }
+  return out;
+}
+
+inline std::string serialized(const google::protobuf::Message& message) {
+  std::string out;
+  message.SerializeToString(&out);
+  return out;
+}
+
+// Writes `messages` one after the other, then ends the stream with success.
+inline void write_all(micro::MessageStreamPtr stream,
+                      std::shared_ptr<std::vector<std::string>> messages, std::size_t next = 0) {
+  if (next == messages->size()) {
+    stream->finish(micro::Response{});
+    return;
+  }
+  std::string message = (*messages)[next];
+  stream->async_write(std::move(message),
+                      [stream, messages, next](std::optional<micro::Error> error) {
+                        if (!error) write_all(stream, messages, next + 1);
+                      });
+}
+
+// Echo on transport=grpc, as a micro-cpp service: the peer's calls reach these handlers through
+// the core's routing, as any service's would.
+class EchoServer {
+ public:
+  explicit EchoServer(micro::Runtime& runtime, micro::PluginOptions transport_options = {})
+      : runtime_(runtime) {
+    auto& loader = micro::PluginLoader::instance();
+    registry_ = loader.create<micro::Registry>("memory", "", {}, runtime.executor());
+    transport_ = loader.create<micro::Transport>("grpc", "", transport_options, runtime.executor());
+    micro::ServerOptions options;
+    options.name = "interop";
+    options.executor = runtime.executor();
+    server_ = std::make_unique<micro::Server>(options, transport_, registry_, nullptr,
+                                              micro::WrapperChains{});
+    server_->handle("Echo.Unary",
+                    [this](const micro::RequestPtr& request, micro::ResponseHandler respond) {
+                      unary(request, std::move(respond));
+                    });
+    server_->handle_stream("Echo.ServerStream", [](const micro::MessageStreamPtr& stream) {
+      stream->async_read([stream](std::optional<std::string> message) {
+        interop::EchoRequest in;
+        if (!message || !in.ParseFromString(*message)) {
+          stream->finish(micro::Response::failure(micro::bad_request("interop", "no request")));
+          return;
+        }
+        auto replies = std::make_shared<std::vector<std::string>>();
+        for (int i = 0; i < in.count(); ++i) {
+          interop::EchoReply reply;
+          reply.set_text(in.text());
+          reply.set_index(i);
+          replies->push_back(serialized(reply));
+        }
+        write_all(stream, replies);
+      });
+    });
+    server_->handle_stream("Echo.ClientStream", [](const micro::MessageStreamPtr& stream) {
+      read_all(stream, std::make_shared<interop::EchoReply>());
+    });
+    server_->handle_stream("Echo.Bidi",
+                           [](const micro::MessageStreamPtr& stream) { bidi(stream); });
+    server_->start();
+  }
+  ~EchoServer() {
+    server_->stop();
+    transport_->close();
+  }
+
+  std::string address() const { return server_->address(); }
+  std::atomic<int> cancelled{0};  // delayed unary calls whose context was cancelled
+  std::atomic<int> unary_calls{0};
+
+ private:
+  void unary(const micro::RequestPtr& request, micro::ResponseHandler respond) {
+    ++unary_calls;
+    interop::EchoRequest in;
+    if (!in.ParseFromString(request->body)) {
+      respond(micro::Response::failure(micro::bad_request("interop", "not an EchoRequest")));
+      return;
+    }
+    if (in.fail_code() != 0) {
+      respond(micro::Response::failure(micro::Error("interop", in.fail_code(),
+                                                    "asked to fail with " +
+                                                        std::to_string(in.fail_code()) +
+                                                        ": \xc3\xbc"
+                                                        "n\xc3\xaf"
+                                                        "code")));
+      return;
+    }
+    interop::EchoReply reply;
+    reply.set_text("echo:" + in.text());
+    reply.set_payload(in.payload());
+    reply.set_metadata(request->context.metadata().get("x-probe") + "|" +
+                       hex(request->context.metadata().get("x-blob-bin")));
+    micro::Response response;
+    response.content_type = request->content_type;
+    response.body = serialized(reply);
+    response.metadata.set("x-answer", "yes");
+    response.metadata.set("x-answer-bin", std::string("\x00\x02", 2));
+    if (in.delay_ms() == 0) {
+      respond(std::move(response));
+      return;
+    }
+    auto timer = std::make_shared<boost::asio::steady_timer>(
+        runtime_.executor(), std::chrono::milliseconds(in.delay_ms()));
+    auto cancellation = request->context.cancellation();
+    cancellation->on_cancel([this, timer] {
+      ++cancelled;
+      timer->cancel();
+    });
+    timer->async_wait([timer, respond, response = std::move(response)](
+                          const boost::system::error_code& error) mutable {
+      if (error)
+        respond(micro::Response::failure(micro::cancelled_error("interop")));
+      else
+        respond(std::move(response));
+    });
+  }
+
+  static void read_all(micro::MessageStreamPtr stream, std::shared_ptr<interop::EchoReply> total) {
+    stream->async_read([stream, total](std::optional<std::string> message) {
+      if (!message) {
+        if (stream->ended()) return;
+        stream->async_write(serialized(*total), [stream](std::optional<micro::Error> error) {
+          if (!error) stream->finish(micro::Response{});
+        });
+        return;
+      }
+      interop::EchoRequest in;
+      in.ParseFromString(*message);
+      total->set_text(total->text() + in.text());
+      total->set_index(total->index() + 1);
+      read_all(stream, total);
+    });
+  }
+
+  static void bidi(micro::MessageStreamPtr stream) {
+    stream->async_read([stream](std::optional<std::string> message) {
+      if (!message) {
+        if (!stream->ended()) stream->finish(micro::Response{});
+        return;
+      }
+      interop::EchoRequest in;
+      in.ParseFromString(*message);
+      interop::EchoReply reply;
+      reply.set_text("echo:" + in.text());
+      stream->async_write(serialized(reply), [stream](std::optional<micro::Error> error) {
+        if (!error) bidi(stream);
+      });
+    });
+  }
+
+  micro::Runtime& runtime_;
+  std::shared_ptr<micro::Registry> registry_;
+  std::shared_ptr<micro::Transport> transport_;
+  std::unique_ptr<micro::Server> server_;
+};
+
+// A child process (argv[0] is the program) whose stdin we hold and whose stdout we read by
+// line. Killed and reaped on destruction.
+class Child {
+ public:
+  explicit Child(std::vector<std::string> argv) {
+    int in[2], out[2];
+    if (::pipe(in) != 0 || ::pipe(out) != 0) throw std::runtime_error("pipe failed");
+    pid_ = ::fork();
+    if (pid_ == 0) {
+      ::dup2(in[0], 0);
+      ::dup2(out[1], 1);
+      ::close(in[1]);
+      ::close(out[0]);
+      std::vector<char*> args;
+      for (auto& arg : argv) args.push_back(arg.data());
+      args.push_back(nullptr);
+      ::execv(args[0], args.data());
+      ::_exit(127);
+    }
+    ::close(in[0]);
+    ::close(out[1]);
+    stdin_ = in[1];
+    stdout_ = out[0];
+  }
+  ~Child() {
+    close_stdin();
+    if (pid_ > 0 && !reaped_) {
+      ::kill(pid_, SIGKILL);
+      ::waitpid(pid_, nullptr, 0);
+    }
+    ::close(stdout_);
+  }
+  // The next line, or nullopt at EOF or after `limit`.
+  std::optional<std::string> read_line(std::chrono::milliseconds limit = 30s) {
+    auto deadline = std::chrono::steady_clock::now() + limit;
+    for (;;) {
+      auto newline = buffer_.find('\n');
+      if (newline != std::string::npos) {
+        std::string line = buffer_.substr(0, newline);
+        buffer_.erase(0, newline + 1);
+        return line;
+      }
+      auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+          deadline - std::chrono::steady_clock::now());
+      if (left.count() <= 0) return std::nullopt;
+      pollfd poll_fd{stdout_, POLLIN, 0};
+      if (::poll(&poll_fd, 1, static_cast<int>(left.count())) != 1) return std::nullopt;
+      char chunk[4096];
+      ssize_t got = ::read(stdout_, chunk, sizeof chunk);
+      if (got <= 0) return std::nullopt;
+      buffer_.append(chunk, static_cast<std::size_t>(got));
+    }
+  }
+  void close_stdin() {
+    if (stdin_ >= 0) ::close(stdin_);
+    stdin_ = -1;
+  }
+  // The exit status once it exits (within `limit`), else -1 (and it is killed).
+  int wait(std::chrono::milliseconds limit = 60s) {
+    auto deadline = std::chrono::steady_clock::now() + limit;
+    while (std::chrono::steady_clock::now() < deadline) {
+      int status = 0;
+      if (::waitpid(pid_, &status, WNOHANG) == pid_) {
+        reaped_ = true;
+        return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+      }
+      ::usleep(10000);
+    }
+    return -1;
+  }
+
+ private:
+  pid_t pid_ = -1;
+  int stdin_ = -1, stdout_ = -1;
+  bool reaped_ = false;
+  std::string buffer_;
+};
+
+}  // namespace interop_test
