@@ -101,7 +101,12 @@ class ClientConnection final : public FramedConnection {
         pools_(std::move(pools)),
         resolver_(strand_),
         connect_timer_(strand_),
-        deadline_timer_(strand_) {}
+        deadline_timer_(strand_) {
+    settings_->counts->client.fetch_add(1, std::memory_order_relaxed);
+  }
+  ~ClientConnection() override {
+    settings_->counts->client.fetch_sub(1, std::memory_order_relaxed);
+  }
 
   // False once the connection failed, closed, or the server announced it will close:
   // the pool then replaces it.

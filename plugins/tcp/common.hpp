@@ -2,9 +2,11 @@
 // validated options, address parsing and formatting.
 #pragma once
 
+#include <atomic>
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
+#include <memory>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -34,6 +36,13 @@ using Timer = asio::basic_waitable_timer<std::chrono::steady_clock,
 // when it wraps something else.
 IoExecutor io_executor(const asio::any_io_executor& executor);
 
+// Connections of one transport alive now, for Transport::statistics(); each connection
+// counts itself in while it exists.
+struct ConnectionCounts {
+  std::atomic<std::uint64_t> server{0};
+  std::atomic<std::uint64_t> client{0};
+};
+
 // The plugin's options after validation (README.md lists them).
 // Values and defaults come from the descriptor's options (tcp_options in tcp_transport.cpp).
 struct Settings {
@@ -42,6 +51,7 @@ struct Settings {
   std::chrono::milliseconds connect_timeout{};
   bool nodelay = true;
   std::uint32_t stream_window = 0;  // bytes of messages a stream end buffers for its reader
+  std::shared_ptr<ConnectionCounts> counts = std::make_shared<ConnectionCounts>();
 };
 
 // "host:port", "[v6]:port" or ":port" split into parts; nullopt when there is no numeric

@@ -111,6 +111,10 @@ class ServerConnection final : public FramedConnection {
     if (!error) local_ = format_endpoint(local);
     socket_metadata_.set("Local", local_);
     socket_metadata_.set("Remote", remote_);
+    state_->settings.counts->server.fetch_add(1, std::memory_order_relaxed);
+  }
+  ~ServerConnection() override {
+    state_->settings.counts->server.fetch_sub(1, std::memory_order_relaxed);
   }
 
   void start() {

@@ -37,6 +37,11 @@ class TcpTransport final : public Transport {
 
   ~TcpTransport() override { close(); }
 
+  TransportStatistics statistics() const override {
+    return {settings_->counts->server.load(std::memory_order_relaxed),
+            settings_->counts->client.load(std::memory_order_relaxed)};
+  }
+
   std::unique_ptr<Listener> listen(std::string_view address, CallHandler handler) override {
     return make_listener(executor_, *settings_, address, std::move(handler));
   }

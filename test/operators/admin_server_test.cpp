@@ -268,3 +268,25 @@ TEST_CASE("toolkit gauges: transport connections, broker counts, trace span coun
   CHECK(!has("micro_trace_spans_started_total 0\n"));
   service.stop();
 }
+
+TEST_CASE("toolkit gauges: tcp connections open on both sides while kept, none after close") {
+  Microservice service("tcp-gauged", Config::parse("registry=memory admin=127.0.0.1:0"));
+  service.handle("Gauged.Echo", [](Context&, const nlohmann::json& request) { return request; });
+  service.start();
+  service.client().call<nlohmann::json>("tcp-gauged", "Gauged.Echo", nlohmann::json{{"n", 1}});
+  http::BlockingClient client;
+  auto gauge = [&](const std::string& side) {
+    std::string text = admin_request(client, service.admin_address(), "GET", "/metrics").body;
+    std::string key =
+        "micro_transport_" + side + "_connections{service=\"tcp-gauged\",transport=\"tcp\"} ";
+    auto at = text.find(key);
+    return at == std::string::npos ? -1.0 : std::stod(text.substr(at + key.size()));
+  };
+  // The call's connection stays pooled on the client and open on the server.
+  CHECK(gauge("client") >= 1);
+  CHECK(test_support::wait_until([&] { return gauge("server") >= 1; }, std::chrono::seconds(5)));
+  service.transport().close();  // the pooled connections go
+  CHECK(test_support::wait_until([&] { return gauge("client") == 0; }, std::chrono::seconds(5)));
+  CHECK(test_support::wait_until([&] { return gauge("server") == 0; }, std::chrono::seconds(5)));
+  service.stop();
+}
