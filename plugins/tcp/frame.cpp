@@ -270,11 +270,17 @@ void encode_stream_end(std::string& out, std::uint64_t stream_id, const Response
 }
 
 void encode_stream_message(std::string& out, std::uint64_t stream_id, std::string_view message) {
+  out.clear();
+  append_stream_message(out, stream_id, message);
+}
+
+void append_stream_message(std::string& out, std::uint64_t stream_id, std::string_view message) {
   std::size_t size = stream_message_frame_size(message.size());
-  out.resize(size);
-  Writer writer(out.data());
+  char header[header_size];
+  Writer writer(header);
   write_header(writer, FrameType::stream_message, 0, stream_id, size);
-  writer.bytes(message);
+  out.append(header, header_size);
+  out.append(message);
 }
 
 void encode_stream_close_send(std::string& out, std::uint64_t stream_id) {
@@ -284,10 +290,16 @@ void encode_stream_close_send(std::string& out, std::uint64_t stream_id) {
 }
 
 void encode_stream_window(std::string& out, std::uint64_t stream_id, std::uint32_t increment) {
-  out.resize(window_frame_size);
-  Writer writer(out.data());
+  out.clear();
+  append_stream_window(out, stream_id, increment);
+}
+
+void append_stream_window(std::string& out, std::uint64_t stream_id, std::uint32_t increment) {
+  char frame[window_frame_size];
+  Writer writer(frame);
   write_header(writer, FrameType::stream_window, 0, stream_id, window_frame_size);
   writer.integer(increment);
+  out.append(frame, window_frame_size);
 }
 
 std::optional<std::string> decode_stream_window(std::string_view frame, std::uint32_t& increment) {
