@@ -44,9 +44,7 @@ class TcpClientStream final : public MessageStream,
   void async_write(std::string message, StreamWriteHandler done) override {
     start_write(std::move(message), std::move(done));
   }
-  void close_send() override {
-    on_strand([this] { do_close_send(); });
-  }
+  void close_send() override { start_close_send(); }
   // The client's end is a cancel: the server is told, the stream ends here with `status`.
   bool finish(Response&& status) override {
     if (!claim_end(std::move(status))) return false;

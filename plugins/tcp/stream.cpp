@@ -139,7 +139,8 @@ void StreamEnd::send_message(std::string message) {
 
 void StreamEnd::start_read(StreamReadHandler done) {
   // completing_stream is this stream only on its strand, so the started_ slots are ours.
-  if (completing_stream == this && !started_read_ && posted_.load(std::memory_order_relaxed) == 0) {
+  if (completing_stream == this && !started_read_ &&
+      posted_reads_.load(std::memory_order_relaxed) == 0) {
     started_read_.emplace(std::move(done));
     return;
   }
@@ -148,15 +149,19 @@ void StreamEnd::start_read(StreamReadHandler done) {
 
 void StreamEnd::start_write(std::string message, StreamWriteHandler done) {
   if (completing_stream == this && !started_write_ &&
-      posted_.load(std::memory_order_relaxed) == 0) {
+      posted_sends_.load(std::memory_order_relaxed) == 0) {
     started_write_.emplace(std::move(message), std::move(done));
     return;
   }
   post_write(std::move(message), std::move(done));
 }
 
+void StreamEnd::start_close_send() {
+  post_counted(false, true, [this] { do_close_send(); });
+}
+
 void StreamEnd::post_read(StreamReadHandler done) {
-  on_strand([this, done = std::move(done)]() mutable {
+  post_counted(true, false, [this, done = std::move(done)]() mutable {
     Completing scope(*this);
     do_read(std::move(done));
     scope.finish();
@@ -164,7 +169,7 @@ void StreamEnd::post_read(StreamReadHandler done) {
 }
 
 void StreamEnd::post_write(std::string message, StreamWriteHandler done) {
-  on_strand([this, message = std::move(message), done = std::move(done)]() mutable {
+  post_counted(false, true, [this, message = std::move(message), done = std::move(done)]() mutable {
     Completing scope(*this);
     do_write(std::move(message), std::move(done));
     scope.finish();

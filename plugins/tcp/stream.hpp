@@ -53,27 +53,24 @@ class StreamEnd {
   StreamEnd(Strand strand, std::uint64_t stream_id, std::uint32_t receive_window,
             std::uint32_t max_frame, const char* error_id);
 
-  // The application's read and write (any thread). Their completions never run inside the
-  // caller's call: the operation is posted to the strand, except when the caller is a
+  // The application's read, write and close_send (any thread). Completions never run inside
+  // the caller's call: the operation is posted to the strand, except when the caller is a
   // completion of this stream running on the strand (the usual "read the next one" loop) and
-  // nothing of this stream is queued there: then it runs right after that completion returns,
-  // still in the order called, without a round trip through the strand's queue.
+  // nothing queued there could be overtaken (see posted_reads_): then it runs right after
+  // that completion returns, without a round trip through the strand's queue.
   void start_read(StreamReadHandler done);
   void start_write(std::string message, StreamWriteHandler done);
+  void start_close_send();
   // The application's operations, run on the strand.
   void do_read(StreamReadHandler done);
   void do_write(std::string message, StreamWriteHandler done);
   void do_close_send();
 
-  // Posts `work` to the strand, keeping the stream alive until it ran. Counted, so that a read
-  // or write started later does not overtake it (see start_read).
+  // Posts `work` (which may end the stream) to the strand, keeping the stream alive until it
+  // ran. Reads and writes started later do not overtake it.
   template <class Work>
   void on_strand(Work work) {
-    posted_.fetch_add(1, std::memory_order_relaxed);
-    asio::post(strand_, [this, keep = keep_alive(), work = std::move(work)]() mutable {
-      posted_.fetch_sub(1, std::memory_order_relaxed);
-      work();
-    });
+    post_counted(true, true, std::move(work));
   }
 
   // The side's message and window frames out (strand only).
@@ -105,6 +102,18 @@ class StreamEnd {
   void post_started();
   void post_read(StreamReadHandler done);
   void post_write(std::string message, StreamWriteHandler done);
+  // Posts `work`, counted in posted_reads_ and/or posted_sends_ until it runs.
+  template <class Work>
+  void post_counted(bool reads, bool sends, Work work) {
+    if (reads) posted_reads_.fetch_add(1, std::memory_order_relaxed);
+    if (sends) posted_sends_.fetch_add(1, std::memory_order_relaxed);
+    asio::post(strand_,
+               [this, keep = keep_alive(), reads, sends, work = std::move(work)]() mutable {
+                 if (reads) posted_reads_.fetch_sub(1, std::memory_order_relaxed);
+                 if (sends) posted_sends_.fetch_sub(1, std::memory_order_relaxed);
+                 work();
+               });
+  }
 
   const std::uint64_t stream_id_;
   const std::uint32_t receive_window_;
@@ -125,7 +134,11 @@ class StreamEnd {
   std::optional<StreamReadHandler> started_read_;
   std::optional<std::pair<std::string, StreamWriteHandler>> started_write_;
 
-  std::atomic<std::uint32_t> posted_{0};  // on_strand work queued and not yet run
+  // Work queued on the strand that a read (posted_reads_: reads, ends) or a write
+  // (posted_sends_: writes, close_send, ends) must not overtake; the directions are
+  // independent, so a queued write does not hold a read back.
+  std::atomic<std::uint32_t> posted_reads_{0};
+  std::atomic<std::uint32_t> posted_sends_{0};
   mutable std::mutex end_mutex_;
   std::atomic<bool> ended_{false};  // written under end_mutex_, read anywhere
   bool callbacks_run_ = false;      // settle_end has taken on_end_
