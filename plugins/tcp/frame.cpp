@@ -3,25 +3,34 @@
 // is whatever remains of the frame after the last field.
 #include "frame.hpp"
 
+#include <bit>
 #include <cstring>
 
 namespace micro::tcp {
 
 namespace {
 
-// Byte-wise stores and loads: portable to any host order, and compilers turn them into
-// single moves on little-endian machines.
+// Little-endian stores and loads: one move on a little-endian host (GCC 12 does not merge
+// the byte-wise loop at -O2: it was ~100 instructions a header), byte-wise elsewhere.
 template <class Integer>
 void store(char* at, Integer value) noexcept {
-  for (std::size_t i = 0; i < sizeof(Integer); ++i)
-    at[i] = static_cast<char>(static_cast<std::uint8_t>(value >> (8 * i)));
+  if constexpr (std::endian::native == std::endian::little) {
+    std::memcpy(at, &value, sizeof(Integer));
+  } else {
+    for (std::size_t i = 0; i < sizeof(Integer); ++i)
+      at[i] = static_cast<char>(static_cast<std::uint8_t>(value >> (8 * i)));
+  }
 }
 
 template <class Integer>
 Integer load(const char* at) noexcept {
   Integer value = 0;
-  for (std::size_t i = 0; i < sizeof(Integer); ++i)
-    value |= static_cast<Integer>(static_cast<std::uint8_t>(at[i])) << (8 * i);
+  if constexpr (std::endian::native == std::endian::little) {
+    std::memcpy(&value, at, sizeof(Integer));
+  } else {
+    for (std::size_t i = 0; i < sizeof(Integer); ++i)
+      value |= static_cast<Integer>(static_cast<std::uint8_t>(at[i])) << (8 * i);
+  }
   return value;
 }
 
