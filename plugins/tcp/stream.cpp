@@ -26,7 +26,7 @@ class StreamEnd::Completing {
   ~Completing() {
     if (!outer_) return;
     completing_stream = previous_;
-    stream_.post_started();  // what finish() left, or everything when a completion threw
+    stream_.post_started();  // only when a completion threw
   }
   Completing(const Completing&) = delete;
   Completing& operator=(const Completing&) = delete;
@@ -139,7 +139,7 @@ void StreamEnd::send_message(std::string message) {
 
 void StreamEnd::start_read(StreamReadHandler done) {
   // completing_stream is this stream only on its strand, so the started_ slots are ours.
-  if (completing_stream == this && !started_read_ &&
+  if (completing_stream == this && !started_read_ && !last_round_ &&
       posted_reads_.load(std::memory_order_relaxed) == 0) {
     started_read_.emplace(std::move(done));
     return;
@@ -148,7 +148,7 @@ void StreamEnd::start_read(StreamReadHandler done) {
 }
 
 void StreamEnd::start_write(std::string message, StreamWriteHandler done) {
-  if (completing_stream == this && !started_write_ &&
+  if (completing_stream == this && !started_write_ && !last_round_ &&
       posted_sends_.load(std::memory_order_relaxed) == 0) {
     started_write_.emplace(std::move(message), std::move(done));
     return;
@@ -177,7 +177,10 @@ void StreamEnd::post_write(std::string message, StreamWriteHandler done) {
 }
 
 void StreamEnd::run_started() {
-  for (int round = 0; round < started_rounds && (started_read_ || started_write_); ++round) {
+  for (int round = 1; started_read_ || started_write_; ++round) {
+    // What the last round's completions start is queued on the strand: nothing started
+    // earlier is left waiting here for it to overtake.
+    if (round == started_rounds) last_round_ = true;
     if (started_write_) {
       auto [message, done] = std::move(*started_write_);
       started_write_.reset();
@@ -189,6 +192,7 @@ void StreamEnd::run_started() {
       do_read(std::move(done));
     }
   }
+  last_round_ = false;
 }
 
 void StreamEnd::post_started() {
@@ -274,6 +278,18 @@ void StreamEnd::settle_end(bool keep_inbox) {
   Completing scope(*this);
   Response status = final_status();
   if (!keep_inbox) inbox_.clear();
+  // The end's observers first: a reader that sees the end (nullopt) finds it observed, as
+  // one reading out a kept inbox does.
+  std::vector<ResponseHandler> callbacks;
+  {
+    std::lock_guard lock(end_mutex_);
+    callbacks.swap(on_end_);
+    callbacks_run_ = true;
+  }
+  for (auto& callback : callbacks) {
+    Response copy = status;
+    callback(std::move(copy));
+  }
   if (pending_write_) {
     auto done = std::move(pending_write_->second);
     pending_write_.reset();
@@ -285,16 +301,6 @@ void StreamEnd::settle_end(bool keep_inbox) {
     auto done = std::move(*pending_read_);
     pending_read_.reset();
     done(std::nullopt);
-  }
-  std::vector<ResponseHandler> callbacks;
-  {
-    std::lock_guard lock(end_mutex_);
-    callbacks.swap(on_end_);
-    callbacks_run_ = true;
-  }
-  for (auto& callback : callbacks) {
-    Response copy = status;
-    callback(std::move(copy));
   }
   scope.finish();
 }

@@ -97,8 +97,9 @@ class StreamEnd {
   void credit(std::size_t bytes);
   void send_message(std::string message);
   // Strand, at the end of a completion scope: runs the reads and writes its completions
-  // started (a bounded number of rounds), then posts what is left.
+  // started, for a bounded number of rounds (then they are posted again).
   void run_started();
+  // Posts what a completion that threw left started.
   void post_started();
   void post_read(StreamReadHandler done);
   void post_write(std::string message, StreamWriteHandler done);
@@ -133,6 +134,7 @@ class StreamEnd {
   // Started by a completion of this stream, to run once it returns (Completing).
   std::optional<StreamReadHandler> started_read_;
   std::optional<std::pair<std::string, StreamWriteHandler>> started_write_;
+  bool last_round_ = false;  // run_started's last round: starts are posted
 
   // Work queued on the strand that a read (posted_reads_: reads, ends) or a write
   // (posted_sends_: writes, close_send, ends) must not overtake; the directions are
