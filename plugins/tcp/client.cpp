@@ -40,17 +40,11 @@ class TcpClientStream final : public MessageStream,
         deadline_timer_(strand) {}
 
   Request& request() override { return head_; }
-  void async_read(StreamReadHandler done) override {
-    on_strand([this, done = std::move(done)]() mutable { do_read(std::move(done)); });
-  }
+  void async_read(StreamReadHandler done) override { start_read(std::move(done)); }
   void async_write(std::string message, StreamWriteHandler done) override {
-    on_strand([this, message = std::move(message), done = std::move(done)]() mutable {
-      do_write(std::move(message), std::move(done));
-    });
+    start_write(std::move(message), std::move(done));
   }
-  void close_send() override {
-    on_strand([this] { do_close_send(); });
-  }
+  void close_send() override { start_close_send(); }
   // The client's end is a cancel: the server is told, the stream ends here with `status`.
   bool finish(Response&& status) override {
     if (!claim_end(std::move(status))) return false;
@@ -77,8 +71,8 @@ class TcpClientStream final : public MessageStream,
   }
 
  private:
-  void emit_frame(std::string frame) override;
-  std::string frame_buffer() override;
+  void emit_message(std::string_view message) override;
+  void emit_window(std::uint32_t increment) override;
   void emit_close_send() override;
   std::shared_ptr<void> keep_alive() override { return shared_from_this(); }
   void teardown(bool keep_inbox, bool tell_server);
@@ -134,6 +128,14 @@ class ClientConnection final : public FramedConnection {
 
   // Strand: what a stream sends and no longer needs.
   void send_stream_frame(std::string frame) { send_frame(std::move(frame)); }
+  void send_stream_message(std::uint64_t stream_id, std::string_view message) {
+    append_frame(stream_message_frame_size(message.size()),
+                 [&](std::string& out) { append_stream_message(out, stream_id, message); });
+  }
+  void send_stream_window(std::uint64_t stream_id, std::uint32_t increment) {
+    append_frame(window_frame_size,
+                 [&](std::string& out) { append_stream_window(out, stream_id, increment); });
+  }
   std::string stream_buffer() { return take_buffer(); }
   void forget_stream(std::uint64_t stream_id) { streams_.erase(stream_id); }
   const std::string& address() const noexcept { return address_; }
@@ -667,12 +669,12 @@ void TcpClientStream::teardown(bool keep_inbox, bool tell_server) {
   settle_end(keep_inbox);
 }
 
-void TcpClientStream::emit_frame(std::string frame) {
-  connection_->send_stream_frame(std::move(frame));
+void TcpClientStream::emit_message(std::string_view message) {
+  connection_->send_stream_message(stream_id(), message);
 }
 
-std::string TcpClientStream::frame_buffer() {
-  return connection_->stream_buffer();
+void TcpClientStream::emit_window(std::uint32_t increment) {
+  connection_->send_stream_window(stream_id(), increment);
 }
 
 void TcpClientStream::emit_close_send() {

@@ -3,25 +3,34 @@
 // is whatever remains of the frame after the last field.
 #include "frame.hpp"
 
+#include <bit>
 #include <cstring>
 
 namespace micro::tcp {
 
 namespace {
 
-// Byte-wise stores and loads: portable to any host order, and compilers turn them into
-// single moves on little-endian machines.
+// Little-endian stores and loads: one move on a little-endian host (GCC 12 does not merge
+// the byte-wise loop at -O2: it was ~100 instructions a header), byte-wise elsewhere.
 template <class Integer>
 void store(char* at, Integer value) noexcept {
-  for (std::size_t i = 0; i < sizeof(Integer); ++i)
-    at[i] = static_cast<char>(static_cast<std::uint8_t>(value >> (8 * i)));
+  if constexpr (std::endian::native == std::endian::little) {
+    std::memcpy(at, &value, sizeof(Integer));
+  } else {
+    for (std::size_t i = 0; i < sizeof(Integer); ++i)
+      at[i] = static_cast<char>(static_cast<std::uint8_t>(value >> (8 * i)));
+  }
 }
 
 template <class Integer>
 Integer load(const char* at) noexcept {
   Integer value = 0;
-  for (std::size_t i = 0; i < sizeof(Integer); ++i)
-    value |= static_cast<Integer>(static_cast<std::uint8_t>(at[i])) << (8 * i);
+  if constexpr (std::endian::native == std::endian::little) {
+    std::memcpy(&value, at, sizeof(Integer));
+  } else {
+    for (std::size_t i = 0; i < sizeof(Integer); ++i)
+      value |= static_cast<Integer>(static_cast<std::uint8_t>(at[i])) << (8 * i);
+  }
   return value;
 }
 
@@ -270,11 +279,17 @@ void encode_stream_end(std::string& out, std::uint64_t stream_id, const Response
 }
 
 void encode_stream_message(std::string& out, std::uint64_t stream_id, std::string_view message) {
+  out.clear();
+  append_stream_message(out, stream_id, message);
+}
+
+void append_stream_message(std::string& out, std::uint64_t stream_id, std::string_view message) {
   std::size_t size = stream_message_frame_size(message.size());
-  out.resize(size);
-  Writer writer(out.data());
+  char header[header_size];
+  Writer writer(header);
   write_header(writer, FrameType::stream_message, 0, stream_id, size);
-  writer.bytes(message);
+  out.append(header, header_size);
+  out.append(message);
 }
 
 void encode_stream_close_send(std::string& out, std::uint64_t stream_id) {
@@ -284,10 +299,16 @@ void encode_stream_close_send(std::string& out, std::uint64_t stream_id) {
 }
 
 void encode_stream_window(std::string& out, std::uint64_t stream_id, std::uint32_t increment) {
-  out.resize(window_frame_size);
-  Writer writer(out.data());
+  out.clear();
+  append_stream_window(out, stream_id, increment);
+}
+
+void append_stream_window(std::string& out, std::uint64_t stream_id, std::uint32_t increment) {
+  char frame[window_frame_size];
+  Writer writer(frame);
   write_header(writer, FrameType::stream_window, 0, stream_id, window_frame_size);
   writer.integer(increment);
+  out.append(frame, window_frame_size);
 }
 
 std::optional<std::string> decode_stream_window(std::string_view frame, std::uint32_t& increment) {

@@ -83,6 +83,9 @@ void encode_stream_end(std::string& out, std::uint64_t stream_id, const Response
 void encode_stream_message(std::string& out, std::uint64_t stream_id, std::string_view message);
 void encode_stream_close_send(std::string& out, std::uint64_t stream_id);
 void encode_stream_window(std::string& out, std::uint64_t stream_id, std::uint32_t increment);
+// The same frames appended to `out` (a batch of frames written together).
+void append_stream_message(std::string& out, std::uint64_t stream_id, std::string_view message);
+void append_stream_window(std::string& out, std::uint64_t stream_id, std::uint32_t increment);
 // The window frame's increment, or what is wrong with the frame.
 std::optional<std::string> decode_stream_window(std::string_view frame, std::uint32_t& increment);
 inline std::size_t stream_message_frame_size(std::size_t message) noexcept {

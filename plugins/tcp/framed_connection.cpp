@@ -19,6 +19,9 @@ constexpr auto linger_time = std::chrono::seconds(1);
 // not stay allocated.
 constexpr std::size_t spare_buffers_kept = 16;
 constexpr std::size_t spare_buffer_largest = 64 * 1024;
+// Frames appended to one queued buffer, at most (it grows to twice that at most, and is then
+// still kept for reuse).
+constexpr std::size_t appended_largest = 32 * 1024;
 }  // namespace
 
 FramedConnection::FramedConnection(Strand strand, Socket socket, FrameType incoming,
@@ -134,6 +137,12 @@ void FramedConnection::send_frame(std::string frame) {
   if (closed_) return;
   queued_.push_back(std::move(frame));
   if (!in_batch_) flush();
+}
+
+std::string& FramedConnection::buffer_for(std::size_t bytes) {
+  if (queued_.empty() || queued_.back().size() + bytes > appended_largest)
+    queued_.push_back(take_buffer());
+  return queued_.back();
 }
 
 std::string FramedConnection::take_buffer() {

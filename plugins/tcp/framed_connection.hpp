@@ -39,6 +39,15 @@ class FramedConnection : public std::enable_shared_from_this<FramedConnection> {
   // Queues a whole frame; frames queued while a frame batch is being read, or while a
   // write is in flight, are coalesced into the next write.
   void send_frame(std::string frame);
+  // Queues a small frame that `append(std::string& out)` appends to `out`, `bytes` long:
+  // frames queued together share one buffer, so a stream's messages cost a copy each and no
+  // allocation, and go out as one contiguous write.
+  template <class Append>
+  void append_frame(std::size_t bytes, Append append) {
+    if (closed_) return;
+    append(buffer_for(bytes));
+    if (!in_batch_) flush();
+  }
   // An empty string keeping the capacity of a frame already written, to encode the next
   // frame into without allocating (strand only).
   std::string take_buffer();
@@ -75,6 +84,7 @@ class FramedConnection : public std::enable_shared_from_this<FramedConnection> {
   void on_written(const boost::system::error_code& error);
   void fail(const boost::system::error_code& error);
   void make_room();
+  std::string& buffer_for(std::size_t bytes);
   void linger();
   void discard_more();
 

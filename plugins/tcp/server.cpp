@@ -65,13 +65,9 @@ class TcpStreamCall final : public StreamCall,
       : StreamEnd(strand, stream_id, window, max_frame, server_error_id),
         connection(std::move(connection_)) {}
 
-  void async_read(StreamReadHandler done) override {
-    on_strand([this, done = std::move(done)]() mutable { do_read(std::move(done)); });
-  }
+  void async_read(StreamReadHandler done) override { start_read(std::move(done)); }
   void async_write(std::string message, StreamWriteHandler done) override {
-    on_strand([this, message = std::move(message), done = std::move(done)]() mutable {
-      do_write(std::move(message), std::move(done));
-    });
+    start_write(std::move(message), std::move(done));
   }
   void close_send() override {}  // the server's side closes with its answer
   bool finish(Response&& status) override {
@@ -92,8 +88,8 @@ class TcpStreamCall final : public StreamCall,
 
  private:
   void send(Response&& response) override;
-  void emit_frame(std::string frame) override;
-  std::string frame_buffer() override;
+  void emit_message(std::string_view message) override;
+  void emit_window(std::uint32_t increment) override;
   void emit_close_send() override {}
   std::shared_ptr<void> keep_alive() override { return shared_from_this(); }
 };
@@ -133,6 +129,14 @@ class ServerConnection final : public FramedConnection {
 
   // Strand: what a stream sends and no longer needs.
   void send_stream_frame(std::string frame) { send_frame(std::move(frame)); }
+  void send_stream_message(std::uint64_t stream_id, std::string_view message) {
+    append_frame(stream_message_frame_size(message.size()),
+                 [&](std::string& out) { append_stream_message(out, stream_id, message); });
+  }
+  void send_stream_window(std::uint64_t stream_id, std::uint32_t increment) {
+    append_frame(window_frame_size,
+                 [&](std::string& out) { append_stream_window(out, stream_id, increment); });
+  }
   std::string stream_buffer() { return take_buffer(); }
   void forget_stream(std::uint64_t stream_id, const TcpStreamCall* key) {
     auto found = streams_.find(stream_id);
@@ -454,12 +458,12 @@ void TcpStreamCall::end_here(Error error, bool tell_client) {
   settle_end(false);
 }
 
-void TcpStreamCall::emit_frame(std::string frame) {
-  connection->send_stream_frame(std::move(frame));
+void TcpStreamCall::emit_message(std::string_view message) {
+  connection->send_stream_message(stream_id(), message);
 }
 
-std::string TcpStreamCall::frame_buffer() {
-  return connection->stream_buffer();
+void TcpStreamCall::emit_window(std::uint32_t increment) {
+  connection->send_stream_window(stream_id(), increment);
 }
 
 class AcceptLoop : public std::enable_shared_from_this<AcceptLoop> {
