@@ -428,6 +428,10 @@ TEST_CASE("a graceful stop lets open streams finish, and ends them with 503 past
     auto client = fixture.make_client();
     auto stream = client.open_stream<Line, Line>("market", "Chat.Talk");
     stream.send(Line{"hold"});
+    // send() returns once the client's transport has the message; the server may not have
+    // dispatched the stream yet, and a stop before that would find nothing open.
+    REQUIRE(
+        test_support::wait_until([&] { return fixture.server->statistics().in_flight == 1; }, 5s));
     CHECK(fixture.server->stop() == 1);
     CHECK_FALSE(stream.receive());
     REQUIRE(stream.error());
