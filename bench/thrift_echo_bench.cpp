@@ -13,16 +13,19 @@
 //   sequence id) on 2 shared connections, N threads calling through them — the 2 connections
 //   rpc_bench keeps, but every reply read by one thread wakes the thread it belongs to.
 // The async (cob-style) client exists only over TEvhttp, i.e. HTTP transport, not framed.
-// Three servers:
-// - nonblocking (default): TNonblockingServer, 2 libevent I/O threads, each call processed on
-//   the I/O thread that read it (no hand-off) — the fastest Thrift server for a handler that
-//   does not block, measured against the two below;
-// - pool: TNonblockingServer, 1 I/O thread handing every call to a 2-thread ThreadManager;
-// - threaded: TThreadedServer, one thread per connection.
-// Measured on this 2-core machine (2 s points): nonblocking beats pool and threaded at every
-// concurrency with the connections client; see docs/performance.md, "Peers".
+// Three servers, all Thrift's own; the default is the one that measured fastest here:
+// - threaded (default): TThreadedServer, one thread per connection doing blocking reads and
+//   writes — a call costs the server its socket reads and one write, no event loop between;
+// - nonblocking: TNonblockingServer, 2 libevent I/O threads, each call processed on the I/O
+//   thread that read it (no hand-off); it reads the 4-byte frame length and the frame in
+//   separate reads and goes through libevent for every state change;
+// - pool: TNonblockingServer, 1 I/O thread handing every call to a 2-thread ThreadManager.
+// Measured on this 2-core machine (1–2 s points, connections client, best of 2): threaded
+// 104k/108k/131k req/s at c=1/16/64, nonblocking 69k/69k/83k, pool 9k/51k/52k; the concurrent
+// client trails the connections client at c=16/64 with every server (73k/64k with nonblocking,
+// 66k/62k with threaded). See docs/performance.md, "Peers".
 //
-//   thrift_echo_bench [seconds per point, default 3] [--server=nonblocking|pool|threaded]
+//   thrift_echo_bench [seconds per point, default 3] [--server=threaded|nonblocking|pool]
 //                     [--client=connections|concurrent]
 //
 // Prints one line per figure: `name value unit`.
@@ -251,7 +254,7 @@ std::string_view option_value(std::string_view argument, std::string_view name) 
 
 int main(int argc, char** argv) try {
   double seconds = 3.0;
-  ServerKind server_kind = ServerKind::nonblocking;
+  ServerKind server_kind = ServerKind::threaded;
   ClientKind client_kind = ClientKind::connections;
   for (int i = 1; i < argc; ++i) {
     std::string_view argument = argv[i];
@@ -263,7 +266,7 @@ int main(int argc, char** argv) try {
       else if (value == "threaded")
         server_kind = ServerKind::threaded;
       else
-        throw std::runtime_error("--server: expected nonblocking, pool or threaded, got '" +
+        throw std::runtime_error("--server: expected threaded, nonblocking or pool, got '" +
                                  std::string(value) + "'");
     } else if (auto value = option_value(argument, "--client="); !value.empty()) {
       if (value == "connections")
