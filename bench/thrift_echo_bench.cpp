@@ -20,8 +20,8 @@
 //   thread that read it (no hand-off); it reads the 4-byte frame length and the frame in
 //   separate reads and goes through libevent for every state change;
 // - pool: TNonblockingServer, 1 I/O thread handing every call to a 2-thread ThreadManager.
-// Measured on this 2-core machine (1–2 s points, connections client, best of 2): threaded
-// 104k/108k/131k req/s at c=1/16/64, nonblocking 69k/69k/83k, pool 9k/51k/52k; the concurrent
+// Measured on this 2-core machine (1–2 s points, connections client, best of 2 runs): threaded
+// 131k/108k/131k req/s at c=1/16/64, nonblocking 69k/69k/83k, pool 9k/51k/52k; the concurrent
 // client trails the connections client at c=16/64 with every server (73k/64k with nonblocking,
 // 66k/62k with threaded). See docs/performance.md, "Peers".
 //
