@@ -290,3 +290,57 @@ TEST_CASE("toolkit gauges: tcp connections open on both sides while kept, none a
   CHECK(test_support::wait_until([&] { return gauge("server") == 0; }, std::chrono::seconds(5)));
   service.stop();
 }
+
+namespace {
+
+// Echoes each message back; finishes when the client closes its side.
+void echo_next(const MessageStreamPtr& stream) {
+  stream->async_read([stream](std::optional<std::string> message) {
+    if (!message) {
+      stream->finish(Response{});
+      return;
+    }
+    stream->async_write(std::move(*message), [stream](std::optional<Error> error) {
+      if (error) return;
+      echo_next(stream);
+    });
+  });
+}
+
+}  // namespace
+
+TEST_CASE("metrics wrapper: streams count their messages each way and end as one request") {
+  Microservice service("streamer", Config::parse("registry=memory admin=127.0.0.1:0 "
+                                                 "wrappers=metrics"));
+  service.handle_stream("Streamer.Echo", [](const MessageStreamPtr& stream) { echo_next(stream); });
+  service.start();
+  auto stream = service.client().open_stream("streamer", "Streamer.Echo");
+  for (int i = 0; i < 3; ++i) {
+    stream.send("\"m" + std::to_string(i) + "\"");
+    REQUIRE(stream.receive());
+  }
+  stream.close_send();
+  CHECK_FALSE(stream.receive());
+  CHECK_FALSE(stream.error());
+  http::BlockingClient client;
+  std::string text;
+  auto has = [&](const std::string& line) {
+    return text.find(line) != std::string::npos;
+  };
+  const std::string labels = "service=\"streamer\",endpoint=\"Streamer.Echo\"";
+  // The server's end is recorded when its stream ends, which may be just after the client's.
+  bool recorded = test_support::wait_until(
+      [&] {
+        text = admin_request(client, service.admin_address(), "GET", "/metrics").body;
+        return has("micro_requests_total{chain=\"server\"," + labels + ",status=\"success\"} 1\n");
+      },
+      std::chrono::seconds(5), std::chrono::milliseconds(20));
+  CAPTURE(text);
+  CHECK(recorded);
+  CHECK(has("micro_requests_total{chain=\"client\"," + labels + ",status=\"success\"} 1\n"));
+  for (const char* chain : {"server", "client"})
+    for (const char* direction : {"sent", "received"})
+      CHECK(has(std::string("micro_stream_messages_total{chain=\"") + chain + "\"," + labels +
+                ",direction=\"" + direction + "\"} 3\n"));
+  service.stop();
+}

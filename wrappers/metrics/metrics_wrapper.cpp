@@ -5,6 +5,8 @@
 // the `buckets` option's bounds) by chain (server, client, call), service, endpoint and
 // status ("success" or the error code), and micro_messages_total by chain (publish, deliver),
 // topic and status. A traced call's observation becomes its bucket's exemplar (trace id).
+// A stream is one request of its chain when it ends, and its messages each way are counted in
+// micro_stream_messages_total.
 //
 // With `stream` set, the older text report is kept too, per chain: handler (requests this
 // service handled, by endpoint), client (logical calls, by service and endpoint), call
@@ -24,6 +26,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <set>
 #include <shared_mutex>
 #include <string>
@@ -35,6 +38,7 @@
 #include <micro/error.hpp>
 #include <micro/metrics.hpp>
 #include <micro/plugin.hpp>
+#include <micro/stream.hpp>
 #include <micro/text.hpp>
 #include <micro/trace.hpp>
 #include <micro/wrapper.hpp>
@@ -160,6 +164,7 @@ std::vector<double> parse_buckets(const std::string& text) {
 struct Families {
   micro::metrics::Histogram* duration;
   micro::metrics::Counter* messages;
+  micro::metrics::Counter* stream_messages;
 };
 
 // micro_requests_total is the histogram's _count under its own name, read at scrape time: one
@@ -188,7 +193,11 @@ Families make_families(std::vector<double> bounds) {
                           {"chain", "service", "endpoint", "status"}, std::move(bounds)),
       &registry.counter("micro_messages_total",
                         "messages by chain (publish, deliver), topic and status",
-                        {"chain", "topic", "status"})};
+                        {"chain", "topic", "status"}),
+      &registry.counter("micro_stream_messages_total",
+                        "stream messages by chain (server, client), service, endpoint and "
+                        "direction (sent, received)",
+                        {"chain", "service", "endpoint", "direction"})};
   expose_request_counter(families.duration);
   return families;
 }
@@ -284,6 +293,46 @@ void run_counted_message(Counters* counters, Families families, std::string_view
   if (counters) counters->record(true, Clock::now() - start);
   families.messages->with({chain, message.topic, "success"}).add();
 }
+
+// A stream seen by the wrapper: its messages counted each way as they pass, and the stream
+// itself recorded as one request of its chain (its status, its lifetime) when it ends.
+class CountedStream final : public micro::ForwardingStream {
+ public:
+  CountedStream(micro::MessageStreamPtr inner, const Families& families, std::string_view chain,
+                std::string_view service)
+      : ForwardingStream(std::move(inner)),
+        sent_(
+            &families.stream_messages->with({chain, service, inner_->request().endpoint, "sent"})),
+        received_(&families.stream_messages->with(
+            {chain, service, inner_->request().endpoint, "received"})) {
+    // The callback must not hold the stream (the stream holds its callbacks).
+    inner_->on_end([duration = families.duration, chain, service,
+                    endpoint = inner_->request().endpoint,
+                    start = Clock::now()](micro::Response&& status) {
+      double seconds = std::chrono::duration<double>(Clock::now() - start).count();
+      duration->with({chain, service, endpoint, StatusText(status).view}).observe(seconds);
+    });
+  }
+
+  void async_read(micro::StreamReadHandler done) override {
+    inner_->async_read(
+        [received = received_, done = std::move(done)](std::optional<std::string> message) {
+          if (message) received->add();
+          done(std::move(message));
+        });
+  }
+  void async_write(std::string message, micro::StreamWriteHandler done) override {
+    inner_->async_write(std::move(message),
+                        [sent = sent_, done = std::move(done)](std::optional<micro::Error> error) {
+                          if (!error) sent->add();
+                          done(std::move(error));
+                        });
+  }
+
+ private:
+  micro::metrics::CounterCell* sent_;
+  micro::metrics::CounterCell* received_;
+};
 
 std::string key_of(std::string_view chain, std::string_view first, std::string_view second = {}) {
   std::string key;
@@ -383,6 +432,38 @@ class MetricsWrapper final : public micro::Wrapper {
                                            micro::Context& context, micro::Message& message) {
         Counters* counters = report ? &report->counters(key_of("deliver", message.topic)) : nullptr;
         run_counted_message(counters, families, "deliver", next, context, message);
+      });
+    };
+    set.handler_stream = [families, service](micro::StreamHandlerFunction next) {
+      return micro::StreamHandlerFunction(
+          [families, service, next = std::move(next)](const micro::MessageStreamPtr& stream) {
+            next(std::make_shared<CountedStream>(stream, families, "server", service));
+          });
+    };
+    set.client_stream = [families](micro::ClientStreamFunction next) {
+      return micro::ClientStreamFunction([families, next = std::move(next)](
+                                             const micro::RequestPtr& head,
+                                             const micro::CallOptions& options,
+                                             micro::OpenStreamHandler done) {
+        std::string_view service = interned(head->service);
+        auto start = Clock::now();
+        next(head, options,
+             [families, service, head, start, done = std::move(done)](
+                 micro::MessageStreamPtr stream, std::optional<micro::Error> error) mutable {
+               if (!stream) {
+                 // Never opened: one failed request of the client chain.
+                 micro::Response failed = micro::Response::failure(
+                     error ? *error : micro::Error("micro.client", 500, "stream not opened"));
+                 double seconds = std::chrono::duration<double>(Clock::now() - start).count();
+                 families.duration
+                     ->with({"client", service, head->endpoint, StatusText(failed).view})
+                     .observe(seconds);
+                 done(nullptr, std::move(error));
+                 return;
+               }
+               done(std::make_shared<CountedStream>(std::move(stream), families, "client", service),
+                    std::nullopt);
+             });
       });
     };
     return set;
