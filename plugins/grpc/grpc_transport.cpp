@@ -118,6 +118,10 @@ class GrpcTransport final : public Transport {
   }
 
   std::string transport_name() const override { return "grpc"; }
+  TransportStatistics statistics() const override {
+    return {settings_.counts->server.load(std::memory_order_relaxed),
+            settings_.counts->client.load(std::memory_order_relaxed)};
+  }
   void close() override { pools_.close_all(); }
 
   // Real gRPC on the wire: any gRPC client can call the node.

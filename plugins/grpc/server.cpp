@@ -192,6 +192,7 @@ class ListenerState : public std::enable_shared_from_this<ListenerState> {
       }
       boost::system::error_code ignored;
       connection->socket().set_option(asio::ip::tcp::no_delay(true), ignored);
+      connection->count_open();
       {
         std::lock_guard lock(self->mutex);
         self->connections.insert(connection);

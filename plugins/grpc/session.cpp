@@ -119,10 +119,22 @@ void H2Stream::settle_end(bool keep_pending_write) {
 H2Connection::H2Connection(Strand strand, Settings settings, bool server)
     : strand_(strand), socket_(strand), settings_(settings), server_(server) {
   read_buffer_.resize(64 * 1024);
+  // A server connection is made before its accept completes: it counts once accepted.
+  if (!server_) count_open();
+}
+
+void H2Connection::count_open() {
+  if (counted_) return;
+  counted_ = true;
+  (server_ ? settings_.counts->server : settings_.counts->client)
+      .fetch_add(1, std::memory_order_relaxed);
 }
 
 H2Connection::~H2Connection() {
   if (session_) nghttp2_session_del(session_);
+  if (counted_)
+    (server_ ? settings_.counts->server : settings_.counts->client)
+        .fetch_sub(1, std::memory_order_relaxed);
 }
 
 void H2Connection::start() {

@@ -92,6 +92,8 @@ class H2Connection : public std::enable_shared_from_this<H2Connection> {
  public:
   H2Connection(Strand strand, Settings settings, bool server);
   virtual ~H2Connection();
+  // Counts this connection in the transport's open connections until it is destroyed (once).
+  void count_open();
   H2Connection(const H2Connection&) = delete;
   H2Connection& operator=(const H2Connection&) = delete;
 
@@ -163,6 +165,7 @@ class H2Connection : public std::enable_shared_from_this<H2Connection> {
   void close_socket();
 
   bool server_;
+  bool counted_ = false;
   std::unique_ptr<asio::ssl::stream<Socket&>> tls_;
   nghttp2_session* session_ = nullptr;
   std::vector<std::uint8_t> read_buffer_;

@@ -4,9 +4,11 @@
 // micro::Error codes and gRPC status codes.
 #pragma once
 
+#include <atomic>
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
+#include <memory>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -37,6 +39,13 @@ using Timer = asio::basic_waitable_timer<std::chrono::steady_clock,
 // when it wraps something else.
 IoExecutor io_executor(const asio::any_io_executor& executor);
 
+// HTTP/2 connections of one transport alive now, for Transport::statistics(); each counts
+// itself in while it exists.
+struct ConnectionCounts {
+  std::atomic<std::uint64_t> server{0};
+  std::atomic<std::uint64_t> client{0};
+};
+
 // The plugin's options after validation (grpc_options in grpc_transport.cpp has the ranges).
 struct Settings {
   std::uint32_t max_message = 4 * 1024 * 1024;  // one message's bytes, prefix excluded
@@ -47,6 +56,7 @@ struct Settings {
   // TLS with ALPN h2 (README.md, "TLS"): listeners serve it when the server context is set,
   // the client dials it when the client context is set.
   std::shared_ptr<asio::ssl::context> server_tls, client_tls;
+  std::shared_ptr<ConnectionCounts> counts = std::make_shared<ConnectionCounts>();
 };
 
 inline constexpr const char* client_error_id = "micro.client";
