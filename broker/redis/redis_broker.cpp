@@ -64,6 +64,7 @@
 #include <micro/log.hpp>
 #include <micro/plugin.hpp>
 #include <micro/random.hpp>
+#include <micro/trace.hpp>
 
 namespace {
 
@@ -457,7 +458,8 @@ class TlsRelay : public std::enable_shared_from_this<TlsRelay> {
     timer_.async_wait([self = shared_from_this()](const boost::system::error_code& error) {
       if (error || self->handshaken_) return;
       self->finish("no TLS connection within connect_timeout (" +
-                   std::to_string(self->settings_->connect_timeout.count()) + " ms)");
+                   std::to_string(self->settings_->connect_timeout.count()) +
+                   " ms; does the server speak TLS on this port?)");
     });
     resolver_.async_resolve(
         settings.host, std::to_string(settings.port),
@@ -857,8 +859,12 @@ class Reader : public std::enable_shared_from_this<Reader> {
   void run_streams(Connection& connection);
   std::unique_ptr<Connection> open();
   void deliver(Message& message);
-  bool deliver_entry(const redisReply* entry, std::string& id);
-  bool process_entries(Connection& connection, const redisReply* entries, bool acknowledge);
+  bool decode_entry(const redisReply* entry, std::string& id, std::optional<Message>& message);
+  bool deliver_entry(Message& message);
+  std::shared_ptr<micro::trace::Span> start_receive_span(
+      const std::vector<std::optional<Message>>& messages, std::string_view operation);
+  bool process_entries(Connection& connection, const redisReply* entries, bool acknowledge,
+                       std::string_view operation);
   bool stopping() {
     std::lock_guard lock(mutex_);
     return stop_;
@@ -1147,22 +1153,31 @@ void Reader::run_pubsub(Connection& connection) {
   }
 }
 
-bool Reader::deliver_entry(const redisReply* entry, std::string& id) {
+// One stream entry, [id, [field, value, …]], as a message. False for a malformed entry (no id);
+// a deleted entry (fields nil) has an id and no message.
+bool Reader::decode_entry(const redisReply* entry, std::string& id,
+                          std::optional<Message>& message) {
+  message.reset();
   if (entry->type != REDIS_REPLY_ARRAY || entry->elements < 2) return false;
   id = std::string(text_of(entry->element[0]));
   const redisReply* fields = entry->element[1];
-  if (fields->type != REDIS_REPLY_ARRAY) return true;  // deleted entry: nothing to deliver
-  Message message;
-  message.topic = state_->topic;
+  if (fields->type != REDIS_REPLY_ARRAY) return true;
+  message.emplace();
+  message->topic = state_->topic;
   for (std::size_t i = 0; i + 1 < fields->elements; i += 2) {
     std::string_view field = text_of(fields->element[i]);
     std::string_view value = text_of(fields->element[i + 1]);
     if (field == body_field)
-      message.body = std::string(value);
+      message->body = std::string(value);
     else if (field.starts_with(header_field_prefix))
-      message.headers.set(std::string(field.substr(header_field_prefix.size())),
-                          std::string(value));
+      message->headers.set(std::string(field.substr(header_field_prefix.size())),
+                           std::string(value));
   }
+  return true;
+}
+
+// Runs the handler; false when it threw (reported) or the subscription has ended.
+bool Reader::deliver_entry(Message& message) {
   if (!state_->active.load()) return false;
   std::lock_guard lock(state_->delivery_mutex);
   if (!state_->active.load()) return false;
@@ -1181,21 +1196,72 @@ bool Reader::deliver_entry(const redisReply* entry, std::string& id) {
   return succeeded;
 }
 
-// Delivers a list of [id, fields] entries; XACKs the ones handled (at_least_once). Returns
-// whether some handler failed (those stay pending for a retry).
-bool Reader::process_entries(Connection& connection, const redisReply* entries, bool acknowledge) {
-  if (!entries || entries->type != REDIS_REPLY_ARRAY) return false;
+// The CONSUMER span of a batch read (the seeds' span-links rule): `<topic> receive`, linked to
+// the producer span of every message in it that carries trace context. Null when tracing is
+// off or the read returned one message (its process span is already the producer's child and
+// linked to it).
+std::shared_ptr<micro::trace::Span> Reader::start_receive_span(
+    const std::vector<std::optional<Message>>& messages, std::string_view operation) {
+  micro::trace::Tracer& tracer = micro::trace::tracer();
+  std::int64_t count = 0;
+  for (const auto& message : messages) count += message ? 1 : 0;
+  if (count < 2 || !tracer.enabled()) return nullptr;
+  micro::trace::StartOptions options;
+  options.kind = micro::trace::SpanKind::consumer;
+  options.root = true;  // its producers are links, not parents: a batch has many
+  for (const auto& message : messages) {
+    if (!message) continue;
+    if (std::optional<micro::trace::SpanContext> producer = micro::trace::extract(message->headers))
+      options.links.push_back({std::move(*producer), {}});
+  }
+  options.attributes = {
+      {"messaging.system", std::string("redis")},
+      {"messaging.destination.name", state_->topic},
+      {"messaging.operation.type", std::string("receive")},
+      {"messaging.operation.name", std::string(operation)},
+      {"messaging.batch.message_count", count},
+      {"messaging.consumer.group.name", state_->group},
+  };
+  return tracer.start_span(state_->topic + " receive", micro::Context{}, options);
+}
+
+// Delivers a list of [id, fields] entries read by `operation` (XREADGROUP, XAUTOCLAIM); XACKs
+// the ones handled (acknowledge: at_least_once). Returns whether some handler failed (those
+// stay pending for a retry).
+bool Reader::process_entries(Connection& connection, const redisReply* entries, bool acknowledge,
+                             std::string_view operation) {
+  if (!entries || entries->type != REDIS_REPLY_ARRAY || entries->elements == 0) return false;
+  std::vector<std::string> ids(entries->elements);
+  std::vector<std::optional<Message>> messages(entries->elements);
+  std::vector<bool> valid(entries->elements);
+  for (std::size_t i = 0; i < entries->elements; ++i)
+    valid[i] = decode_entry(entries->element[i], ids[i], messages[i]);
+  std::shared_ptr<micro::trace::Span> receive = start_receive_span(messages, operation);
   std::vector<std::string> ack{"XACK", state_->key, state_->group};
   bool failed = false;
+  std::size_t failures = 0;
   for (std::size_t i = 0; i < entries->elements; ++i) {
-    std::string id;
-    bool handled = deliver_entry(entries->element[i], id);
-    if (handled)
-      ack.push_back(std::move(id));
-    else if (!id.empty() && state_->active.load())
+    if (!valid[i]) continue;
+    // A deleted entry (nil fields) has nothing to deliver: acknowledged.
+    bool handled = !messages[i] || deliver_entry(*messages[i]);
+    if (handled) {
+      ack.push_back(std::move(ids[i]));
+    } else if (state_->active.load()) {
       failed = true;
+      ++failures;
+    }
     if (stopping()) break;
   }
+  if (receive && failures > 0)
+    receive->set_status(micro::trace::StatusCode::error,
+                        std::to_string(failures) + " of the batch's handlers failed");
+  // Ended after the batch is handled and acknowledged, so it spans the whole hand-over.
+  struct EndSpan {
+    micro::trace::Span* span;
+    ~EndSpan() {
+      if (span) span->end();
+    }
+  } end_receive{receive.get()};
   if (acknowledge && ack.size() > 3) connection.command(ack);
   return failed;
 }
@@ -1227,7 +1293,7 @@ void Reader::run_streams(Connection& connection) {
           {"XREADGROUP", "GROUP", group, consumer, "COUNT", count, "STREAMS", key, "0"});
       if (reply->type == REDIS_REPLY_ARRAY && reply->elements == 1) {
         const redisReply* entries = reply->element[0]->element[1];
-        if (process_entries(connection, entries, true))
+        if (process_entries(connection, entries, true, "XREADGROUP"))
           next_retry = Clock::now() + settings.retry_wait;
         // A full batch: there may be more pending after it.
         if (entries->elements == static_cast<std::size_t>(settings.batch)) read_pending = true;
@@ -1251,7 +1317,7 @@ void Reader::run_streams(Connection& connection) {
                            "topic '" + state_->topic +
                                "': " + std::to_string(reply->element[2]->elements) +
                                " pending entries were trimmed from the stream before delivery");
-        if (process_entries(connection, reply->element[1], true))
+        if (process_entries(connection, reply->element[1], true, "XAUTOCLAIM"))
           next_retry = Clock::now() + settings.retry_wait;
       }
       continue;
@@ -1274,7 +1340,7 @@ void Reader::run_streams(Connection& connection) {
     if (!empty) {
       const redisReply* entries = reply->element[0]->element[1];
       empty = entries->elements == 0;
-      if (process_entries(connection, entries, at_least_once))
+      if (process_entries(connection, entries, at_least_once, "XREADGROUP"))
         next_retry = Clock::now() + settings.retry_wait;
     }
     // Draining: a read that found nothing (without blocking) means all is handled.
