@@ -19,7 +19,10 @@
 // mode publish refuses (503) until every local subscription is back, so a message published
 // here is not lost to a subscriber of this broker that is still resubscribing.
 //
-// hiredis 0.14 (Debian 12) has no TLS; see README.md.
+// TLS (rediss://): hiredis 0.14 (Debian 12) has none, so each connection's bytes are relayed
+// through a socket pair to a Boost.Asio/OpenSSL TLS stream (TlsRelay, TlsConnector).
+// Streams batch reads of several entries get one CONSUMER "receive" span linked to every
+// producer span in the batch.
 
 #include <sys/socket.h>
 #include <unistd.h>
