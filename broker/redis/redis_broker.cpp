@@ -19,19 +19,25 @@
 // mode publish refuses (503) until every local subscription is back, so a message published
 // here is not lost to a subscriber of this broker that is still resubscribing.
 //
-// hiredis 0.14 (Debian 12) has no TLS; see README.md.
+// TLS (rediss://): hiredis 0.14 (Debian 12) has none, so each connection's bytes are relayed
+// through a socket pair to a Boost.Asio/OpenSSL TLS stream (TlsRelay, TlsConnector).
+// Streams batch reads of several entries get one CONSUMER "receive" span linked to every
+// producer span in the batch.
 
 #include <sys/socket.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <array>
 #include <atomic>
+#include <cerrno>
 #include <chrono>
 #include <condition_variable>
 #include <cstdint>
 #include <cstdio>
 #include <cstring>
 #include <functional>
+#include <future>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -43,6 +49,16 @@
 #include <vector>
 
 #include <hiredis/hiredis.h>
+#include <openssl/x509v3.h>
+#include <boost/asio/connect.hpp>
+#include <boost/asio/executor_work_guard.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/local/stream_protocol.hpp>
+#include <boost/asio/post.hpp>
+#include <boost/asio/ssl.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/write.hpp>
 #include <nlohmann/json.hpp>
 
 #include <micro/base64.hpp>
@@ -51,6 +67,7 @@
 #include <micro/log.hpp>
 #include <micro/plugin.hpp>
 #include <micro/random.hpp>
+#include <micro/trace.hpp>
 
 namespace {
 
@@ -80,6 +97,10 @@ struct Settings {
   Mode mode = Mode::pubsub;
   Encoding encoding = Encoding::native;
   std::string user, password, name, stream_prefix, consumer;
+  // TLS (rediss://): the relay in TlsConnector carries hiredis' bytes (see there).
+  bool tls = false;
+  bool tls_verify_hostname = true;
+  std::string tls_ca, tls_cert, tls_key;
   std::int64_t db = 0;
   std::int64_t max_len = 0;
   std::int64_t batch = 0;
@@ -87,13 +108,18 @@ struct Settings {
       claim_idle{}, claim_interval{}, retry_wait{}, claim_ttl{};
 };
 
-// "host:port", "redis://[user:password@]host[:port][/db]" or "" (127.0.0.1:6379).
+// "host:port", "redis[s]://[user:password@]host[:port][/db]" or "" (127.0.0.1:6379).
 void parse_address(std::string_view address, Settings& settings) {
   std::string_view rest = address;
-  if (rest.starts_with("rediss://"))
-    throw_bad_request("address '" + std::string(address) +
-                      "': TLS (rediss://) is not available: Debian 12's hiredis 0.14 has no TLS");
-  if (rest.starts_with("redis://")) rest.remove_prefix(8);
+  if (rest.starts_with("rediss://")) {
+    settings.tls = true;
+    rest.remove_prefix(9);
+  } else if (rest.starts_with("redis://")) {
+    rest.remove_prefix(8);
+  } else if (std::size_t scheme = rest.find("://"); scheme != std::string_view::npos) {
+    throw_bad_request("address '" + std::string(address) + "': scheme '" +
+                      std::string(rest.substr(0, scheme)) + "' is not redis:// or rediss:// (TLS)");
+  }
   if (rest.empty()) return;
   if (std::size_t slash = rest.find('/'); slash != std::string_view::npos) {
     std::string_view db = rest.substr(slash + 1);
@@ -180,6 +206,26 @@ Settings read_settings(const micro::PluginArguments& arguments) {
   settings.claim_idle = arguments.get_duration("claim_idle");
   settings.claim_interval = arguments.get_duration("claim_interval");
   settings.retry_wait = arguments.get_duration("retry_wait");
+  if (arguments.get_bool("tls")) settings.tls = true;
+  settings.tls_ca = arguments.get_string("tls_ca");
+  settings.tls_cert = arguments.get_string("tls_cert");
+  settings.tls_key = arguments.get_string("tls_key");
+  settings.tls_verify_hostname = arguments.get_bool("tls_verify_hostname");
+  if (settings.tls_cert.empty() != settings.tls_key.empty())
+    throw_bad_request("options tls_cert and tls_key go together");
+  if (!settings.tls_ca.empty() || !settings.tls_cert.empty()) settings.tls = true;
+  for (const auto& [option, path] :
+       {std::pair{"tls_ca", settings.tls_ca}, std::pair{"tls_cert", settings.tls_cert},
+        std::pair{"tls_key", settings.tls_key}}) {
+    if (path.empty()) continue;
+    if (FILE* file = std::fopen(path.c_str(), "r")) {
+      std::fclose(file);
+    } else {
+      int error_number = errno;
+      throw_bad_request(std::string(option) + " '" + path +
+                        "': cannot read the file: " + std::strerror(error_number));
+    }
+  }
   if (settings.consumer.empty()) {
     char host[256] = {0};
     ::gethostname(host, sizeof host - 1);
@@ -343,13 +389,302 @@ std::string_view text_of(const redisReply* reply) {
   return reply && reply->str ? std::string_view(reply->str, reply->len) : std::string_view();
 }
 
+// ---- TLS ----
+//
+// hiredis 0.14 speaks only to a file descriptor, so a TLS connection is relayed: hiredis gets
+// one end of a socket pair (redisConnectFd) and a relay on the connector's thread moves bytes
+// between the other end and a verified TLS stream to the server. Closing either side closes the
+// other, so hiredis sees a lost TLS connection as a lost connection and reconnects as usual.
+
+namespace asio = boost::asio;
+namespace ssl = asio::ssl;
+using tcp = asio::ip::tcp;
+
+// What one TLS failure means, for the error text: the certificate check's own words first,
+// with what to look at.
+std::string tls_failure_text(long verify_result, const boost::system::error_code& error,
+                             const Settings& settings) {
+  if (verify_result != X509_V_OK) {
+    std::string text = std::string("the server's certificate was refused: ") +
+                       X509_verify_cert_error_string(verify_result);
+    switch (verify_result) {
+      case X509_V_ERR_HOSTNAME_MISMATCH:
+      case X509_V_ERR_IP_ADDRESS_MISMATCH:
+        return text + " (it is not issued for '" + settings.host +
+               "': connect by a name or address it names, or set tls_verify_hostname=false to "
+               "check only the chain)";
+      case X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT_LOCALLY:
+      case X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT:
+      case X509_V_ERR_UNABLE_TO_VERIFY_LEAF_SIGNATURE:
+      case X509_V_ERR_DEPTH_ZERO_SELF_SIGNED_CERT:
+      case X509_V_ERR_SELF_SIGNED_CERT_IN_CHAIN:
+        return text + " (it is not signed by a CA in " +
+               (settings.tls_ca.empty() ? std::string("the system's store; set tls_ca")
+                                        : "tls_ca '" + settings.tls_ca + "'") +
+               ")";
+      default:
+        return text;
+    }
+  }
+  return "TLS handshake failed: " + error.message() +
+         " (does the server speak TLS on this port, and does it accept this client's "
+         "certificate, tls_cert?)";
+}
+
+// The TLS half of one connection (see above). Lives on the connector's thread; failure() may be
+// read from any.
+class TlsRelay : public std::enable_shared_from_this<TlsRelay> {
+ public:
+  TlsRelay(asio::io_context& io, ssl::context& context, int local_descriptor)
+      : resolver_(io), tls_(io, context), local_(io), timer_(io) {
+    local_.assign(asio::local::stream_protocol(), local_descriptor);
+  }
+
+  // Resolves, connects and shakes hands, verifying the chain and (tls_verify_hostname) the
+  // name; then relays. `done` gets "" or why it failed, once.
+  void start(const Settings& settings, std::function<void(std::string)> done) {
+    settings_ = &settings;
+    done_ = std::move(done);
+    SSL* handle = tls_.native_handle();
+    X509_VERIFY_PARAM* parameters = SSL_get0_param(handle);
+    boost::system::error_code not_ip;
+    asio::ip::make_address(settings.host, not_ip);
+    if (not_ip) SSL_set_tlsext_host_name(handle, settings.host.c_str());  // SNI: names only
+    if (settings.tls_verify_hostname) {
+      X509_VERIFY_PARAM_set_hostflags(parameters, X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS);
+      if (not_ip)
+        X509_VERIFY_PARAM_set1_host(parameters, settings.host.c_str(), 0);
+      else
+        X509_VERIFY_PARAM_set1_ip_asc(parameters, settings.host.c_str());
+    }
+    timer_.expires_after(settings.connect_timeout);
+    timer_.async_wait([self = shared_from_this()](const boost::system::error_code& error) {
+      if (error || self->handshaken_) return;
+      self->finish("no TLS connection within connect_timeout (" +
+                   std::to_string(self->settings_->connect_timeout.count()) +
+                   " ms; does the server speak TLS on this port?)");
+    });
+    resolver_.async_resolve(
+        settings.host, std::to_string(settings.port),
+        [self = shared_from_this()](const boost::system::error_code& error,
+                                    const tcp::resolver::results_type& endpoints) {
+          if (self->closed_) return;
+          if (error) return self->finish("cannot resolve the host: " + error.message());
+          asio::async_connect(self->tls_.lowest_layer(), endpoints,
+                              [self](const boost::system::error_code& error, const tcp::endpoint&) {
+                                if (self->closed_) return;
+                                if (error) return self->finish(error.message());
+                                boost::system::error_code ignored;
+                                self->tls_.lowest_layer().set_option(tcp::no_delay(true), ignored);
+                                self->tls_.lowest_layer().set_option(
+                                    asio::socket_base::keep_alive(true), ignored);
+                                self->handshake();
+                              });
+        });
+  }
+
+  // Why the TLS connection ended (a TLS alert, the server's close), empty while it works.
+  std::string failure() const {
+    std::lock_guard lock(mutex_);
+    return failure_;
+  }
+
+ private:
+  void handshake() {
+    tls_.async_handshake(ssl::stream_base::client, [self = shared_from_this()](
+                                                       const boost::system::error_code& error) {
+      if (self->closed_) return;
+      if (error)
+        return self->finish(tls_failure_text(SSL_get_verify_result(self->tls_.native_handle()),
+                                             error, *self->settings_));
+      self->handshaken_ = true;
+      self->timer_.cancel();
+      self->finish("");
+      self->relay_to_server();
+      self->relay_to_client();
+    });
+  }
+
+  void finish(std::string error) {
+    if (done_) std::exchange(done_, nullptr)(error);
+    if (!error.empty()) close(std::move(error));
+  }
+
+  // hiredis → server. After the TLS side ended, what hiredis still writes is read and dropped:
+  // its socket stays open until hiredis closes it, so hiredis never writes to a closed socket
+  // (SIGPIPE) and sees the loss as the end of what it reads.
+  void relay_to_server() {
+    local_.async_read_some(
+        asio::buffer(to_server_),
+        [self = shared_from_this()](const boost::system::error_code& error, std::size_t size) {
+          if (error) return self->close_local();  // hiredis closed its end
+          if (self->closed_) return self->relay_to_server();
+          asio::async_write(self->tls_, asio::buffer(self->to_server_.data(), size),
+                            [self](const boost::system::error_code& error, std::size_t) {
+                              if (error) self->close(error.message());
+                              self->relay_to_server();
+                            });
+        });
+  }
+
+  // server → hiredis.
+  void relay_to_client() {
+    tls_.async_read_some(
+        asio::buffer(to_client_),
+        [self = shared_from_this()](const boost::system::error_code& error, std::size_t size) {
+          if (error)
+            return self->close(error == asio::error::eof || error == ssl::error::stream_truncated
+                                   ? "the server closed the TLS connection"
+                                   : error.message());
+          asio::async_write(self->local_, asio::buffer(self->to_client_.data(), size),
+                            [self](const boost::system::error_code& error, std::size_t) {
+                              if (error) return self->close_local();
+                              self->relay_to_client();
+                            });
+        });
+  }
+
+  // Ends the TLS side, recording why first (hiredis reads EOF only after this), and tells
+  // hiredis: no more bytes come (its own writes are still read, see relay_to_server).
+  void close(std::string why) {
+    if (!why.empty() && !closed_) {
+      std::lock_guard lock(mutex_);
+      failure_ = std::move(why);
+    }
+    closed_ = true;
+    boost::system::error_code ignored;
+    resolver_.cancel();
+    timer_.cancel();
+    tls_.lowest_layer().shutdown(tcp::socket::shutdown_both, ignored);
+    tls_.lowest_layer().close(ignored);
+    local_.shutdown(asio::local::stream_protocol::socket::shutdown_send, ignored);
+    // Before the relay runs (a failed set-up), no hiredis uses the socket: close it now.
+    if (!handshaken_) close_local();
+  }
+
+  // hiredis is gone: close everything.
+  void close_local() {
+    boost::system::error_code ignored;
+    if (!closed_) close("");
+    local_.close(ignored);
+  }
+
+  tcp::resolver resolver_;
+  ssl::stream<tcp::socket> tls_;
+  asio::local::stream_protocol::socket local_;
+  asio::steady_timer timer_;
+  const Settings* settings_ = nullptr;
+  std::function<void(std::string)> done_;
+  bool handshaken_ = false, closed_ = false;
+  std::array<char, 65536> to_server_{}, to_client_{};
+  mutable std::mutex mutex_;
+  std::string failure_;
+};
+
+// The TLS client context (CA, client certificate) and the thread all of a broker's relays run
+// on. Built with the broker, so unusable files are a 400 then.
+class TlsConnector {
+ public:
+  explicit TlsConnector(const Settings& settings) : settings_(settings) {
+    context_.set_options(ssl::context::default_workarounds | ssl::context::no_sslv2 |
+                         ssl::context::no_sslv3 | ssl::context::no_tlsv1 |
+                         ssl::context::no_tlsv1_1);
+    context_.set_verify_mode(ssl::verify_peer);
+    boost::system::error_code error;
+    if (settings.tls_ca.empty()) {
+      context_.set_default_verify_paths(error);
+      if (error) throw_bad_request("cannot load the system's CA certificates: " + error.message());
+    } else {
+      context_.load_verify_file(settings.tls_ca, error);
+      if (error)
+        throw_bad_request("tls_ca '" + settings.tls_ca +
+                          "': cannot read it as PEM CA certificates: " + error.message());
+    }
+    if (!settings.tls_cert.empty()) {
+      context_.use_certificate_chain_file(settings.tls_cert, error);
+      if (error)
+        throw_bad_request("tls_cert '" + settings.tls_cert +
+                          "': cannot read it as a PEM certificate chain: " + error.message());
+      context_.use_private_key_file(settings.tls_key, ssl::context::pem, error);
+      if (error)
+        throw_bad_request("tls_key '" + settings.tls_key +
+                          "': cannot use it as the key of tls_cert '" + settings.tls_cert +
+                          "': " + error.message());
+    }
+    thread_ = std::thread([this] { io_.run(); });
+  }
+  ~TlsConnector() {
+    work_.reset();
+    io_.stop();
+    thread_.join();
+  }
+  TlsConnector(const TlsConnector&) = delete;
+  TlsConnector& operator=(const TlsConnector&) = delete;
+
+  struct Opened {
+    int descriptor;  // hiredis' end of the socket pair
+    std::shared_ptr<TlsRelay> relay;
+  };
+  // A verified TLS connection to the server, relayed; throws 503 saying why not.
+  Opened open(const std::string& where) {
+    int pair[2];
+    if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, pair) != 0) {
+      int error_number = errno;
+      throw_unavailable("cannot connect to redis at " + where +
+                        ": socketpair: " + std::strerror(error_number));
+    }
+    std::shared_ptr<TlsRelay> relay;
+    try {
+      relay = std::make_shared<TlsRelay>(io_, context_, pair[1]);
+    } catch (...) {
+      ::close(pair[0]);
+      ::close(pair[1]);
+      throw;
+    }
+    auto result = std::make_shared<std::promise<std::string>>();
+    std::future<std::string> outcome = result->get_future();
+    asio::post(io_, [relay, result, this] {
+      relay->start(settings_, [result](std::string error) { result->set_value(std::move(error)); });
+    });
+    // The relay's own timer ends it after connect_timeout; the margin covers a busy thread.
+    std::string error = "no TLS connection within connect_timeout (" +
+                        std::to_string(settings_.connect_timeout.count()) + " ms)";
+    if (outcome.wait_for(settings_.connect_timeout + std::chrono::seconds(1)) ==
+        std::future_status::ready)
+      error = outcome.get();
+    if (!error.empty()) {
+      ::close(pair[0]);  // the relay ends itself on its side
+      throw_unavailable("cannot connect to redis at " + where + ": " + error);
+    }
+    return {pair[0], std::move(relay)};
+  }
+
+ private:
+  const Settings& settings_;
+  // Declared before io_: the relays' streams, destroyed with io_, use the context.
+  ssl::context context_{ssl::context::tls_client};
+  asio::io_context io_{1};
+  std::optional<asio::executor_work_guard<asio::io_context::executor_type>> work_{
+      asio::make_work_guard(io_)};
+  std::thread thread_;
+};
+
 class Connection {
  public:
   // Connects, authenticates, selects the database and names the client; throws
   // micro::Exception: 401 when the server refuses the credentials, 503 otherwise.
-  Connection(const Settings& settings, std::string_view role) : settings_(settings) {
-    context_ = redisConnectWithTimeout(settings.host.c_str(), settings.port,
-                                       to_timeval(settings.connect_timeout));
+  // `tls`: the broker's connector when settings.tls (null otherwise).
+  Connection(const Settings& settings, TlsConnector* tls, std::string_view role)
+      : settings_(settings) {
+    if (tls) {
+      TlsConnector::Opened opened = tls->open(where());
+      relay_ = std::move(opened.relay);
+      context_ = redisConnectFd(opened.descriptor);
+      if (!context_) ::close(opened.descriptor);
+    } else {
+      context_ = redisConnectWithTimeout(settings.host.c_str(), settings.port,
+                                         to_timeval(settings.connect_timeout));
+    }
     if (!context_ || context_->err) {
       std::string why = context_ ? context_->errstr : "out of memory";
       if (context_) redisFree(context_);
@@ -357,7 +692,8 @@ class Connection {
       throw_unavailable("cannot connect to redis at " + where() + ": " + why);
     }
     redisSetTimeout(context_, to_timeval(settings.command_timeout));
-    redisEnableKeepAlive(context_);
+    // Over TLS the descriptor is a local socket; the relay keeps the TCP connection alive.
+    if (!tls) redisEnableKeepAlive(context_);
     try {
       if (!settings.password.empty()) {
         std::vector<std::string> auth{"AUTH"};
@@ -394,7 +730,10 @@ class Connection {
   Connection(const Connection&) = delete;
   Connection& operator=(const Connection&) = delete;
 
-  std::string where() const { return settings_.host + ":" + std::to_string(settings_.port); }
+  std::string where() const {
+    return (settings_.tls ? "rediss://" : "") + settings_.host + ":" +
+           std::to_string(settings_.port);
+  }
 
   // Sends one command and returns its reply; throws ConnectionLost or ServerError.
   Reply command(const std::vector<std::string>& arguments) {
@@ -445,6 +784,10 @@ class Connection {
  private:
   std::string error_text() const {
     if (!context_) return "not connected";
+    // Over TLS the relay knows why the connection ended (a TLS alert: e.g. the server wants a
+    // client certificate, which TLS 1.3 says only after the handshake).
+    if (std::string failure = relay_ ? relay_->failure() : std::string(); !failure.empty())
+      return failure;
     if (context_->err == REDIS_ERR_EOF) return "the server closed the connection";
     if (context_->err == REDIS_ERR_IO && (errno == EAGAIN || errno == EWOULDBLOCK))
       return "no answer within command_timeout (" +
@@ -457,6 +800,7 @@ class Connection {
   }
 
   const Settings& settings_;
+  std::shared_ptr<TlsRelay> relay_;  // TLS: the other end of hiredis' socket
   redisContext* context_ = nullptr;
 };
 
@@ -518,8 +862,12 @@ class Reader : public std::enable_shared_from_this<Reader> {
   void run_streams(Connection& connection);
   std::unique_ptr<Connection> open();
   void deliver(Message& message);
-  bool deliver_entry(const redisReply* entry, std::string& id);
-  bool process_entries(Connection& connection, const redisReply* entries, bool acknowledge);
+  bool decode_entry(const redisReply* entry, std::string& id, std::optional<Message>& message);
+  bool deliver_entry(Message& message);
+  std::shared_ptr<micro::trace::Span> start_receive_span(
+      const std::vector<std::optional<Message>>& messages, std::string_view operation);
+  bool process_entries(Connection& connection, const redisReply* entries, bool acknowledge,
+                       std::string_view operation);
   bool stopping() {
     std::lock_guard lock(mutex_);
     return stop_;
@@ -555,6 +903,8 @@ class Reader : public std::enable_shared_from_this<Reader> {
 struct Core {
   Settings settings;
   micro::BrokerErrorReporter errors{"redis"};
+  // TLS: the relays' context and thread; before the connections, which it must outlive.
+  std::unique_ptr<TlsConnector> tls;
 
   // The publisher connection; publish holds publish_mutex for the whole round trip.
   std::mutex publish_mutex;
@@ -588,7 +938,7 @@ struct Core {
         throw_unavailable("not connected to redis at " + settings.host + ":" +
                           std::to_string(settings.port) + " (reconnecting)");
       next_reconnect = now + settings.reconnect_wait;
-      publisher = std::make_unique<Connection>(settings, "publisher");
+      publisher = std::make_unique<Connection>(settings, tls.get(), "publisher");
       if (failed_in_outage > 0)
         micro::log::info(log_component,
                          "publisher reconnected; " + std::to_string(failed_in_outage) +
@@ -655,7 +1005,7 @@ void Reader::request_drain() {
 }
 
 std::unique_ptr<Connection> Reader::open() {
-  auto connection = std::make_unique<Connection>(core_->settings, "subscriber");
+  auto connection = std::make_unique<Connection>(core_->settings, core_->tls.get(), "subscriber");
   if (state_->reads_stream) {
     Reply id = connection->command({"CLIENT", "ID"});
     std::lock_guard lock(mutex_);
@@ -738,7 +1088,8 @@ void Reader::run_pubsub(Connection& connection) {
   // A queue-group member takes each message with SET NX on a connection of its own (this one
   // is in subscribe mode); the member whose SET succeeds handles it.
   std::unique_ptr<Connection> claims;
-  if (!state_->queue.empty()) claims = std::make_unique<Connection>(settings, "claims");
+  if (!state_->queue.empty())
+    claims = std::make_unique<Connection>(settings, core_->tls.get(), "claims");
   std::string claim_ttl = std::to_string(settings.claim_ttl.count());
   // Subscribe, then wait for both confirmations: after them the server routes to us.
   connection.append({"SUBSCRIBE", drain_channel_});
@@ -805,22 +1156,31 @@ void Reader::run_pubsub(Connection& connection) {
   }
 }
 
-bool Reader::deliver_entry(const redisReply* entry, std::string& id) {
+// One stream entry, [id, [field, value, …]], as a message. False for a malformed entry (no id);
+// a deleted entry (fields nil) has an id and no message.
+bool Reader::decode_entry(const redisReply* entry, std::string& id,
+                          std::optional<Message>& message) {
+  message.reset();
   if (entry->type != REDIS_REPLY_ARRAY || entry->elements < 2) return false;
   id = std::string(text_of(entry->element[0]));
   const redisReply* fields = entry->element[1];
-  if (fields->type != REDIS_REPLY_ARRAY) return true;  // deleted entry: nothing to deliver
-  Message message;
-  message.topic = state_->topic;
+  if (fields->type != REDIS_REPLY_ARRAY) return true;
+  message.emplace();
+  message->topic = state_->topic;
   for (std::size_t i = 0; i + 1 < fields->elements; i += 2) {
     std::string_view field = text_of(fields->element[i]);
     std::string_view value = text_of(fields->element[i + 1]);
     if (field == body_field)
-      message.body = std::string(value);
+      message->body = std::string(value);
     else if (field.starts_with(header_field_prefix))
-      message.headers.set(std::string(field.substr(header_field_prefix.size())),
-                          std::string(value));
+      message->headers.set(std::string(field.substr(header_field_prefix.size())),
+                           std::string(value));
   }
+  return true;
+}
+
+// Runs the handler; false when it threw (reported) or the subscription has ended.
+bool Reader::deliver_entry(Message& message) {
   if (!state_->active.load()) return false;
   std::lock_guard lock(state_->delivery_mutex);
   if (!state_->active.load()) return false;
@@ -839,21 +1199,72 @@ bool Reader::deliver_entry(const redisReply* entry, std::string& id) {
   return succeeded;
 }
 
-// Delivers a list of [id, fields] entries; XACKs the ones handled (at_least_once). Returns
-// whether some handler failed (those stay pending for a retry).
-bool Reader::process_entries(Connection& connection, const redisReply* entries, bool acknowledge) {
-  if (!entries || entries->type != REDIS_REPLY_ARRAY) return false;
+// The CONSUMER span of a batch read (the seeds' span-links rule): `<topic> receive`, linked to
+// the producer span of every message in it that carries trace context. Null when tracing is
+// off or the read returned one message (its process span is already the producer's child and
+// linked to it).
+std::shared_ptr<micro::trace::Span> Reader::start_receive_span(
+    const std::vector<std::optional<Message>>& messages, std::string_view operation) {
+  micro::trace::Tracer& tracer = micro::trace::tracer();
+  std::int64_t count = 0;
+  for (const auto& message : messages) count += message ? 1 : 0;
+  if (count < 2 || !tracer.enabled()) return nullptr;
+  micro::trace::StartOptions options;
+  options.kind = micro::trace::SpanKind::consumer;
+  options.root = true;  // its producers are links, not parents: a batch has many
+  for (const auto& message : messages) {
+    if (!message) continue;
+    if (std::optional<micro::trace::SpanContext> producer = micro::trace::extract(message->headers))
+      options.links.push_back({std::move(*producer), {}});
+  }
+  options.attributes = {
+      {"messaging.system", std::string("redis")},
+      {"messaging.destination.name", state_->topic},
+      {"messaging.operation.type", std::string("receive")},
+      {"messaging.operation.name", std::string(operation)},
+      {"messaging.batch.message_count", count},
+      {"messaging.consumer.group.name", state_->group},
+  };
+  return tracer.start_span(state_->topic + " receive", micro::Context{}, options);
+}
+
+// Delivers a list of [id, fields] entries read by `operation` (XREADGROUP, XAUTOCLAIM); XACKs
+// the ones handled (acknowledge: at_least_once). Returns whether some handler failed (those
+// stay pending for a retry).
+bool Reader::process_entries(Connection& connection, const redisReply* entries, bool acknowledge,
+                             std::string_view operation) {
+  if (!entries || entries->type != REDIS_REPLY_ARRAY || entries->elements == 0) return false;
+  std::vector<std::string> ids(entries->elements);
+  std::vector<std::optional<Message>> messages(entries->elements);
+  std::vector<bool> valid(entries->elements);
+  for (std::size_t i = 0; i < entries->elements; ++i)
+    valid[i] = decode_entry(entries->element[i], ids[i], messages[i]);
+  std::shared_ptr<micro::trace::Span> receive = start_receive_span(messages, operation);
   std::vector<std::string> ack{"XACK", state_->key, state_->group};
   bool failed = false;
+  std::size_t failures = 0;
   for (std::size_t i = 0; i < entries->elements; ++i) {
-    std::string id;
-    bool handled = deliver_entry(entries->element[i], id);
-    if (handled)
-      ack.push_back(std::move(id));
-    else if (!id.empty() && state_->active.load())
+    if (!valid[i]) continue;
+    // A deleted entry (nil fields) has nothing to deliver: acknowledged.
+    bool handled = !messages[i] || deliver_entry(*messages[i]);
+    if (handled) {
+      ack.push_back(std::move(ids[i]));
+    } else if (state_->active.load()) {
       failed = true;
+      ++failures;
+    }
     if (stopping()) break;
   }
+  if (receive && failures > 0)
+    receive->set_status(micro::trace::StatusCode::error,
+                        std::to_string(failures) + " of the batch's handlers failed");
+  // Ended after the batch is handled and acknowledged, so it spans the whole hand-over.
+  struct EndSpan {
+    micro::trace::Span* span;
+    ~EndSpan() {
+      if (span) span->end();
+    }
+  } end_receive{receive.get()};
   if (acknowledge && ack.size() > 3) connection.command(ack);
   return failed;
 }
@@ -885,7 +1296,7 @@ void Reader::run_streams(Connection& connection) {
           {"XREADGROUP", "GROUP", group, consumer, "COUNT", count, "STREAMS", key, "0"});
       if (reply->type == REDIS_REPLY_ARRAY && reply->elements == 1) {
         const redisReply* entries = reply->element[0]->element[1];
-        if (process_entries(connection, entries, true))
+        if (process_entries(connection, entries, true, "XREADGROUP"))
           next_retry = Clock::now() + settings.retry_wait;
         // A full batch: there may be more pending after it.
         if (entries->elements == static_cast<std::size_t>(settings.batch)) read_pending = true;
@@ -909,7 +1320,7 @@ void Reader::run_streams(Connection& connection) {
                            "topic '" + state_->topic +
                                "': " + std::to_string(reply->element[2]->elements) +
                                " pending entries were trimmed from the stream before delivery");
-        if (process_entries(connection, reply->element[1], true))
+        if (process_entries(connection, reply->element[1], true, "XAUTOCLAIM"))
           next_retry = Clock::now() + settings.retry_wait;
       }
       continue;
@@ -932,7 +1343,7 @@ void Reader::run_streams(Connection& connection) {
     if (!empty) {
       const redisReply* entries = reply->element[0]->element[1];
       empty = entries->elements == 0;
-      if (process_entries(connection, entries, at_least_once))
+      if (process_entries(connection, entries, at_least_once, "XREADGROUP"))
         next_retry = Clock::now() + settings.retry_wait;
     }
     // Draining: a read that found nothing (without blocking) means all is handled.
@@ -1003,6 +1414,7 @@ class RedisBroker : public micro::Broker {
  public:
   explicit RedisBroker(const micro::PluginArguments& arguments) : core_(std::make_shared<Core>()) {
     core_->settings = read_settings(arguments);
+    if (core_->settings.tls) core_->tls = std::make_unique<TlsConnector>(core_->settings);
   }
   ~RedisBroker() override {
     try {
@@ -1016,7 +1428,8 @@ class RedisBroker : public micro::Broker {
     {
       std::lock_guard lock(core_->publish_mutex);
       if (core_->connected) return;
-      core_->publisher = std::make_unique<Connection>(core_->settings, "publisher");
+      core_->publisher =
+          std::make_unique<Connection>(core_->settings, core_->tls.get(), "publisher");
       core_->connected = true;
     }
     std::vector<std::shared_ptr<Reader>> started;
@@ -1204,6 +1617,14 @@ const micro::PluginOption redis_options[] = {
      "1ms"},
     {"retry_wait", "duration", "1s",
      "streams, at_least_once: a message whose handler threw is delivered again after this", "0s"},
+    {"tls", "bool", "false", "connect with TLS (implied by rediss://, tls_ca, tls_cert)"},
+    {"tls_ca", "string", "",
+     "PEM file of the CA certificates the server's must chain to; default: the system's"},
+    {"tls_cert", "string", "", "PEM client certificate chain (with tls_key)"},
+    {"tls_key", "string", "", "PEM client private key (with tls_cert)"},
+    {"tls_verify_hostname", "bool", "true",
+     "check that the server's certificate names the host (DNS name or IP address) of the "
+     "address; false: the chain is still verified"},
 };
 
 }  // namespace

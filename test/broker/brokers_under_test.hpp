@@ -26,6 +26,7 @@
 #include "broker/nats/nats_server.hpp"
 #include "broker/rabbitmq/rabbitmq_server.hpp"
 #include "broker/redis/redis_server.hpp"
+#include "broker/redis/redis_tls_server.hpp"
 
 namespace broker_test {
 
@@ -126,6 +127,35 @@ inline const std::vector<BrokerUnderTest>& brokers_under_test() {
           .messaging_system = "redis",
           .lost_server_log = "connection lost",
           .launch = [] { return std::make_unique<LaunchedServer<micro_test::RedisServer>>(); },
+      },
+      // The same over TLS (rediss://, the plugin's TLS relay): a server certificate for
+      // 127.0.0.1 made for the run; streams also with a client certificate.
+      {
+          .name = "redis-tls",
+          .plugin = "redis",
+          .options = {{"mode", "pubsub"},
+                      {"tls_ca", micro_test::redis_tls_test_directory() + "/ca.pem"}},
+          .reconnect_options = {{"reconnect_wait", "50ms"}},
+          .messaging_system = "redis",
+          .lost_server_log = "connection lost",
+          .launch =
+              [] { return std::make_unique<LaunchedServer<micro_test::RedisTlsTestServer>>(); },
+      },
+      {
+          .name = "redis-streams-tls",
+          .plugin = "redis",
+          .options = {{"mode", "streams"},
+                      {"retry_wait", "100ms"},
+                      {"tls_ca", micro_test::redis_tls_test_directory() + "/ca.pem"},
+                      {"tls_cert", micro_test::redis_tls_test_directory() + "/client.pem"},
+                      {"tls_key", micro_test::redis_tls_test_directory() + "/client.key"}},
+          .reconnect_options = {{"reconnect_wait", "50ms"}},
+          .at_least_once = true,
+          .wildcards = false,
+          .messaging_system = "redis",
+          .lost_server_log = "connection lost",
+          .launch =
+              [] { return std::make_unique<LaunchedServer<micro_test::RedisTlsTestServer>>(); },
       },
       {
           .name = "mqtt",

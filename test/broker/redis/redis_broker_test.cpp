@@ -23,8 +23,10 @@
 #include <micro/broker.hpp>
 #include <micro/error.hpp>
 #include <micro/plugin_loader.hpp>
+#include <micro/trace.hpp>
 
 #include "broker/broker_test_support.hpp"
+#include "broker/recording_tracer.hpp"
 #include "broker/redis/redis_server.hpp"
 
 using namespace std::chrono_literals;
@@ -327,8 +329,10 @@ TEST_CASE("redis: bad options and unreachable servers are refused clearly") {
   auto mode = make("", {{"mode", "lists"}});
   CHECK(mode.first == 400);
   CHECK(mode.second.ends_with("option mode: expected pubsub or streams, got 'lists'"));
-  CHECK(make("rediss://127.0.0.1:6380", {}).second.find("hiredis 0.14 has no TLS") !=
+  CHECK(make("http://127.0.0.1:6380", {}).second.find("is not redis:// or rediss://") !=
         std::string::npos);
+  CHECK(make("rediss://127.0.0.1:6380", {{"tls_cert", "/x.pem"}})
+            .second.ends_with("options tls_cert and tls_key go together"));
   CHECK(make("127.0.0.1:99999", {}).first == 400);
   CHECK(make("", {{"mode", "streams"}, {"encoding", "gomicro"}}).first == 400);
   auto port = micro_test::free_loopback_ports(1)[0];
@@ -412,4 +416,69 @@ TEST_CASE(
   // A refused publish may still have reached the server (its answer was lost in the kill):
   // at-least-once means such a message arrives, never that an accepted one goes missing.
   for (int id : delivered) CHECK((accepted.contains(id) || refused.contains(id)));
+}
+
+TEST_CASE(
+    "redis streams: a batch read makes one CONSUMER span '<topic> receive' linked to every "
+    "producer span of the batch") {
+  micro_test::RedisServer server;
+  auto tracer = std::make_shared<broker_test::RecordingTracer>();
+  micro::trace::set_tracer(tracer);
+  struct Uninstall {
+    ~Uninstall() { micro::trace::set_tracer(nullptr); }
+  } uninstall;
+  auto broker = connected_broker(server.address(), {{"mode", "streams"}});
+  Inbox inbox;
+  // The queue group exists, then has no member while five traced messages are published: the
+  // next member's first XREADGROUP gets all five at once.
+  broker->subscribe("batch.orders", inbox.handler(), {.queue = "packers"})->unsubscribe();
+  std::vector<micro::trace::SpanContext> producers;
+  for (int i = 0; i < 5; ++i) {
+    micro::trace::StartOptions options;
+    options.kind = micro::trace::SpanKind::producer;
+    auto span = micro::trace::start_span("batch.orders publish", micro::Context{}, options);
+    micro::Message message = message_on("batch.orders", "order " + std::to_string(i));
+    micro::trace::inject(span->context(), message.headers);
+    broker->publish(message);
+    producers.push_back(span->context());
+    span->end();
+  }
+  auto subscription = broker->subscribe("batch.orders", inbox.handler(), {.queue = "packers"});
+  auto receive_spans = [&] {
+    std::vector<broker_test::RecordedSpan> found;
+    for (const auto& span : tracer->finished())
+      if (span.name == "batch.orders receive") found.push_back(span);
+    return found;
+  };
+  REQUIRE(wait_until([&] { return receive_spans().size() == 1; }));
+  REQUIRE(inbox.size() == 5);
+  broker_test::RecordedSpan receive = receive_spans()[0];
+  CHECK(receive.kind == micro::trace::SpanKind::consumer);
+  CHECK(receive.text("messaging.system") == "redis");
+  CHECK(receive.text("messaging.destination.name") == "batch.orders");
+  CHECK(receive.text("messaging.operation.type") == "receive");
+  CHECK(receive.text("messaging.consumer.group.name") == "packers");
+  std::int64_t count = -1;
+  for (const auto& [name, value] : receive.attributes)
+    if (name == "messaging.batch.message_count" && std::holds_alternative<std::int64_t>(value))
+      count = std::get<std::int64_t>(value);
+  CHECK(count == 5);
+  // Linked to each of the five producer spans, once, in their order.
+  REQUIRE(receive.links.size() == 5);
+  for (std::size_t i = 0; i < 5; ++i) {
+    CHECK(receive.links[i].context.trace_id == producers[i].trace_id);
+    CHECK(receive.links[i].context.span_id == producers[i].span_id);
+    CHECK(receive.links[i].context.remote);
+  }
+  // Each message is delivered as before, still carrying its own producer's context.
+  for (std::size_t i = 0; i < 5; ++i) {
+    CHECK(inbox.at(i).body == "order " + std::to_string(i));
+    CHECK(inbox.at(i).headers.get("traceparent") == micro::trace::format_traceparent(producers[i]));
+  }
+
+  // A read of one message has no receive span: its process span links the producer already.
+  broker->publish(message_on("batch.orders", "alone"));
+  REQUIRE(wait_until([&] { return inbox.size() == 6; }));
+  subscription->unsubscribe();
+  CHECK(receive_spans().size() == 1);
 }
