@@ -8,6 +8,9 @@
 //   the body is still unsent), both answered and the connection closed without reading the
 //   rest. Slow senders are bounded: the head must arrive within header_timeout and
 //   the body within body_timeout of it; an idle kept-alive connection closes after idle_timeout.
+// - Answers are complete (Exchange::respond, Content-Length) or streamed
+//   (Exchange::respond_streaming: chunked, written as it comes, bounded per stream by
+//   stream_buffer_limit); a pipelined answer behind a stream waits for its last chunk.
 // - Malformed requests get a 400 naming what the parser refused, then the connection closes.
 // - The server's own answers (400, 408, 413, 431, and a 500 for a handler that throws) are
 //   formatted by ServerOptions::refusal, so each user answers in its own error format.
