@@ -341,7 +341,22 @@ std::vector<ToolEntry> build_tools(const std::vector<Service>& services,
                           {"title", endpoint.name + " (" + service->name + ")"},
                           {"description", description},
                           {"inputSchema", std::move(input)}};
-      if (endpoint.response.type == "object") {
+      if (auto stream = endpoint.metadata.find("stream");
+          stream != endpoint.metadata.end() && stream->second == "true") {
+        // A stream endpoint (Server::handle_stream marks them): the call sends the arguments
+        // as its one message and gathers what comes back.
+        entry.streaming = true;
+        entry.definition["description"] =
+            description +
+            " Streams: each message it sends is reported as notifications/progress "
+            "(with a progressToken), and the result holds them all in structuredContent.messages.";
+        json output = {{"$schema", "https://json-schema.org/draft/2020-12/schema"},
+                       {"type", "object"},
+                       {"properties", {{"messages", {{"type", "array"}}}}},
+                       {"required", json::array({"messages"})}};
+        entry.definition["outputSchema"] = std::move(output);
+        entry.structured = true;
+      } else if (endpoint.response.type == "object") {
         json output = json_schema_of(endpoint.response, false);
         output["$schema"] = "https://json-schema.org/draft/2020-12/schema";
         entry.definition["outputSchema"] = std::move(output);
@@ -378,11 +393,13 @@ struct Session {
   bool initialized = false;  // notifications/initialized received
   int log_level = -1;        // none asked: no notifications/message
   std::vector<json> queued;  // HTTP: notifications for the next answer that can carry them
-  // stdio: writes a message at once. Empty on HTTP.
+  // Writes a message at once: stdio, or the HTTP session's GET stream while one is open.
   std::function<void(const json&)> push;
   std::chrono::steady_clock::time_point last_used = std::chrono::steady_clock::now();
   std::unordered_map<std::string, std::shared_ptr<CancellationState>> calls;  // by id dump
   std::unordered_set<std::string> cancelled_by_client;  // ids of notifications/cancelled
+  // HTTP: the session's GET stream, while one is open (then `push` writes to it).
+  http::ResponseWriterPtr push_stream;
 };
 using SessionPtr = std::shared_ptr<Session>;
 
@@ -422,6 +439,29 @@ class Reply {
 };
 // Told the cancellation of a tool call as it starts (HTTP: an abandoned exchange cancels it).
 using CallStarted = std::function<void(const std::shared_ptr<CancellationState>&)>;
+// Takes a request's notifications (notifications/progress) as they happen, before its answer:
+// the request's SSE stream on HTTP, lines on stdio. Empty: nowhere to send them.
+using Progress = std::function<void(const json&)>;
+
+// One SSE event holding a JSON-RPC message.
+std::string sse_event(std::string_view data) {
+  std::string event = "event: message\ndata: ";
+  event += data;
+  event += "\n\n";
+  return event;
+}
+
+// Writes `text`; when the client is slow and the writer's buffer full, once it drains.
+void write_when_room(const http::ResponseWriterPtr& writer, std::string text, bool finish) {
+  if (writer->write(text)) {
+    if (finish) writer->finish();
+    return;
+  }
+  writer->on_drained([writer, text = std::move(text), finish] {
+    writer->write(text);
+    if (finish) writer->finish();
+  });
+}
 
 }  // namespace
 
@@ -532,7 +572,7 @@ struct Gateway::State : std::enable_shared_from_this<Gateway::State> {
   }
 
   // [2025-11-25] notifications/tools/list_changed to every initialized session: at once on
-  // stdio, with the next answer on HTTP (no server stream: see docs/design.md).
+  // stdio and on an HTTP session's GET stream, else with its next answer.
   void announce_list_change() {
     list_changes.fetch_add(1, std::memory_order_relaxed);
     json notification = {{"jsonrpc", "2.0"}, {"method", "notifications/tools/list_changed"}};
@@ -584,7 +624,7 @@ struct Gateway::State : std::enable_shared_from_this<Gateway::State> {
   // 2026-07-28 request). `reply` is called once for a request, never for a notification.
   // Returns false when the message is a notification or a response (nothing to answer).
   bool dispatch(const json& message, const SessionPtr& session, const Reply& reply,
-                const CallStarted& started = {}) {
+                const CallStarted& started = {}, const Progress& progress = {}) {
     messages.fetch_add(1, std::memory_order_relaxed);
     if (!message.is_object()) {
       // [2025-11-25] batching was removed in 2025-06-18.
@@ -641,9 +681,9 @@ struct Gateway::State : std::enable_shared_from_this<Gateway::State> {
       return false;
     }
     if (stateless)
-      handle_stateless(method, id, params, *meta, reply, started);
+      handle_stateless(method, id, params, *meta, reply, started, progress);
     else
-      handle_stateful(method, id, params, session, reply, started);
+      handle_stateful(method, id, params, session, reply, started, progress);
     return true;
   }
 
@@ -671,7 +711,8 @@ struct Gateway::State : std::enable_shared_from_this<Gateway::State> {
 
   // [2026-07-28] a request that says its version in _meta: no session, no initialize.
   void handle_stateless(const std::string& method, const json& id, const json& params,
-                        const json& meta, const Reply& reply, const CallStarted& started) {
+                        const json& meta, const Reply& reply, const CallStarted& started,
+                        const Progress& progress) {
     const json& version = meta[meta_protocol_version];
     if (!version.is_string() || version != stateless_revision) {
       reply(rpc_error(
@@ -696,7 +737,7 @@ struct Gateway::State : std::enable_shared_from_this<Gateway::State> {
     } else if (method == "tools/list") {
       list_tools(id, params, true, reply);
     } else if (method == "tools/call") {
-      call_tool(id, params, true, nullptr, reply, started);
+      call_tool(id, params, true, nullptr, reply, started, progress);
     } else {
       static const std::vector<std::string> offered = {"server/discover", "tools/list",
                                                        "tools/call"};
@@ -738,7 +779,8 @@ struct Gateway::State : std::enable_shared_from_this<Gateway::State> {
 
   // [2025-11-25] the stateful lifecycle: initialize first, then anything.
   void handle_stateful(const std::string& method, const json& id, const json& params,
-                       const SessionPtr& session, const Reply& reply, const CallStarted& started) {
+                       const SessionPtr& session, const Reply& reply, const CallStarted& started,
+                       const Progress& progress) {
     if (!session) {
       reply(rpc_error(id, invalid_request, "no session: send initialize first"));
       return;
@@ -779,7 +821,7 @@ struct Gateway::State : std::enable_shared_from_this<Gateway::State> {
     if (method == "tools/list") {
       list_tools(id, params, false, reply);
     } else if (method == "tools/call") {
-      call_tool(id, params, false, session, reply, started);
+      call_tool(id, params, false, session, reply, started, progress);
     } else {  // logging/setLevel
       auto level = params.find("level");
       int index = level != params.end() && level->is_string()
@@ -892,7 +934,7 @@ struct Gateway::State : std::enable_shared_from_this<Gateway::State> {
   }
 
   void call_tool(const json& id, const json& params, bool stateless, const SessionPtr& session,
-                 const Reply& reply, const CallStarted& started) {
+                 const Reply& reply, const CallStarted& started, const Progress& progress) {
     auto name_field = params.find("name");
     if (name_field == params.end() || !name_field->is_string()) {
       reply(rpc_error(id, invalid_params, "tools/call needs params.name (a string)"));
@@ -957,6 +999,14 @@ struct Gateway::State : std::enable_shared_from_this<Gateway::State> {
       }
     }
 
+    // [2025-11-25] progress notifications only for a request that gave a progressToken.
+    json progress_token;
+    if (meta) {
+      if (auto token = meta->find("progressToken");
+          token != meta->end() && (token->is_string() || token->is_number_integer()))
+        progress_token = *token;
+    }
+
     Request request;
     request.service = tool.service;
     request.endpoint = tool.endpoint;
@@ -999,12 +1049,90 @@ struct Gateway::State : std::enable_shared_from_this<Gateway::State> {
     tool_calls.fetch_add(1, std::memory_order_relaxed);
     in_flight.fetch_add(1, std::memory_order_acq_rel);
     auto self = shared_from_this();
+    if (tool.streaming) {
+      auto call = std::make_shared<StreamToolCall>();
+      call->id = id;
+      call->name = name;
+      call->stateless = stateless;
+      call->session = session;
+      call->call_key = call_key;
+      call->span = span;
+      call->reply = reply;
+      call->progress = progress_token.is_null() ? Progress() : progress;
+      call->progress_token = std::move(progress_token);
+      std::string arguments_text = std::move(request.body);
+      service.client().async_open_stream(
+          std::move(request), call_options,
+          [self, call, arguments_text = std::move(arguments_text)](
+              MessageStreamPtr stream, std::optional<Error> error) mutable {
+            if (!stream) return self->end_stream_call(*call, Response::failure(std::move(*error)));
+            call->stream = stream;
+            // The arguments are the one request message; then this side is done.
+            stream->async_write(std::move(arguments_text),
+                                [self, call](std::optional<Error> failed) {
+                                  if (failed) {
+                                    call->stream->finish(Response::failure(*failed));
+                                    return self->end_stream_call(*call, call->stream->status());
+                                  }
+                                  call->stream->close_send();
+                                  self->read_stream_call(call);
+                                });
+          });
+      return;
+    }
     service.client().async_call(
         std::move(request), call_options,
         [self, id, name, stateless, session, call_key, span, reply](Response&& response) {
           self->answer_call(id, name, stateless, session, call_key, span, reply,
                             std::move(response));
         });
+  }
+
+  // A tool call on a stream endpoint, while its messages come.
+  struct StreamToolCall {
+    json id;
+    std::string name;
+    bool stateless = false;
+    SessionPtr session;
+    std::string call_key;
+    std::shared_ptr<trace::Span> span;
+    Reply reply = Reply([](Answer) {});
+    Progress progress;  // set when the request gave a progressToken and there is a channel
+    json progress_token;
+    MessageStreamPtr stream;
+    json messages = json::array();
+  };
+
+  // Reads the stream's messages one by one, each reported as progress as it comes.
+  void read_stream_call(const std::shared_ptr<StreamToolCall>& call) {
+    auto self = shared_from_this();
+    call->stream->async_read([self, call](std::optional<std::string> message) {
+      if (!message) return self->end_stream_call(*call, call->stream->status());
+      json decoded = json::parse(*message, nullptr, false);
+      if (decoded.is_discarded()) decoded = *message;  // not JSON: kept as text
+      if (call->progress) {
+        // [2025-11-25] progress increases with each notification; the message says what came.
+        call->progress(
+            {{"jsonrpc", "2.0"},
+             {"method", "notifications/progress"},
+             {"params",
+              {{"progressToken", call->progress_token},
+               {"progress", call->messages.size() + 1},
+               {"message", decoded.is_string() ? decoded.get<std::string>() : decoded.dump()}}}});
+      }
+      call->messages.push_back(std::move(decoded));
+      self->read_stream_call(call);
+    });
+  }
+
+  // The stream ended: the result holds every message (structuredContent: {messages: [...]}).
+  void end_stream_call(StreamToolCall& call, Response status) {
+    if (!status.error) {
+      status.content_type = "application/json";
+      status.body = json{{"messages", std::move(call.messages)}}.dump();
+    }
+    answer_call(call.id, call.name, call.stateless, call.session, call.call_key, call.span,
+                call.reply, std::move(status));
   }
 
   void answer_call(const json& id, const std::string& name, bool stateless,
@@ -1025,7 +1153,7 @@ struct Gateway::State : std::enable_shared_from_this<Gateway::State> {
       session->calls.erase(call_key);
       // [2025-11-25] a request the client cancelled gets no answer (on stdio; an HTTP
       // exchange waits for one, so it is told the call was cancelled).
-      if (session->cancelled_by_client.erase(call_key) > 0 && session->push) {
+      if (session->cancelled_by_client.erase(call_key) > 0 && session == stdio_session) {
         if (span) span->end();
         return;
       }
@@ -1154,13 +1282,15 @@ struct Gateway::State : std::enable_shared_from_this<Gateway::State> {
       bool erased = sessions.erase(id) > 0;
       exchange->respond(erased ? http_answer(204)
                                : http_error(404, invalid_request, "no session " + id));
+    } else if (request.method == "GET") {
+      open_push_stream(exchange);
     } else {
-      // [2025-11-25] GET: 405 when the server offers no SSE stream of its own.
       http::ServerResponse response =
           http_error(405, invalid_request,
                      "method " + request.method + " is not served at " + options.path +
-                         "; POST JSON-RPC messages (this gateway opens no standalone SSE stream)");
-      response.headers.push_back({"Allow", "POST, DELETE"});
+                         "; POST JSON-RPC messages, GET the session's SSE stream, DELETE the "
+                         "session");
+      response.headers.push_back({"Allow", "GET, POST, DELETE"});
       exchange->respond(std::move(response));
     }
   }
@@ -1267,6 +1397,91 @@ struct Gateway::State : std::enable_shared_from_this<Gateway::State> {
     answer_dispatch(exchange, message, session, sse_accepted, method == "tools/call");
   }
 
+  // [2025-11-25] a tools/call answered on an SSE stream written event by event: the
+  // notifications waiting, the call's progress as it happens, then the result, which ends it.
+  void answer_streamed(const http::ExchangePtr& exchange, const json& message,
+                       const SessionPtr& session) {
+    http::ServerResponse head;
+    head.status = 200;
+    head.headers.push_back({"Content-Type", "text/event-stream"});
+    head.headers.push_back({"Cache-Control", "no-cache"});
+    std::vector<json> waiting;
+    if (session) {
+      std::lock_guard lock(session->mutex);
+      waiting.swap(session->queued);
+      if (session->initialize_answered) head.headers.push_back({"Mcp-Session-Id", session->id});
+    }
+    auto writer = exchange->respond_streaming(std::move(head));
+    if (!writer) return;
+    for (const auto& notification : waiting) writer->write(sse_event(notification.dump()));
+    bool answered_later = dispatch(
+        message, session,
+        [writer](Answer answer) { write_when_room(writer, sse_event(answer.text), true); },
+        [exchange](const std::shared_ptr<CancellationState>& cancellation) {
+          exchange->on_abandoned([cancellation] { cancellation->cancel(); });
+        },
+        [writer](const json& notification) {
+          // A client too slow for its progress loses some; the result waits for room.
+          writer->write(sse_event(notification.dump()));
+        });
+    if (!answered_later) writer->finish();
+  }
+
+  // [2025-11-25] GET opens the session's server-to-client SSE stream: notifications (a tool
+  // list change, log messages) are pushed on it as they happen, not with the next answer.
+  // One per session: a newer GET replaces the older. Not resumable (no event ids; the spec
+  // makes resumption optional), so Last-Event-ID is ignored.
+  void open_push_stream(const http::ExchangePtr& exchange) {
+    const http::ServerRequest& request = exchange->request();
+    if (!accepts(request.header("Accept"), "text/event-stream")) {
+      exchange->respond(http_error(406, invalid_request, "GET needs Accept: text/event-stream"));
+      return;
+    }
+    std::string id(request.header("Mcp-Session-Id"));
+    if (id.empty()) {
+      exchange->respond(http_error(400, invalid_request,
+                                   "GET needs an Mcp-Session-Id: the stream belongs to a session "
+                                   "(initialize first)"));
+      return;
+    }
+    SessionPtr session = find_session(id);
+    if (!session) {
+      exchange->respond(http_error(
+          404, invalid_request, "no session " + id + " (ended or never begun); initialize again"));
+      return;
+    }
+    http::ServerResponse head;
+    head.status = 200;
+    head.headers.push_back({"Content-Type", "text/event-stream"});
+    head.headers.push_back({"Cache-Control", "no-cache"});
+    head.headers.push_back({"Mcp-Session-Id", session->id});
+    std::vector<json> waiting;
+    http::ResponseWriterPtr previous;
+    http::ResponseWriterPtr writer;
+    {
+      std::lock_guard lock(session->mutex);
+      writer = exchange->respond_streaming(std::move(head));
+      if (!writer) return;
+      previous = std::move(session->push_stream);
+      session->push_stream = writer;
+      waiting.swap(session->queued);
+      session->push = [weak = std::weak_ptr<http::ResponseWriter>(writer)](const json& message) {
+        if (auto stream = weak.lock()) stream->write(sse_event(message.dump()));
+      };
+      for (const auto& notification : waiting) writer->write(sse_event(notification.dump()));
+    }
+    if (previous) previous->finish();
+    // The client went away: notifications wait for answers again.
+    exchange->on_abandoned([weak_session = std::weak_ptr<Session>(session), stream = writer.get()] {
+      auto session = weak_session.lock();
+      if (!session) return;
+      std::lock_guard lock(session->mutex);
+      if (session->push_stream.get() != stream) return;
+      session->push_stream.reset();
+      session->push = nullptr;
+    });
+  }
+
   // [2026-07-28] MCP-Protocol-Version, Mcp-Method and Mcp-Name mirror the body; a response
   // with the status and the message when they are missing or differ.
   std::optional<http::ServerResponse> check_stateless_headers(const http::ServerRequest& request,
@@ -1325,6 +1540,7 @@ struct Gateway::State : std::enable_shared_from_this<Gateway::State> {
   void answer_dispatch(const http::ExchangePtr& exchange, const json& message,
                        const SessionPtr& session, bool sse_accepted, bool prefer_sse) {
     auto self = shared_from_this();
+    if (sse_accepted && prefer_sse) return answer_streamed(exchange, message, session);
     bool answered_later = dispatch(
         message, session,
         [self, exchange, session, sse_accepted, prefer_sse](Answer answer) {
@@ -1539,7 +1755,7 @@ int Gateway::serve_stdio(int input_fd, int output_fd, const std::function<bool()
                               "the line is not JSON: " + strip_nlohmann_prefix(e.what())));
       return;
     }
-    state.dispatch(message, session, write_answer);
+    state.dispatch(message, session, write_answer, {}, write_message);
   };
   char chunk[65536];
   while (writer->open() && !(stop_requested && stop_requested())) {

@@ -97,6 +97,7 @@ struct ToolEntry {
   nlohmann::json definition;    // the Tool object tools/list returns
   nlohmann::json input_schema;  // for validation
   bool structured = false;      // has an outputSchema: results carry structuredContent
+  bool streaming = false;       // a stream endpoint (metadata "stream": "true")
 };
 
 // The tools of a registry listing, sorted by name (tools/list is deterministic), filtered.

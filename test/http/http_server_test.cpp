@@ -5,8 +5,16 @@
 // the answers given.
 #include <doctest/doctest.h>
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <sys/time.h>
+#include <unistd.h>
+
 #include <atomic>
+#include <charconv>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <thread>
 #include <vector>
@@ -589,4 +597,338 @@ TEST_CASE("an exchange its handler drops without answering gets a 500; later ans
   REQUIRE(after);
   CHECK(after->status == 200);
   CHECK(after->body == "after");
+}
+
+// ---- Streamed answers (respond_streaming) -----------------------------------------------------
+
+namespace {
+
+// Reads a chunked answer piece by piece off a raw socket: the head, then each chunk as it comes.
+class ChunkReader {
+ public:
+  explicit ChunkReader(const std::string& address) {
+    auto colon = address.rfind(':');
+    sockaddr_in peer{};
+    peer.sin_family = AF_INET;
+    peer.sin_port = htons(static_cast<uint16_t>(std::stoi(address.substr(colon + 1))));
+    ::inet_pton(AF_INET, address.substr(0, colon).c_str(), &peer.sin_addr);
+    fd_ = ::socket(AF_INET, SOCK_STREAM, 0);
+    REQUIRE(::connect(fd_, reinterpret_cast<sockaddr*>(&peer), sizeof peer) == 0);
+    timeval limit{5, 0};
+    ::setsockopt(fd_, SOL_SOCKET, SO_RCVTIMEO, &limit, sizeof limit);
+  }
+  ~ChunkReader() { close(); }
+  void close() {
+    if (fd_ >= 0) ::close(fd_);
+    fd_ = -1;
+  }
+  bool send(const std::string& bytes) {
+    return ::send(fd_, bytes.data(), bytes.size(), MSG_NOSIGNAL) ==
+           static_cast<ssize_t>(bytes.size());
+  }
+  // The head up to its blank line; "" when the connection ended first.
+  std::string head() {
+    std::size_t end;
+    while ((end = buffer_.find("\r\n\r\n")) == std::string::npos) {
+      if (!fill()) return {};
+    }
+    std::string head = buffer_.substr(0, end + 4);
+    buffer_.erase(0, end + 4);
+    return head;
+  }
+  // The next chunk's data ("" for the last chunk); nullopt when the connection ended first or
+  // the framing is not a chunk's.
+  std::optional<std::string> chunk() {
+    std::size_t line_end;
+    while ((line_end = buffer_.find("\r\n")) == std::string::npos) {
+      if (!fill()) return std::nullopt;
+    }
+    std::size_t size = 0;
+    auto [end, error] = std::from_chars(buffer_.data(), buffer_.data() + line_end, size, 16);
+    if (error != std::errc() || end != buffer_.data() + line_end) {
+      INFO("not a chunk: " << buffer_.substr(0, 40));
+      return std::nullopt;
+    }
+    while (buffer_.size() < line_end + 2 + size + 2) {
+      if (!fill()) return std::nullopt;
+    }
+    std::string data = buffer_.substr(line_end + 2, size);
+    if (buffer_.compare(line_end + 2 + size, 2, "\r\n") != 0) return std::nullopt;
+    buffer_.erase(0, line_end + 2 + size + 2);
+    return data;
+  }
+  // Whether the server closed with nothing more to read.
+  bool ended() {
+    if (!buffer_.empty()) return false;
+    return !fill();
+  }
+  std::string rest() { return std::move(buffer_); }
+
+ private:
+  bool fill() {
+    char piece[65536];
+    auto n = ::recv(fd_, piece, sizeof piece, 0);
+    if (n <= 0) return false;
+    buffer_.append(piece, static_cast<std::size_t>(n));
+    return true;
+  }
+  int fd_ = -1;
+  std::string buffer_;
+};
+
+// Keeps the writers the handler made.
+struct Writers {
+  std::mutex mutex;
+  std::vector<mh::ResponseWriterPtr> writers;
+  std::vector<mh::ExchangePtr> exchanges;
+  void add(mh::ExchangePtr exchange, mh::ResponseWriterPtr writer) {
+    std::lock_guard lock(mutex);
+    exchanges.push_back(std::move(exchange));
+    writers.push_back(std::move(writer));
+  }
+  std::size_t size() {
+    std::lock_guard lock(mutex);
+    return writers.size();
+  }
+  mh::ResponseWriterPtr at(std::size_t i) {
+    std::lock_guard lock(mutex);
+    return writers.at(i);
+  }
+};
+
+mh::ServerResponse stream_head() {
+  mh::ServerResponse head;
+  head.headers.push_back({"Content-Type", "text/event-stream"});
+  head.headers.push_back({"Content-Length", "99"});  // the server's to set: dropped
+  return head;
+}
+
+std::string get_request(const std::string& target = "/stream") {
+  return "GET " + target + " HTTP/1.1\r\nHost: localhost\r\n\r\n";
+}
+
+}  // namespace
+
+TEST_CASE(
+    "a streamed answer goes out chunk by chunk before it finishes, and keeps the connection") {
+  micro::Runtime runtime(2);
+  Writers writers;
+  mh::Server server(runtime.executor(), {}, [&](mh::ExchangePtr exchange) {
+    if (exchange->request().target == "/plain") return echo(exchange);
+    auto writer = exchange->respond_streaming(stream_head());
+    REQUIRE(writer);
+    CHECK_FALSE(exchange->respond(text("too late")));  // the stream is the answer
+    CHECK(exchange->respond_streaming(stream_head()) == nullptr);
+    writers.add(exchange, std::move(writer));
+  });
+  server.listen("127.0.0.1:0");
+
+  ChunkReader reader(server.address());
+  REQUIRE(reader.send(get_request()));
+  REQUIRE(wait_until([&] { return writers.size() == 1; }));
+  auto writer = writers.at(0);
+  CHECK(writer->write("data: one\n\n"));
+  std::string head = reader.head();
+  CHECK(contains(head, "HTTP/1.1 200 OK\r\n"));
+  CHECK(contains(head, "Transfer-Encoding: chunked\r\n"));
+  CHECK(contains(head, "Content-Type: text/event-stream\r\n"));
+  CHECK_FALSE(contains(head, "Content-Length"));
+  CHECK_FALSE(contains(head, "Connection: close"));
+  // The first chunk arrives while the stream is still open.
+  CHECK(reader.chunk() == std::optional<std::string>("data: one\n\n"));
+  CHECK(writer->open());
+  CHECK(writer->write(""));  // skipped, not the last chunk
+  CHECK(writer->write("data: two\n\n"));
+  CHECK(reader.chunk() == std::optional<std::string>("data: two\n\n"));
+  CHECK(writer->finish());
+  CHECK_FALSE(writer->finish());
+  CHECK_FALSE(writer->write("after"));
+  CHECK_FALSE(writer->open());
+  CHECK(reader.chunk() == std::optional<std::string>(""));  // the last chunk
+  // Kept alive: the next request on the same connection is answered.
+  REQUIRE(reader.send(raw_http::post("again", {}, "/plain")));
+  std::string next = reader.head();
+  CHECK(contains(next, "Content-Length: 5\r\n"));
+  REQUIRE(wait_until([&] { return server.statistics().requests == 2; }));
+  CHECK(server.statistics().connections_accepted == 1);
+}
+
+TEST_CASE("a writer dropped unfinished finishes its stream; written from another thread") {
+  micro::Runtime runtime(2);
+  mh::Server server(runtime.executor(), {}, [&](mh::ExchangePtr exchange) {
+    auto writer = exchange->respond_streaming(stream_head());
+    std::thread([writer = std::move(writer)] {
+      for (int i = 0; i < 3; ++i) writer->write("piece " + std::to_string(i) + "\n");
+    }).detach();
+  });
+  server.listen("127.0.0.1:0");
+  ChunkReader reader(server.address());
+  REQUIRE(reader.send(get_request()));
+  CHECK(contains(reader.head(), "Transfer-Encoding: chunked"));
+  std::string body;
+  for (;;) {
+    auto chunk = reader.chunk();
+    REQUIRE(chunk);
+    if (chunk->empty()) break;
+    body += *chunk;
+  }
+  CHECK(body == "piece 0\npiece 1\npiece 2\n");
+}
+
+TEST_CASE("pipelined answers behind a stream wait until it finishes") {
+  micro::Runtime runtime(2);
+  Writers writers;
+  Held plain;
+  mh::Server server(runtime.executor(), {}, [&](mh::ExchangePtr exchange) {
+    if (exchange->request().target == "/stream") {
+      auto writer = exchange->respond_streaming(stream_head());
+      writers.add(exchange, std::move(writer));
+    } else {
+      plain.add(exchange);
+    }
+  });
+  server.listen("127.0.0.1:0");
+
+  ChunkReader reader(server.address());
+  // A stream, then a plain request, in one write.
+  REQUIRE(reader.send(get_request() + raw_http::post("second", {}, "/plain")));
+  REQUIRE(wait_until([&] { return writers.size() == 1 && plain.size() == 1; }));
+  // The later one is answered first; the stream writes after it. Any early write of the plain
+  // answer would land inside the chunked body and break its framing.
+  CHECK(plain.at(0)->respond(text("answer to second")));
+  auto writer = writers.at(0);
+  CHECK(writer->write("a"));
+  CHECK(contains(reader.head(), "Transfer-Encoding: chunked"));
+  CHECK(reader.chunk() == std::optional<std::string>("a"));
+  CHECK(writer->write("b"));
+  CHECK(reader.chunk() == std::optional<std::string>("b"));
+  writer->finish();
+  CHECK(reader.chunk() == std::optional<std::string>(""));
+  std::string second = reader.head();
+  CHECK(contains(second, "HTTP/1.1 200 OK"));
+  CHECK(contains(second, "Content-Length: 16"));
+  std::string body = reader.rest();
+  while (body.size() < 16) {
+    REQUIRE_FALSE(reader.ended());
+    body += reader.rest();
+  }
+  CHECK(body == "answer to second");
+}
+
+TEST_CASE("a slow reader is bounded: writes past stream_buffer_limit are refused until drained") {
+  micro::Runtime runtime(2);
+  mh::ServerOptions options;
+  options.stream_buffer_limit = 64 * 1024;
+  Writers writers;
+  mh::Server server(runtime.executor(), options, [&](mh::ExchangePtr exchange) {
+    writers.add(exchange, exchange->respond_streaming(stream_head()));
+  });
+  server.listen("127.0.0.1:0");
+
+  ChunkReader reader(server.address());
+  REQUIRE(reader.send(get_request()));
+  REQUIRE(wait_until([&] { return writers.size() == 1; }));
+  auto writer = writers.at(0);
+  const std::string piece(16 * 1024, 'x');
+  // The client reads nothing: once the socket buffers are full, the writer is refused.
+  std::size_t accepted = 0;
+  bool refused = false;
+  for (int i = 0; i < 20000 && !refused; ++i) {
+    if (writer->write(piece)) {
+      accepted += piece.size();
+    } else {
+      refused = true;
+    }
+  }
+  REQUIRE(refused);
+  CHECK(writer->buffered() <= options.stream_buffer_limit);
+  CHECK(writer->open());  // refused, not ended
+  std::atomic<bool> drained{false};
+  writer->on_drained([&] { drained = true; });
+  // The client reads; everything accepted arrives, and the drain is told.
+  CHECK(contains(reader.head(), "Transfer-Encoding: chunked"));
+  std::size_t received = 0;
+  while (received < accepted) {
+    auto chunk = reader.chunk();
+    REQUIRE(chunk);
+    REQUIRE_FALSE(chunk->empty());
+    received += chunk->size();
+  }
+  CHECK(received == accepted);
+  REQUIRE(wait_until([&] { return drained.load(); }));
+  CHECK(writer->buffered() == 0);
+  CHECK(writer->write(piece));
+  writer->finish();
+  CHECK(reader.chunk() == std::optional<std::string>(piece));
+  CHECK(reader.chunk() == std::optional<std::string>(""));
+}
+
+TEST_CASE("a stream whose client goes mid-stream is abandoned; close() ends open streams") {
+  micro::Runtime runtime(2);
+  Writers writers;
+  std::atomic<int> abandoned{0};
+  mh::Server server(runtime.executor(), {}, [&](mh::ExchangePtr exchange) {
+    exchange->on_abandoned([&] { ++abandoned; });
+    writers.add(exchange, exchange->respond_streaming(stream_head()));
+  });
+  server.listen("127.0.0.1:0");
+
+  SUBCASE("the client closes") {
+    {
+      ChunkReader reader(server.address());
+      REQUIRE(reader.send(get_request()));
+      REQUIRE(wait_until([&] { return writers.size() == 1; }));
+      CHECK(writers.at(0)->write("first"));
+      CHECK(contains(reader.head(), "chunked"));
+      CHECK(reader.chunk() == std::optional<std::string>("first"));
+    }  // gone mid-stream
+    REQUIRE(wait_until([&] { return abandoned.load() == 1; }));
+    CHECK_FALSE(writers.at(0)->open());
+    CHECK_FALSE(writers.at(0)->write("to nobody"));
+    CHECK_FALSE(writers.at(0)->finish());
+    REQUIRE(wait_until([&] { return server.statistics().connections_open == 0; }));
+  }
+  SUBCASE("the server closes") {
+    ChunkReader reader(server.address());
+    REQUIRE(reader.send(get_request()));
+    REQUIRE(wait_until([&] { return writers.size() == 1; }));
+    CHECK(writers.at(0)->write("first"));
+    CHECK(contains(reader.head(), "chunked"));
+    CHECK(reader.chunk() == std::optional<std::string>("first"));
+    server.close();
+    REQUIRE(wait_until([&] { return abandoned.load() == 1; }));
+    CHECK_FALSE(writers.at(0)->write("after close"));
+    // The connection ends without the last chunk: the client sees the answer cut short.
+    CHECK(reader.chunk() == std::nullopt);
+    REQUIRE(wait_until([&] { return server.statistics().connections_open == 0; }));
+  }
+}
+
+TEST_CASE("a streamed answer to HTTP/1.0 is sent raw and ends with the close; HEAD gets no body") {
+  micro::Runtime runtime(2);
+  mh::Server server(runtime.executor(), {}, [&](mh::ExchangePtr exchange) {
+    auto writer = exchange->respond_streaming(stream_head());
+    writer->write("raw ");
+    writer->write("body");
+  });  // dropped: finished
+  server.listen("127.0.0.1:0");
+  SUBCASE("HTTP/1.0") {
+    raw_http::Connection connection(server.address());
+    REQUIRE(connection.send("GET /stream HTTP/1.0\r\n\r\n"));
+    auto response = connection.read_response();  // read to the close
+    REQUIRE(response);
+    CHECK_FALSE(response->has_header("Transfer-Encoding"));
+    CHECK(response->header("Connection") == "close");
+    CHECK(response->body == "raw body");
+  }
+  SUBCASE("HEAD") {
+    ChunkReader reader(server.address());
+    REQUIRE(
+        reader.send("HEAD /stream HTTP/1.1\r\nHost: localhost\r\n\r\n" + raw_http::post("next")));
+    std::string head = reader.head();
+    CHECK(contains(head, "HTTP/1.1 200 OK"));
+    CHECK(contains(head, "Transfer-Encoding: chunked"));  // as a GET's would say
+    // Nothing of the body came: the next answer's head follows at once.
+    CHECK(contains(reader.head(), "HTTP/1.1 200 OK"));
+  }
 }

@@ -254,6 +254,7 @@ def main():
     http_tests(registry)
     http_safety_tests(registry)
     flag_tests(registry)
+    stream_tests()
 
 
 def stdio_tests(registry):
@@ -552,8 +553,10 @@ def http_tests(registry):
                                      "params": {"protocolVersion": STATEFUL, "capabilities": {}}},
                            {"MCP-Protocol-Version": "not-a-version"})
     check(status == 400, f"bad MCP-Protocol-Version without a session: {status}")
-    status, headers, _ = plain(address, "GET", {"Accept": "text/event-stream"})
-    check(status == 405 and "POST" in headers.get("allow", ""), f"GET: {status} {headers}")
+    status, headers, body = plain(address, "GET", {"Accept": "text/event-stream"})
+    check(status == 400 and b"Mcp-Session-Id" in body, f"GET without a session: {status} {body}")
+    status, headers, _ = plain(address, "PUT")
+    check(status == 405 and "GET" in headers.get("allow", ""), f"PUT: {status} {headers}")
     status, _, _ = plain(address, "POST", path="/other")
     check(status == 404, f"another path: {status}")
 
@@ -730,6 +733,119 @@ def flag_tests(registry):
                           capture_output=True, timeout=30)
     check(typo.returncode == 1 and b"did you mean" in typo.stderr and b"address" in typo.stderr,
           f"flag typo: {typo.returncode} {typo.stderr!r}")
+
+
+def read_sse_event(response):
+    """The next SSE event's data as JSON, read line by line as it arrives; None at the end."""
+    data = []
+    while True:
+        line = response.readline()
+        if not line:
+            return None
+        line = line.decode().rstrip("\r\n")
+        if line == "":
+            if data:
+                return json.loads("\n".join(data))
+            continue
+        if line.startswith("data:"):
+            data.append(line[5:].lstrip())
+
+
+def open_sse(address, method, body, headers):
+    host, port = address.rsplit(":", 1)
+    connection = http.client.HTTPConnection(host, int(port), timeout=15)
+    all_headers = {"Accept": "application/json, text/event-stream"}
+    data = None
+    if body is not None:
+        data = json.dumps(body).encode()
+        all_headers.update({"Content-Type": "application/json", "Content-Length": str(len(data))})
+    all_headers.update(headers)
+    connection.request(method, "/mcp", body=data, headers=all_headers)
+    return connection, connection.getresponse()
+
+
+def stream_tests():
+    """A stream endpoint as a tool: progress as messages come, then the result; the GET stream."""
+    registry = f"--registry=file?dir={tempfile.mkdtemp(prefix='mcp-stream-registry-')}"
+    start([service_binary, "ticker", registry], "ticker listening")
+    gateway, address = start([micro, registry, "mcp", "--address=127.0.0.1:0"],
+                             "micro mcp listening")
+    address = address.removeprefix("http://").removesuffix("/mcp")
+    status, headers, body = post(address, {"jsonrpc": "2.0", "id": 1, "method": "initialize",
+                                           "params": {"protocolVersion": STATEFUL,
+                                                      "capabilities": {}}})
+    sid = {"Mcp-Session-Id": headers.get("mcp-session-id", ""), "MCP-Protocol-Version": STATEFUL}
+    post(address, {"jsonrpc": "2.0", "method": "notifications/initialized"}, sid)
+    status, headers, body = post(address, {"jsonrpc": "2.0", "id": 2, "method": "tools/list"}, sid)
+    tools = {tool["name"]: tool for tool in messages_of(status, headers, body)[0]["result"]["tools"]}
+    tool = tools.get("ticker.Ticker.Count", {})
+    check("Streams" in tool.get("description", "") and
+          "messages" in tool.get("outputSchema", {}).get("properties", {}),
+          f"the stream endpoint is a tool that says it streams: {tool}")
+
+    # tools/call on SSE: each message as notifications/progress, read as it comes, then the result.
+    call = {"jsonrpc": "2.0", "id": 3, "method": "tools/call",
+            "params": {"name": "ticker.Ticker.Count", "arguments": {"count": 4},
+                       "_meta": {"progressToken": "tick-token"}}}
+    connection, response = open_sse(address, "POST", call, sid)
+    check(response.status == 200 and response.getheader("Content-Type") == "text/event-stream" and
+          response.getheader("Transfer-Encoding") == "chunked",
+          f"streamed tools/call: {response.status} {response.getheaders()}")
+    progress = []
+    result = None
+    while True:
+        event = read_sse_event(response)
+        if event is None:
+            break
+        if event.get("method") == "notifications/progress":
+            check(result is None, f"progress after the result: {event}")
+            progress.append(event["params"])
+        elif event.get("id") == 3:
+            result = event["result"]
+    connection.close()
+    check([p.get("progress") for p in progress] == [1, 2, 3, 4] and
+          all(p.get("progressToken") == "tick-token" for p in progress) and
+          json.loads(progress[0]["message"]) == {"tick": 1, "of": 4},
+          f"progress notifications: {progress}")
+    messages = (result or {}).get("structuredContent", {}).get("messages")
+    check(messages == [{"tick": i, "of": 4} for i in range(1, 5)] and result["isError"] is False,
+          f"stream tool result: {result}")
+
+    # Without a progressToken: no progress, the same result.
+    del call["params"]["_meta"]
+    call["id"] = 4
+    status, headers, body = post(address, call, sid)
+    events = sse_events(body)
+    check(len(events) == 1 and len(events[0]["result"]["structuredContent"]["messages"]) == 4,
+          f"stream tool without progressToken: {events}")
+
+    # GET opens the session's stream: list_changed comes at once when a service registers.
+    connection, response = open_sse(address, "GET", None, sid)
+    check(response.status == 200 and response.getheader("Content-Type") == "text/event-stream",
+          f"GET stream: {response.status} {response.getheaders()}")
+    start([service_binary, "catalog", registry], "catalog listening")
+    event = read_sse_event(response)
+    check(event is not None and event.get("method") == "notifications/tools/list_changed",
+          f"list_changed on the GET stream: {event}")
+    connection.close()
+    status, _, body = plain(address, "GET", {"Accept": "text/event-stream",
+                                             "Mcp-Session-Id": "0" * 32})
+    check(status == 404, f"GET for an unknown session: {status} {body}")
+
+    # stdio: progress lines before the result.
+    client = StdioClient([micro, registry, "mcp"])
+    client.request("initialize", {"protocolVersion": STATEFUL, "capabilities": {}})
+    client.send({"jsonrpc": "2.0", "method": "notifications/initialized"})
+    answer = client.request("tools/call", {"name": "ticker.Ticker.Count",
+                                           "arguments": {"count": 3},
+                                           "_meta": {"progressToken": 7}})
+    lines = [json.loads(line) for line in client.lines]
+    progress_at = [i for i, m in enumerate(lines) if m.get("method") == "notifications/progress"]
+    answer_at = [i for i, m in enumerate(lines) if m.get("id") == client.next_id]
+    check(len(progress_at) == 3 and answer_at and max(progress_at) < answer_at[0] and
+          len(result_of(answer)["structuredContent"]["messages"]) == 3,
+          f"stdio progress before the result: {lines[-5:]}")
+    client.close()
 
 
 try:

@@ -11,8 +11,10 @@
 //
 //   mcp-test-service [name [count]] [--registry=file?dir=…]   (name: catalog, count: 0)
 #include <atomic>
+#include <functional>
 #include <iostream>
 #include <map>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -78,6 +80,33 @@ int main(int argc, char** argv) try {
   std::string name = argc > 1 ? argv[1] : "catalog";
   int extra_endpoints = argc > 2 ? std::stoi(argv[2]) : 0;
   micro::Microservice service(name, config);
+
+  if (name == "ticker") {
+    // Only a stream endpoint: {"count": N} → N messages {"tick": i, "of": N}, then the end.
+    service.handle_stream("Ticker.Count", [](const micro::MessageStreamPtr& stream) {
+      stream->async_read([stream](std::optional<std::string> message) {
+        auto request = nlohmann::json::parse(message.value_or("{}"), nullptr, false);
+        int count = request.is_object() ? request.value("count", 0) : 0;
+        auto send = std::make_shared<std::function<void(int)>>();
+        *send = [stream, count, send](int tick) {
+          if (tick > count) {
+            stream->finish(micro::Response{});
+            *send = nullptr;  // breaks the cycle
+            return;
+          }
+          stream->async_write(nlohmann::json{{"tick", tick}, {"of", count}}.dump(),
+                              [send, tick](std::optional<micro::Error> error) {
+                                if (!error && *send) (*send)(tick + 1);
+                              });
+        };
+        (*send)(1);
+      });
+    });
+    service.start();
+    std::cout << name << " listening on " << service.server().address() << std::endl;
+    service.run();
+    return 0;
+  }
 
   service.handle(
       "Catalog.Search",

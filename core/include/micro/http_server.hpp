@@ -8,6 +8,9 @@
 //   the body is still unsent), both answered and the connection closed without reading the
 //   rest. Slow senders are bounded: the head must arrive within header_timeout and
 //   the body within body_timeout of it; an idle kept-alive connection closes after idle_timeout.
+// - Answers are complete (Exchange::respond, Content-Length) or streamed
+//   (Exchange::respond_streaming: chunked, written as it comes, bounded per stream by
+//   stream_buffer_limit); a pipelined answer behind a stream waits for its last chunk.
 // - Malformed requests get a 400 naming what the parser refused, then the connection closes.
 // - The server's own answers (400, 408, 413, 431, and a 500 for a handler that throws) are
 //   formatted by ServerOptions::refusal, so each user answers in its own error format.
@@ -70,6 +73,9 @@ struct ServerOptions {
   std::chrono::milliseconds idle_timeout{std::chrono::seconds(60)};
   // An answer must be taken by the client within this, or the connection is closed.
   std::chrono::milliseconds write_timeout{std::chrono::seconds(30)};
+  // A streamed answer's bytes written but not yet taken by the client, per stream: a write past
+  // it is refused (ResponseWriter::write returns false), so a slow reader costs no more.
+  std::size_t stream_buffer_limit = 1024 * 1024;
   std::size_t max_connections = 10000;      // further connections are accepted and closed at once
   std::string server_header = "micro-cpp";  // the Server header; "" sends none
   // Formats the server's own answers: status 400, 408, 413, 431 (or 500 when the handler throws)
@@ -78,6 +84,31 @@ struct ServerOptions {
   // strand; must not throw (a throw falls back to the text/plain answer).
   std::function<ServerResponse(int status, std::string message)> refusal;
 };
+
+// A streamed answer's body, sent as it is written: chunked (Transfer-Encoding: chunked; the
+// connection stays kept alive), or up to the close for an HTTP/1.0 client. The answers behind it
+// on a pipelined connection wait until it finishes. Any thread; dropping the last share of an
+// unfinished writer finishes it.
+class ResponseWriter {
+ public:
+  virtual ~ResponseWriter() = default;
+  // Queues `chunk` (empty ones are skipped). False, writing nothing, once the stream is
+  // finished or abandoned, or when the chunk would take the bytes the client has not taken yet
+  // past ServerOptions::stream_buffer_limit (a chunk is always taken when nothing is buffered):
+  // wait for on_drained and write again, or give up.
+  virtual bool write(std::string_view chunk) = 0;
+  // Ends the body (the last chunk). False when finished or abandoned already.
+  virtual bool finish() = 0;
+  // Bytes written and not yet taken by the client.
+  virtual std::size_t buffered() const = 0;
+  // Neither finished nor abandoned.
+  virtual bool open() const = 0;
+  // Runs `hook` once when nothing is buffered any more (at once if nothing is), on the
+  // connection's strand or the caller's thread. Not run when the stream is abandoned.
+  virtual void on_drained(std::function<void()> hook) = 0;
+};
+
+using ResponseWriterPtr = std::shared_ptr<ResponseWriter>;
 
 // One request being answered. The handler keeps a share for as long as it needs; that share
 // keeps the connection. Dropping the last share unanswered makes the server answer 500 ("the
@@ -93,7 +124,11 @@ class Exchange {
   // Answers; only the first answer counts (false for later ones, and when the connection is gone
   // already). Any thread.
   virtual bool respond(ServerResponse&& response) = 0;
-  // Runs `hook` once when the connection goes away before the answer was written (at once if it
+  // Answers with `head` (status and headers; its body is ignored) and a body streamed through
+  // the writer returned. Counts as the answer: null when answered already or gone. Any thread.
+  virtual ResponseWriterPtr respond_streaming(ServerResponse&& head) = 0;
+  // Runs `hook` once when the connection goes away before the answer (a streamed one: its
+  // last chunk) was written (at once if it
   // is gone already): the peer closed, a timeout, the server closed.
   virtual void on_abandoned(std::function<void()> hook) = 0;
 };

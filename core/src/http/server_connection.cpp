@@ -139,8 +139,11 @@ void append_number(std::string& out, std::uint64_t value) {
 }
 
 // The status line and head of `response` (RFC 9112 §4, §6).
+// A streamed answer has no Content-Length: it is chunked, or (HTTP/1.0) ends with the close.
+enum class Framing { length, chunked, to_close };
+
 void append_head(std::string& out, ServerResponse& response, const ServerRequest& request,
-                 bool closes, const std::string& server_header) {
+                 bool closes, const std::string& server_header, Framing framing = Framing::length) {
   if (response.status < 200 || response.status > 999) {
     log::warn(log_component, "a handler answered with status " + std::to_string(response.status) +
                                  "; sent as 500");
@@ -176,7 +179,9 @@ void append_head(std::string& out, ServerResponse& response, const ServerRequest
     out += field.value;
     out += "\r\n";
   }
-  if (response.status != 204 && response.status != 304) {
+  if (framing == Framing::chunked) {
+    out += "Transfer-Encoding: chunked\r\n";
+  } else if (framing == Framing::length && response.status != 204 && response.status != 304) {
     out += "Content-Length: ";
     append_number(out, response.body.size());
     out += "\r\n";
@@ -198,6 +203,31 @@ struct BufferView {
   const asio::const_buffer* last;
   const_iterator begin() const noexcept { return first; }
   const_iterator end() const noexcept { return last; }
+};
+
+// A HEAD answer says what a GET's would; 204 and 304 carry no body at all.
+Framing stream_framing(const ServerExchange& exchange) {
+  const int status = exchange.response_.status;
+  if (!exchange.stream_chunked || status == 204 || status == 304) return Framing::to_close;
+  return Framing::chunked;
+}
+
+// The writer handed out by respond_streaming: a share of the exchange, which does the work.
+class StreamWriter final : public ResponseWriter {
+ public:
+  explicit StreamWriter(std::shared_ptr<ServerExchange> exchange)
+      : exchange_(std::move(exchange)) {}
+  ~StreamWriter() override { exchange_->stream_finish(); }
+  bool write(std::string_view chunk) override { return exchange_->stream_write(chunk); }
+  bool finish() override { return exchange_->stream_finish(); }
+  std::size_t buffered() const override { return exchange_->stream_buffered(); }
+  bool open() const override { return exchange_->stream_open(); }
+  void on_drained(std::function<void()> hook) override {
+    exchange_->stream_on_drained(std::move(hook));
+  }
+
+ private:
+  std::shared_ptr<ServerExchange> exchange_;
 };
 
 }  // namespace
@@ -312,6 +342,124 @@ bool ServerExchange::respond(ServerResponse&& response) {
     });
   }
   return true;
+}
+
+ResponseWriterPtr ServerExchange::respond_streaming(ServerResponse&& head) {
+  if (answered_.exchange(true, std::memory_order_acq_rel)) return nullptr;
+  if (abandoned()) return nullptr;
+  auto connection = std::move(connection_);
+  if (!connection) return nullptr;
+  {
+    std::lock_guard lock(stream_mutex_);
+    stream_no_body = head_only || head.status == 204 || head.status == 304;
+    stream_chunked = request_.version >= 11;
+    stream_connection_ = connection;
+  }
+  head.body.clear();
+  if (connection->strand().running_in_this_thread()) {
+    connection->on_stream_start(*this, std::move(head));
+  } else {
+    const ServerStrand strand = connection->strand();
+    asio::post(strand, [self = shared_from_this(), connection = std::move(connection),
+                        head = std::move(head)]() mutable {
+      connection->on_stream_start(*self, std::move(head));
+    });
+  }
+  return std::make_shared<StreamWriter>(shared_from_this());
+}
+
+void ServerExchange::kick(std::shared_ptr<ServerConnection> connection) {
+  const ServerStrand strand = connection->strand();
+  asio::post(strand, [connection = std::move(connection)] { connection->on_stream_data(); });
+}
+
+bool ServerExchange::stream_write(std::string_view chunk) {
+  std::shared_ptr<ServerConnection> connection;
+  {
+    std::lock_guard lock(stream_mutex_);
+    if (stream_finished_ || abandoned()) return false;
+    if (chunk.empty() || stream_no_body) return true;
+    if (stream_buffered_ > 0 && stream_buffered_ + chunk.size() > stream_limit) return false;
+    if (stream_chunked) {
+      char size[20];
+      int length = std::snprintf(size, sizeof size, "%zx\r\n", chunk.size());
+      stream_pending_.append(size, static_cast<std::size_t>(length));
+      stream_pending_.append(chunk);
+      stream_pending_ += "\r\n";
+    } else {
+      stream_pending_.append(chunk);
+    }
+    stream_buffered_ += chunk.size();
+    stream_pending_payload_ += chunk.size();
+    if (!stream_kicked_) {
+      stream_kicked_ = true;
+      connection = stream_connection_;
+    }
+  }
+  if (connection) kick(std::move(connection));
+  return true;
+}
+
+bool ServerExchange::stream_finish() {
+  std::shared_ptr<ServerConnection> connection;
+  {
+    std::lock_guard lock(stream_mutex_);
+    if (stream_finished_) return false;
+    stream_finished_ = true;
+    stream_kicked_ = true;
+    connection = std::move(stream_connection_);  // the kick below is its last use
+    drained_hook_ = nullptr;
+  }
+  if (abandoned() || !connection) return false;
+  kick(std::move(connection));
+  return true;
+}
+
+std::size_t ServerExchange::stream_buffered() const {
+  std::lock_guard lock(stream_mutex_);
+  return stream_buffered_;
+}
+
+bool ServerExchange::stream_open() const {
+  std::lock_guard lock(stream_mutex_);
+  return !stream_finished_ && !abandoned();
+}
+
+void ServerExchange::stream_on_drained(std::function<void()> hook) {
+  {
+    std::lock_guard lock(stream_mutex_);
+    if (abandoned()) return;
+    if (stream_buffered_ > 0) {
+      drained_hook_ = std::move(hook);
+      return;
+    }
+  }
+  hook();
+}
+
+void ServerExchange::stream_take() {
+  std::lock_guard lock(stream_mutex_);
+  stream_kicked_ = false;
+  stream_sending.swap(stream_pending_);
+  stream_pending_.clear();
+  stream_sending_payload_ = stream_pending_payload_;
+  stream_pending_payload_ = 0;
+  if (stream_finished_) {
+    if (stream_chunked && !stream_no_body) stream_sending += "0\r\n\r\n";
+    stream_ended = true;
+  }
+}
+
+void ServerExchange::stream_sent() {
+  std::function<void()> hook;
+  {
+    std::lock_guard lock(stream_mutex_);
+    stream_sending.clear();
+    stream_buffered_ -= std::min(stream_buffered_, stream_sending_payload_);
+    stream_sending_payload_ = 0;
+    if (stream_buffered_ == 0) hook.swap(drained_hook_);
+  }
+  if (hook) hook();
 }
 
 void ServerExchange::answer_now(ServerResponse&& response) {
@@ -474,6 +622,7 @@ void ServerConnection::complete_request() {
   parser_.reset();
   head_done_ = false;
   exchange->head_only = request.method == "HEAD";
+  exchange->stream_limit = options_.stream_buffer_limit;
   if (!request.keep_alive) {
     exchange->closes = true;
     read_stopped_ = true;
@@ -564,6 +713,31 @@ void ServerConnection::on_answer(ServerExchange& exchange, ServerResponse&& resp
   settle();
 }
 
+void ServerConnection::on_stream_start(ServerExchange& exchange, ServerResponse&& head) {
+  if (exchange.abandoned() || closed_) return;
+  for (std::size_t i = 0; i < queue_.size(); ++i) {
+    auto& slot = queue_.at(i);
+    if (slot.key != &exchange || slot.ready) continue;
+    exchange.response_ = std::move(head);
+    exchange.streaming = true;
+    exchange.ready = true;
+    slot.ready = exchange.shared_from_this();
+    slot.waiting.reset();
+    break;
+  }
+  if (in_parse_) return;
+  flush();
+  settle();
+}
+
+void ServerConnection::on_stream_data() {
+  if (closed_) return;
+  flush();
+  settle();
+  update_read_deadline();
+  read();
+}
+
 void ServerConnection::on_dropped(const ServerExchange* key) {
   if (closed_) return;
   for (std::size_t i = 0; i < queue_.size(); ++i) {
@@ -588,6 +762,37 @@ void ServerConnection::flush() {
   wire_.clear();
   buffers_.clear();
   while (!queue_.empty() && queue_.front().ready) {
+    if (queue_.front().ready->streaming) {
+      // A streamed answer: its head once, then what was written since; it leaves the queue
+      // (and the answers behind it may follow) only with its last chunk.
+      auto exchange = queue_.front().ready;
+      if (exchange->abandoned()) break;  // settle() closes the connection
+      bool wrote = false;
+      if (!exchange->stream_head_sent) {
+        const bool closes =
+            exchange->closes || !exchange->stream_chunked || (read_stopped_ && queue_.size() == 1);
+        exchange->closes = closes;
+        append_head(wire_, exchange->response_, exchange->request_, closes, options_.server_header,
+                    stream_framing(*exchange));
+        exchange->stream_head_sent = true;
+        wrote = true;
+      }
+      exchange->stream_take();
+      exchange->body_apart = !exchange->stream_sending.empty();
+      exchange->wire_end = wire_.size();
+      if (wrote || exchange->body_apart) {
+        in_write_.push_back(exchange);
+      } else if (exchange->stream_ended) {
+        exchange->written();
+      }
+      if (!exchange->stream_ended) break;
+      queue_.pop();
+      if (exchange->closes) {
+        read_stopped_ = true;
+        break;
+      }
+      continue;
+    }
     auto exchange = std::move(queue_.pop().ready);
     // The last answer before the connection closes says so.
     const bool closes = exchange->closes || (read_stopped_ && queue_.empty());
@@ -603,13 +808,14 @@ void ServerConnection::flush() {
       break;
     }
   }
+  if (in_write_.empty()) return;  // a stream with nothing new
   // The write buffer is complete: point at its pieces, with the large bodies between them.
   std::size_t position = 0;
   for (const auto& exchange : in_write_) {
     buffers_.emplace_back(wire_.data() + position, exchange->wire_end - position);
     position = exchange->wire_end;
     if (exchange->body_apart) {
-      const auto& body = exchange->response_.body;
+      const auto& body = exchange->streaming ? exchange->stream_sending : exchange->response_.body;
       buffers_.emplace_back(body.data(), body.size());
     }
   }
@@ -648,7 +854,14 @@ void ServerConnection::on_write(const beast::error_code& error) {
     }
     return close_now();
   }
-  for (auto& exchange : in_write_) exchange->written();
+  for (auto& exchange : in_write_) {
+    if (exchange->streaming) {
+      exchange->stream_sent();
+      if (exchange->stream_ended) exchange->written();
+    } else {
+      exchange->written();
+    }
+  }
   in_write_.clear();
   flush();
   settle();
@@ -705,7 +918,11 @@ void ServerConnection::close_now() {
 void ServerConnection::abandon_unanswered() {
   for (std::size_t i = 0; i < queue_.size(); ++i) {
     auto& slot = queue_.at(i);
-    if (slot.ready) continue;
+    if (slot.ready) {
+      // A stream still being written ends here, unfinished (its hook tells the writer).
+      if (slot.ready->streaming && !slot.ready->stream_ended) slot.ready->abandon();
+      continue;
+    }
     slot.abandoned = true;
     if (auto exchange = slot.waiting.lock()) exchange->abandon();
   }
@@ -714,7 +931,8 @@ void ServerConnection::abandon_unanswered() {
 bool ServerConnection::front_is_dead() {
   // A waiting exchange that expired without being abandoned was dropped: its 500 is on the way.
   const auto& slot = queue_.front();
-  return !slot.ready && slot.abandoned;
+  if (slot.ready) return slot.ready->streaming && slot.ready->abandoned();
+  return slot.abandoned;
 }
 
 void ServerConnection::close_gracefully() {

@@ -102,7 +102,20 @@ class ServerExchange final : public Exchange, public std::enable_shared_from_thi
   const ServerRequest& request() const noexcept override { return request_; }
   ServerRequest& request() noexcept override { return request_; }
   bool respond(ServerResponse&& response) override;
+  ResponseWriterPtr respond_streaming(ServerResponse&& head) override;
   void on_abandoned(std::function<void()> hook) override;
+
+  // A streamed answer's body, from any thread (ResponseWriter forwards here).
+  bool stream_write(std::string_view chunk);
+  bool stream_finish();
+  std::size_t stream_buffered() const;
+  bool stream_open() const;
+  void stream_on_drained(std::function<void()> hook);
+  // Strand: takes what was written since the last take into `stream_sending`, the last chunk
+  // too once finished (then `stream_ended`).
+  void stream_take();
+  // Strand: `stream_sending` was written.
+  void stream_sent();
 
   // Strand, before the handler sees it: the connection its answer goes to.
   void attach(std::shared_ptr<ServerConnection> connection) noexcept {
@@ -117,12 +130,19 @@ class ServerExchange final : public Exchange, public std::enable_shared_from_thi
   void answer_now(ServerResponse&& response);
 
   ServerRequest request_;
-  ServerResponse response_;  // strand: the answer, once `ready`
-  bool ready = false;        // strand
-  bool closes = false;       // strand: the connection closes after this answer
-  bool head_only = false;    // strand: a HEAD request, answered without the body
-  std::size_t wire_end = 0;  // strand: where its head ends in the connection's write buffer
-  bool body_apart = false;   // strand: its body goes out as a buffer of its own
+  ServerResponse response_;       // strand: the answer, once `ready`
+  bool ready = false;             // strand
+  bool closes = false;            // strand: the connection closes after this answer
+  bool head_only = false;         // strand: a HEAD request, answered without the body
+  std::size_t wire_end = 0;       // strand: where its head ends in the connection's write buffer
+  bool body_apart = false;        // strand: its body goes out as a buffer of its own
+  bool streaming = false;         // strand: answered with respond_streaming
+  bool stream_head_sent = false;  // strand
+  bool stream_ended = false;      // strand: the last chunk is taken; once written, done
+  bool stream_chunked = true;     // set before the handler: false for HTTP/1.0 (raw to the close)
+  bool stream_no_body = false;    // set before the handler: HEAD; set on answer: 204, 304
+  std::size_t stream_limit = 0;   // set before the handler
+  std::string stream_sending;     // strand: chunks being written
 
  private:
   std::shared_ptr<ServerConnection> connection_;  // until answered
@@ -131,6 +151,17 @@ class ServerExchange final : public Exchange, public std::enable_shared_from_thi
   std::mutex hook_mutex_;
   std::function<void()> hook_;
   bool finished_ = false;  // under hook_mutex_: abandoned or written
+
+  mutable std::mutex stream_mutex_;
+  std::string stream_pending_;       // framed chunks written, not yet taken by the strand
+  std::size_t stream_buffered_ = 0;  // payload bytes written, not yet taken by the client
+  std::size_t stream_pending_payload_ = 0, stream_sending_payload_ = 0;
+  bool stream_finished_ = false;  // finish() was called
+  bool stream_kicked_ = false;    // a take is posted or due
+  std::function<void()> drained_hook_;
+  // A streamed answer keeps its connection until finished (the writer's share keeps it).
+  std::shared_ptr<ServerConnection> stream_connection_;
+  void kick(std::shared_ptr<ServerConnection> connection);
 };
 
 class ServerConnection final : public std::enable_shared_from_this<ServerConnection> {
@@ -146,6 +177,10 @@ class ServerConnection final : public std::enable_shared_from_this<ServerConnect
   const ServerStrand& strand() const noexcept { return strand_; }
   // Strand: an exchange's answer.
   void on_answer(ServerExchange& exchange, ServerResponse&& response);
+  // Strand: an exchange's streamed answer begins.
+  void on_stream_start(ServerExchange& exchange, ServerResponse&& head);
+  // Strand: a streamed answer has more to write.
+  void on_stream_data();
   // Strand: the exchange `key` was dropped by its handler without an answer.
   void on_dropped(const ServerExchange* key);
 
