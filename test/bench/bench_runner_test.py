@@ -77,7 +77,9 @@ with tempfile.TemporaryDirectory(prefix="micro-bench-test-") as directory:
     expected += ["selector_slow_node_p2c_over_roundrobin_p99", "selector_p2c_healthy_select_and_report_ns",
                  "selector_failing_node_roundrobin_defaults_success_rate", "wrapper_breaker_overhead_cpu",
                  "wrapper_ratelimit_rate_overhead_cpu", "wrapper_auth_hs256_overhead_cpu",
-                 "metrics_registry_overhead_ns", "metrics_scrape_100_endpoints_us"]
+                 "metrics_registry_overhead_ns", "metrics_scrape_100_endpoints_us",
+                 "mcp_added_c1_p50", "mcp_tools_call_c16_calls_per_second", "mcp_tools_list_p50"]
+    check(figures.get("mcp_errors") == 0, f"micro mcp bench: {figures.get('mcp_errors')} errors")
     # The brokers whose client libraries were built (their benches start their own servers).
     for broker, ratio_name in (("rabbitmq", "broker_rabbitmq_to_bare_received_ratio"),
                                ("redis", "broker_redis_streams_to_bare_received_ratio"),
