@@ -102,6 +102,15 @@ with tempfile.TemporaryDirectory(prefix="micro-bench-test-") as directory:
     for name, value in figures.items():
         if name.startswith("broker_") and name.endswith("_lost"):
             check(value == 0, f"{name} is {value}")
+    # transport=grpc beside gRPC C++ (when the plugin is built: it needs nghttp2).
+    if os.path.exists(os.path.join(os.path.dirname(os.path.dirname(runner)), "plugins", "grpc",
+                                   "micro-transport-grpc.so")):
+        for concurrency in (1, 16, 64):
+            expected.append(f"grpc_transport_vs_grpc_c{concurrency}_throughput_ratio")
+            check(figures.get(f"rpc_grpc_c{concurrency}_errors") == 0, f"rpc_grpc c={concurrency} errors")
+        for case in ("server_to_client_1", "server_to_client_16", "bidirectional_1", "bidirectional_16"):
+            expected.append(f"grpc_stream_vs_grpc_{case}_throughput_ratio")
+            check(figures.get(f"stream_grpc_{case}_errors") == 0, f"stream_grpc {case} errors")
     for name in expected:
         check(name in figures, f"figure {name} missing")
     for name, value in figures.items():
