@@ -530,9 +530,11 @@ class RabbitBroker : public micro::Broker {
   void disconnect() override {
     if (on_io_thread()) {
       // From a handler: stop after this delivery, without draining (we are inside one). The
-      // thread is joined by the next connect, disconnect or the destructor.
-      stop_publishing();
+      // thread is joined by the next connect, disconnect or the destructor. Stopping is
+      // marked before publishing stops: whoever sees "not connected" and calls connect() must
+      // find the thread ending (connect() would otherwise return, taking it for connected).
       stop_.store(true);
+      stop_publishing();
       return;
     }
     std::lock_guard lifecycle(lifecycle_mutex_);

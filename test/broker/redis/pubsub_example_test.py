@@ -120,8 +120,8 @@ billing = received.get("billing-1", []) + received.get("billing-2", [])
 if sorted(billing) != list(range(1, count + 1)):
     print("FAIL: the queue group did not share every event exactly once:", sorted(billing))
     ok = False
-if not received.get("billing-1") or not received.get("billing-2"):
-    print("FAIL: one queue member got nothing")
-    ok = False
+# No share per member is promised: in pubsub mode the first member to claim a message takes it,
+# and in streams mode one XREADGROUP may take a whole burst, so a member lagging on a loaded
+# machine can get none (seen in CI: 0 and 50). The group's promise is exactly once, above.
 print(f"pubsub on {kind}:", "ok" if ok else "FAILED")
 sys.exit(0 if ok else 1)
