@@ -201,18 +201,18 @@ Request Client::make_request(std::string service, std::string endpoint, const Re
   request.endpoint = std::move(endpoint);
   request.content_type = options().content_type;
   request.context = std::move(context);
-  codec_for(request.content_type).encode(nlohmann::json(value), request.body);
+  message_codec<Req>::encode(request.content_type, value, request.body);
   return request;
 }
 
 template <class T>
 T Client::decode_response(const Response& response) {
   if (response.error) throw Exception(*response.error);
-  const Codec& codec = codec_for(
-      response.content_type.empty() ? json_content_type : std::string_view(response.content_type));
   try {
-    return codec.decode(response.body).template get<T>();
-  } catch (const nlohmann::json::exception& e) {
+    return message_codec<T>::decode(response.content_type, response.body);
+  } catch (const Exception&) {
+    throw;  // the codec's own answer
+  } catch (const std::exception& e) {
     throw Exception(Error("micro.client", ErrorCode::internal,
                           std::string("cannot read the response: ") + e.what()));
   }
@@ -230,7 +230,7 @@ void Client::publish(std::string topic, const T& value, Context context) {
   Message message;
   message.topic = std::move(topic);
   message.headers.set("Content-Type", options().content_type);
-  codec_for(options().content_type).encode(nlohmann::json(value), message.body);
+  message_codec<T>::encode(options().content_type, value, message.body);
   publish(context, std::move(message));
 }
 

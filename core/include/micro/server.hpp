@@ -5,6 +5,7 @@
 #include <chrono>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <type_traits>
 #include <utility>  // before awaitable.hpp, which uses std::exchange without it
@@ -74,10 +75,11 @@ class Server {
   // poll `request->context.cancelled()` or register `context.cancellation()->on_cancel(…)`.
   void handle(std::string endpoint, HandlerFunction handler, EndpointOptions options = {});
 
-  // Typed handler: `Req` and `Resp` convert with nlohmann to_json/from_json and travel in
-  // whatever codec the request's content type names. Throw micro::Exception to answer
-  // with a code; other exceptions become 500. The endpoint's request and response schemas
-  // are schema_of<Req>() and schema_of<Resp>() unless `options` gives them.
+  // Typed handler: `Req` and `Resp` travel through message_codec (<micro/codec.hpp>): types
+  // with nlohmann to_json/from_json in whatever codec the request's content type names,
+  // protobuf messages as protobuf or its JSON mapping (<micro/protobuf.hpp>). Throw
+  // micro::Exception to answer with a code; other exceptions become 500. The endpoint's request and
+  // response schemas are schema_of<Req>() and schema_of<Resp>() unless `options` gives them.
   template <class Req, class Resp>
   void handle(std::string endpoint, std::function<Resp(Context&, const Req&)> function,
               EndpointOptions options = {});
@@ -94,8 +96,8 @@ class Server {
   void handle_stream(std::string endpoint, StreamHandlerFunction handler,
                      EndpointOptions options = {});
 
-  // Typed stream handler: a coroutine reading In and writing Out (both converted with
-  // nlohmann to_json/from_json in the head's codec), run on ServerOptions::executor. One form
+  // Typed stream handler: a coroutine reading In and writing Out (both through
+  // message_codec in the head's content type), run on ServerOptions::executor. One form
   // serves all three shapes: server-streaming (read one, write many), client-streaming (read
   // until nullopt, write one), bidirectional. Returning ends the stream with success; throwing
   // micro::Exception ends it with that error, other exceptions with 500. Schemas as for
@@ -178,26 +180,26 @@ struct handler_traits<R (*)(Context&, const Req&)> {
   using response = R;
 };
 
-// Decodes the request body into Req, runs the function, encodes Resp with the same codec.
+// Decodes the request body into Req, runs the function, encodes Resp in the content type
+// message_codec<Resp> answers the request's with.
 template <class Req, class Resp>
 HandlerFunction make_typed_handler(std::function<Resp(Context&, const Req&)> function) {
   return [function = std::move(function)](const RequestPtr& pointer, ResponseHandler respond) {
     Request& request = *pointer;
     Response response;
     try {
-      const Codec& codec =
-          codec_for(request.content_type.empty() ? json_content_type
-                                                 : std::string_view(request.content_type));
-      Req typed_request;
+      std::optional<Req> typed_request;
       try {
-        typed_request = codec.decode(request.body).template get<Req>();
-      } catch (const nlohmann::json::exception& e) {
+        typed_request.emplace(message_codec<Req>::decode(request.content_type, request.body));
+      } catch (const Exception&) {
+        throw;  // the codec's own answer: an unknown content type, or malformed bytes
+      } catch (const std::exception& e) {
         throw Exception(bad_request(request.service, std::string("cannot read the request of ") +
                                                          request.endpoint + ": " + e.what()));
       }
-      Resp typed_response = function(request.context, typed_request);
-      response.content_type = std::string(codec.content_type());
-      codec.encode(nlohmann::json(std::move(typed_response)), response.body);
+      Resp typed_response = function(request.context, *typed_request);
+      response.content_type = message_codec<Resp>::content_type(request.content_type);
+      message_codec<Resp>::encode(response.content_type, typed_response, response.body);
     } catch (const Exception& e) {
       response = Response::failure(e.error());
     } catch (const std::exception& e) {

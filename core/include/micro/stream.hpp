@@ -1,9 +1,9 @@
 // micro/stream.hpp — streams as users and wrappers hold them.
 //
 // The transport moves a stream as a MessageStream (<micro/transport.hpp>); this header gives
-// it handles: Stream (raw bytes) and TypedStream<Send, Receive> (values converted with
-// nlohmann to_json/from_json in the stream's codec), each with asynchronous read/write taking
-// any Asio completion token and blocking conveniences, and ForwardingStream, the base a
+// it handles: Stream (raw bytes) and TypedStream<Send, Receive> (values converted by
+// message_codec, <micro/codec.hpp>, in the head's content type), each with asynchronous read/write
+// taking any Asio completion token and blocking conveniences, and ForwardingStream, the base a
 // stream wrapper derives from to observe messages and the end.
 //
 //   // client, in a coroutine (name messages before co_await: see README, g++ 12):
@@ -180,19 +180,15 @@ class TypedStream {
   explicit operator bool() const noexcept { return static_cast<bool>(stream_); }
 
  private:
-  static const Codec& codec(MessageStream& stream) {
-    const std::string& type = stream.request().content_type;
-    return codec_for(type.empty() ? json_content_type : std::string_view(type));
-  }
   static std::string encode(MessageStream& stream, const Send& value) {
     std::string out;
-    codec(stream).encode(nlohmann::json(value), out);
+    message_codec<Send>::encode(stream.request().content_type, value, out);
     return out;
   }
   static std::optional<Receive> decode(MessageStream& stream, std::optional<std::string> message) {
     if (!message) return std::nullopt;
     try {
-      return codec(stream).decode(*message).template get<Receive>();
+      return message_codec<Receive>::decode(stream.request().content_type, *message);
     } catch (const std::exception& e) {
       const Request& head = stream.request();
       stream.finish(Response::failure(
