@@ -9,6 +9,10 @@ transport, with stubs generated from interop.proto at start (grpc_tools.protoc).
   grpc_peer.py client-tls ADDRESS CA_PEM
                                 the same over TLS (ALPN h2), server verified against CA_PEM:
                                 unary and bidi only.
+  grpc_peer.py client-typed ADDRESS
+                                calls our typed handlers (the generated messages in
+                                <micro/protobuf.hpp>'s codec): every call kind, an error
+                                status, and bytes that are not an EchoRequest.
   grpc_peer.py server           serves Echo on a free loopback port, prints "port N", and
                                 serves until its stdin closes (what our client calls).
 """
@@ -150,6 +154,53 @@ def run_client(address):
     print("ok gzip", flush=True)
 
 
+def run_typed_client(address):
+    channel = grpc.insecure_channel(address)
+    grpc.channel_ready_future(channel).result(timeout=10)
+    stub = interop_pb2_grpc.EchoStub(channel)
+    Req = interop_pb2.EchoRequest
+
+    reply = stub.Unary(Req(text="typed", payload=b"\x00\x01"), metadata=[("x-probe", "py")],
+                       timeout=10)
+    check((reply.text, reply.payload, reply.metadata) == ("echo:typed", b"\x00\x01", "py"),
+          "typed unary: %r" % reply)
+    print("ok typed-unary", flush=True)
+
+    replies = list(stub.ServerStream(Req(text="t", count=4), timeout=10))
+    check([(r.text, r.index) for r in replies] == [("t", i) for i in range(4)],
+          "typed server stream: %r" % replies)
+    print("ok typed-server-stream", flush=True)
+
+    reply = stub.ClientStream(iter([Req(text=t) for t in ("x", "y")]), timeout=10)
+    check((reply.text, reply.index) == ("xy", 2), "typed client stream: %r" % reply)
+    print("ok typed-client-stream", flush=True)
+
+    texts = ["p", "q", "r"]
+    replies = [r.text for r in stub.Bidi(iter([Req(text=t) for t in texts]), timeout=10)]
+    check(replies == ["echo:" + t for t in texts], "typed bidi: %r" % replies)
+    print("ok typed-bidi", flush=True)
+
+    try:
+        stub.Unary(Req(fail_code=404), timeout=10)
+        check(False, "fail_code 404 succeeded")
+    except grpc.RpcError as error:
+        check(error.code() == grpc.StatusCode.NOT_FOUND, "typed error: %s" % error.code())
+        check(error.details() == "typed handler fails with 404", "typed error: %r" % error.details())
+    print("ok typed-error", flush=True)
+
+    # Bytes that are not an EchoRequest: field 1 claims 5 bytes, 2 follow.
+    raw = channel.unary_unary("/interop.Echo/Unary")
+    try:
+        raw(b"\x0a\x05ab", timeout=10)
+        check(False, "malformed bytes were taken")
+    except grpc.RpcError as error:
+        check(error.code() == grpc.StatusCode.INVALID_ARGUMENT, "malformed: %s" % error.code())
+        check(error.details() == "cannot read the request of Echo.Unary: 4 bytes of "
+              "application/protobuf are not a valid interop.EchoRequest",
+              "malformed: %r" % error.details())
+    print("ok typed-malformed", flush=True)
+
+
 class Echo(interop_pb2_grpc.EchoServicer):
     def Unary(self, request, context):
         if request.delay_ms:
@@ -194,6 +245,8 @@ def run_server():
 if __name__ == "__main__":
     if len(sys.argv) == 3 and sys.argv[1] == "client":
         run_client(sys.argv[2])
+    elif len(sys.argv) == 3 and sys.argv[1] == "client-typed":
+        run_typed_client(sys.argv[2])
     elif len(sys.argv) == 4 and sys.argv[1] == "client-tls":
         run_tls_client(sys.argv[2], sys.argv[3])
     elif len(sys.argv) == 2 and sys.argv[1] == "server":

@@ -1,7 +1,8 @@
 // test/plugins/grpc/interop_support.hpp — what the interop tests share: a micro-cpp Server on
 // transport=grpc serving interop.proto's Echo (raw handlers reading and writing the
-// protoc-generated messages), a child process with its output read line by line, and blocking
-// stream helpers for our client's side.
+// protoc-generated messages), the same Echo written as a user would, with typed handlers on
+// the generated messages (<micro/protobuf.hpp>), a child process with its output read line by
+// line, and blocking stream helpers for our client's side.
 #pragma once
 
 #include <fcntl.h>
@@ -19,9 +20,13 @@
 #include <vector>
 
 #include <boost/asio/steady_timer.hpp>
+#include <boost/asio/use_awaitable.hpp>
 
+#include <micro/client.hpp>
 #include <micro/plugin_loader.hpp>
+#include <micro/protobuf.hpp>
 #include <micro/registry.hpp>
+#include <micro/registry_cache.hpp>
 #include <micro/runtime.hpp>
 #include <micro/server.hpp>
 #include <micro/transport.hpp>
@@ -194,6 +199,81 @@ class EchoServer {
   }
 
   micro::Runtime& runtime_;
+  std::shared_ptr<micro::Registry> registry_;
+  std::shared_ptr<micro::Transport> transport_;
+  std::unique_ptr<micro::Server> server_;
+};
+
+// Echo as a user writes it: typed unary and stream handlers taking and returning the
+// generated messages, errors as micro::Exception. What a stock gRPC stub calls.
+class TypedEchoServer {
+ public:
+  explicit TypedEchoServer(micro::Runtime& runtime) {
+    auto& loader = micro::PluginLoader::instance();
+    registry_ = loader.create<micro::Registry>("memory", "", {}, runtime.executor());
+    transport_ = loader.create<micro::Transport>("grpc", "", {}, runtime.executor());
+    micro::ServerOptions options;
+    options.name = "interop";
+    options.executor = runtime.executor();
+    server_ = std::make_unique<micro::Server>(options, transport_, registry_, nullptr,
+                                              micro::WrapperChains{});
+    using boost::asio::use_awaitable;
+    server_->handle("Echo.Unary", [](micro::Context& context, const interop::EchoRequest& in) {
+      if (in.fail_code() != 0)
+        throw micro::Exception(
+            micro::Error("interop", in.fail_code(),
+                         "typed handler fails with " + std::to_string(in.fail_code())));
+      interop::EchoReply reply;
+      reply.set_text("echo:" + in.text());
+      reply.set_payload(in.payload());
+      reply.set_metadata(context.metadata().get("x-probe"));
+      return reply;
+    });
+    server_->handle_stream(
+        "Echo.ServerStream",
+        [](micro::Context&, micro::ServerStream<interop::EchoRequest, interop::EchoReply> stream)
+            -> boost::asio::awaitable<void> {
+          auto in = co_await stream.read(use_awaitable);
+          if (!in) throw micro::Exception(micro::bad_request("interop", "no request"));
+          for (int i = 0; i < in->count(); ++i) {
+            interop::EchoReply reply;
+            reply.set_text(in->text());
+            reply.set_index(i);
+            if (co_await stream.write(reply, use_awaitable)) co_return;
+          }
+        });
+    server_->handle_stream(
+        "Echo.ClientStream",
+        [](micro::Context&, micro::ServerStream<interop::EchoRequest, interop::EchoReply> stream)
+            -> boost::asio::awaitable<void> {
+          interop::EchoReply total;
+          while (auto in = co_await stream.read(use_awaitable)) {
+            total.set_text(total.text() + in->text());
+            total.set_index(total.index() + 1);
+          }
+          co_await stream.write(total, use_awaitable);
+        });
+    server_->handle_stream(
+        "Echo.Bidi",
+        [](micro::Context&, micro::ServerStream<interop::EchoRequest, interop::EchoReply> stream)
+            -> boost::asio::awaitable<void> {
+          while (auto in = co_await stream.read(use_awaitable)) {
+            interop::EchoReply reply;
+            reply.set_text("echo:" + in->text());
+            if (co_await stream.write(reply, use_awaitable)) co_return;
+          }
+        });
+    server_->start();
+  }
+  ~TypedEchoServer() {
+    server_->stop();
+    transport_->close();
+  }
+
+  std::string address() const { return server_->address(); }
+  micro::Service registration() const { return server_->registration(); }
+
+ private:
   std::shared_ptr<micro::Registry> registry_;
   std::shared_ptr<micro::Transport> transport_;
   std::unique_ptr<micro::Server> server_;

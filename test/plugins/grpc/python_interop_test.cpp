@@ -62,6 +62,22 @@ TEST_CASE("a Python grpcio client calls a micro-cpp service: every kind, errors,
   CHECK(test_support::wait_until([&] { return server.cancelled.load() >= 2; }));
 }
 
+TEST_CASE("a Python grpcio stub calls typed handlers written on the generated messages") {
+  micro::Runtime runtime(3);
+  TypedEchoServer server(runtime);
+  Child client({python, peer_script, "client-typed", server.address()});
+  std::set<std::string> passed;
+  std::string all;
+  while (auto line = client.read_line(60s)) {
+    all += *line + "\n";
+    if (line->rfind("ok ", 0) == 0) passed.insert(line->substr(3));
+  }
+  CAPTURE(all);
+  CHECK(client.wait() == 0);
+  CHECK(passed == std::set<std::string>{"typed-unary", "typed-server-stream", "typed-client-stream",
+                                        "typed-bidi", "typed-error", "typed-malformed"});
+}
+
 TEST_CASE("a Python grpcio client calls a micro-cpp service over TLS with ALPN h2") {
   micro_test::TestCertificates certificates("micro-grpc-python");
   micro::Runtime runtime(2);
