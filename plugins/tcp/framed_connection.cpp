@@ -93,6 +93,7 @@ void FramedConnection::on_read(const boost::system::error_code& error, std::size
     return;
   }
   read_end_ += bytes;
+  if (record_) record_->add_in(bytes);
   in_batch_ = true;
   while (!reading_stopped_ && !closed_) {
     std::size_t available = read_end_ - read_begin_;
@@ -165,7 +166,10 @@ void FramedConnection::flush() {
   // A span is a cheap view of the buffers: asio copies the sequence object, not the vector.
   asio::async_write(socket_, std::span<const asio::const_buffer>(write_buffers_),
                     [self = shared_from_this()](const boost::system::error_code& error,
-                                                std::size_t) { self->on_written(error); });
+                                                std::size_t bytes) {
+                      if (self->record_) self->record_->add_out(bytes);
+                      self->on_written(error);
+                    });
 }
 
 void FramedConnection::on_written(const boost::system::error_code& error) {
