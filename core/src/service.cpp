@@ -1,4 +1,5 @@
 // Microservice: assembles runtime, plugins named by the config, server, client and broker.
+#include <micro/connection_table.hpp>
 #include <micro/log.hpp>
 #include <micro/metrics.hpp>
 #include <micro/service.hpp>

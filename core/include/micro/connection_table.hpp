@@ -27,7 +27,9 @@ class ConnectionRecord {
   std::atomic<std::uint64_t> bytes_in{0};   // read from the socket
   std::atomic<std::uint64_t> bytes_out{0};  // written to the socket
 
-  void add_in(std::uint64_t bytes) noexcept { bytes_in.fetch_add(bytes, std::memory_order_relaxed); }
+  void add_in(std::uint64_t bytes) noexcept {
+    bytes_in.fetch_add(bytes, std::memory_order_relaxed);
+  }
   void add_out(std::uint64_t bytes) noexcept {
     bytes_out.fetch_add(bytes, std::memory_order_relaxed);
   }
