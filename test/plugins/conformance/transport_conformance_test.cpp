@@ -24,6 +24,8 @@
 
 #include <boost/asio/steady_timer.hpp>
 
+#include <micro/connection_table.hpp>
+
 #include "transport_test_support.hpp"
 
 using namespace transport_test;
@@ -956,4 +958,46 @@ int main(int argc, char** argv) {
   }
   doctest::Context context(static_cast<int>(rest.size()), rest.data());
   return context.run();
+}
+
+TEST_CASE("open connections show in the connection table with their calls and bytes") {
+  // Only tcp reports into micro::connection_table() so far (docs/design.md, admin pages).
+  if (profile().name != "tcp") return;
+  Runtime runtime;
+  auto transport = make(runtime);
+  auto listener = transport->listen("127.0.0.1:0", echo_handler());
+  const std::string address = listener->address();
+  constexpr int calls = 7;
+  for (int i = 0; i < calls; ++i) {
+    auto response = call_and_wait(*transport, address, make_request("hello"));
+    REQUIRE_FALSE(response.error);
+  }
+  auto rows_to = [&](micro::ConnectionSide side) {
+    std::vector<micro::ConnectionRow> found;
+    for (auto& row : micro::connection_table().rows())
+      if (row.side == side &&
+          (side == micro::ConnectionSide::client ? row.peer : row.local) == address)
+        found.push_back(row);
+    return found;
+  };
+  auto client = rows_to(micro::ConnectionSide::client);
+  REQUIRE(client.size() == 1);
+  CHECK(client[0].transport == profile().name);
+  CHECK(client[0].requests == calls);
+  CHECK(client[0].in_flight == 0);
+  CHECK(client[0].bytes_out > 0);
+  CHECK(client[0].bytes_in > 0);
+  // The server's row names the client's local address as its peer; its figures settle once
+  // the last response is written.
+  REQUIRE(test_support::wait_until([&] {
+    auto server = rows_to(micro::ConnectionSide::server);
+    return server.size() == 1 && server[0].peer == client[0].local && server[0].requests == calls &&
+           server[0].in_flight == 0 && server[0].bytes_in == client[0].bytes_out &&
+           server[0].bytes_out > 0;
+  }));
+  transport->close();
+  CHECK(test_support::wait_until([&] {
+    return rows_to(micro::ConnectionSide::client).empty() &&
+           rows_to(micro::ConnectionSide::server).empty();
+  }));
 }
