@@ -124,13 +124,18 @@ with tempfile.TemporaryDirectory() as directory:
         assert re.search(r"server greeter Greeter\.Hello [0-9.]+ 16\.7%", page), page
         status, headers, html = get(admin, "/", token=TOKEN, accept="text/html")
         assert headers["Content-Type"].startswith("text/html") and "<table>" in html
-        status, _, body = get(admin, "/connections", token=TOKEN)
+        status, _, body = get(admin, "/connections?format=json", token=TOKEN)
         assert json.loads(body)["server"]["handled"] == 6, body
+        status, headers, body = get(admin, "/connections", token=TOKEN, accept="application/json")
+        assert headers["Content-Type"] == "application/json" and "rows" in json.loads(body)
+        for bad in ("?format=xml", "?formt=json", "?format"):
+            status, _, body = get(admin, "/connections" + bad, token=TOKEN)
+            assert status == 400 and "bad query parameter '" + bad[1:] + "'" in body, (bad, body)
 
         # One row per open connection: a live client socket shows with its own port as the
         # peer, and its row goes once it closes. The greeter clients that ran are gone.
         def rows():
-            return json.loads(get(admin, "/connections", token=TOKEN)[2])["rows"]
+            return json.loads(get(admin, "/connections?format=json", token=TOKEN)[2])["rows"]
         assert not [r for r in rows() if r["side"] == "server"], rows()
         import socket
         host, port = greeter_address.rsplit(":", 1)
@@ -139,6 +144,11 @@ with tempfile.TemporaryDirectory() as directory:
         row = wait_until(lambda: [r for r in rows() if r["peer"] == peer], "the row of " + peer)
         assert row[0]["transport"] == "tcp" and row[0]["side"] == "server", row
         assert row[0]["local"].endswith(":" + port) and row[0]["in_flight"] == 0, row
+        status, headers, text = get(admin, "/connections", token=TOKEN)  # curl: text
+        assert headers["Content-Type"].startswith("text/plain"), headers
+        assert re.search(r"^tcp server " + re.escape(peer) + " ", text, re.M), text
+        status, headers, html = get(admin, "/connections", token=TOKEN, accept="text/html")
+        assert headers["Content-Type"].startswith("text/html") and "<td>" + peer in html, html
         live.close()
         wait_until(lambda: not [r for r in rows() if r["peer"] == peer], "the row to go")
         status, _, body = get(admin, "/registry", token=TOKEN)
