@@ -255,6 +255,75 @@ namespace {
 
 // /traces: the recent spans grouped by trace, newest trace first; HTML draws each trace as a
 // waterfall (a bar per span, offset and width in proportion to the trace's extent).
+// /connections: the page's JSON as JSON (?format=json or Accept: application/json), HTML to
+// browsers, and otherwise plain text with one line per connection, as brpc's /connections.
+// Any other query is refused with 400 naming it, so a typo does not silently show the default.
+http::ServerResponse connections_page(const http::ServerRequest& request, const json& body) {
+  std::string format;
+  auto mark = request.target.find('?');
+  if (mark != std::string::npos) {
+    std::string_view query = std::string_view(request.target).substr(mark + 1);
+    while (!query.empty()) {
+      auto amp = query.find('&');
+      std::string_view pair = query.substr(0, amp);
+      query = amp == std::string_view::npos ? std::string_view() : query.substr(amp + 1);
+      if (pair.empty()) continue;
+      auto equals = pair.find('=');
+      std::string_view key = pair.substr(0, equals);
+      std::string_view value = equals == std::string_view::npos ? "" : pair.substr(equals + 1);
+      if (key != "format" || (value != "json" && value != "text" && value != "html"))
+        return text_response(400, "text/plain; charset=utf-8",
+                             "/connections: bad query parameter '" + std::string(pair) +
+                                 "'; the only one is format=json, format=text or format=html\n");
+      format = value;
+    }
+  }
+  if (format.empty()) {
+    if (request.header("Accept").find("application/json") != std::string_view::npos)
+      format = "json";
+    else
+      format = wants_html(request) ? "html" : "text";
+  }
+  if (format == "json") return text_response(200, "application/json", body.dump(2) + "\n");
+  static const char* columns[] = {"transport", "side",     "peer",     "local",    "age_seconds",
+                                  "in_flight", "requests", "bytes_in", "bytes_out"};
+  auto cell = [](const json& value) {
+    if (value.is_string()) return value.get<std::string>();
+    if (value.is_number_float()) {
+      char buffer[32];
+      std::snprintf(buffer, sizeof buffer, "%.1f", value.get<double>());
+      return std::string(buffer);
+    }
+    return value.dump();
+  };
+  const json rows = body.contains("rows") ? body["rows"] : json::array();
+  if (format == "text") {
+    std::string out = "connections: " + std::to_string(rows.size()) + "\n";
+    for (const char* column : columns) out += std::string(column) + " ";
+    out.back() = '\n';
+    for (const auto& row : rows) {
+      for (const char* column : columns) out += cell(row.value(column, json())) + " ";
+      out.back() = '\n';
+    }
+    return text_response(200, "text/plain; charset=utf-8", std::move(out));
+  }
+  std::string html =
+      "<!DOCTYPE html><html><head><meta charset=\"utf-8\"><title>/connections</title>"
+      "<style>body{font-family:sans-serif}td,th{padding:1px 6px;text-align:left}</style></head>"
+      "<body><p><a href=\"/\">admin</a> /connections (<a href=\"?format=json\">json</a>)</p>"
+      "<table><tr>";
+  for (const char* column : columns) html += "<th>" + std::string(column) + "</th>";
+  html += "</tr>";
+  for (const auto& row : rows) {
+    html += "<tr>";
+    for (const char* column : columns)
+      html += "<td>" + html_escape(cell(row.value(column, json()))) + "</td>";
+    html += "</tr>";
+  }
+  html += "</table><pre>" + html_escape(body.dump(2)) + "</pre></body></html>\n";
+  return text_response(200, "text/html; charset=utf-8", std::move(html));
+}
+
 http::ServerResponse traces_page(const http::ServerRequest& request) {
   auto spans = recent_spans().recent();
   std::map<std::string, std::vector<SpanRecord>> traces;
@@ -586,6 +655,7 @@ http::ServerResponse AdminServer::State::answer(const http::ServerRequest& reque
     auto found = pages.find(path);
     if (found != pages.end()) make = found->second;
   }
+  if (make && path == "/connections") return connections_page(request, make());
   if (make) return page(request, path, make());
   return text_response(
       404, "text/plain; charset=utf-8",

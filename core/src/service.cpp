@@ -1,4 +1,5 @@
 // Microservice: assembles runtime, plugins named by the config, server, client and broker.
+#include <micro/connection_table.hpp>
 #include <micro/log.hpp>
 #include <micro/metrics.hpp>
 #include <micro/service.hpp>
@@ -185,6 +186,19 @@ void Microservice::configure_admin() {
     }
     page["broker"] = {{"name", self->config.broker.name},
                       {"connected", self->broker_connected.load()}};
+    // One row per open connection of the process, as brpc's /connections lists them.
+    nlohmann::json rows = nlohmann::json::array();
+    for (const auto& row : connection_table().rows())
+      rows.push_back({{"transport", row.transport},
+                      {"side", to_string(row.side)},
+                      {"peer", row.peer},
+                      {"local", row.local},
+                      {"age_seconds", row.age_seconds},
+                      {"in_flight", row.in_flight},
+                      {"requests", row.requests},
+                      {"bytes_in", row.bytes_in},
+                      {"bytes_out", row.bytes_out}});
+    page["rows"] = rows;
     return page;
   });
   state.admin->set_page("/registry", [self] {

@@ -182,6 +182,7 @@ std::unique_ptr<Listener> make_listener(boost::asio::any_io_executor executor,
   options.body_timeout = settings.body_timeout;
   options.idle_timeout = settings.idle_timeout;
   options.max_connections = settings.max_connections;
+  options.connection_table_name = "http";
   // The HTTP server's own refusals (400, 408, 413, 431) in Go-Micro's error JSON.
   options.refusal = [](int status, std::string message) {
     return error_response(Error(server_error_id, status, "http: " + std::move(message)), status);

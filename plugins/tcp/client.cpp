@@ -97,6 +97,7 @@ class ClientConnection final : public FramedConnection {
         connect_timer_(strand_),
         deadline_timer_(strand_) {
     settings_->counts->client.fetch_add(1, std::memory_order_relaxed);
+    record_ = connection_table().open("tcp", ConnectionSide::client);
   }
   ~ClientConnection() override {
     settings_->counts->client.fetch_sub(1, std::memory_order_relaxed);
@@ -231,6 +232,12 @@ class ClientConnection final : public FramedConnection {
     }
     state_ = State::open;
     was_open_ = true;
+    {
+      boost::system::error_code ignored;
+      auto peer = socket_.remote_endpoint(ignored);
+      auto local = socket_.local_endpoint(ignored);
+      record_->set_addresses(format_endpoint(peer), format_endpoint(local));
+    }
     start_reading();
     start_writing();
     auto opening = std::move(opening_);
@@ -387,6 +394,7 @@ class ClientConnection final : public FramedConnection {
   }
 
   void add_pending(std::uint64_t request_id, ResponseHandler done) {
+    record_->call_started();
     if (spare_nodes_.empty()) {
       pending_.try_emplace(request_id, PendingCall{std::move(done), nullptr, 0});
       return;
@@ -400,6 +408,7 @@ class ClientConnection final : public FramedConnection {
 
   // Removes the call `entry` points at and returns its completion.
   ResponseHandler take_pending(PendingMap::iterator entry) {
+    record_->call_ended();
     auto node = pending_.extract(entry);
     PendingCall& call = node.mapped();
     ResponseHandler done = std::move(call.done);

@@ -93,6 +93,7 @@ void FramedConnection::on_read(const boost::system::error_code& error, std::size
     return;
   }
   read_end_ += bytes;
+  if (record_) record_->add_in(bytes);
   in_batch_ = true;
   while (!reading_stopped_ && !closed_) {
     std::size_t available = read_end_ - read_begin_;
@@ -163,9 +164,12 @@ void FramedConnection::flush() {
   write_buffers_.clear();
   for (const auto& frame : writing_) write_buffers_.push_back(asio::buffer(frame));
   // A span is a cheap view of the buffers: asio copies the sequence object, not the vector.
-  asio::async_write(socket_, std::span<const asio::const_buffer>(write_buffers_),
-                    [self = shared_from_this()](const boost::system::error_code& error,
-                                                std::size_t) { self->on_written(error); });
+  asio::async_write(
+      socket_, std::span<const asio::const_buffer>(write_buffers_),
+      [self = shared_from_this()](const boost::system::error_code& error, std::size_t bytes) {
+        if (self->record_) self->record_->add_out(bytes);
+        self->on_written(error);
+      });
 }
 
 void FramedConnection::on_written(const boost::system::error_code& error) {

@@ -14,6 +14,8 @@
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/steady_timer.hpp>
 
+#include <micro/connection_table.hpp>
+
 #include "common.hpp"
 #include "frame.hpp"
 
@@ -75,6 +77,8 @@ class FramedConnection : public std::enable_shared_from_this<FramedConnection> {
 
   Strand strand_;
   Socket socket_;
+  // This connection's row in /connections; bytes are counted here, calls by each side.
+  std::shared_ptr<ConnectionRecord> record_;
   std::uint32_t max_frame_;
 
  private:

@@ -108,6 +108,7 @@ class ServerConnection final : public FramedConnection {
     socket_metadata_.set("Local", local_);
     socket_metadata_.set("Remote", remote_);
     state_->settings.counts->server.fetch_add(1, std::memory_order_relaxed);
+    record_ = connection_table().open("tcp", ConnectionSide::server, remote_, local_);
   }
   ~ServerConnection() override {
     state_->settings.counts->server.fetch_sub(1, std::memory_order_relaxed);
@@ -153,6 +154,7 @@ class ServerConnection final : public FramedConnection {
 
   // Any thread: encodes here, so the strand only queues bytes.
   void send_response(TcpServerCall& call, Response&& response) {
+    record_->call_ended();
     if (call.dropped_by_client.load(std::memory_order_acquire)) return;  // and untracked
     std::uint64_t request_id = call.request_id;
     std::string error_json;
@@ -365,6 +367,7 @@ class ServerConnection final : public FramedConnection {
     }
     prepare_request(request, timeout_nanoseconds);
     track(call);
+    record_->call_started();
     try {
       state_->handler(call);
     } catch (const Exception& e) {

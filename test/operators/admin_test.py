@@ -68,7 +68,10 @@ with tempfile.TemporaryDirectory() as directory:
                 found = re.search(r"admin listening on (127\.0\.0\.1:\d+)", f.read())
             return found and found.group(1)
         admin = wait_until(admin_address, "the admin address on stderr")
-        wait_until(lambda: "listening on" in server.stdout.readline(), "the greeter to listen")
+        listening = wait_until(
+            lambda: re.search(r"listening on (\S+:\d+)", server.stdout.readline()),
+            "the greeter to listen")
+        greeter_address = listening.group(1)
 
         # Probes are open without the token; ready once started.
         status, _, body = wait_until(
@@ -121,8 +124,33 @@ with tempfile.TemporaryDirectory() as directory:
         assert re.search(r"server greeter Greeter\.Hello [0-9.]+ 16\.7%", page), page
         status, headers, html = get(admin, "/", token=TOKEN, accept="text/html")
         assert headers["Content-Type"].startswith("text/html") and "<table>" in html
-        status, _, body = get(admin, "/connections", token=TOKEN)
+        status, _, body = get(admin, "/connections?format=json", token=TOKEN)
         assert json.loads(body)["server"]["handled"] == 6, body
+        status, headers, body = get(admin, "/connections", token=TOKEN, accept="application/json")
+        assert headers["Content-Type"] == "application/json" and "rows" in json.loads(body)
+        for bad in ("?format=xml", "?formt=json", "?format"):
+            status, _, body = get(admin, "/connections" + bad, token=TOKEN)
+            assert status == 400 and "bad query parameter '" + bad[1:] + "'" in body, (bad, body)
+
+        # One row per open connection: a live client socket shows with its own port as the
+        # peer, and its row goes once it closes. The greeter clients that ran are gone.
+        def rows():
+            return json.loads(get(admin, "/connections?format=json", token=TOKEN)[2])["rows"]
+        assert not [r for r in rows() if r["side"] == "server"], rows()
+        import socket
+        host, port = greeter_address.rsplit(":", 1)
+        live = socket.create_connection((host.strip("[]"), int(port)), timeout=5)
+        peer = "127.0.0.1:%d" % live.getsockname()[1]
+        row = wait_until(lambda: [r for r in rows() if r["peer"] == peer], "the row of " + peer)
+        assert row[0]["transport"] == "tcp" and row[0]["side"] == "server", row
+        assert row[0]["local"].endswith(":" + port) and row[0]["in_flight"] == 0, row
+        status, headers, text = get(admin, "/connections", token=TOKEN)  # curl: text
+        assert headers["Content-Type"].startswith("text/plain"), headers
+        assert re.search(r"^tcp server " + re.escape(peer) + " ", text, re.M), text
+        status, headers, html = get(admin, "/connections", token=TOKEN, accept="text/html")
+        assert headers["Content-Type"].startswith("text/html") and "<td>" + peer in html, html
+        live.close()
+        wait_until(lambda: not [r for r in rows() if r["peer"] == peer], "the row to go")
         status, _, body = get(admin, "/registry", token=TOKEN)
         names = [s["name"] for s in json.loads(body)["services"]]
         assert "greeter" in names, body

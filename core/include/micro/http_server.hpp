@@ -83,6 +83,9 @@ struct ServerOptions {
   // 4194304 bytes"). Empty: a text/plain body holding the message. Called on a connection's
   // strand; must not throw (a throw falls back to the text/plain answer).
   std::function<ServerResponse(int status, std::string message)> refusal;
+  // The transport name its connections are listed under in micro::connection_table() (the
+  // admin endpoint's /connections rows); "" (the admin server's own): not listed.
+  std::string connection_table_name;
 };
 
 // A streamed answer's body, sent as it is written: chunked (Transfer-Encoding: chunked; the

@@ -512,6 +512,9 @@ ServerConnection::ServerConnection(std::shared_ptr<ServerState> state, ServerSoc
   auto local = socket_.local_endpoint(error);
   if (!error) local_ = format_endpoint(local);
   socket_.set_option(asio::ip::tcp::no_delay(true), error);
+  if (!options_.connection_table_name.empty())
+    record_ = connection_table().open(options_.connection_table_name, ConnectionSide::server,
+                                      remote_, local_);
 }
 
 void ServerConnection::start() {
@@ -547,6 +550,7 @@ void ServerConnection::on_read(const beast::error_code& error, std::size_t size)
     return read();                  // discarded
   }
   if (error) return read_failed(error);
+  if (record_) record_->add_in(size);
   input_.commit(size);
   parse();
   flush();
@@ -630,6 +634,7 @@ void ServerConnection::complete_request() {
   exchange->attach(shared_from_this());
   queue_.push(Slot{exchange.get(), exchange, nullptr});
   state_->requests.fetch_add(1, std::memory_order_relaxed);
+  if (record_) record_->call_started();
   try {
     state_->handler(exchange);
   } catch (const std::exception& e) {
@@ -783,6 +788,7 @@ void ServerConnection::flush() {
       if (wrote || exchange->body_apart) {
         in_write_.push_back(exchange);
       } else if (exchange->stream_ended) {
+        if (record_) record_->call_ended();
         exchange->written();
       }
       if (!exchange->stream_ended) break;
@@ -822,7 +828,8 @@ void ServerConnection::flush() {
   writing_ = true;
   write_deadline_ = Clock::now() + options_.write_timeout;
   arm();
-  auto done = [self = shared_from_this()](beast::error_code error, std::size_t) {
+  auto done = [self = shared_from_this()](beast::error_code error, std::size_t bytes) {
+    if (self->record_) self->record_->add_out(bytes);
     self->on_write(error);
   };
   if (buffers_.size() == 1) {
@@ -857,8 +864,12 @@ void ServerConnection::on_write(const beast::error_code& error) {
   for (auto& exchange : in_write_) {
     if (exchange->streaming) {
       exchange->stream_sent();
-      if (exchange->stream_ended) exchange->written();
+      if (exchange->stream_ended) {
+        if (record_) record_->call_ended();
+        exchange->written();
+      }
     } else {
+      if (record_) record_->call_ended();
       exchange->written();
     }
   }
@@ -911,6 +922,7 @@ void ServerConnection::close_now() {
   socket_.shutdown(asio::ip::tcp::socket::shutdown_both, ignored);
   socket_.close(ignored);
   state_->open.fetch_sub(1, std::memory_order_relaxed);
+  record_.reset();  // the row goes with the socket
   std::lock_guard lock(state_->mutex);
   state_->connections.erase(this);
 }

@@ -15,6 +15,8 @@
 #include <unordered_map>
 #include <vector>
 
+#include <micro/connection_table.hpp>
+
 #include <boost/asio/buffer.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
@@ -250,6 +252,7 @@ class ServerConnection final : public std::enable_shared_from_this<ServerConnect
   ServerSocket socket_;
   ServerTimer timer_;
   std::string remote_, local_;
+  std::shared_ptr<ConnectionRecord> record_;  // strand; null when not listed
 
   beast::flat_buffer input_;
   std::shared_ptr<ServerExchange> parsing_;  // the request being read
