@@ -53,7 +53,9 @@ Error::Error(std::string id_, std::int32_t code_, std::string detail_)
 
 std::string Error::to_json() const {
   nlohmann::json json{{"id", id}, {"code", code}, {"detail", detail}, {"status", status}};
-  return json.dump();
+  // A detail taken from a peer's text may hold bytes that are no UTF-8: dump() threw
+  // type_error 316 on them (test/fuzz/error_json). They become U+FFFD; the rest is kept.
+  return json.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
 }
 
 namespace {

@@ -1,12 +1,12 @@
 // test/fuzz/jwt.cpp — JWT parsing in the auth wrapper (wrappers/auth/jwt.hpp): a bearer token as
 // any client may send it. Raw tokens reach the structure and header checks; for the claims
 // checks past the signature, an input "header\npayload" (JSON texts) is signed with the key.
+#include <unistd.h>
 #include <cstddef>
 #include <cstdint>
 #include <cstdio>
 #include <string>
 #include <string_view>
-#include <unistd.h>
 
 #include <openssl/evp.h>
 #include <openssl/hmac.h>

@@ -15,7 +15,8 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     case 0:
       if (auto context = micro::trace::parse_traceparent(value, &error)) {
         // What parses formats to a traceparent that parses.
-        if (!micro::trace::parse_traceparent(micro::trace::format_traceparent(*context))) __builtin_trap();
+        if (!micro::trace::parse_traceparent(micro::trace::format_traceparent(*context)))
+          __builtin_trap();
       }
       break;
     case 1: {
