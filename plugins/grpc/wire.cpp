@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <limits>
 
 #include <micro/base64.hpp>
 
@@ -159,6 +160,11 @@ std::optional<std::chrono::nanoseconds> parse_timeout(std::string_view text, std
       problem = "grpc-timeout \"" + std::string(text) + "\" has unit '" + text.back() +
                 "'; expected one of H M S m u n";
       return std::nullopt;
+  }
+  // 8 digits of hours (or minutes) overflow int64 nanoseconds: value * scale was undefined
+  // (UBSan, test/fuzz/grpc_wire). Such a timeout, thousands of years, saturates.
+  if (value > std::numeric_limits<std::int64_t>::max() / scale) {
+    return std::chrono::nanoseconds::max();
   }
   return std::chrono::nanoseconds(value * scale);
 }
