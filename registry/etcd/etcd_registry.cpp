@@ -20,8 +20,8 @@
 
 #include "etcd_client.hpp"
 #include "lease_keeper.hpp"
-#include "values.hpp"
 #include "stream_session.hpp"
+#include "values.hpp"
 
 namespace {
 
@@ -29,8 +29,8 @@ using Clock = std::chrono::steady_clock;
 using std::chrono::milliseconds;
 using namespace std::chrono_literals;
 namespace base64 = micro::base64;
-using micro::etcd::json_int64;
 using micro::etcd::decode_key_value;
+using micro::etcd::json_int64;
 using micro::etcd::KeyValue;
 using micro::etcd::parse_service;
 
