@@ -117,7 +117,9 @@ std::string encode_timeout(std::chrono::nanoseconds timeout) {
                                    {60LL * 1000000000, 'M'},
                                    {3600LL * 1000000000, 'H'}};
   for (const auto& unit : units) {
-    std::int64_t value = (count + unit.nanoseconds - 1) / unit.nanoseconds;
+    // Rounded up without count + unit - 1, which overflowed near nanoseconds::max() (UBSan,
+    // test/fuzz/grpc_wire, encoding a saturated timeout).
+    std::int64_t value = count / unit.nanoseconds + (count % unit.nanoseconds != 0);
     if (value <= 99999999) return std::to_string(value) + unit.name;
   }
   return "99999999H";

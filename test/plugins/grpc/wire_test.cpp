@@ -21,6 +21,9 @@ TEST_CASE("a grpc-timeout past int64 nanoseconds saturates (found by fuzzing)") 
   CHECK(micro::grpc::parse_timeout("2562047H", problem) == std::chrono::hours(2562047));
   CHECK(micro::grpc::parse_timeout("99999999M", problem) == std::chrono::minutes(99999999));
   CHECK(micro::grpc::parse_timeout("99999999n", problem) == std::chrono::nanoseconds(99999999));
+  // Encoding it rounded up with count + unit - 1, which overflowed too.
+  CHECK(micro::grpc::encode_timeout(std::chrono::nanoseconds::max()) == "2562048H");
+  CHECK(micro::grpc::encode_timeout(std::chrono::milliseconds(1500)) == "1500000u");
   // A saturated timeout set on a context leaves it without a deadline instead of overflowing.
   micro::Context context;
   context.set_timeout(std::chrono::nanoseconds::max());
