@@ -796,6 +796,16 @@ void Config::apply_json(std::string_view json_text, std::string_view origin) {
     fail(origin, position,
          "malformed JSON (" + message +
              "); expected a JSON object like {\"registry\": \"etcd://127.0.0.1:2379\"}");
+  } catch (const nlohmann::json::exception& error) {
+    // A number out of range ("9e999": out_of_range 406) is well-formed but unrepresentable; it
+    // escaped as nlohmann's exception instead of a ConfigError (found by test/fuzz/config_json).
+    std::string message = error.what();
+    if (auto bracket = message.find("] "); bracket != std::string::npos) {
+      message = message.substr(bracket + 2);
+    }
+    fail(origin, 0,
+         "unreadable JSON (" + message +
+             "); expected a JSON object like {\"registry\": \"etcd://127.0.0.1:2379\"}");
   }
   if (!document.is_object()) {
     fail(origin, 0,

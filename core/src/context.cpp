@@ -122,8 +122,11 @@ Context& Context::operator=(Context&& other) noexcept {
 }
 
 void Context::set_timeout(Clock::duration timeout) noexcept {
-  auto candidate = Clock::now() + timeout;
-  if (candidate < deadline_) deadline_ = candidate;
+  // Compared before adding: now() + a peer's huge timeout (a saturated grpc-timeout of
+  // 99999999H) overflowed. One that ends no sooner than the deadline changes nothing.
+  const auto now = Clock::now();
+  if (timeout >= deadline_ - now) return;
+  deadline_ = now + timeout;
 }
 
 Context::Clock::duration Context::remaining() const noexcept {

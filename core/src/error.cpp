@@ -1,6 +1,10 @@
 // Error: Go-Micro's error model and its JSON.
 #include <micro/error.hpp>
 
+#include <cstdint>
+#include <limits>
+#include <optional>
+
 #include <nlohmann/json.hpp>
 
 namespace micro {
@@ -49,8 +53,30 @@ Error::Error(std::string id_, std::int32_t code_, std::string detail_)
 
 std::string Error::to_json() const {
   nlohmann::json json{{"id", id}, {"code", code}, {"detail", detail}, {"status", status}};
-  return json.dump();
+  // A detail taken from a peer's text may hold bytes that are no UTF-8: dump() threw
+  // type_error 316 on them (test/fuzz/error_json). They become U+FFFD; the rest is kept.
+  return json.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
 }
+
+namespace {
+
+// Go-Micro's code is an int32. One that is no such integer (1e20, 4294967296, 408.5) makes the
+// object no Go-Micro error: converting it was undefined (a double out of int's range, found by
+// test/fuzz/error_json) or wrapped around.
+std::optional<std::int32_t> int32_code(const nlohmann::json& code) {
+  constexpr auto low = std::numeric_limits<std::int32_t>::min();
+  constexpr auto high = std::numeric_limits<std::int32_t>::max();
+  if (code.is_number_unsigned()) {
+    const auto value = code.get<std::uint64_t>();
+    if (value <= static_cast<std::uint64_t>(high)) return static_cast<std::int32_t>(value);
+  } else if (code.is_number_integer()) {
+    const auto value = code.get<std::int64_t>();
+    if (value >= low && value <= high) return static_cast<std::int32_t>(value);
+  }
+  return std::nullopt;
+}
+
+}  // namespace
 
 Error Error::from_json(std::string_view text) {
   Error error;
@@ -58,11 +84,14 @@ Error Error::from_json(std::string_view text) {
   try {
     auto json = nlohmann::json::parse(text);
     if (json.is_object() && (json.contains("code") || json.contains("detail"))) {
-      error.id = json.value("id", "");
-      error.code = json.value("code", 500);
-      error.detail = json.value("detail", "");
-      error.status = json.value("status", std::string(status_text(error.code)));
-      return error;
+      const auto code = json.contains("code") ? int32_code(json.at("code")) : 500;
+      if (code) {
+        error.id = json.value("id", "");
+        error.code = *code;
+        error.detail = json.value("detail", "");
+        error.status = json.value("status", std::string(status_text(error.code)));
+        return error;
+      }
     }
   } catch (const nlohmann::json::exception&) {
     // Not JSON: the text itself is the detail, below.

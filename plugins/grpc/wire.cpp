@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <limits>
 
 #include <micro/base64.hpp>
 
@@ -116,7 +117,9 @@ std::string encode_timeout(std::chrono::nanoseconds timeout) {
                                    {60LL * 1000000000, 'M'},
                                    {3600LL * 1000000000, 'H'}};
   for (const auto& unit : units) {
-    std::int64_t value = (count + unit.nanoseconds - 1) / unit.nanoseconds;
+    // Rounded up without count + unit - 1, which overflowed near nanoseconds::max() (UBSan,
+    // test/fuzz/grpc_wire, encoding a saturated timeout).
+    std::int64_t value = count / unit.nanoseconds + (count % unit.nanoseconds != 0);
     if (value <= 99999999) return std::to_string(value) + unit.name;
   }
   return "99999999H";
@@ -159,6 +162,11 @@ std::optional<std::chrono::nanoseconds> parse_timeout(std::string_view text, std
       problem = "grpc-timeout \"" + std::string(text) + "\" has unit '" + text.back() +
                 "'; expected one of H M S m u n";
       return std::nullopt;
+  }
+  // 8 digits of hours (or minutes) overflow int64 nanoseconds: value * scale was undefined
+  // (UBSan, test/fuzz/grpc_wire). Such a timeout, thousands of years, saturates.
+  if (value > std::numeric_limits<std::int64_t>::max() / scale) {
+    return std::chrono::nanoseconds::max();
   }
   return std::chrono::nanoseconds(value * scale);
 }

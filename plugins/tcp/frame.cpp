@@ -68,7 +68,15 @@ struct DecodeProblem {
 
 class Reader {
  public:
-  explicit Reader(std::string_view frame) noexcept : frame_(frame), offset_(header_size) {}
+  // A frame shorter than its header made left() wrap around and the first field read past the
+  // buffer (ASan, test/fuzz/tcp_frame); the connection never passes one, a caller might.
+  explicit Reader(std::string_view frame) : frame_(frame), offset_(header_size) {
+    if (frame.size() < header_size) {
+      throw DecodeProblem{"frame of " + std::to_string(frame.size()) +
+                          " bytes is shorter than its " + std::to_string(header_size) +
+                          "-byte header"};
+    }
+  }
 
   template <class Integer>
   Integer integer(const char* field) {

@@ -21,6 +21,7 @@
 #include "etcd_client.hpp"
 #include "lease_keeper.hpp"
 #include "stream_session.hpp"
+#include "values.hpp"
 
 namespace {
 
@@ -28,7 +29,10 @@ using Clock = std::chrono::steady_clock;
 using std::chrono::milliseconds;
 using namespace std::chrono_literals;
 namespace base64 = micro::base64;
+using micro::etcd::decode_key_value;
 using micro::etcd::json_int64;
+using micro::etcd::KeyValue;
+using micro::etcd::parse_service;
 
 constexpr const char* error_id = "micro.registry.etcd";
 
@@ -37,35 +41,6 @@ std::string key_segment(std::string_view name) {
   std::string segment(name);
   std::replace(segment.begin(), segment.end(), '/', '-');
   return segment;
-}
-
-// One key/value pair from a range or a watch event.
-struct KeyValue {
-  std::string key;
-  std::string value;
-  std::int64_t version = 0;
-  std::int64_t mod_revision = 0;
-};
-
-KeyValue decode_key_value(const nlohmann::json& kv) {
-  KeyValue decoded;
-  decoded.key = base64::decode(kv.value("key", ""));
-  decoded.value = base64::decode(kv.value("value", ""));
-  decoded.version = json_int64(kv, "version");
-  decoded.mod_revision = json_int64(kv, "mod_revision");
-  return decoded;
-}
-
-// A registry value parsed back into a Service; nullopt for a value that is not one (another
-// program's key under our prefix must not break lookups).
-std::optional<micro::Service> parse_service(const std::string& value) {
-  auto json = nlohmann::json::parse(value, nullptr, false);
-  if (json.is_discarded() || !json.is_object()) return std::nullopt;
-  try {
-    return json.get<micro::Service>();
-  } catch (const std::exception&) {
-    return std::nullopt;
-  }
 }
 
 // ---------------------------------------------------------------------------------------------

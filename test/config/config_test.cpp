@@ -528,6 +528,13 @@ TEST_CASE("malformed JSON") {
                     "column 21: syntax error while parsing object key - unexpected '}'; "
                     "expected string literal); expected a JSON object like {\"registry\": "
                     "\"etcd://127.0.0.1:2379\"}");
+  // A number too large for a double escaped as nlohmann's out_of_range, not a ConfigError
+  // (found by test/fuzz/config_json).
+  CHECK_THROWS_WITH_AS(config.apply_json(R"({"client_retries": 9e999})", "JSON file app.json"),
+                       "JSON file app.json, position 0: unreadable JSON (number overflow parsing "
+                       "'9e999'); expected a JSON object like {\"registry\": "
+                       "\"etcd://127.0.0.1:2379\"}",
+                       micro::ConfigError);
   CHECK_THROWS_WITH(config.apply_json("[1, 2]", "JSON file app.json"),
                     "JSON file app.json, position 0: the JSON is an array; expected a JSON "
                     "object like {\"registry\": \"etcd://127.0.0.1:2379\"}");

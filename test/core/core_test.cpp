@@ -37,6 +37,33 @@ TEST_CASE("Error from a Go peer, and from text that is not an error") {
   CHECK(other_json.detail == "[1,2]");
 }
 
+TEST_CASE("Error JSON whose code is no int32 is kept whole as the detail (found by fuzzing)") {
+  // 1e20 converted to int was undefined behaviour (UBSan, test/fuzz/error_json); a code past
+  // int32 wrapped around. Neither is a Go-Micro error: the text is the detail of a 500.
+  for (const char* text :
+       {R"({"id":"x","code":99999999999999999999,"detail":null})",
+        R"({"id":"x","code":1e20,"detail":"d"})", R"({"id":"x","code":4294967704,"detail":"d"})",
+        R"({"id":"x","code":-2147483649,"detail":"d"})",
+        R"({"id":"x","code":408.5,"detail":"d"})"}) {
+    CAPTURE(text);
+    auto error = micro::Error::from_json(text);
+    CHECK(error.code == 500);
+    CHECK(error.detail == text);
+  }
+  CHECK(micro::Error::from_json(R"({"code":-2147483648})").code == -2147483648);
+  CHECK(micro::Error::from_json(R"({"code":2147483647})").code == 2147483647);
+}
+
+TEST_CASE("Error JSON of a detail that is no UTF-8 (found by fuzzing)") {
+  // A peer's non-JSON text becomes the detail as it is; to_json() threw type_error 316 on it.
+  auto error = micro::Error::from_json("\xff\xfe not utf-8");
+  CHECK(error.detail == "\xff\xfe not utf-8");
+  CHECK(error.to_json() ==
+        "{\"code\":500,\"detail\":\"\xef\xbf\xbd\xef\xbf\xbd not utf-8\",\"id\":\"\","
+        "\"status\":\"Internal Server Error\"}");
+  CHECK(micro::Error::from_json(error.to_json()).detail == "\xef\xbf\xbd\xef\xbf\xbd not utf-8");
+}
+
 TEST_CASE("Metadata matches keys case-insensitively and keeps their case") {
   micro::Metadata metadata;
   metadata.set("Traceparent", "00-abc");

@@ -123,9 +123,9 @@ EVP_PKEY* read_pem_key(const std::string& text) {
   if (EVP_PKEY* key = read([](BIO* bio) -> EVP_PKEY* {
         X509* certificate = PEM_read_bio_X509(bio, nullptr, nullptr, nullptr);
         if (!certificate) return nullptr;
-        EVP_PKEY* key = X509_get_pubkey(certificate);
+        EVP_PKEY* public_key = X509_get_pubkey(certificate);
         X509_free(certificate);
-        return key;
+        return public_key;
       }))
     return key;
   return read([](BIO* bio) { return PEM_read_bio_PrivateKey(bio, nullptr, nullptr, nullptr); });
