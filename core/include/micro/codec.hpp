@@ -50,6 +50,8 @@ inline std::string_view effective_content_type(std::string_view content_type) no
 //   decode(type, bytes): the value; throws micro::Exception for a content type it does not
 //     know, and any other std::exception for bytes that are not a T (the caller names the
 //     endpoint and answers 400).
+// and, optionally, annotate(MetadataMap&, std::string_view role): what a typed endpoint
+// registers about its request ("request") and response ("response") type.
 template <class T, class Enable = void>
 struct message_codec {
   static std::string content_type(std::string_view requested) {

@@ -20,7 +20,8 @@
 //   - application/msgpack and application/cbor: that JSON mapping in those codecs.
 // Bytes that are not the message end the call with 400 naming the endpoint and the type.
 // schema_of<M>() describes a message from its descriptor: fields by their JSON names,
-// repeated fields as arrays, maps as objects, enums as strings.
+// repeated fields as arrays, maps as objects, enums as strings; the endpoint's metadata
+// names the messages ("protobuf.request", "protobuf.response": their full names).
 //
 // Header-only: libmicro itself does not depend on protobuf.
 #pragma once
@@ -205,6 +206,12 @@ struct message_codec<T, std::enable_if_t<detail::is_protobuf_message_v<T>>> {
       out += json;
     else
       codec.encode(nlohmann::json::parse(json), out);
+  }
+
+  // The endpoint's metadata names its messages ("protobuf.request": "shop.Order"), so
+  // reflection (<micro/grpc_reflection.hpp>) and tools find their descriptors.
+  static void annotate(MetadataMap& metadata, std::string_view role) {
+    metadata["protobuf." + std::string(role)] = T::descriptor()->full_name();
   }
 
   static T decode(std::string_view type, std::string_view bytes) {

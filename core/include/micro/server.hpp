@@ -209,11 +209,21 @@ HandlerFunction make_typed_handler(std::function<Resp(Context&, const Req&)> fun
   };
 }
 
+// A message codec may describe its type in the endpoint's metadata (`annotate(metadata, role)`,
+// role "request" or "response"): protobuf's names the message, for reflection.
+template <class T>
+void annotate_endpoint(MetadataMap& metadata, std::string_view role) {
+  if constexpr (requires { message_codec<T>::annotate(metadata, role); })
+    message_codec<T>::annotate(metadata, role);
+}
+
 // Fills what the options leave empty with the types' schemas.
 template <class Req, class Resp>
 EndpointOptions&& with_schemas(EndpointOptions&& options) {
   if (options.request == Value{}) options.request = schema_of<Req>();
   if (options.response == Value{}) options.response = schema_of<Resp>();
+  annotate_endpoint<Req>(options.metadata, "request");
+  annotate_endpoint<Resp>(options.metadata, "response");
   return std::move(options);
 }
 
