@@ -40,21 +40,22 @@
 
 namespace micro {
 
-inline constexpr std::string_view grpc_reflection_endpoint = "ServerReflection.ServerReflectionInfo";
+inline constexpr std::string_view grpc_reflection_endpoint =
+    "ServerReflection.ServerReflectionInfo";
 
 namespace detail::reflection {
 
+using google::protobuf::internal::WireFormatLite;
 using google::protobuf::io::CodedInputStream;
 using google::protobuf::io::CodedOutputStream;
 using google::protobuf::io::StringOutputStream;
-using google::protobuf::internal::WireFormatLite;
 
 // ServerReflectionRequest (reflection.proto): which question, and its argument.
 struct Question {
   std::string host;
-  int kind = 0;  // the oneof's field number: 3 file_by_filename … 7 list_services
-  std::string text;             // filename, symbol, type name, or list_services' content
-  std::string extension_type;   // file_containing_extension: containing_type
+  int kind = 0;                // the oneof's field number: 3 file_by_filename … 7 list_services
+  std::string text;            // filename, symbol, type name, or list_services' content
+  std::string extension_type;  // file_containing_extension: containing_type
   std::int32_t extension_number = 0;
 };
 
@@ -86,7 +87,8 @@ inline std::optional<Question> read_question(const std::string& bytes) {
   Question question;
   while (std::uint32_t tag = input.ReadTag()) {
     int field = WireFormatLite::GetTagFieldNumber(tag);
-    bool delimited = WireFormatLite::GetTagWireType(tag) == WireFormatLite::WIRETYPE_LENGTH_DELIMITED;
+    bool delimited =
+        WireFormatLite::GetTagWireType(tag) == WireFormatLite::WIRETYPE_LENGTH_DELIMITED;
     if (field == 1 && delimited) {
       if (!WireFormatLite::ReadString(&input, &question.host)) return std::nullopt;
     } else if (field >= 3 && field <= 7 && delimited) {
@@ -136,25 +138,54 @@ inline void collect_files(const google::protobuf::FileDescriptor* file,
   out.push_back(proto.SerializeAsString());
 }
 
-// The proto services of which this server serves a method, by full name.
+// The proto service an endpoint `Svc.Method` typed with `request` serves: a service Svc with
+// a method Method taking that message, looked up where it may be declared, in this order: the
+// package named as the registered service (the path our client sends is
+// /<service name>.<Svc>/<Method>), the package of the request message, the file of the request
+// message, the file of the response message (a service may live apart from its messages).
+inline const google::protobuf::ServiceDescriptor* served_service(
+    const Service& registration, const Endpoint& endpoint,
+    const google::protobuf::Descriptor* request, const google::protobuf::Descriptor* response) {
+  const auto* pool = google::protobuf::DescriptorPool::generated_pool();
+  const auto dot = endpoint.name.find('.');
+  if (dot == std::string::npos) return nullptr;
+  const std::string service_name = endpoint.name.substr(0, dot);
+  const std::string method_name = endpoint.name.substr(dot + 1);
+  auto serves = [&](const google::protobuf::ServiceDescriptor* service) {
+    if (!service || service->name() != service_name) return false;
+    const auto* method = service->FindMethodByName(method_name);
+    return method && method->input_type() == request;
+  };
+  auto qualified = [&](const std::string& package) {
+    return package.empty() ? service_name : package + "." + service_name;
+  };
+  for (const std::string& package : {registration.name, request->file()->package()})
+    if (const auto* service = pool->FindServiceByName(qualified(package)); serves(service))
+      return service;
+  for (const auto* file : {request->file(), response ? response->file() : nullptr}) {
+    if (!file) continue;
+    for (int i = 0; i < file->service_count(); ++i)
+      if (serves(file->service(i))) return file->service(i);
+  }
+  return nullptr;
+}
+
+// The proto services of which this server serves a method, by full name. Endpoints whose
+// request is not a protobuf message (raw or JSON handlers) have no descriptor to show.
 inline std::vector<std::string> served_services(const Service& registration) {
   const auto* pool = google::protobuf::DescriptorPool::generated_pool();
   std::set<std::string> names;
   for (const Endpoint& endpoint : registration.endpoints) {
     auto request = endpoint.metadata.find("protobuf.request");
-    auto dot = endpoint.name.find('.');
-    if (request == endpoint.metadata.end() || dot == std::string::npos) continue;
+    if (request == endpoint.metadata.end()) continue;
     const auto* message = pool->FindMessageTypeByName(request->second);
     if (!message) continue;
-    const std::string service_name = endpoint.name.substr(0, dot);
-    const std::string method_name = endpoint.name.substr(dot + 1);
-    const auto* file = message->file();
-    for (int i = 0; i < file->service_count(); ++i) {
-      const auto* service = file->service(i);
-      if (service->name() != service_name) continue;
-      const auto* method = service->FindMethodByName(method_name);
-      if (method && method->input_type() == message) names.insert(service->full_name());
-    }
+    auto response = endpoint.metadata.find("protobuf.response");
+    const auto* answer = response == endpoint.metadata.end()
+                             ? nullptr
+                             : pool->FindMessageTypeByName(response->second);
+    if (const auto* service = served_service(registration, endpoint, message, answer))
+      names.insert(service->full_name());
   }
   return {names.begin(), names.end()};
 }
@@ -172,9 +203,8 @@ inline std::string answer(const Question& question, const std::string& original,
       field = 6;
       body = encode([&](CodedOutputStream& out) {
         for (const std::string& name : served_services(registration))
-          write_bytes(out, 1, encode([&](CodedOutputStream& service) {
-                        write_bytes(service, 1, name);
-                      }));
+          write_bytes(out, 1,
+                      encode([&](CodedOutputStream& service) { write_bytes(service, 1, name); }));
       });
       break;
     case 3:
@@ -247,9 +277,10 @@ inline void serve(const MessageStreamPtr& stream, std::shared_ptr<const Server*>
     }
     std::optional<Question> question = read_question(*message);
     if (!question) {
-      stream->finish(Response::failure(bad_request(
-          "micro.grpc_reflection", std::to_string(message->size()) +
-                                       " bytes are not a grpc.reflection ServerReflectionRequest")));
+      stream->finish(Response::failure(
+          bad_request("micro.grpc_reflection",
+                      std::to_string(message->size()) +
+                          " bytes are not a grpc.reflection ServerReflectionRequest")));
       return;
     }
     std::string reply = answer(*question, *message, (*server)->registration());
@@ -264,10 +295,9 @@ inline void serve(const MessageStreamPtr& stream, std::shared_ptr<const Server*>
 // Serves gRPC server reflection on `server` (register before start()).
 inline void serve_grpc_reflection(Server& server) {
   auto self = std::make_shared<const Server*>(&server);
-  server.handle_stream(std::string(grpc_reflection_endpoint),
-                       [self](const MessageStreamPtr& stream) {
-                         detail::reflection::serve(stream, self);
-                       });
+  server.handle_stream(
+      std::string(grpc_reflection_endpoint),
+      [self](const MessageStreamPtr& stream) { detail::reflection::serve(stream, self); });
 }
 
 }  // namespace micro
