@@ -130,6 +130,92 @@ Error cancelled_error(std::string id, std::string detail) {
   return Error(std::move(id), ErrorCode::cancelled, std::move(detail));
 }
 
+namespace {
+// The gRPC status codes the mapping names.
+constexpr int grpc_cancelled = 1;
+constexpr int grpc_unknown = 2;
+constexpr int grpc_invalid_argument = 3;
+constexpr int grpc_deadline_exceeded = 4;
+constexpr int grpc_not_found = 5;
+constexpr int grpc_already_exists = 6;
+constexpr int grpc_permission_denied = 7;
+constexpr int grpc_resource_exhausted = 8;
+constexpr int grpc_failed_precondition = 9;
+constexpr int grpc_aborted = 10;
+constexpr int grpc_out_of_range = 11;
+constexpr int grpc_unimplemented = 12;
+constexpr int grpc_internal = 13;
+constexpr int grpc_unavailable = 14;
+constexpr int grpc_data_loss = 15;
+constexpr int grpc_unauthenticated = 16;
+}  // namespace
+
+int grpc_status_for(const Error& error) {
+  switch (error.code) {
+    case 400:
+      return grpc_invalid_argument;
+    case 401:
+      return grpc_unauthenticated;
+    case 403:
+      return grpc_permission_denied;
+    case 404:
+      return error.detail.find("has no endpoint") != std::string::npos ? grpc_unimplemented
+                                                                       : grpc_not_found;
+    case 408:
+      return grpc_deadline_exceeded;
+    case 409:
+      return grpc_already_exists;
+    case 412:
+      return grpc_failed_precondition;
+    case 413:
+    case 429:
+      return grpc_resource_exhausted;
+    case 499:
+      return grpc_cancelled;
+    case 500:
+      return grpc_internal;
+    case 501:
+      return grpc_unimplemented;
+    case 503:
+      return grpc_unavailable;
+    default:
+      return grpc_unknown;
+  }
+}
+
+std::int32_t error_code_for_grpc_status(int status) noexcept {
+  switch (status) {
+    case grpc_cancelled:
+      return 499;
+    case grpc_invalid_argument:
+      return 400;
+    case grpc_deadline_exceeded:
+      return 408;
+    case grpc_not_found:
+      return 404;
+    case grpc_already_exists:
+      return 409;
+    case grpc_permission_denied:
+      return 403;
+    case grpc_resource_exhausted:
+      return 429;
+    case grpc_failed_precondition:
+      return 412;
+    case grpc_aborted:
+      return 409;
+    case grpc_out_of_range:
+      return 400;
+    case grpc_unimplemented:
+      return 501;
+    case grpc_unavailable:
+      return 503;
+    case grpc_unauthenticated:
+      return 401;
+    default:
+      return 500;  // UNKNOWN, INTERNAL, DATA_LOSS and codes we do not know
+  }
+}
+
 Exception::Exception(Error error) : std::runtime_error(error.message()), error_(std::move(error)) {}
 
 }  // namespace micro

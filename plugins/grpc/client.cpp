@@ -213,6 +213,9 @@ Response ClientCall::result() const {
   response.metadata = metadata;
   if (!key_case.empty()) restore_key_case(response.metadata, key_case);
   if (*grpc_status != status_ok) {
+    // The status as sent: Error codes merge some (ABORTED and ALREADY_EXISTS are both 409),
+    // and OTLP's retry rules, for one, tell them apart.
+    response.metadata.set("grpc-status", std::to_string(*grpc_status));
     if (!micro_error.empty()) {
       response.error = Error::from_json(micro_error);
     } else {

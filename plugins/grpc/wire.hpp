@@ -83,11 +83,12 @@ enum StatusCode : int {
   status_unauthenticated = 16,
 };
 
-// micro::Error code → gRPC status (the README's table). A 404 of the server's routing ("has no
-// endpoint") is UNIMPLEMENTED, any other 404 NOT_FOUND.
-int grpc_status_for(const Error& error);
-// gRPC status → micro::Error code, for peers that send no micro-error-bin trailer.
-int micro_code_for(int status);
+// micro::Error code ↔ gRPC status: the README's table, kept in libmicro (<micro/error.hpp>) so
+// tracing maps the same way without this plugin.
+using micro::grpc_status_for;
+inline int micro_code_for(int status) {
+  return micro::error_code_for_grpc_status(status);
+}
 // HTTP status of a response without grpc-status → gRPC status (PROTOCOL-HTTP2.md,
 // "HTTP to gRPC Status Code Mapping").
 int grpc_status_for_http(int http_status);

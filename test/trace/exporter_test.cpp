@@ -718,12 +718,9 @@ TEST_CASE("other settings: precedence option > per-signal env > generic env") {
 
 TEST_CASE("malformed settings are refused with exact messages") {
   Environment environment;
-  CHECK(settings_error({{"protocol", "grpc"}}) ==
-        "trace exporter: protocol option: protocol \"grpc\" is not supported (use http/protobuf "
-        "or http/json)");
   CHECK(settings_error({{"protocol", "http/xml"}}) ==
-        "trace exporter: protocol option: unknown protocol \"http/xml\" (expected http/protobuf "
-        "or http/json)");
+        "trace exporter: protocol option: unknown protocol \"http/xml\" (expected http/protobuf, "
+        "http/json or grpc)");
   CHECK(settings_error({{"headers", "a=1,novalue"}}) ==
         "trace exporter: headers option: malformed header \"novalue\" (expected key=value)");
   CHECK(settings_error({{"headers", "=x"}}) ==
@@ -765,10 +762,10 @@ TEST_CASE("malformed settings are refused with exact messages") {
           "milliseconds");
   }
   {
-    Environment bad({{"OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "grpc"}});
+    Environment bad({{"OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "grpc/json"}});
     CHECK(settings_error({}) ==
-          "trace exporter: OTEL_EXPORTER_OTLP_TRACES_PROTOCOL: protocol \"grpc\" is not supported "
-          "(use http/protobuf or http/json)");
+          "trace exporter: OTEL_EXPORTER_OTLP_TRACES_PROTOCOL: unknown protocol \"grpc/json\" "
+          "(expected http/protobuf, http/json or grpc)");
   }
   {
     Environment bad({{"OTEL_EXPORTER_OTLP_HEADERS", "justakey"}});

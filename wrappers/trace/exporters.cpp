@@ -17,6 +17,7 @@
 
 #include <micro/error.hpp>
 
+#include "otlp_grpc.hpp"
 #include "otlp_http.hpp"
 #include "otlp_json.hpp"
 #include "waterfall.hpp"
@@ -107,12 +108,9 @@ std::chrono::milliseconds timeout_milliseconds(const std::string& text, const st
 }
 
 std::string checked_protocol(const std::string& value, const std::string& source) {
-  if (value == "http/protobuf" || value == "http/json") return value;
-  if (value == "grpc") {
-    bad_setting(source + ": protocol \"grpc\" is not supported (use http/protobuf or http/json)");
-  }
+  if (value == "http/protobuf" || value == "http/json" || value == "grpc") return value;
   bad_setting(source + ": unknown protocol \"" + value +
-              "\" (expected http/protobuf or http/json)");
+              "\" (expected http/protobuf, http/json or grpc)");
 }
 
 std::string checked_compression(const std::string& value, const std::string& source) {
@@ -237,22 +235,26 @@ ExporterSettings ExporterSettings::from(const PluginArguments& arguments) {
                 "\" (expected otlp, console, file or none)");
   }
 
-  if (auto endpoint = option("endpoint")) {
-    // A bare "http://host:4318" means the collector; a URL with a path is used as is.
-    bool base_only = endpoint->find("://") != std::string::npos && !has_path(*endpoint);
-    settings.endpoint = base_only ? with_traces_path(*endpoint) : *endpoint;
-  } else if (auto per_signal = environment("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")) {
-    settings.endpoint = *per_signal;
-  } else if (auto generic = environment("OTEL_EXPORTER_OTLP_ENDPOINT")) {
-    settings.endpoint = with_traces_path(*generic);
-  }
-
+  // The protocol first: over gRPC the endpoint is the collector's address as given (default
+  // port 4317), with no "v1/traces" path.
   if (auto protocol = option("protocol")) {
     settings.protocol = checked_protocol(*protocol, "protocol option");
   } else if (auto per_signal = environment("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL")) {
     settings.protocol = checked_protocol(*per_signal, "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL");
   } else if (auto generic = environment("OTEL_EXPORTER_OTLP_PROTOCOL")) {
     settings.protocol = checked_protocol(*generic, "OTEL_EXPORTER_OTLP_PROTOCOL");
+  }
+
+  const bool grpc = settings.protocol == "grpc";
+  if (grpc) settings.endpoint = "http://localhost:4317";
+  if (auto endpoint = option("endpoint")) {
+    // A bare "http://host:4318" means the collector; a URL with a path is used as is.
+    bool base_only = endpoint->find("://") != std::string::npos && !has_path(*endpoint);
+    settings.endpoint = base_only && !grpc ? with_traces_path(*endpoint) : *endpoint;
+  } else if (auto per_signal = environment("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")) {
+    settings.endpoint = *per_signal;
+  } else if (auto generic = environment("OTEL_EXPORTER_OTLP_ENDPOINT")) {
+    settings.endpoint = grpc ? *generic : with_traces_path(*generic);
   }
 
   if (auto generic = environment("OTEL_EXPORTER_OTLP_HEADERS")) {
@@ -318,6 +320,8 @@ std::unique_ptr<SpanExporter> make_exporter(const ExporterSettings& settings,
     return std::make_unique<FileExporter>(settings.file_path, resource, scope,
                                           std::move(statistics));
   }
+  if (settings.protocol == "grpc")
+    return make_otlp_grpc_exporter(settings, resource, scope, std::move(statistics));
   return make_otlp_http_exporter(settings, resource, scope, std::move(statistics));
 }
 

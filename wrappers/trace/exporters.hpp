@@ -1,4 +1,4 @@
-// wrappers/trace — the exporters: OTLP/HTTP (JSON or protobuf, optional gzip), console
+// wrappers/trace — the exporters: OTLP/HTTP (JSON or protobuf, optional gzip), OTLP/gRPC, console
 // (one line per span) and file (OTLP JSON lines), chosen by plugin options and the
 // OTEL_EXPORTER_OTLP_* environment.
 #pragma once
@@ -21,7 +21,7 @@ struct ExporterSettings {
   std::string kind = "otlp";  // otlp | console | file | none
   // The full URL spans are POSTed to, "http://127.0.0.1:4318/v1/traces".
   std::string endpoint = "http://localhost:4318/v1/traces";
-  std::string protocol = "http/protobuf";  // or http/json
+  std::string protocol = "http/protobuf";  // or http/json, or grpc (endpoint http://host:4317)
   std::map<std::string, std::string> headers;
   std::chrono::milliseconds timeout{10000};
   std::string compression = "none";  // or gzip

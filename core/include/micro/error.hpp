@@ -66,6 +66,18 @@ Error internal_error(std::string id, std::string detail);
 Error unavailable(std::string id, std::string detail);
 Error cancelled_error(std::string id, std::string detail = "call cancelled");
 
+// gRPC status codes (grpc's doc/statuscodes.md) and the one mapping between them and Error
+// codes: the grpc transport uses it both ways, tracing for rpc.grpc.status_code. Error → status:
+// 400 INVALID_ARGUMENT, 401 UNAUTHENTICATED, 403 PERMISSION_DENIED, 404 NOT_FOUND (UNIMPLEMENTED
+// when the detail says "has no endpoint", the server's routing), 408 DEADLINE_EXCEEDED,
+// 409 ALREADY_EXISTS, 412 FAILED_PRECONDITION, 413 and 429 RESOURCE_EXHAUSTED, 499 CANCELLED,
+// 500 INTERNAL, 501 UNIMPLEMENTED, 503 UNAVAILABLE, any other UNKNOWN.
+int grpc_status_for(const Error& error);
+// Status → Error code, for peers that send the status alone. Some statuses share a code:
+// ALREADY_EXISTS and ABORTED 409, INVALID_ARGUMENT and OUT_OF_RANGE 400, UNKNOWN, INTERNAL,
+// DATA_LOSS (and codes not in the table) 500.
+std::int32_t error_code_for_grpc_status(int status) noexcept;
+
 // Thrown by the blocking API and by handlers that want to answer with a specific code.
 // Anything else a handler throws becomes a 500 with the exception's what().
 class Exception : public std::runtime_error {
