@@ -489,6 +489,10 @@ def soak(args):
               f"greeter_rss_kib warm={base_greeter} peak={peak_greeter} "
               f"first={samples[0][1]} streamer_rss_kib warm={base_streamer} "
               f"peak={peak_streamer} first={samples[0][2]}")
+        # The series, one sample a minute, so a failure shows a leak's slope or a plateau.
+        minute = [s for i, s in enumerate(samples) if i % 12 == 0] + samples[-1:]
+        print("rss_kib series (s greeter streamer): " +
+              " ".join(f"{t:.0f}:{g}:{st}" for t, g, st in minute), flush=True)
         check(result and result["errors"] == 0, "no unary call failed during the soak")
         check(stream_failures == 0, f"every stream run succeeded ({stream_runs} runs)")
         check(collector.count() > 0, "traces reached the collector")
