@@ -37,13 +37,6 @@ std::string format_duration(std::chrono::milliseconds duration) {
   return std::to_string(duration.count()) + "ms";
 }
 
-std::string format_endpoint(const asio::ip::tcp::endpoint& endpoint) {
-  auto address = endpoint.address();
-  std::string host = address.to_string();
-  if (address.is_v6()) host = "[" + host + "]";
-  return host + ":" + std::to_string(endpoint.port());
-}
-
 // The line the parser stopped at, quoted for a message: at most 60 characters, control bytes
 // escaped.
 std::string quote_line(std::string_view data) {
@@ -508,9 +501,9 @@ ServerConnection::ServerConnection(std::shared_ptr<ServerState> state, ServerSoc
       timer_(strand_) {
   beast::error_code error;
   auto remote = socket_.remote_endpoint(error);
-  if (!error) remote_ = format_endpoint(remote);
+  if (!error) remote_ = endpoint_text(remote);
   auto local = socket_.local_endpoint(error);
-  if (!error) local_ = format_endpoint(local);
+  if (!error) local_ = endpoint_text(local);
   socket_.set_option(asio::ip::tcp::no_delay(true), error);
   if (!options_.connection_table_name.empty())
     record_ = connection_table().open(options_.connection_table_name, ConnectionSide::server,
