@@ -26,6 +26,13 @@ std::mutex& address_mutex() {
 }
 }  // namespace
 
+std::string endpoint_text(const boost::asio::ip::tcp::endpoint& endpoint) {
+  auto address = endpoint.address();
+  std::string host = address.to_string();
+  if (address.is_v6()) host = "[" + host + "]";
+  return host + ":" + std::to_string(endpoint.port());
+}
+
 void ConnectionRecord::set_addresses(std::string peer, std::string local) {
   std::lock_guard lock(address_mutex());
   peer_ = std::move(peer);

@@ -510,7 +510,7 @@ void ClientConnection::begin(const std::shared_ptr<ClientCall>& call) {
     return;
   }
   call->id = id;
-  streams.emplace(id, call);
+  add_stream(id, call);
   if (request.context.has_deadline()) watch_deadline(call, request.context.deadline());
   if (auto cancellation = request.context.existing_cancellation()) {
     std::weak_ptr<ClientCall> weak = call;
@@ -641,8 +641,7 @@ void ClientConnection::lost(const std::string& reason) {
   forget_(this);
   if (deadline_timer_) deadline_timer_->cancel();
   deadlines_.clear();
-  auto open = std::move(streams);
-  streams.clear();
+  auto open = take_streams();
   std::string why = closing_reason_.empty() ? reason : closing_reason_;
   Error error(client_error_id, 503,
               "grpc: connection to " + address_ + " closed with " + plural_calls(open.size()) +

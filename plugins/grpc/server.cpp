@@ -296,7 +296,7 @@ ServerConnection::ServerConnection(Strand strand, Settings settings,
 int ServerConnection::on_begin_headers(std::int32_t stream_id) {
   auto stream = std::make_shared<ServerStream>(shared_from_this(), settings_.max_message);
   stream->id = stream_id;
-  streams.emplace(stream_id, std::move(stream));
+  add_stream(stream_id, std::move(stream));
   return 0;
 }
 
@@ -517,8 +517,7 @@ void ServerConnection::on_stream_closed(H2StreamPtr base, std::uint32_t error_co
 }
 
 void ServerConnection::lost(const std::string& reason) {
-  auto open = std::move(streams);
-  streams.clear();
+  auto open = take_streams();
   pending_unary_.clear();
   for (auto& [id, base] : open) {
     auto stream = std::static_pointer_cast<ServerStream>(base);
@@ -671,7 +670,7 @@ std::unique_ptr<Listener> make_listener(const asio::any_io_executor& executor,
     throw Exception(
         unavailable(server_error_id,
                     "grpc: cannot listen on \"" + std::string(address) + "\": " + error.message()));
-  state->address = format_endpoint(state->acceptor.local_endpoint());
+  state->address = endpoint_text(state->acceptor.local_endpoint());
   state->accept();
   return std::make_unique<GrpcListener>(std::move(state));
 }

@@ -128,6 +128,30 @@ void H2Connection::count_open() {
   counted_ = true;
   (server_ ? settings_.counts->server : settings_.counts->client)
       .fetch_add(1, std::memory_order_relaxed);
+  // A server connection is accepted by now and knows its addresses; a client learns them in
+  // start(), once connected.
+  record_ =
+      connection_table().open("grpc", server_ ? ConnectionSide::server : ConnectionSide::client);
+  if (server_) note_addresses();
+}
+
+void H2Connection::note_addresses() {
+  boost::system::error_code ignored;
+  auto peer = socket_.remote_endpoint(ignored);
+  auto local = socket_.local_endpoint(ignored);
+  record_->set_addresses(endpoint_text(peer), endpoint_text(local));
+}
+
+void H2Connection::add_stream(std::int32_t id, H2StreamPtr stream) {
+  streams.emplace(id, std::move(stream));
+  record_->call_started();
+}
+
+std::unordered_map<std::int32_t, H2StreamPtr> H2Connection::take_streams() {
+  auto open = std::move(streams);
+  streams.clear();
+  for (std::size_t i = 0; i < open.size(); ++i) record_->call_ended();
+  return open;
 }
 
 H2Connection::~H2Connection() {
@@ -138,6 +162,7 @@ H2Connection::~H2Connection() {
 }
 
 void H2Connection::start() {
+  if (!server_) note_addresses();
   nghttp2_session_callbacks* callbacks = nullptr;
   nghttp2_session_callbacks_new(&callbacks);
   nghttp2_session_callbacks_set_on_begin_headers_callback(callbacks, begin_headers_callback);
@@ -207,6 +232,7 @@ void H2Connection::read_more() {
       self->abort(error == asio::error::eof ? "closed by the peer" : error.message());
       return;
     }
+    self->record_->add_in(size);
     ssize_t used = nghttp2_session_mem_recv(self->session_, self->read_buffer_.data(), size);
     if (used < 0) {
       self->flush();  // nghttp2 may have queued a GOAWAY saying why
@@ -247,7 +273,8 @@ void H2Connection::flush() {
   sending_.swap(pending_);
   pending_.clear();
   auto on_written = [self = shared_from_this()](const boost::system::error_code& error,
-                                                std::size_t) {
+                                                std::size_t bytes) {
+    self->record_->add_out(bytes);
     self->writing_ = false;
     self->sending_.clear();
     if (self->closed_) return;
@@ -416,6 +443,7 @@ int H2Connection::stream_close_callback(nghttp2_session*, std::int32_t stream_id
   if (found == self->streams.end()) return 0;
   H2StreamPtr stream = std::move(found->second);
   self->streams.erase(found);
+  self->record_->call_ended();
   self->on_stream_closed(std::move(stream), error_code);
   return 0;
 }

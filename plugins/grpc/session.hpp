@@ -21,6 +21,7 @@
 #include <boost/asio/post.hpp>
 #include <boost/asio/ssl/stream.hpp>
 
+#include <micro/connection_table.hpp>
 #include <micro/transport.hpp>
 
 #include "wire.hpp"
@@ -94,6 +95,8 @@ class H2Connection : public std::enable_shared_from_this<H2Connection> {
   virtual ~H2Connection();
   // Counts this connection in the transport's open connections until it is destroyed (once).
   void count_open();
+  // Fills the row's peer and local addresses from the socket.
+  void note_addresses();
   H2Connection(const H2Connection&) = delete;
   H2Connection& operator=(const H2Connection&) = delete;
 
@@ -123,6 +126,10 @@ class H2Connection : public std::enable_shared_from_this<H2Connection> {
   bool closed() const noexcept { return closed_; }
 
   std::unordered_map<std::int32_t, H2StreamPtr> streams;
+  // Strand: a call's stream joins `streams` (counted in flight on the connection's row until
+  // it closes); take_streams() empties the map when the connection is lost.
+  void add_stream(std::int32_t id, H2StreamPtr stream);
+  std::unordered_map<std::int32_t, H2StreamPtr> take_streams();
 
   template <class Work>
   void on_strand(Work work) {
@@ -166,6 +173,8 @@ class H2Connection : public std::enable_shared_from_this<H2Connection> {
 
   bool server_;
   bool counted_ = false;
+  // The connection's row in micro::connection_table() (/connections), from count_open() on.
+  std::shared_ptr<ConnectionRecord> record_;
   std::unique_ptr<asio::ssl::stream<Socket&>> tls_;
   nghttp2_session* session_ = nullptr;
   std::vector<std::uint8_t> read_buffer_;

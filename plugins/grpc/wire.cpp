@@ -352,13 +352,6 @@ std::optional<HostPort> split_address(std::string_view address) {
   return HostPort{std::string(host), static_cast<std::uint16_t>(value)};
 }
 
-std::string format_endpoint(const asio::ip::tcp::endpoint& endpoint) {
-  auto address = endpoint.address();
-  std::string host = address.to_string();
-  if (address.is_v6()) host = "[" + host + "]";
-  return host + ":" + std::to_string(endpoint.port());
-}
-
 std::string path_for(std::string_view service, std::string_view endpoint) {
   auto dot = endpoint.find('.');
   std::string_view type = dot == std::string_view::npos ? endpoint : endpoint.substr(0, dot);

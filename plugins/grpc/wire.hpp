@@ -162,7 +162,6 @@ struct HostPort {
   std::uint16_t port = 0;
 };
 std::optional<HostPort> split_address(std::string_view address);
-std::string format_endpoint(const asio::ip::tcp::endpoint& endpoint);
 
 // The path our client sends for an endpoint, and the endpoint a path reaches:
 // "/<package>.<Service>/<Method>" ↔ service <package>, endpoint "<Service>.<Method>".

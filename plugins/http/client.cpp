@@ -168,6 +168,7 @@ Caller::Pool Caller::make_pool() const {
   http::ClientOptions options;
   options.max_idle_per_origin = settings_.pool_size;
   options.user_agent = "micro-cpp";
+  options.connection_table_name = "http";  // its pooled connections as /connections rows
   return {std::make_shared<http::Client>(executor_, options),
           std::make_shared<std::atomic<bool>>(false)};
 }

@@ -236,7 +236,7 @@ class ClientConnection final : public FramedConnection {
       boost::system::error_code ignored;
       auto peer = socket_.remote_endpoint(ignored);
       auto local = socket_.local_endpoint(ignored);
-      record_->set_addresses(format_endpoint(peer), format_endpoint(local));
+      record_->set_addresses(endpoint_text(peer), endpoint_text(local));
     }
     start_reading();
     start_writing();

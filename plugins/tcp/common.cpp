@@ -27,11 +27,4 @@ IoExecutor io_executor(const asio::any_io_executor& executor) {
   throw Exception(bad_request("tcp", "tcp: the transport needs the runtime's io_context executor"));
 }
 
-std::string format_endpoint(const asio::ip::tcp::endpoint& endpoint) {
-  auto address = endpoint.address();
-  std::string host = address.to_string();
-  if (address.is_v6()) host = "[" + host + "]";
-  return host + ":" + std::to_string(endpoint.port());
-}
-
 }  // namespace micro::tcp

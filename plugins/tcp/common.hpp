@@ -62,9 +62,6 @@ struct HostPort {
 };
 std::optional<HostPort> split_address(std::string_view address);
 
-// "127.0.0.1:4000" or "[::1]:4000".
-std::string format_endpoint(const asio::ip::tcp::endpoint& endpoint);
-
 // Who raised an error the transport makes itself (Go-Micro's ids).
 inline constexpr const char* client_error_id = "micro.client";
 inline constexpr const char* server_error_id = "micro.server";

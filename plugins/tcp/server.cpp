@@ -102,9 +102,9 @@ class ServerConnection final : public FramedConnection {
         state_(std::move(state)) {
     boost::system::error_code error;
     auto remote = socket_.remote_endpoint(error);
-    if (!error) remote_ = format_endpoint(remote);
+    if (!error) remote_ = endpoint_text(remote);
     auto local = socket_.local_endpoint(error);
-    if (!error) local_ = format_endpoint(local);
+    if (!error) local_ = endpoint_text(local);
     socket_metadata_.set("Local", local_);
     socket_metadata_.set("Remote", remote_);
     state_->settings.counts->server.fetch_add(1, std::memory_order_relaxed);
@@ -491,7 +491,7 @@ class AcceptLoop : public std::enable_shared_from_this<AcceptLoop> {
       throw Exception(internal_error(
           server_error_id, "tcp: cannot listen on " + std::string(asked) + ": " + error.message()));
     }
-    return format_endpoint(bound);
+    return endpoint_text(bound);
   }
 
   void start() {

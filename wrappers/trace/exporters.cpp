@@ -6,8 +6,10 @@
 // merge key by key in that same order.
 #include "exporters.hpp"
 
+#include <cerrno>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <ctime>
 #include <fstream>
 #include <iostream>
@@ -16,6 +18,7 @@
 #include <sstream>
 
 #include <micro/error.hpp>
+#include <micro/log.hpp>
 
 #include "otlp_grpc.hpp"
 #include "otlp_http.hpp"
@@ -164,12 +167,27 @@ class FileExporter final : public SpanExporter {
   }
   ExportResult export_spans(std::span<const SpanData> spans) override {
     if (spans.empty()) return ExportResult::success;
+    errno = 0;
     out_ << encode_otlp_json(spans, resource_, scope_) << '\n' << std::flush;
     if (!out_) {
+      const int cause = errno;
       ++statistics_->failed_exports;
       statistics_->dropped_on_failure += spans.size();
       out_.clear();
+      // One line when writes start failing (a full disk, a removed mount) and one when they
+      // work again, as the OTLP exporter does; failures in between are only counted.
+      if (!failing_) {
+        failing_ = true;
+        micro::log::warn("trace", "writing spans to file \"" + path_ + "\" failed (" +
+                                      (cause ? std::strerror(cause) : "write error") +
+                                      "); dropped " + std::to_string(spans.size()) +
+                                      " spans, further failures are counted silently");
+      }
       return ExportResult::failure;
+    }
+    if (failing_) {
+      failing_ = false;
+      micro::log::info("trace", "writing spans to file \"" + path_ + "\" works again");
     }
     statistics_->exported += spans.size();
     return ExportResult::success;
@@ -182,6 +200,7 @@ class FileExporter final : public SpanExporter {
   Resource resource_;
   InstrumentationScope scope_;
   std::shared_ptr<ExporterStatistics> statistics_;
+  bool failing_ = false;  // the export worker's only
 };
 
 class NoneExporter final : public SpanExporter {

@@ -14,6 +14,8 @@
 #include <string>
 #include <vector>
 
+#include <boost/asio/ip/tcp.hpp>
+
 namespace micro {
 
 enum class ConnectionSide { server, client };
@@ -72,6 +74,9 @@ class ConnectionTable {
   std::shared_ptr<State> state_ = make_state();
   static std::shared_ptr<State> make_state();
 };
+
+// "host:port", "[v6]:port": how rows (and transports' messages) name an address.
+std::string endpoint_text(const boost::asio::ip::tcp::endpoint& endpoint);
 
 // The process's table; transports report into it, the admin endpoint reads it.
 ConnectionTable& connection_table();

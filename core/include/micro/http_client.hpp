@@ -148,6 +148,10 @@ struct ClientOptions {
   std::shared_ptr<const TlsContext> tls;
   std::size_t max_idle_per_origin = 8;
   std::string user_agent = "micro-cpp";
+  // When not empty, the transport name the pool's connections are listed under in
+  // micro::connection_table() (the admin endpoint's /connections), as http::ServerOptions'
+  // connection_table_name does for a server; "" (etcd, OTLP, the gateway): not listed.
+  std::string connection_table_name;
 };
 
 // Counts for tests and diagnostics.

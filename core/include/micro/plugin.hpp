@@ -33,7 +33,8 @@ namespace micro {
 // 3: Transport gained node_metadata().
 // 4: Transport gained open_stream() and statistics().
 // 5: http::ServerOptions (handed by the http plugin to core) gained connection_table_name.
-inline constexpr std::uint32_t plugin_abi_version = 5;
+// 6: http::ClientOptions (handed by the http plugin to core) gained connection_table_name.
+inline constexpr std::uint32_t plugin_abi_version = 6;
 
 enum class PluginKind { registry, selector, broker, transport, wrapper };
 std::string_view to_string(PluginKind kind) noexcept;

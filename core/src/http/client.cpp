@@ -46,6 +46,10 @@ std::shared_ptr<Connection> Pool::make(const Url& url) {
   }
   auto connection = std::make_shared<Connection>(executor, url, std::move(tls));
   connection->count_in(live);
+  // Once per connection, under the table's lock; calls then touch only the record's atomics.
+  if (!options.connection_table_name.empty())
+    connection->report_to(
+        connection_table().open(options.connection_table_name, ConnectionSide::client));
   return connection;
 }
 
@@ -197,6 +201,7 @@ class Opening : public std::enable_shared_from_this<Opening> {
     if (cancelled()) return sent(asio::error::operation_aborted);
     auto& connection = *state_->connection;
     connection.expire_at(options_.deadline);
+    state_->call_started();
     if (duplex_) {
       fill_head(head_, request_, pool_->options);
       head_.chunked(true);
@@ -205,7 +210,10 @@ class Opening : public std::enable_shared_from_this<Opening> {
       connection.with_stream([&](auto& stream) {
         http::async_write_header(stream, *serializer_,
                                  [self = shared_from_this(), keep = state_->connection](
-                                     beast::error_code error, std::size_t) { self->sent(error); });
+                                     beast::error_code error, std::size_t bytes) {
+                                   self->state_->count_out(bytes);
+                                   self->sent(error);
+                                 });
       });
       return;
     }
@@ -215,7 +223,10 @@ class Opening : public std::enable_shared_from_this<Opening> {
     connection.with_stream([&](auto& stream) {
       http::async_write(stream, whole_,
                         [self = shared_from_this(), keep = state_->connection](
-                            beast::error_code error, std::size_t) { self->sent(error); });
+                            beast::error_code error, std::size_t bytes) {
+                          self->state_->count_out(bytes);
+                          self->sent(error);
+                        });
     });
   }
 

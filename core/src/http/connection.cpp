@@ -150,6 +150,11 @@ void Connection::connect_to(const asio::ip::tcp::resolver::results_type& address
         }
         open_ = true;
         tcp().socket().set_option(asio::ip::tcp::no_delay(true));
+        if (record_) {
+          beast::error_code ignored;
+          record_->set_addresses(endpoint_text(tcp().socket().remote_endpoint(ignored)),
+                                 endpoint_text(tcp().socket().local_endpoint(ignored)));
+        }
         if (!tls_stream_) return done(nullptr);
         handshake(deadline, std::move(description), std::move(cancelled), std::move(done));
       });

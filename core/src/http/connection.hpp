@@ -18,6 +18,7 @@
 #include <boost/beast/core/tcp_stream.hpp>
 #include <boost/beast/ssl/ssl_stream.hpp>
 
+#include <micro/connection_table.hpp>
 #include <micro/http_client.hpp>
 
 namespace micro::http {
@@ -64,6 +65,11 @@ class Connection : public std::enable_shared_from_this<Connection> {
 
   // Counts this connection in `live` until it is destroyed (the pool's open-connection gauge).
   void count_in(std::shared_ptr<std::atomic<std::uint64_t>> live);
+  // Lists this connection in micro::connection_table() under `record` until it is destroyed;
+  // its addresses are filled in once connected.
+  void report_to(std::shared_ptr<ConnectionRecord> record) { record_ = std::move(record); }
+  // The connection's row, or nullptr when it is not listed (exchanges count calls and bytes).
+  const std::shared_ptr<ConnectionRecord>& record() const noexcept { return record_; }
 
   const Strand& strand() const noexcept { return strand_; }
   const Url& origin() const noexcept { return origin_; }
@@ -104,6 +110,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
   Strand strand_;
   Url origin_;
   std::shared_ptr<std::atomic<std::uint64_t>> live_;
+  std::shared_ptr<ConnectionRecord> record_;
   std::shared_ptr<const TlsContext> tls_;
   beast::tcp_stream plain_;  // plain http only
   std::unique_ptr<beast::ssl_stream<beast::tcp_stream>> tls_stream_;

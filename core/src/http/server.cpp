@@ -6,6 +6,7 @@
 #include <boost/asio/dispatch.hpp>
 #include <boost/asio/ip/tcp.hpp>
 
+#include <micro/connection_table.hpp>
 #include <micro/context.hpp>
 #include <micro/error.hpp>
 #include <micro/http_server.hpp>
@@ -23,13 +24,6 @@ using tcp = asio::ip::tcp;
 using ServerAcceptor = asio::basic_socket_acceptor<tcp, ServerStrand>;
 
 constexpr const char* server_error_id = "micro.http";
-
-std::string endpoint_text(const tcp::endpoint& endpoint) {
-  auto address = endpoint.address();
-  std::string host = address.to_string();
-  if (address.is_v6()) host = "[" + host + "]";
-  return host + ":" + std::to_string(endpoint.port());
-}
 
 // A malformed address is the caller's mistake (400); one that cannot be bound or resolved is
 // the machine's (500).

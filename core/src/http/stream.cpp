@@ -48,6 +48,23 @@ StreamState::StreamState(std::shared_ptr<Connection> connection_, std::weak_ptr<
   parser.header_limit(header_limit);
   // The answer to HEAD announces a body it does not carry.
   if (head_request) parser.skip(true);
+  record_ = connection->record();
+}
+
+StreamState::~StreamState() {
+  call_ended();
+}
+
+void StreamState::call_started() {
+  if (!record_ || in_call_) return;
+  in_call_ = true;
+  record_->call_started();
+}
+
+void StreamState::call_ended() noexcept {
+  if (!in_call_) return;
+  in_call_ = false;
+  record_->call_ended();
 }
 
 std::exception_ptr StreamState::fail(Step step, const beast::error_code& error) {
@@ -58,6 +75,7 @@ std::exception_ptr StreamState::fail(Step step, const beast::error_code& error) 
   }
   if (connection) connection->close();
   connection.reset();
+  call_ended();
   return broken;
 }
 
@@ -65,6 +83,7 @@ std::exception_ptr StreamState::fail(std::exception_ptr cause) {
   if (!broken) broken = std::move(cause);
   if (connection) connection->close();
   connection.reset();
+  call_ended();
   return broken;
 }
 
@@ -84,7 +103,8 @@ void StreamState::read_head(Clock::time_point deadline, Stream::HeadCallback don
         // The operation holds the connection: a cancel() meanwhile drops the exchange's share,
         // and the read still uses the connection's buffer (and stream) until it completes.
         [self = shared_from_this(), keep = connection, done = std::move(done)](
-            beast::error_code error, std::size_t) {
+            beast::error_code error, std::size_t bytes) {
+          self->count_in(bytes);
           if (error) return done(self->fail(Step::read_head, error), {});
           self->release_if_finished();
           done(nullptr, head_of(self->parser));
@@ -105,23 +125,24 @@ void StreamState::read_piece(Clock::time_point deadline, Stream::DataCallback do
   parser.get().body().size = piece_.size();
   connection->expire_at(deadline);
   connection->with_stream([&](auto& stream) {
-    http::async_read_some(stream, connection->buffer(), parser,
-                          [self = shared_from_this(), keep = connection, deadline,
-                           done = std::move(done)](beast::error_code error, std::size_t) mutable {
-                            // need_buffer only says the piece is full.
-                            if (error == http::error::need_buffer) error = {};
-                            if (error) return done(self->fail(Step::read_body, error), {});
-                            const std::size_t filled =
-                                self->piece_.size() - self->parser.get().body().size;
-                            if (filled == 0 && !self->parser.is_done()) {
-                              // Framing only (a chunk header): read on, a piece is never empty
-                              // before the end.
-                              return self->read_piece(deadline, std::move(done));
-                            }
-                            self->piece_.resize(filled);
-                            self->release_if_finished();
-                            done(nullptr, std::move(self->piece_));
-                          });
+    http::async_read_some(
+        stream, connection->buffer(), parser,
+        [self = shared_from_this(), keep = connection, deadline, done = std::move(done)](
+            beast::error_code error, std::size_t bytes) mutable {
+          self->count_in(bytes);
+          // need_buffer only says the piece is full.
+          if (error == http::error::need_buffer) error = {};
+          if (error) return done(self->fail(Step::read_body, error), {});
+          const std::size_t filled = self->piece_.size() - self->parser.get().body().size;
+          if (filled == 0 && !self->parser.is_done()) {
+            // Framing only (a chunk header): read on, a piece is never empty
+            // before the end.
+            return self->read_piece(deadline, std::move(done));
+          }
+          self->piece_.resize(filled);
+          self->release_if_finished();
+          done(nullptr, std::move(self->piece_));
+        });
   });
 }
 
@@ -137,7 +158,8 @@ void StreamState::write(std::string data, Clock::time_point deadline, Stream::Do
   chunk_ = std::move(data);
   connection->expire_at(deadline);
   auto on_written = [self = shared_from_this(), keep = connection, last, done = std::move(done)](
-                        beast::error_code error, std::size_t) {
+                        beast::error_code error, std::size_t bytes) {
+    self->count_out(bytes);
     if (error) return done(self->fail(Step::write, error));
     if (last) self->request_sent();
     done(nullptr);
@@ -157,6 +179,9 @@ void StreamState::request_sent() {
 }
 
 void StreamState::release_if_finished() {
+  // The response read to its end after the whole request: the call is over, whatever becomes
+  // of the connection.
+  if (request_done && parser.is_done()) call_ended();
   if (!connection || !request_done || !parser.is_done() || !parser.keep_alive()) return;
   auto owner = pool.lock();
   if (!owner) return;

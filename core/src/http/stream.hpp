@@ -57,6 +57,7 @@ struct Pool {
 struct StreamState : std::enable_shared_from_this<StreamState> {
   StreamState(std::shared_ptr<Connection> connection, std::weak_ptr<Pool> pool,
               std::string description, bool duplex, bool reused, bool head_request);
+  ~StreamState();
 
   void read_head(Clock::time_point deadline, Stream::HeadCallback done);
   void read_some(Clock::time_point deadline, Stream::DataCallback done);
@@ -70,6 +71,16 @@ struct StreamState : std::enable_shared_from_this<StreamState> {
   std::exception_ptr fail(Step step, const beast::error_code& error);
   // The same for a failure already described (connecting).
   std::exception_ptr fail(std::exception_ptr cause);
+
+  // The connection's row in micro::connection_table(), when it has one: a request begins (in
+  // flight until its response is read to its end or the exchange ends), bytes went either way.
+  void call_started();
+  void count_in(std::size_t bytes) const noexcept {
+    if (record_) record_->add_in(bytes);
+  }
+  void count_out(std::size_t bytes) const noexcept {
+    if (record_) record_->add_out(bytes);
+  }
 
   // Whether nothing of a response arrived (a kept-alive connection closed before answering).
   bool nothing_received() const { return !parser.got_some(); }
@@ -91,6 +102,13 @@ struct StreamState : std::enable_shared_from_this<StreamState> {
   // Gives the connection back once both directions ended cleanly and the peer keeps it alive.
   void release_if_finished();
 
+  // Ends the call counted on the record (once).
+  void call_ended() noexcept;
+
+  // The row of the connection this exchange runs on (kept when the connection goes back to
+  // the pool, so the last bytes still count); in_call_ while the call is counted in flight.
+  std::shared_ptr<ConnectionRecord> record_;
+  bool in_call_ = false;
   std::string piece_;  // what a body read fills
   std::string chunk_;  // the chunk being written
 };
