@@ -835,3 +835,22 @@ TEST_CASE("waterfall") {
   CHECK(render_waterfall(spans, 100) == expected);
   CHECK(render_waterfall({}, 80).empty());
 }
+
+TEST_CASE("protocol=grpc: endpoint defaults to port 4317 and gets no /v1/traces") {
+  CHECK(settings_from({{"protocol", "grpc"}}).endpoint == "http://localhost:4317");
+  CHECK(settings_from({{"protocol", "grpc"}, {"endpoint", "http://collector:4317"}}).endpoint ==
+        "http://collector:4317");
+  {
+    Environment environment({{"OTEL_EXPORTER_OTLP_PROTOCOL", "grpc"},
+                             {"OTEL_EXPORTER_OTLP_ENDPOINT", "https://collector:4317"}});
+    auto settings = settings_from({});
+    CHECK(settings.protocol == "grpc");
+    CHECK(settings.endpoint == "https://collector:4317");
+  }
+  {
+    Environment environment({{"OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "grpc"}});
+    CHECK(settings_from({}).endpoint == "http://localhost:4317");
+  }
+  // http/protobuf keeps its own default.
+  CHECK(settings_from({}).endpoint == "http://localhost:4318/v1/traces");
+}

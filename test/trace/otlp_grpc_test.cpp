@@ -34,18 +34,6 @@ ExporterSettings settings_from(std::map<std::string, std::string> options) {
       micro::PluginArguments(micro::PluginKind::wrapper, "trace", "", std::move(options), {}));
 }
 
-// Sets OTEL_* variables for a scope and clears them after.
-struct Environment {
-  explicit Environment(std::vector<std::pair<const char*, const char*>> values)
-      : values_(std::move(values)) {
-    for (const auto& [name, value] : values_) ::setenv(name, value, 1);
-  }
-  ~Environment() {
-    for (const auto& [name, value] : values_) ::unsetenv(name);
-  }
-  std::vector<std::pair<const char*, const char*>> values_;
-};
-
 std::string bytes(std::initializer_list<int> values) {
   std::string out;
   for (int value : values) out.push_back(static_cast<char>(value));
@@ -122,25 +110,6 @@ std::unique_ptr<SpanExporter> grpc_exporter(const Receiver& receiver,
 }
 
 }  // namespace
-
-TEST_CASE("protocol=grpc: endpoint defaults to port 4317 and gets no /v1/traces") {
-  CHECK(settings_from({{"protocol", "grpc"}}).endpoint == "http://localhost:4317");
-  CHECK(settings_from({{"protocol", "grpc"}, {"endpoint", "http://collector:4317"}}).endpoint ==
-        "http://collector:4317");
-  {
-    Environment environment({{"OTEL_EXPORTER_OTLP_PROTOCOL", "grpc"},
-                             {"OTEL_EXPORTER_OTLP_ENDPOINT", "https://collector:4317"}});
-    auto settings = settings_from({});
-    CHECK(settings.protocol == "grpc");
-    CHECK(settings.endpoint == "https://collector:4317");
-  }
-  {
-    Environment environment({{"OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "grpc"}});
-    CHECK(settings_from({}).endpoint == "http://localhost:4317");
-  }
-  // http/protobuf keeps its own default.
-  CHECK(settings_from({}).endpoint == "http://localhost:4318/v1/traces");
-}
 
 TEST_CASE("RetryInfo in grpc-status-details-bin, and the OTLP gRPC retry table") {
   // google.rpc.Status{code 8, message "x", details [Any{RetryInfo{retry_delay 1.5 s}}]}

@@ -91,6 +91,10 @@ struct SpanStore {
     std::lock_guard lock(mutex);
     return finished.size();
   }
+  void clear() {
+    std::lock_guard lock(mutex);
+    finished.clear();
+  }
 };
 
 class RecordingSpan : public micro::trace::Span {
@@ -196,14 +200,16 @@ std::int64_t port_of(const std::string& address) {
   return std::stoll(address.substr(address.rfind(':') + 1));
 }
 
-// A server "echo" and a client, both with the trace wrappers, over real plugins.
+// A server "echo" and a client, both with the trace wrappers, over real plugins (tcp, or the
+// transport named).
 struct Fixture {
+  std::string transport_name;
   micro::Runtime runtime{4};
   micro::PluginLoader& loader = micro::PluginLoader::instance();
   std::shared_ptr<micro::Registry> registry =
       loader.create<micro::Registry>("memory", "", {}, runtime.executor());
   std::shared_ptr<micro::Transport> transport =
-      loader.create<micro::Transport>("tcp", "", {}, runtime.executor());
+      loader.create<micro::Transport>(transport_name, "", {}, runtime.executor());
   std::shared_ptr<micro::Broker> broker =
       loader.create<micro::Broker>("memory", "", {}, runtime.executor());
   std::shared_ptr<micro::Selector> selector =
@@ -217,11 +223,12 @@ struct Fixture {
   std::vector<std::string> traceparents_seen;  // by handlers, in arrival order
   std::atomic<int> consumed{0};
 
-  Fixture() {
+  explicit Fixture(std::string transport_plugin = "tcp")
+      : transport_name(std::move(transport_plugin)) {
     micro::trace::set_tracer(recorder);
     broker->connect();
     broker->set_error_handler([](const micro::Message&, std::string_view) {});
-    micro::WrapperScope scope{"echo", "1.0", "tcp", "memory"};
+    micro::WrapperScope scope{"echo", "1.0", transport_name, "memory"};
     micro::WrapperChains chains;
     chains.add(micro::trace::sdk::make_trace_wrappers(scope));
     client = std::make_unique<micro::Client>(micro::ClientOptions{}, transport, cache, selector,
@@ -329,6 +336,7 @@ TEST_CASE("one trace: client call → attempt → server → handler span → pu
   CHECK(attempt.text("server.address") == "127.0.0.1");
   CHECK(attempt.number("server.port") == port);
   CHECK(handled.text("rpc.system") == "micro");
+  CHECK(handled.number("rpc.grpc.status_code") == -1);  // a gRPC attribute: only over grpc
   CHECK(handled.text("rpc.service") == "echo");
   CHECK(handled.text("rpc.method") == "Work");
   CHECK(handled.text("server.address") == "127.0.0.1");
@@ -380,6 +388,27 @@ TEST_CASE("a failing call: ERROR on the call, each attempt and each server span"
     }
   }
   CHECK(servers == 2);
+}
+
+TEST_CASE("over transport=grpc: rpc.system=grpc and rpc.grpc.status_code on every call span") {
+  Fixture fixture("grpc");
+  CHECK(fixture.client->call<Echo>("echo", "Trace.Echo", Echo{"hi"}).text == "hi");
+  auto spans = fixture.recorder->store->wait_for(3);
+  REQUIRE(spans.size() == 3);  // call, attempt, server
+  for (const auto& span : spans) {
+    CHECK(span.text("rpc.system") == "grpc");
+    CHECK(span.number("rpc.grpc.status_code") == 0);  // OK
+  }
+  fixture.recorder->store->clear();
+  CHECK_THROWS_AS(fixture.client->call<Echo>("echo", "Trace.Fail", Echo{"x"}), micro::Exception);
+  // 503 is retried once: call, two attempts, two server spans, each UNAVAILABLE (14).
+  spans = fixture.recorder->store->wait_for(5);
+  REQUIRE(spans.size() == 5);
+  for (const auto& span : spans) {
+    CHECK(span.text("rpc.system") == "grpc");
+    CHECK(span.number("rpc.grpc.status_code") == 14);
+    CHECK(span.text("error.type") == "503");
+  }
 }
 
 TEST_CASE("an incoming traceparent: joined, with a new parent id on the next hop") {

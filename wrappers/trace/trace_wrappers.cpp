@@ -71,8 +71,14 @@ void add_address(std::vector<Attribute>& attributes, std::string_view address,
   attributes.emplace_back(port_key, number);
 }
 
-void add_rpc_attributes(std::vector<Attribute>& attributes, const Request& request) {
-  attributes.emplace_back("rpc.system", std::string("micro"));
+// Calls over transport=grpc are gRPC calls to any peer (rpc.system=grpc, with
+// rpc.grpc.status_code on every span); every other transport is micro's own RPC.
+bool is_grpc(const WrapperScope& scope) {
+  return scope.transport == "grpc";
+}
+
+void add_rpc_attributes(std::vector<Attribute>& attributes, const Request& request, bool grpc) {
+  attributes.emplace_back("rpc.system", std::string(grpc ? "grpc" : "micro"));
   attributes.emplace_back("rpc.service", request.service);
   attributes.emplace_back("rpc.method", std::string(method_of(request.endpoint)));
 }
@@ -96,6 +102,12 @@ void record_error(Span& span, const Error& error) {
   span.set_status(StatusCode::error, error.detail.empty() ? error.status : error.detail);
 }
 
+// The status a gRPC peer saw: OK, or the error's code mapped as the grpc transport maps it.
+void record_grpc_status(Span& span, const Error* error) {
+  span.set_attribute("rpc.grpc.status_code",
+                     static_cast<std::int64_t>(error ? grpc_status_for(*error) : 0));
+}
+
 // The demangled type of the exception in flight ("std::runtime_error"), or "exception".
 std::string exception_type(const std::exception& exception) {
   int status = 0;
@@ -106,11 +118,16 @@ std::string exception_type(const std::exception& exception) {
 }
 
 // Records what a wrapped function threw on `span` and ends it; the caller rethrows.
-void record_exception(Span& span, std::exception_ptr thrown) {
+void record_exception(Span& span, std::exception_ptr thrown, bool grpc) {
+  // Anything but a micro::Exception reaches the peer as a 500: INTERNAL.
+  static const Error internal = internal_error("micro.trace", "exception");
   try {
     std::rethrow_exception(std::move(thrown));
   } catch (const Exception& e) {
     record_error(span, e.error());
+    if (grpc) record_grpc_status(span, &e.error());
+    span.end();
+    return;
   } catch (const std::exception& e) {
     span.set_attribute("error.type", exception_type(e));
     span.set_status(StatusCode::error, e.what());
@@ -118,6 +135,7 @@ void record_exception(Span& span, std::exception_ptr thrown) {
     span.set_attribute("error.type", std::string("exception"));
     span.set_status(StatusCode::error, "unknown exception");
   }
+  if (grpc) record_grpc_status(span, &internal);
   span.end();
 }
 
@@ -139,9 +157,10 @@ const SpanContext* effective_parent(const Context& context, const StartOptions& 
 
 // A response handler that records an error response on `span`, ends it, then passes the
 // response on.
-ResponseHandler ending_span(std::shared_ptr<Span> span, ResponseHandler done) {
-  return [span = std::move(span), done = std::move(done)](Response&& response) {
+ResponseHandler ending_span(std::shared_ptr<Span> span, ResponseHandler done, bool grpc) {
+  return [span = std::move(span), done = std::move(done), grpc](Response&& response) {
     if (response.error) record_error(*span, *response.error);
+    if (grpc) record_grpc_status(*span, response.error ? &*response.error : nullptr);
     span->end();
     done(std::move(response));
   };
@@ -159,9 +178,9 @@ StartOptions& scratch_options(SpanKind kind) {
   return options;
 }
 
-HandlerWrapper handler_wrapper() {
-  return [](HandlerFunction next) -> HandlerFunction {
-    return [next = std::move(next)](const RequestPtr& shared, ResponseHandler respond) {
+HandlerWrapper handler_wrapper(bool grpc) {
+  return [grpc](HandlerFunction next) -> HandlerFunction {
+    return [next = std::move(next), grpc](const RequestPtr& shared, ResponseHandler respond) {
       Tracer& active = tracer();
       if (!active.enabled()) {
         next(shared, std::move(respond));
@@ -172,7 +191,7 @@ HandlerWrapper handler_wrapper() {
       StartOptions& options = scratch_options(SpanKind::server);
       if (remote) options.parent = &*remote;
       if (active.may_record(effective_parent(request.context, options))) {
-        add_rpc_attributes(options.attributes, request);
+        add_rpc_attributes(options.attributes, request, grpc);
         const Metadata& metadata = request.context.metadata();
         if (const std::string* local = metadata.find("Local"))
           add_address(options.attributes, *local, "server.address", "server.port");
@@ -189,9 +208,9 @@ HandlerWrapper handler_wrapper() {
       try {
         // Servers leave UNSET on success (OTel RPC conventions); errors are ERROR. The span
         // ends before the response leaves, so the peer never sees it unfinished.
-        next(shared, ending_span(span, std::move(respond)));
+        next(shared, ending_span(span, std::move(respond), grpc));
       } catch (...) {
-        record_exception(*span, std::current_exception());
+        record_exception(*span, std::current_exception(), grpc);
         throw;
       }
     };
@@ -203,12 +222,13 @@ HandlerWrapper handler_wrapper() {
 // puts in, whose end is tied to the response handed to `done`. `next` gets the handler.
 template <class AddAttributes, class Next>
 void with_client_span(Tracer& active, Request& request, std::string_view name, bool becomes_active,
-                      bool injects, ResponseHandler done, AddAttributes add_attributes, Next next) {
+                      bool injects, bool grpc, ResponseHandler done, AddAttributes add_attributes,
+                      Next next) {
   std::optional<SpanContext> upstream = parent_from_metadata(request.context);
   StartOptions& options = scratch_options(SpanKind::client);
   if (upstream) options.parent = &*upstream;
   if (active.may_record(effective_parent(request.context, options))) {
-    add_rpc_attributes(options.attributes, request);
+    add_rpc_attributes(options.attributes, request, grpc);
     add_attributes(options.attributes);
   }
   std::shared_ptr<Span> span = active.start_span(name, request.context, options);
@@ -221,34 +241,34 @@ void with_client_span(Tracer& active, Request& request, std::string_view name, b
     return;
   }
   try {
-    next(ending_span(span, std::move(done)));
+    next(ending_span(span, std::move(done), grpc));
   } catch (...) {
-    record_exception(*span, std::current_exception());
+    record_exception(*span, std::current_exception(), grpc);
     throw;
   }
 }
 
-ClientWrapper client_wrapper() {
-  return [](ClientFunction next) -> ClientFunction {
-    return [next = std::move(next)](const RequestPtr& request, const CallOptions& call_options,
-                                    ResponseHandler done) {
+ClientWrapper client_wrapper(bool grpc) {
+  return [grpc](ClientFunction next) -> ClientFunction {
+    return [next = std::move(next), grpc](const RequestPtr& request,
+                                          const CallOptions& call_options, ResponseHandler done) {
       Tracer& active = tracer();
       if (!active.enabled()) {
         next(request, call_options, std::move(done));
         return;
       }
       with_client_span(
-          active, *request, request->endpoint, /*becomes_active=*/true, /*injects=*/false,
+          active, *request, request->endpoint, /*becomes_active=*/true, /*injects=*/false, grpc,
           std::move(done), [](std::vector<Attribute>&) {},
           [&](ResponseHandler ending) { next(request, call_options, std::move(ending)); });
     };
   };
 }
 
-CallWrapper call_wrapper() {
-  return [](CallFunction next) -> CallFunction {
-    return [next = std::move(next)](const RequestPtr& request, const Attempt& attempt,
-                                    ResponseHandler done) {
+CallWrapper call_wrapper(bool grpc) {
+  return [grpc](CallFunction next) -> CallFunction {
+    return [next = std::move(next), grpc](const RequestPtr& request, const Attempt& attempt,
+                                          ResponseHandler done) {
       Tracer& active = tracer();
       if (!active.enabled()) {
         next(request, attempt, std::move(done));
@@ -257,7 +277,7 @@ CallWrapper call_wrapper() {
       thread_local std::string name;
       name.assign(request->endpoint).append(" attempt");
       with_client_span(
-          active, *request, name, /*becomes_active=*/false, /*injects=*/true, std::move(done),
+          active, *request, name, /*becomes_active=*/false, /*injects=*/true, grpc, std::move(done),
           [&](std::vector<Attribute>& attributes) {
             add_address(attributes, attempt.node.address, "server.address", "server.port");
             attributes.emplace_back("micro.attempt", static_cast<std::int64_t>(attempt.number));
@@ -288,7 +308,7 @@ PublishWrapper publish_wrapper(const WrapperScope& scope) {
       try {
         next(context, message);
       } catch (...) {
-        record_exception(*span, std::current_exception());
+        record_exception(*span, std::current_exception(), false);
         throw;
       }
       span->end();
@@ -319,7 +339,7 @@ SubscriberWrapper subscriber_wrapper(const WrapperScope& scope) {
       try {
         next(context, message);
       } catch (...) {
-        record_exception(*span, std::current_exception());
+        record_exception(*span, std::current_exception(), false);
         throw;
       }
       span->end();
@@ -336,8 +356,8 @@ class StreamSpan {
   // Server spans close at the stream's end (the handler's final answer is its last word);
   // client spans also wait for the reader to see the end, or for the stream to be let go,
   // since messages received before the end are still read after it.
-  StreamSpan(std::shared_ptr<Span> span, bool waits_for_reader)
-      : span_(std::move(span)), reader_done_(!waits_for_reader) {}
+  StreamSpan(std::shared_ptr<Span> span, bool waits_for_reader, bool grpc)
+      : span_(std::move(span)), reader_done_(!waits_for_reader), grpc_(grpc) {}
 
   void sent(std::size_t bytes) { message("SENT", sent_, bytes); }
   void received(std::size_t bytes) { message("RECEIVED", received_, bytes); }
@@ -388,6 +408,7 @@ class StreamSpan {
     span_->set_attribute("micro.stream.messages_sent", sent_.load());
     span_->set_attribute("micro.stream.messages_received", received_.load());
     if (error) record_error(*span_, *error);
+    if (grpc_) record_grpc_status(*span_, error ? &*error : nullptr);
     span_->end();
   }
 
@@ -396,6 +417,7 @@ class StreamSpan {
   std::mutex mutex_;
   bool has_ended_ = false;
   bool reader_done_;
+  const bool grpc_;
   bool closed_ = false;
   std::optional<Error> error_;
 };
@@ -433,9 +455,9 @@ class TracedStream final : public ForwardingStream {
   std::shared_ptr<StreamSpan> span_;
 };
 
-StreamHandlerWrapper handler_stream_wrapper() {
-  return [](StreamHandlerFunction next) -> StreamHandlerFunction {
-    return [next = std::move(next)](const MessageStreamPtr& stream) {
+StreamHandlerWrapper handler_stream_wrapper(bool grpc) {
+  return [grpc](StreamHandlerFunction next) -> StreamHandlerFunction {
+    return [next = std::move(next), grpc](const MessageStreamPtr& stream) {
       Tracer& active = tracer();
       if (!active.enabled()) {
         next(stream);
@@ -446,7 +468,7 @@ StreamHandlerWrapper handler_stream_wrapper() {
       StartOptions& options = scratch_options(SpanKind::server);
       if (remote) options.parent = &*remote;
       if (active.may_record(effective_parent(request.context, options))) {
-        add_rpc_attributes(options.attributes, request);
+        add_rpc_attributes(options.attributes, request, grpc);
         const Metadata& metadata = request.context.metadata();
         if (const std::string* local = metadata.find("Local"))
           add_address(options.attributes, *local, "server.address", "server.port");
@@ -460,7 +482,7 @@ StreamHandlerWrapper handler_stream_wrapper() {
         next(stream);
         return;
       }
-      auto state = std::make_shared<StreamSpan>(span, /*waits_for_reader=*/false);
+      auto state = std::make_shared<StreamSpan>(span, /*waits_for_reader=*/false, grpc);
       auto traced = std::make_shared<TracedStream>(stream, state);
       try {
         next(traced);
@@ -472,10 +494,10 @@ StreamHandlerWrapper handler_stream_wrapper() {
   };
 }
 
-ClientStreamWrapper client_stream_wrapper() {
-  return [](ClientStreamFunction next) -> ClientStreamFunction {
-    return [next = std::move(next)](const RequestPtr& request, const CallOptions& call_options,
-                                    OpenStreamHandler done) {
+ClientStreamWrapper client_stream_wrapper(bool grpc) {
+  return [grpc](ClientStreamFunction next) -> ClientStreamFunction {
+    return [next = std::move(next), grpc](const RequestPtr& request,
+                                          const CallOptions& call_options, OpenStreamHandler done) {
       Tracer& active = tracer();
       if (!active.enabled()) {
         next(request, call_options, std::move(done));
@@ -485,7 +507,7 @@ ClientStreamWrapper client_stream_wrapper() {
       StartOptions& options = scratch_options(SpanKind::client);
       if (upstream) options.parent = &*upstream;
       if (active.may_record(effective_parent(request->context, options)))
-        add_rpc_attributes(options.attributes, *request);
+        add_rpc_attributes(options.attributes, *request, grpc);
       std::shared_ptr<Span> span = active.start_span(request->endpoint, request->context, options);
       request->context.set_span(span);
       // Streams have no attempt chain: the stream's span is what the server's is a child of.
@@ -494,7 +516,7 @@ ClientStreamWrapper client_stream_wrapper() {
         next(request, call_options, std::move(done));
         return;
       }
-      auto state = std::make_shared<StreamSpan>(span, /*waits_for_reader=*/true);
+      auto state = std::make_shared<StreamSpan>(span, /*waits_for_reader=*/true, grpc);
       auto opened = [span, state, done = std::move(done)](MessageStreamPtr stream,
                                                           std::optional<Error> error) {
         if (!stream) {
@@ -525,13 +547,14 @@ ClientStreamWrapper client_stream_wrapper() {
 
 WrapperSet make_trace_wrappers(const WrapperScope& scope) {
   WrapperSet set;
-  set.handler = handler_wrapper();
-  set.client = client_wrapper();
-  set.call = call_wrapper();
+  const bool grpc = is_grpc(scope);
+  set.handler = handler_wrapper(grpc);
+  set.client = client_wrapper(grpc);
+  set.call = call_wrapper(grpc);
   set.publish = publish_wrapper(scope);
   set.subscriber = subscriber_wrapper(scope);
-  set.handler_stream = handler_stream_wrapper();
-  set.client_stream = client_stream_wrapper();
+  set.handler_stream = handler_stream_wrapper(grpc);
+  set.client_stream = client_stream_wrapper(grpc);
   return set;
 }
 
