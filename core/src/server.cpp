@@ -442,6 +442,12 @@ void Server::start() {
           Response::failure(Error("micro.server", ErrorCode::unavailable, "server gone")));
   });
   state.bound_address = state.listener->address();
+  {
+    std::vector<std::string> names;
+    names.reserve(state.endpoints.size());
+    for (const auto& [name, entry] : state.endpoints) names.push_back(name);
+    state.listener->set_served(state.options.name, std::move(names));
+  }
 
   try {
     if (!state.subscribers.empty() && !state.broker)

@@ -475,7 +475,12 @@ void ClientConnection::begin(const std::shared_ptr<ClientCall>& call) {
              {"content-type", grpc_content_type(request.content_type)},
              {"te", "trailers"},
              {"user-agent", "micro-cpp-grpc"},
-             {"micro-call", call->streaming ? "stream" : "unary"}};
+             {"micro-call", call->streaming ? "stream" : "unary"},
+             {"grpc-accept-encoding", "identity,gzip"}};
+  if (settings().gzip) {
+    headers.emplace_back("grpc-encoding", "gzip");
+    call->send_gzip = true;
+  }
   if (request.context.has_deadline()) {
     auto left = std::chrono::duration_cast<std::chrono::nanoseconds>(request.context.deadline() -
                                                                      Context::Clock::now());
@@ -490,7 +495,7 @@ void ClientConnection::begin(const std::shared_ptr<ClientCall>& call) {
                    reinterpret_cast<std::uint8_t*>(value.data()), name.size(), value.size(),
                    NGHTTP2_NV_FLAG_NONE});
   if (!call->streaming) {
-    append_message(call->out, request.body);
+    append_message(call->out, request.body, call->send_gzip);
     call->out_eof = true;
   }
   auto provider = this->provider(*call);

@@ -28,6 +28,11 @@ Settings read_settings(const PluginArguments& arguments) {
   settings.stream_window = static_cast<std::uint32_t>(arguments.get_int("stream_window"));
   settings.max_concurrent_streams =
       static_cast<std::uint32_t>(arguments.get_int("max_concurrent_streams"));
+  std::string compression = arguments.get_string("compression");
+  if (compression != "identity" && compression != "gzip")
+    throw Exception(bad_request("micro.transport", "grpc: compression \"" + compression +
+                                                       "\" is not one of identity, gzip"));
+  settings.gzip = compression == "gzip";
   std::string cert = arguments.get_string("tls_cert"), key = arguments.get_string("tls_key"),
               ca = arguments.get_string("tls_ca");
   if (cert.empty() != key.empty())
@@ -176,6 +181,9 @@ const PluginOption grpc_options[] = {
     {"max_concurrent_streams", "int", "1000",
      "HTTP/2 SETTINGS_MAX_CONCURRENT_STREAMS: calls and streams at once per connection", "1",
      "2147483647"},
+    {"compression", "string", "identity",
+     "gzip: messages sent are gzip-compressed (grpc-encoding: gzip; a server's answers only to "
+     "callers whose grpc-accept-encoding names gzip); identity: sent as they are"},
     {"tls", "bool", "false",
      "dial servers over TLS (ALPN h2), verified against the system's CA store or tls_ca"},
     {"tls_ca", "string", "", "CA bundle (PEM) servers' certificates must chain to; implies tls"},

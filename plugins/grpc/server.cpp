@@ -36,9 +36,12 @@ class ServerStream final : public H2Stream {
   bool dispatched = false;
   bool unary = false;
   int health = 0;                   // the standard health service, answered here: 1 Check, 2 Watch
+  bool watching = false;            // a Watch that has its request and sent its first status
   std::optional<std::string> body;  // the unary call's one message
   bool headers_sent = false;
   bool send_closed = false;
+  bool peer_accepts_gzip = false;  // grpc-accept-encoding names gzip
+  bool bad_encoding = false;       // refused for its grpc-encoding: say what we accept
   std::weak_ptr<ServerCall> call;
   std::string request_type;  // the call's micro content type, for the answer's
 };
@@ -100,6 +103,7 @@ class ServerConnection final : public H2Connection {
   // Ends a call that never reached a handler with `error`, as trailers-only.
   void refuse(const std::shared_ptr<ServerStream>& stream, Error error,
               const char* http_status = "200");
+  void choose_encoding(ServerStream& stream, HeaderList& headers);
   void submit_headers(ServerStream& stream, HeaderList& headers, bool with_data);
   // Ends the call with `status`; a successful answer keeps a pending write (it goes out
   // before the trailers).
@@ -234,6 +238,30 @@ class ListenerState : public std::enable_shared_from_this<ListenerState> {
     connections.erase(connection);
   }
 
+  void set_served(std::string service, std::vector<std::string> endpoints) {
+    std::lock_guard lock(mutex);
+    served_service = std::move(service);
+    served_endpoints = std::move(endpoints);
+    served_known = true;
+  }
+
+  // Whether the health service's `name` is served here: "" (the server as a whole), the
+  // micro service's name, the health service itself, or a gRPC service "<package>.<Service>"
+  // (or "<Service>") with an endpoint "<Service>.<Method>" — the package is not matched, as
+  // routing does not match it. Every name is, until the Server said what it serves.
+  bool serves(std::string_view name) {
+    if (name.empty() || name == "grpc.health.v1.Health") return true;
+    std::lock_guard lock(mutex);
+    if (!served_known || name == served_service) return true;
+    auto dot = name.rfind('.');
+    std::string prefix(dot == std::string_view::npos ? name : name.substr(dot + 1));
+    prefix += '.';
+    for (const auto& endpoint : served_endpoints)
+      if (endpoint.size() > prefix.size() && endpoint.compare(0, prefix.size(), prefix) == 0)
+        return true;
+    return false;
+  }
+
   IoExecutor executor;
   Settings settings;
   CallHandler handler;
@@ -242,6 +270,10 @@ class ListenerState : public std::enable_shared_from_this<ListenerState> {
   std::string address;
   std::mutex mutex;
   std::set<std::shared_ptr<H2Connection>> connections;
+  // What the Server serves (Listener::set_served), for the health service; under `mutex`.
+  bool served_known = false;
+  std::string served_service;
+  std::vector<std::string> served_endpoints;
 };
 
 class GrpcListener final : public Listener {
@@ -250,6 +282,10 @@ class GrpcListener final : public Listener {
   ~GrpcListener() override { close(); }
 
   std::string address() const override { return state_->address; }
+
+  void set_served(std::string service, std::vector<std::string> endpoints) override {
+    state_->set_served(std::move(service), std::move(endpoints));
+  }
 
   void stop_accepting() override {
     if (state_->serving.exchange(false)) {
@@ -314,6 +350,8 @@ int ServerConnection::on_header(std::int32_t stream_id, std::string_view name,
     stream->timeout = value;
   } else if (name == "grpc-encoding") {
     stream->encoding = value;
+  } else if (name == "grpc-accept-encoding") {
+    stream->peer_accepts_gzip = accepts_gzip(value);
   } else if (name == "micro-call") {
     stream->call_kind = value;
   } else if (name == "micro-key-case") {
@@ -367,6 +405,7 @@ void ServerConnection::on_headers_done(std::int32_t stream_id, bool end_stream, 
       }
     }
     if (!stream->encoding.empty() && stream->encoding != "identity" && stream->encoding != "gzip") {
+      stream->bad_encoding = true;
       refuse(stream, Error(server_error_id, 501,
                            "grpc: grpc-encoding \"" + stream->encoding +
                                "\" is not accepted; gzip and identity are"));
@@ -378,7 +417,6 @@ void ServerConnection::on_headers_done(std::int32_t stream_id, bool end_stream, 
       stream->unary = stream->health == 1;
       stream->dispatched = true;
       stream->request_type = "application/protobuf";
-      if (stream->health == 2) answer_health(stream);
       if (end_stream) on_remote_end(*stream);
       return;
     }
@@ -412,6 +450,13 @@ void ServerConnection::on_headers_done(std::int32_t stream_id, bool end_stream, 
 
 void ServerConnection::on_message(H2Stream& base, std::string message, std::size_t wire) {
   auto& stream = static_cast<ServerStream&>(base);
+  if (stream.health == 2) {
+    // Watch: its one request names the service; anything after it is ignored.
+    if (stream.watching) return;
+    stream.body = std::move(message);
+    if (auto shared = find(stream.id)) answer_health(shared);
+    return;
+  }
   if (stream.unary) {
     if (stream.body) {
       on_bad_message(
@@ -446,6 +491,11 @@ void ServerConnection::on_remote_end(H2Stream& base) {
     answer_health(stream);
     return;
   }
+  if (stream->health == 2 && !stream->watching) {
+    refuse(stream, Error(server_error_id, 400,
+                         "grpc: a call to " + stream->path + " carried no HealthCheckRequest"));
+    return;
+  }
   if (stream->unary) {
     auto found = pending_unary_.find(stream->id);
     if (found == pending_unary_.end()) return;
@@ -468,17 +518,93 @@ void ServerConnection::on_remote_end(H2Stream& base) {
   }
 }
 
-// grpc.health.v1.HealthCheckResponse{status}: field 1, varint, SERVING = 1, NOT_SERVING = 2.
-// Any service name is answered with the server's state (the transport knows no names).
+// grpc.health.v1.HealthCheckRequest{service}: the service (field 1) of a protobuf message;
+// other fields are skipped. nullopt, with `problem`, for bytes that are not such a message.
+std::optional<std::string> health_service_name(std::string_view bytes, std::string& problem) {
+  std::string name;
+  std::size_t at = 0;
+  auto varint = [&](std::uint64_t& value) {
+    value = 0;
+    for (int shift = 0; shift < 64; shift += 7) {
+      if (at >= bytes.size()) return false;
+      auto byte = static_cast<std::uint8_t>(bytes[at++]);
+      value |= std::uint64_t(byte & 0x7f) << shift;
+      if ((byte & 0x80) == 0) return true;
+    }
+    return false;
+  };
+  while (at < bytes.size()) {
+    std::uint64_t key = 0, value = 0;
+    std::size_t field_at = at;
+    if (!varint(key)) {
+      problem = "bad field key at byte " + std::to_string(field_at);
+      return std::nullopt;
+    }
+    std::size_t skip = 0;
+    switch (key & 7) {
+      case 0:
+        if (!varint(value)) {
+          problem = "bad varint at byte " + std::to_string(field_at);
+          return std::nullopt;
+        }
+        break;
+      case 1:
+        skip = 8;
+        break;
+      case 2:
+        if (!varint(value) || value > bytes.size() - at) {
+          problem = "field at byte " + std::to_string(field_at) + " runs past the message";
+          return std::nullopt;
+        }
+        if ((key >> 3) == 1) name.assign(bytes.substr(at, value));
+        skip = value;
+        break;
+      case 5:
+        skip = 4;
+        break;
+      default:
+        problem =
+            "unknown wire type " + std::to_string(key & 7) + " at byte " + std::to_string(field_at);
+        return std::nullopt;
+    }
+    if (skip > bytes.size() - at) {
+      problem = "field at byte " + std::to_string(field_at) + " runs past the message";
+      return std::nullopt;
+    }
+    at += skip;
+  }
+  return name;
+}
+
+// grpc.health.v1.HealthCheckResponse{status}: field 1, varint, SERVING = 1, NOT_SERVING = 2,
+// SERVICE_UNKNOWN = 3 (Watch only: Check answers an unknown name with NOT_FOUND, as the
+// health protocol asks).
 void ServerConnection::answer_health(const std::shared_ptr<ServerStream>& stream) {
-  std::string message = {'\x08', listener_->serving.load() ? '\x01' : '\x02'};
+  std::string problem;
+  auto name = health_service_name(stream->body.value_or(""), problem);
+  stream->body.reset();
+  if (!name) {
+    refuse(stream, Error(server_error_id, 400,
+                         "grpc: " + stream->path + ": not a HealthCheckRequest: " + problem));
+    return;
+  }
+  bool known = listener_->serves(*name);
+  if (stream->health == 1 && !known) {
+    refuse(stream, Error(server_error_id, 404,
+                         "grpc: health: service \"" + *name + "\" is not served here"));
+    return;
+  }
+  char status = !known ? '\x03' : listener_->serving.load() ? '\x01' : '\x02';
+  std::string message = {'\x08', status};
   if (stream->health == 1) {
     micro::Response response;
     response.body = std::move(message);
     answer(stream, std::move(response));
     return;
   }
-  health_watchers_.push_back(stream);
+  stream->watching = true;
+  // An unknown name stays SERVICE_UNKNOWN (this server's names never change while it runs).
+  if (known) health_watchers_.push_back(stream);
   write(stream, std::move(message), [](std::optional<Error>) {});
 }
 
@@ -490,7 +616,7 @@ void ServerConnection::notify_health() {
       // The first status is still going out: this one follows it.
       auto first = std::move(stream->on_drained);
       stream->on_drained = nullptr;
-      append_message(stream->out, std::string{'\x08', '\x02'});
+      append_message(stream->out, std::string{'\x08', '\x02'}, stream->send_gzip);
       stream->on_drained = std::move(first);
       resume(*stream);
     } else {
@@ -539,6 +665,14 @@ void ServerConnection::end_call(ServerStream& stream, Response status, bool canc
   }
 }
 
+// The answer's messages go out gzip-compressed when this server is told to compress
+// (compression=gzip) and the caller said it accepts gzip.
+void ServerConnection::choose_encoding(ServerStream& stream, HeaderList& headers) {
+  if (!settings_.gzip || !stream.peer_accepts_gzip) return;
+  stream.send_gzip = true;
+  headers.emplace_back("grpc-encoding", "gzip");
+}
+
 void ServerConnection::submit_headers(ServerStream& stream, HeaderList& headers, bool with_data) {
   auto nva = to_nv(headers);
   if (with_data) {
@@ -554,6 +688,7 @@ void ServerConnection::refuse(const std::shared_ptr<ServerStream>& stream, Error
                               const char* http_status) {
   if (stream->is_ended() || stream->id < 0) return;
   HeaderList headers = {{":status", http_status}, {"content-type", "application/grpc"}};
+  if (stream->bad_encoding) headers.emplace_back("grpc-accept-encoding", "identity,gzip");
   set_error_trailers(error, headers);
   submit_headers(*stream, headers, false);
   end_call(*stream, Response::failure(std::move(error)), false);
@@ -587,8 +722,9 @@ void ServerConnection::answer(const std::shared_ptr<ServerStream>& stream, Respo
       trailers.emplace_back("grpc-status", "0");
     if (stream->unary) {
       HeaderList headers = {{":status", "200"}, {"content-type", type}};
+      choose_encoding(*stream, headers);
       append_metadata(response.metadata, headers);
-      append_message(stream->out, response.body);
+      append_message(stream->out, response.body, stream->send_gzip);
       stream->out_eof = true;
       stream->trailers = std::move(trailers);
       submit_headers(*stream, headers, true);
@@ -632,10 +768,13 @@ void ServerConnection::write(const std::shared_ptr<ServerStream>& stream, std::s
     fail(error);
     return;
   }
+  HeaderList headers;
+  if (!stream->headers_sent) {
+    headers = {{":status", "200"}, {"content-type", grpc_content_type(stream->request_type)}};
+    choose_encoding(*stream, headers);  // before the first message is framed
+  }
   stream->queue_write(message, [done]() mutable { done(std::nullopt); });
   if (!stream->headers_sent) {
-    std::string type = grpc_content_type(stream->request_type);
-    HeaderList headers = {{":status", "200"}, {"content-type", type}};
     submit_headers(*stream, headers, true);
   } else {
     resume(*stream);

@@ -1,6 +1,8 @@
 // plugins/grpc/session.cpp — the HTTP/2 connection and per-call stream state (session.hpp).
 #include "session.hpp"
 
+#include <micro/gzip.hpp>
+
 #include <algorithm>
 #include <cstring>
 
@@ -46,7 +48,7 @@ void H2Stream::do_read(StreamReadHandler done) {
 }
 
 void H2Stream::queue_write(std::string_view message, std::function<void()> done) {
-  append_message(out, message);
+  append_message(out, message, send_gzip);
   on_drained = std::move(done);
 }
 
@@ -365,7 +367,7 @@ void H2Connection::receive_data(H2Stream& stream, const std::uint8_t* data, std:
         return;
       }
       std::string problem;
-      auto inflated = gunzip(message, settings_.max_message, problem);
+      auto inflated = micro::gzip::decompress(message, settings_.max_message, problem);
       if (!inflated) {
         int code = problem.find("limit") != std::string::npos ? 413 : 500;
         on_bad_message(

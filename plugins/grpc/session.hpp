@@ -48,6 +48,7 @@ class H2Stream {
   std::size_t out_offset = 0;
   bool out_eof = false;                // nothing follows `out` (then trailers, on the server)
   bool deferred = false;               // nghttp2 waits for data: resume on the next write
+  bool send_gzip = false;              // messages go out gzip-compressed (grpc-encoding: gzip)
   std::optional<HeaderList> trailers;  // sent once `out` is drained (server)
   std::function<void()> on_drained;    // the pending write, completed once `out` is taken
 

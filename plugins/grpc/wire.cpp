@@ -1,13 +1,12 @@
 // plugins/grpc/wire.cpp — the shared gRPC wire rules (wire.hpp).
 #include "wire.hpp"
 
-#include <zlib.h>
-
 #include <algorithm>
 #include <cstring>
 #include <limits>
 
 #include <micro/base64.hpp>
+#include <micro/gzip.hpp>
 
 namespace micro::grpc {
 
@@ -246,12 +245,34 @@ void restore_key_case(Metadata& metadata, std::string_view case_list) {
   }
 }
 
-void append_message(std::string& out, std::string_view message) {
+void append_message(std::string& out, std::string_view message, bool gzip) {
+  if (gzip) {
+    std::string compressed = micro::gzip::compress(message);
+    auto length = static_cast<std::uint32_t>(compressed.size());
+    char prefix[prefix_size] = {1, static_cast<char>(length >> 24), static_cast<char>(length >> 16),
+                                static_cast<char>(length >> 8), static_cast<char>(length)};
+    out.append(prefix, prefix_size);
+    out.append(compressed);
+    return;
+  }
   auto length = static_cast<std::uint32_t>(message.size());
   char prefix[prefix_size] = {0, static_cast<char>(length >> 24), static_cast<char>(length >> 16),
                               static_cast<char>(length >> 8), static_cast<char>(length)};
   out.append(prefix, prefix_size);
   out.append(message);
+}
+
+bool accepts_gzip(std::string_view accept_encoding) {
+  while (!accept_encoding.empty()) {
+    auto comma = accept_encoding.find(',');
+    std::string_view item = accept_encoding.substr(0, comma);
+    while (!item.empty() && (item.front() == ' ' || item.front() == '\t')) item.remove_prefix(1);
+    while (!item.empty() && (item.back() == ' ' || item.back() == '\t')) item.remove_suffix(1);
+    if (item == "gzip") return true;
+    if (comma == std::string_view::npos) break;
+    accept_encoding.remove_prefix(comma + 1);
+  }
+  return false;
 }
 
 Deframer::Result Deframer::feed(const std::uint8_t* data, std::size_t size, std::size_t& used) {
@@ -288,44 +309,6 @@ Deframer::Result Deframer::feed(const std::uint8_t* data, std::size_t size, std:
     }
   }
   return Result::more;
-}
-
-std::optional<std::string> gunzip(std::string_view data, std::size_t limit, std::string& problem) {
-  z_stream stream{};
-  if (inflateInit2(&stream, 16 + MAX_WBITS) != Z_OK) {
-    problem = "cannot start gzip";
-    return std::nullopt;
-  }
-  std::string out;
-  stream.next_in = reinterpret_cast<Bytef*>(const_cast<char*>(data.data()));
-  stream.avail_in = static_cast<uInt>(data.size());
-  char chunk[16384];
-  int result = Z_OK;
-  while (result != Z_STREAM_END) {
-    stream.next_out = reinterpret_cast<Bytef*>(chunk);
-    stream.avail_out = sizeof chunk;
-    result = inflate(&stream, Z_NO_FLUSH);
-    if (result != Z_OK && result != Z_STREAM_END) {
-      problem = std::string("message is not valid gzip (") +
-                (stream.msg ? stream.msg : "truncated") + ")";
-      inflateEnd(&stream);
-      return std::nullopt;
-    }
-    std::size_t produced = sizeof chunk - stream.avail_out;
-    if (out.size() + produced > limit) {
-      problem = "gzip message inflates past the limit of " + std::to_string(limit) + " bytes";
-      inflateEnd(&stream);
-      return std::nullopt;
-    }
-    out.append(chunk, produced);
-    if (result == Z_OK && produced == 0 && stream.avail_in == 0) {
-      problem = "message is not valid gzip (truncated)";
-      inflateEnd(&stream);
-      return std::nullopt;
-    }
-  }
-  inflateEnd(&stream);
-  return out;
 }
 
 std::optional<HostPort> split_address(std::string_view address) {

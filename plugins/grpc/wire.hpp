@@ -53,6 +53,9 @@ struct Settings {
   std::chrono::milliseconds connect_timeout{5000};
   std::uint32_t stream_window = 262144;  // HTTP/2 SETTINGS_INITIAL_WINDOW_SIZE we grant
   std::uint32_t max_concurrent_streams = 1000;
+  // compression=gzip: messages we send are gzip-compressed (a server's only when the caller's
+  // grpc-accept-encoding names gzip).
+  bool gzip = false;
   // TLS with ALPN h2 (README.md, "TLS"): listeners serve it when the server context is set,
   // the client dials it when the client context is set.
   std::shared_ptr<asio::ssl::context> server_tls, client_tls;
@@ -124,9 +127,13 @@ bool add_metadata(Metadata& metadata, std::string_view name, std::string_view va
                   std::string& problem);
 void restore_key_case(Metadata& metadata, std::string_view case_list);
 
-// A gRPC length-prefixed message: flag byte, u32 big-endian length, bytes.
+// A gRPC length-prefixed message: flag byte, u32 big-endian length, bytes. With `gzip` the
+// bytes are compressed and the flag is 1 (the stream's grpc-encoding must say gzip).
 inline constexpr std::size_t prefix_size = 5;
-void append_message(std::string& out, std::string_view message);
+void append_message(std::string& out, std::string_view message, bool gzip = false);
+
+// grpc-accept-encoding: whether a comma-separated list names gzip.
+bool accepts_gzip(std::string_view accept_encoding);
 
 // Splits received DATA bytes into messages, refusing a length over the limit before
 // allocating anything for it.
@@ -151,10 +158,6 @@ class Deframer {
   std::uint32_t length_ = 0;
   std::string message_;
 };
-
-// Inflates a gzip message (grpc-encoding: gzip); nullopt with `problem` when it is not gzip
-// or inflates past `limit`.
-std::optional<std::string> gunzip(std::string_view data, std::size_t limit, std::string& problem);
 
 // "host:port", "[v6]:port" split; nullopt when there is no numeric port.
 struct HostPort {

@@ -1,5 +1,5 @@
 // Unit tests of the support layer every plugin shares: the logger, text helpers and the
-// per-thread random numbers.
+// per-thread random numbers, gzip.
 #include <doctest/doctest.h>
 
 #include <sys/wait.h>
@@ -10,6 +10,7 @@
 #include <thread>
 #include <vector>
 
+#include <micro/gzip.hpp>
 #include <micro/log.hpp>
 #include <micro/random.hpp>
 #include <micro/text.hpp>
@@ -145,4 +146,26 @@ TEST_CASE("random: a forked child does not repeat its parent's sequence") {
   close(pipe_ends[0]);
   close(pipe_ends[1]);
   CHECK(child_value != parent_value);
+}
+
+TEST_CASE("gzip: round trip, and bad or oversize input refused with the reason") {
+  const std::string text(100000, 'a');
+  std::string compressed = micro::gzip::compress(text);
+  CHECK(compressed.size() < 1000);
+  CHECK(static_cast<unsigned char>(compressed[0]) == 0x1f);  // the gzip magic
+  CHECK(static_cast<unsigned char>(compressed[1]) == 0x8b);
+  std::string problem;
+  auto back = micro::gzip::decompress(compressed, text.size(), problem);
+  REQUIRE_MESSAGE(back, problem);
+  CHECK(*back == text);
+  CHECK(micro::gzip::decompress(micro::gzip::compress(""), 0, problem) == std::string());
+
+  CHECK_FALSE(micro::gzip::decompress(compressed, text.size() - 1, problem));
+  CHECK(problem == "gzip message inflates past the limit of 99999 bytes");
+  CHECK_FALSE(micro::gzip::decompress(compressed.substr(0, compressed.size() / 2), 1 << 20,
+                                      problem));
+  CHECK(problem.find("truncated") != std::string::npos);
+  CHECK_FALSE(micro::gzip::decompress("not gzip at all", 1 << 20, problem));
+  CHECK(problem.find("not valid gzip") != std::string::npos);
+  CHECK_FALSE(micro::gzip::decompress("", 1 << 20, problem));
 }

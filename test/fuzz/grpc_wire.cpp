@@ -7,6 +7,8 @@
 #include <string>
 #include <string_view>
 
+#include <micro/gzip.hpp>
+
 #include "plugins/grpc/wire.hpp"
 
 using namespace micro::grpc;
@@ -57,7 +59,8 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
       (void)micro_content_type(text);
       break;
     case 4:
-      (void)gunzip(text, 1 << 16, problem);
+      (void)micro::gzip::decompress(text, 1 << 16, problem);
+      (void)accepts_gzip(text);
       break;
     default:
       (void)split_address(text);

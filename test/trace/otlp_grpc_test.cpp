@@ -42,10 +42,13 @@ std::string bytes(std::initializer_list<int> values) {
 
 SpanData make_span(std::uint8_t id, std::uint8_t parent, const char* name, SpanKind kind) {
   SpanData span;
-  for (std::size_t i = 0; i < 16; ++i) span.context.trace_id.bytes[i] = static_cast<std::uint8_t>(0xa0 + i);
-  for (std::size_t i = 0; i < 8; ++i) span.context.span_id.bytes[i] = static_cast<std::uint8_t>(id + i);
+  for (std::size_t i = 0; i < 16; ++i)
+    span.context.trace_id.bytes[i] = static_cast<std::uint8_t>(0xa0 + i);
+  for (std::size_t i = 0; i < 8; ++i)
+    span.context.span_id.bytes[i] = static_cast<std::uint8_t>(id + i);
   if (parent != 0)
-    for (std::size_t i = 0; i < 8; ++i) span.parent_span_id.bytes[i] = static_cast<std::uint8_t>(parent + i);
+    for (std::size_t i = 0; i < 8; ++i)
+      span.parent_span_id.bytes[i] = static_cast<std::uint8_t>(parent + i);
   span.context.flags = flag_sampled;
   span.name = name;
   span.kind = kind;
@@ -114,11 +117,13 @@ std::unique_ptr<SpanExporter> grpc_exporter(const Receiver& receiver,
 TEST_CASE("RetryInfo in grpc-status-details-bin, and the OTLP gRPC retry table") {
   // google.rpc.Status{code 8, message "x", details [Any{RetryInfo{retry_delay 1.5 s}}]}
   const std::string type_url = "type.googleapis.com/google.rpc.RetryInfo";
-  const std::string duration = bytes({0x08, 0x01, 0x10, 0x80, 0xCA, 0xB5, 0xEE, 0x01});  // 1 s 500000000 ns
+  const std::string duration =
+      bytes({0x08, 0x01, 0x10, 0x80, 0xCA, 0xB5, 0xEE, 0x01});  // 1 s 500000000 ns
   const std::string retry_info = bytes({0x0a, static_cast<int>(duration.size())}) + duration;
   const std::string any = bytes({0x0a, static_cast<int>(type_url.size())}) + type_url +
                           bytes({0x12, static_cast<int>(retry_info.size())}) + retry_info;
-  const std::string status = bytes({0x08, 0x08, 0x12, 0x01, 'x', 0x1a, static_cast<int>(any.size())}) + any;
+  const std::string status =
+      bytes({0x08, 0x08, 0x12, 0x01, 'x', 0x1a, static_cast<int>(any.size())}) + any;
   auto hint = parse_retry_hint(status);
   CHECK(hint.retry_info);
   REQUIRE(hint.delay);
@@ -182,6 +187,19 @@ TEST_SUITE("otlp grpc receiver") {
     CHECK(receiver.next_export()["resources"][0]["scopes"][0]["spans"].size() == 1);
     CHECK(statistics->exported == 3);
     CHECK(statistics->retries == 0);
+  }
+
+  TEST_CASE("compression=gzip: the Python TraceService inflates our gzip export") {
+    Receiver receiver("OK");
+    auto statistics = std::make_shared<ExporterStatistics>();
+    auto exporter = grpc_exporter(receiver, statistics, {{"compression", "gzip"}});
+    auto spans = sample_spans();
+    REQUIRE(exporter->export_spans(spans) == ExportResult::success);
+    auto got = receiver.next_export();
+    CHECK(got["answer"] == "OK");
+    REQUIRE(got["resources"].size() == 1);
+    CHECK(got["resources"][0]["scopes"][0]["spans"].size() == 2);
+    CHECK(statistics->exported == 2);
   }
 
   TEST_CASE("UNAVAILABLE, then OK: retried after a backoff; ABORTED is retried too") {
@@ -248,10 +266,10 @@ TEST_SUITE("otlp grpc receiver") {
 
   TEST_CASE("an unreachable collector is UNAVAILABLE: retried until max_attempts") {
     auto statistics = std::make_shared<ExporterStatistics>();
-    auto exporter = make_exporter(settings_from({{"protocol", "grpc"},
-                                                 {"endpoint", "http://127.0.0.1:1"},
-                                                 {"max_attempts", "2"}}),
-                                  sample_resource(), {"micro-cpp", "0.1.0"}, statistics);
+    auto exporter = make_exporter(
+        settings_from(
+            {{"protocol", "grpc"}, {"endpoint", "http://127.0.0.1:1"}, {"max_attempts", "2"}}),
+        sample_resource(), {"micro-cpp", "0.1.0"}, statistics);
     auto spans = sample_spans();
     CHECK(exporter->export_spans(spans) == ExportResult::failure_retryable);
     CHECK(statistics->retries == 1);

@@ -141,6 +141,7 @@ std::string lowercase(std::string text) {
 micro::PluginOptions transport_options(const micro::http::Url& url,
                                        const ExporterSettings& settings) {
   micro::PluginOptions options;
+  if (settings.compression == "gzip") options.emplace_back("compression", "gzip");
   if (!url.https) return options;
   options.emplace_back("tls", "true");
   if (!settings.tls.ca_file.empty()) options.emplace_back("tls_ca", settings.tls.ca_file);
@@ -159,10 +160,6 @@ class OtlpGrpcExporter final : public SpanExporter {
         resource_(std::move(resource)),
         scope_(std::move(scope)),
         statistics_(std::move(statistics)) {
-    if (settings.compression == "gzip")
-      micro::log::warn("trace",
-                       "compression=gzip is not applied to OTLP/gRPC exports (the grpc "
-                       "transport sends messages uncompressed)");
     transport_ = micro::PluginLoader::instance().create<micro::Transport>(
         "grpc", "", transport_options(url_, settings), runtime_.executor());
     request_ = std::make_shared<micro::Request>();

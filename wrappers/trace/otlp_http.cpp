@@ -9,9 +9,8 @@
 #include <mutex>
 #include <sstream>
 
-#include <zlib.h>
-
 #include <micro/error.hpp>
+#include <micro/gzip.hpp>
 #include <micro/log.hpp>
 #include <micro/random.hpp>
 
@@ -75,7 +74,7 @@ class OtlpHttpExporter final : public SpanExporter {
     std::string compressed;
     const std::string* body = &body_;
     if (settings_.compression == "gzip") {
-      compressed = gzip_compress(body_);
+      compressed = micro::gzip::compress(body_);
       body = &compressed;
     }
 
@@ -197,26 +196,6 @@ std::shared_ptr<const micro::http::TlsContext> make_exporter_tls(const ExporterS
   } catch (const Exception& error) {
     bad_setting(error.error().detail);
   }
-}
-
-std::string gzip_compress(std::string_view data) {
-  z_stream stream{};
-  // windowBits 15 + 16 asks zlib for the gzip wrapper instead of zlib's own.
-  if (deflateInit2(&stream, Z_DEFAULT_COMPRESSION, Z_DEFLATED, 15 + 16, 8, Z_DEFAULT_STRATEGY) !=
-      Z_OK) {
-    throw std::runtime_error("gzip: deflateInit2 failed");
-  }
-  std::string out;
-  out.resize(deflateBound(&stream, data.size()) + 32);
-  stream.next_in = reinterpret_cast<Bytef*>(const_cast<char*>(data.data()));
-  stream.avail_in = static_cast<uInt>(data.size());
-  stream.next_out = reinterpret_cast<Bytef*>(out.data());
-  stream.avail_out = static_cast<uInt>(out.size());
-  int result = deflate(&stream, Z_FINISH);
-  out.resize(stream.total_out);
-  deflateEnd(&stream);
-  if (result != Z_STREAM_END) throw std::runtime_error("gzip: deflate did not finish");
-  return out;
 }
 
 std::optional<std::chrono::milliseconds> parse_retry_after(

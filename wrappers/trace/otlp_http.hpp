@@ -26,9 +26,6 @@ micro::http::Url parse_endpoint(std::string_view url);
 // naming the file that cannot be used.
 std::shared_ptr<const micro::http::TlsContext> make_exporter_tls(const ExporterSettings& settings);
 
-// gzip (RFC 1952) of `data`, for Content-Encoding: gzip.
-std::string gzip_compress(std::string_view data);
-
 // How long a Retry-After value asks to wait: delay-seconds, or an HTTP-date relative to
 // `now`. nullopt when malformed; a date in the past is zero.
 std::optional<std::chrono::milliseconds> parse_retry_after(

@@ -34,7 +34,7 @@ namespace micro {
 // 4: Transport gained open_stream() and statistics().
 // 5: http::ServerOptions (handed by the http plugin to core) gained connection_table_name.
 // 6: http::ClientOptions (handed by the http plugin to core) gained connection_table_name.
-inline constexpr std::uint32_t plugin_abi_version = 6;
+inline constexpr std::uint32_t plugin_abi_version = 7;
 
 enum class PluginKind { registry, selector, broker, transport, wrapper };
 std::string_view to_string(PluginKind kind) noexcept;

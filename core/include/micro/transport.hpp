@@ -15,6 +15,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include <micro/context.hpp>
 #include <micro/error.hpp>
@@ -196,6 +197,13 @@ class Listener {
   virtual std::string address() const = 0;
   // Stops accepting new connections; calls on open connections keep being delivered.
   virtual void stop_accepting() = 0;
+  // What the Server behind this listener serves, told once right after listen(): its name
+  // and its endpoints' names. A protocol that answers questions about services uses it
+  // (gRPC's health service answers NOT_FOUND for a name not served); others ignore it.
+  virtual void set_served(std::string service, std::vector<std::string> endpoints) {
+    (void)service;
+    (void)endpoints;
+  }
   // Closes every connection, after writing the answers already handed to it (bounded,
   // about a second), so a drained server's last answers reach their clients. Calls still
   // unanswered are cancelled.

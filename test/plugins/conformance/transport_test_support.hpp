@@ -282,8 +282,8 @@ inline const std::vector<TransportProfile>& transport_profiles() {
       },
       {
           "grpc",
-          {"connect_timeout", "max_concurrent_streams", "max_message", "pool_size", "stream_window",
-           "tls", "tls_ca", "tls_cert", "tls_key"},
+          {"compression", "connect_timeout", "max_concurrent_streams", "max_message", "pool_size",
+           "stream_window", "tls", "tls_ca", "tls_cert", "tls_key"},
           "max_message",
           1024,
           "connect_timeout",

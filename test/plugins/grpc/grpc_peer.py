@@ -146,6 +146,16 @@ def run_client(address):
 
     health = channel.unary_unary("/grpc.health.v1.Health/Check")
     check(health(b"", timeout=10) == b"\x08\x01", "health check did not say SERVING")
+    def named(service):  # HealthCheckRequest{service}
+        return b"\x0a" + bytes([len(service)]) + service
+    check(health(named(b"interop.Echo"), timeout=10) == b"\x08\x01",
+          "health check of interop.Echo did not say SERVING")
+    try:
+        health(named(b"nowhere.Nothing"), timeout=10)
+        check(False, "health check of an unknown service answered")
+    except grpc.RpcError as error:
+        check(error.code() == grpc.StatusCode.NOT_FOUND,
+              f"health check of an unknown service: {error.code()}, not NOT_FOUND")
     print("ok health", flush=True)
 
     compressed = stub.Unary(Req(text="zip", payload=b"z" * 100000), timeout=10,

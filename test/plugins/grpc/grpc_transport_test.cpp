@@ -2,8 +2,8 @@
 // a raw socket speaking HTTP/2 frame by frame (HPACK through nghttp2's deflater/inflater, the
 // rest by hand): the gRPC wire of a call (headers, length-prefixed messages, trailers), trailers-
 // only for errors before any message, grpc-timeout as the deadline and refused when malformed,
-// percent-encoded grpc-message, -bin metadata, gzip messages, an oversize prefix refused with
-// RESOURCE_EXHAUSTED before anything is allocated, unknown paths and endpoints UNIMPLEMENTED,
+// percent-encoded grpc-message, -bin metadata, gzip messages both ways, an oversize prefix refused
+// with RESOURCE_EXHAUSTED before anything is allocated, unknown paths and endpoints UNIMPLEMENTED,
 // RST_STREAM cancelling the handler, GOAWAY for bad frames and on close; node metadata; TLS
 // with ALPN h2.
 #include <nghttp2/nghttp2.h>
@@ -19,6 +19,8 @@
 #include <boost/asio/read.hpp>
 #include <boost/asio/write.hpp>
 
+#include <micro/connection_table.hpp>
+#include <micro/gzip.hpp>
 #include <micro/plugin_loader.hpp>
 #include <micro/registry.hpp>
 #include <micro/runtime.hpp>
@@ -390,6 +392,96 @@ TEST_CASE("gzip messages are accepted with grpc-encoding: gzip, refused without 
   CHECK(answer.header("grpc-status") == "8");
 }
 
+TEST_CASE("compression=gzip: answers go out compressed to callers that accept gzip, only to them") {
+  transport_test::Runtime runtime;
+  auto transport = transport_test::make_transport("grpc", runtime, {{"compression", "gzip"}});
+  Seen seen;
+  auto listener = transport->listen("127.0.0.1:0", recording_handler(seen));
+  RawClient client(listener->address());
+  auto headers = call_headers("/p.Zip/It");
+  headers.emplace_back("grpc-accept-encoding", "identity, gzip");
+  client.send_headers(1, headers);
+  client.send_data(1, prefixed(std::string(1000, 'z')));
+  auto answer = client.answer(1);
+  CHECK(answer.header("grpc-status") == "0");
+  CHECK(answer.header("grpc-encoding") == "gzip");
+  REQUIRE(answer.data.size() > 5);
+  CHECK(answer.data[0] == 1);  // the compressed flag
+  CHECK(answer.data.size() < 100);
+  std::string problem;
+  auto inflated = micro::gzip::decompress(answer.data.substr(5), 1 << 20, problem);
+  REQUIRE_MESSAGE(inflated, problem);
+  CHECK(*inflated == "echo:" + std::string(1000, 'z'));
+
+  // A caller that does not name gzip gets the message as it is.
+  client.send_headers(3, call_headers("/p.Zip/It"));
+  client.send_data(3, prefixed("plain"));
+  answer = client.answer(3);
+  CHECK(answer.header("grpc-encoding") == "<none>");
+  CHECK(answer.data == prefixed("echo:plain"));
+
+  // An encoding we do not speak is UNIMPLEMENTED, and the answer says which we accept.
+  auto deflated = call_headers("/p.Zip/It");
+  deflated.emplace_back("grpc-encoding", "snappy");
+  client.send_headers(5, deflated);
+  client.send_data(5, prefixed("x", true));
+  answer = client.answer(5);
+  CHECK(answer.header("grpc-status") == "12");
+  CHECK(answer.header("grpc-accept-encoding") == "identity,gzip");
+
+  CHECK_THROWS_WITH_AS(transport_test::make_transport("grpc", runtime, {{"compression", "zstd"}}),
+                       doctest::Contains("compression \"zstd\" is not one of identity, gzip"),
+                       micro::Exception);
+  listener->close();
+  transport->close();
+}
+
+TEST_CASE("compression=gzip on both sides: calls and streams carry compressed bytes") {
+  transport_test::Runtime runtime;
+  auto server = transport_test::make_transport("grpc", runtime, {{"compression", "gzip"}});
+  stream_test::EchoStreams echo_streams;
+  auto echo = transport_test::echo_handler();
+  auto streams = echo_streams.handler();
+  auto listener = server->listen("127.0.0.1:0", [echo, streams](micro::ServerCallPtr call) {
+    if (call->is_stream())
+      streams(std::move(call));
+    else
+      echo(std::move(call));
+  });
+  auto client = transport_test::make_transport("grpc", runtime, {{"compression", "gzip"}});
+  const std::string big(1 << 20, 'z');
+  auto response = transport_test::call_and_wait(*client, listener->address(),
+                                                transport_test::make_request(big));
+  REQUIRE_MESSAGE(!response.error, response.error->message());
+  CHECK(response.body == "echo:" + big);
+  auto opened =
+      stream_test::open_and_wait(*client, listener->address(), stream_test::stream_head());
+  REQUIRE(opened.stream);
+  for (int i = 0; i < 3; ++i) {
+    REQUIRE_FALSE(stream_test::write_one(*opened.stream, big));
+    CHECK(stream_test::read_one(*opened.stream) == "echo:" + big);
+  }
+  opened.stream->close_send();
+  CHECK_FALSE(stream_test::wait_end(*opened.stream).error);
+
+  // 4 MiB went each way; compressed, a few KiB did (the connection's own byte counts).
+  std::uint64_t client_out = 0, client_in = 0;
+  for (const auto& row : micro::connection_table().rows()) {
+    if (row.transport != "grpc" || row.side != micro::ConnectionSide::client ||
+        row.peer != listener->address())
+      continue;
+    client_out += row.bytes_out;
+    client_in += row.bytes_in;
+  }
+  CHECK(client_out > 0);
+  CHECK(client_out < 64 * 1024);
+  CHECK(client_in > 0);
+  CHECK(client_in < 64 * 1024);
+  client->close();
+  listener->close();
+  server->close();
+}
+
 TEST_CASE("bad grpc-timeout values are refused before any handler runs") {
   Fixture fixture;
   RawClient client(fixture.listener->address());
@@ -587,6 +679,58 @@ TEST_CASE("the standard health service: Check and Watch answer SERVING, then NOT
   client.send_data(5, prefixed(""));
   CHECK(client.answer(5).data == prefixed(std::string("\x08\x02", 2)));
   CHECK(fixture.seen.count() == 0);  // answered by the transport, not a handler
+}
+
+std::string health_request(std::string_view service) {  // HealthCheckRequest{service}
+  std::string message = {'\x0a', static_cast<char>(service.size())};
+  return prefixed(message.append(service));
+}
+
+TEST_CASE("the health service knows the names served: NOT_FOUND and SERVICE_UNKNOWN for others") {
+  Fixture fixture;
+  fixture.listener->set_served("shop", {"Cart.Add", "Cart.Remove"});
+  RawClient client(fixture.listener->address());
+  std::int32_t id = 1;
+  for (std::string name :
+       {"", "shop", "shop.Cart", "other.Cart", "Cart", "grpc.health.v1.Health"}) {
+    CAPTURE(name);
+    client.send_headers(id, call_headers("/grpc.health.v1.Health/Check"));
+    client.send_data(id, health_request(name));
+    auto answer = client.answer(id);
+    CHECK(answer.header("grpc-status") == "0");
+    CHECK(answer.data == prefixed(std::string("\x08\x01", 2)));
+    id += 2;
+  }
+  for (std::string name : {"shop.Carts", "Car", "shop.Till"}) {
+    CAPTURE(name);
+    client.send_headers(id, call_headers("/grpc.health.v1.Health/Check"));
+    client.send_data(id, health_request(name));
+    auto answer = client.answer(id);
+    CHECK(answer.trailers_only);
+    CHECK(answer.header("grpc-status") == "5");  // NOT_FOUND
+    CHECK(answer.header("grpc-message").find("\"" + name + "\" is not served here") !=
+          std::string::npos);
+    id += 2;
+  }
+  // Watch of an unknown name: SERVICE_UNKNOWN, and the stream stays open.
+  client.send_headers(id, call_headers("/grpc.health.v1.Health/Watch"));
+  client.send_data(id, health_request("shop.Till"));
+  std::string watched;
+  while (watched.size() < 7) {
+    auto frame = client.read_frame();
+    REQUIRE(frame);
+    CHECK_FALSE((frame->stream == id && (frame->flags & end_stream)));
+    if (frame->type == data_frame && frame->stream == id) watched += frame->payload;
+  }
+  CHECK(watched == prefixed(std::string("\x08\x03", 2)));
+  id += 2;
+  // Bytes that are not a HealthCheckRequest: INVALID_ARGUMENT, saying where.
+  client.send_headers(id, call_headers("/grpc.health.v1.Health/Check"));
+  client.send_data(id, prefixed(std::string("\x0a\x09shop", 6)));
+  auto answer = client.answer(id);
+  CHECK(answer.header("grpc-status") == "3");
+  CHECK(answer.header("grpc-message").find("runs past the message") != std::string::npos);
+  CHECK(fixture.seen.count() == 0);
 }
 
 TEST_CASE("a server stream's final answer goes out after a write it did not wait for") {

@@ -95,7 +95,11 @@ TEST_CASE("a Python grpcio client calls a micro-cpp service over TLS with ALPN h
   CHECK(passed == std::set<std::string>{"tls-unary", "tls-bidi"});
 }
 
-TEST_CASE("a micro-cpp client calls a Python grpcio server: every kind, errors, limits") {
+namespace {
+
+// Our client calling grpc_peer.py's server; `compression` is the client's option (gzip: every
+// message we send is compressed, and Python must inflate it).
+void call_python_server(const char* compression) {
   Child peer({python, peer_script, "server"});
   auto port_line = peer.read_line(60s);
   REQUIRE(port_line);
@@ -104,7 +108,8 @@ TEST_CASE("a micro-cpp client calls a Python grpcio server: every kind, errors, 
 
   stream_test::Runtime runtime;
   auto transport = micro::PluginLoader::instance().create<micro::Transport>(
-      "grpc", "", {{"max_message", std::to_string(8 << 20)}}, runtime.executor());
+      "grpc", "", {{"max_message", std::to_string(8 << 20)}, {"compression", compression}},
+      runtime.executor());
 
   SUBCASE("unary with metadata both ways") {
     interop::EchoRequest in;
@@ -231,6 +236,35 @@ TEST_CASE("a micro-cpp client calls a Python grpcio server: every kind, errors, 
     CHECK(response.error->code == 429);  // RESOURCE_EXHAUSTED
   }
   transport->close();
+}
+
+}  // namespace
+
+TEST_CASE("a micro-cpp client calls a Python grpcio server: every kind, errors, limits") {
+  call_python_server("identity");
+}
+
+TEST_CASE("a micro-cpp client with compression=gzip calls a Python grpcio server") {
+  call_python_server("gzip");
+}
+
+TEST_CASE("a Python grpcio client takes gzip answers from a compression=gzip service") {
+  micro::Runtime runtime(3);
+  EchoServer server(runtime, {{"compression", "gzip"}});
+  Child client({python, peer_script, "client", server.address()});
+  std::set<std::string> passed;
+  std::string all;
+  while (auto line = client.read_line(60s)) {
+    all += *line + "\n";
+    if (line->rfind("ok ", 0) == 0) passed.insert(line->substr(3));
+  }
+  CAPTURE(all);
+  CHECK(client.wait() == 0);
+  for (std::string name : {"unary", "server-stream", "client-stream", "bidi", "error-status",
+                           "3MiB", "over-limit", "health", "gzip"}) {
+    CAPTURE(name);
+    CHECK(passed.count(name) == 1);
+  }
 }
 
 int main(int argc, char** argv) {
