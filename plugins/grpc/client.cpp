@@ -256,14 +256,14 @@ void ClientCall::complete(Response response, bool reset) {
 }
 
 void ClientCall::async_read(StreamReadHandler handler) {
-  connection_->on_strand([self = shared_from_this(), handler = std::move(handler)]() mutable {
+  connection_->start_operation([self = shared_from_this(), handler = std::move(handler)]() mutable {
     self->do_read(std::move(handler));
   });
 }
 
 void ClientCall::async_write(std::string message, StreamWriteHandler handler) {
-  connection_->on_strand([self = shared_from_this(), message = std::move(message),
-                          handler = std::move(handler)]() mutable {
+  connection_->start_operation([self = shared_from_this(), message = std::move(message),
+                                handler = std::move(handler)]() mutable {
     auto fail = [&](Error error) {
       asio::post(self->connection_->strand(),
                  [handler = std::move(handler), error = std::move(error)]() mutable {

@@ -144,13 +144,13 @@ class StreamingCall final : public StreamCall {
 
   void async_read(StreamReadHandler done) override {
     auto& connection = stream_->connection();
-    connection->on_strand(
+    connection->start_operation(
         [stream = stream_, done = std::move(done)]() mutable { stream->do_read(std::move(done)); });
   }
   void async_write(std::string message, StreamWriteHandler done) override {
     auto connection = std::static_pointer_cast<ServerConnection>(stream_->connection());
-    connection->on_strand([connection, stream = stream_, message = std::move(message),
-                           done = std::move(done)]() mutable {
+    connection->start_operation([connection, stream = stream_, message = std::move(message),
+                                 done = std::move(done)]() mutable {
       connection->write(stream, std::move(message), std::move(done));
     });
   }

@@ -11,16 +11,21 @@
 
 namespace micro::grpc {
 
+namespace {
+// Bytes of frames taken from nghttp2 and not yet written, at most (then nghttp2 keeps the
+// rest, and the streams' writers wait).
+constexpr std::size_t max_pending = 1024 * 1024;
+}  // namespace
+
 // ---- H2Stream ----------------------------------------------------------------------------
 
 void H2Stream::deliver_message(std::string message, std::size_t wire) {
   if (pending_read && inbox.empty()) {
     auto done = std::move(*pending_read);
     pending_read.reset();
-    asio::post(connection_->strand(),
-               [done = std::move(done), message = std::move(message)]() mutable {
-                 done(std::move(message));
-               });
+    connection_->complete_soon([done = std::move(done), message = std::move(message)]() mutable {
+      done(std::move(message));
+    });
     return;  // taken at once: its window goes back now
   }
   inbox.emplace_back(std::move(message), wire);
@@ -28,20 +33,19 @@ void H2Stream::deliver_message(std::string message, std::size_t wire) {
 }
 
 void H2Stream::do_read(StreamReadHandler done) {
-  auto& strand = connection_->strand();
   if (!inbox.empty()) {
     auto message = std::move(inbox.front().first);
     inbox_wire -= inbox.front().second;
     inbox.pop_front();
     settle_window();
     connection_->flush();
-    asio::post(strand, [done = std::move(done), message = std::move(message)]() mutable {
+    connection_->complete_soon([done = std::move(done), message = std::move(message)]() mutable {
       done(std::move(message));
     });
     return;
   }
   if (peer_done || pending_read || is_ended()) {
-    asio::post(strand, [done = std::move(done)] { done(std::nullopt); });
+    connection_->complete_soon([done = std::move(done)] { done(std::nullopt); });
     return;
   }
   pending_read = std::move(done);
@@ -63,13 +67,13 @@ bool H2Stream::claim_end(Response status) {
   std::lock_guard lock(end_mutex_);
   if (ended_) return false;
   ended_ = true;
+  ended_flag_.store(true, std::memory_order_release);
   status_ = std::move(status);
   return true;
 }
 
 bool H2Stream::is_ended() const {
-  std::lock_guard lock(end_mutex_);
-  return ended_;
+  return ended_flag_.load(std::memory_order_acquire);
 }
 
 Response H2Stream::final_status() const {
@@ -99,19 +103,18 @@ void H2Stream::settle_end(bool keep_pending_write) {
     status = status_;
   }
   peer_done = true;
-  auto& strand = connection_->strand();
   if (on_drained && !keep_pending_write) {
     // A write not taken yet fails with the end (its bytes are dropped).
     out.clear();
     out_offset = 0;
     auto done = std::move(on_drained);
     on_drained = nullptr;
-    asio::post(strand, std::move(done));
+    connection_->complete_soon(std::move(done));
   }
   if (pending_read) {
     auto done = std::move(*pending_read);
     pending_read.reset();
-    asio::post(strand, [done = std::move(done)] { done(std::nullopt); });
+    connection_->complete_soon([done = std::move(done)] { done(std::nullopt); });
   }
   for (auto& callback : callbacks) callback(Response(status));
 }
@@ -235,7 +238,9 @@ void H2Connection::read_more() {
       return;
     }
     self->record_->add_in(size);
+    self->in_session_ = true;
     ssize_t used = nghttp2_session_mem_recv(self->session_, self->read_buffer_.data(), size);
+    self->in_session_ = false;
     if (used < 0) {
       self->flush();  // nghttp2 may have queued a GOAWAY saying why
       self->abort(std::string("bad HTTP/2 from the peer: ") +
@@ -252,8 +257,12 @@ void H2Connection::read_more() {
 }
 
 void H2Connection::flush() {
-  if (closed_ || writing_ || !session_) return;
-  for (;;) {
+  if (closed_ || !session_) return;
+  // nghttp2's frames are taken into `pending_` even while a write is in flight (up to a bound):
+  // a stream writer whose message nghttp2 took hears so at once and queues its next, and
+  // everything taken meanwhile leaves in the next write. Waiting for the socket write first
+  // would cost one write round trip per message on a single busy stream.
+  while (pending_.size() < max_pending) {
     const std::uint8_t* data = nullptr;
     ssize_t size = nghttp2_session_mem_send(session_, &data);
     if (size < 0) {
@@ -262,8 +271,8 @@ void H2Connection::flush() {
     }
     if (size == 0) break;
     pending_.append(reinterpret_cast<const char*>(data), static_cast<std::size_t>(size));
-    if (pending_.size() >= 1024 * 1024) break;
   }
+  if (writing_ || draining_) return;  // on_written, or the end of drain(), flushes again
   if (pending_.empty()) {
     if (shutting_down_)
       abort("closed by this side");
@@ -290,6 +299,31 @@ void H2Connection::flush() {
     asio::async_write(*tls_, asio::buffer(sending_), std::move(on_written));
   else
     asio::async_write(socket_, asio::buffer(sending_), std::move(on_written));
+}
+
+void H2Connection::complete_soon(std::function<void()> completion) {
+  ready_.push_back(std::move(completion));
+  if (draining_ || drain_posted_) return;
+  drain_posted_ = true;
+  asio::defer(strand_, [self = shared_from_this()] { self->drain(); });
+}
+
+void H2Connection::drain() {
+  drain_posted_ = false;
+  draining_ = true;
+  // Bounded, so a writer that never waits (its next write completes at once) lets the socket
+  // and the other streams have their turn.
+  for (int budget = 256; budget > 0 && !ready_.empty(); --budget) {
+    auto completion = std::move(ready_.front());
+    ready_.pop_front();
+    completion();
+  }
+  draining_ = false;
+  if (!ready_.empty()) {
+    drain_posted_ = true;
+    asio::defer(strand_, [self = shared_from_this()] { self->drain(); });
+  }
+  flush();
 }
 
 nghttp2_data_provider H2Connection::provider(H2Stream& stream) {
@@ -484,7 +518,7 @@ ssize_t H2Connection::read_data_callback(nghttp2_session* session, std::int32_t 
     if (stream->on_drained) {
       auto done = std::move(stream->on_drained);
       stream->on_drained = nullptr;
-      asio::post(self->strand_, std::move(done));
+      self->complete_soon(std::move(done));
     }
     if (stream->out_eof) {
       *flags |= NGHTTP2_DATA_FLAG_EOF;

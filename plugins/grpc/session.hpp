@@ -7,6 +7,7 @@
 
 #include <nghttp2/nghttp2.h>
 
+#include <atomic>
 #include <cstdint>
 #include <deque>
 #include <functional>
@@ -18,6 +19,7 @@
 #include <unordered_map>
 #include <vector>
 
+#include <boost/asio/defer.hpp>
 #include <boost/asio/post.hpp>
 #include <boost/asio/ssl/stream.hpp>
 
@@ -82,6 +84,9 @@ class H2Stream {
 
  private:
   mutable std::mutex end_mutex_;
+  // The end, claimed once under end_mutex_ and mirrored here so the per-message checks
+  // (is_ended) take no lock.
+  std::atomic<bool> ended_flag_{false};
   bool ended_ = false;
   bool settled_ = false;
   Response status_;
@@ -116,6 +121,11 @@ class H2Connection : public std::enable_shared_from_this<H2Connection> {
   bool tls() const noexcept { return tls_ != nullptr; }
   // Strand: hands everything nghttp2 has to send to the socket (one write at a time).
   void flush();
+  // Strand: runs `completion` (a stream read's or write's) soon, in the connection's
+  // completion loop: never inside the current call, and with the others ready now, so that an
+  // echo or a writer loop over many messages runs in one strand turn and its frames leave in
+  // one socket write (a write per message would cost a send syscall each).
+  void complete_soon(std::function<void()> completion);
   // Strand: a data provider reading `stream.out`, for a submit call.
   nghttp2_data_provider provider(H2Stream& stream);
   // Strand: nghttp2 may pull more of `stream.out` (after a write or the end was queued).
@@ -134,7 +144,18 @@ class H2Connection : public std::enable_shared_from_this<H2Connection> {
 
   template <class Work>
   void on_strand(Work work) {
-    asio::post(strand_, [self = shared_from_this(), work = std::move(work)]() mutable { work(); });
+    asio::defer(strand_, [self = shared_from_this(), work = std::move(work)]() mutable { work(); });
+  }
+  // An application's stream operation: run now when the caller is already on the strand
+  // (in drain(), or a handler of its own) outside nghttp2's callbacks (a completion reading or
+  // writing the next message, the usual loop), else on the strand. Its completion is posted either
+  // way, never run inside the call.
+  template <class Work>
+  void start_operation(Work work) {
+    if (!in_session_ && strand_.running_in_this_thread())
+      work();
+    else
+      on_strand(std::move(work));
   }
 
  protected:
@@ -181,6 +202,10 @@ class H2Connection : public std::enable_shared_from_this<H2Connection> {
   std::vector<std::uint8_t> read_buffer_;
   std::string pending_, sending_;
   bool writing_ = false;
+  bool in_session_ = false;                  // inside nghttp2_session_mem_recv (its callbacks run)
+  std::deque<std::function<void()>> ready_;  // complete_soon's queue
+  bool draining_ = false, drain_posted_ = false;
+  void drain();
   bool closed_ = false;
   bool shutting_down_ = false;
   std::optional<Timer> shutdown_timer_;
