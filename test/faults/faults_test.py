@@ -314,6 +314,39 @@ def disk(args):
         check(counts and "export_failed=0" not in counts[-1],
               f"failed exports were counted: {counts[-1] if counts else 'no counts line'}")
 
+        # The file registry's directory made unwritable while the service runs: as root,
+        # permissions stop nothing, so the directory is moved away and a regular file put in
+        # its place (every write below it fails with ENOTDIR).
+        live = os.path.join(work, "live-registry")
+        registry = f"--registry=file?dir={live}"
+        server, _, _ = start_server(group, args.server,
+                                    [registry, "--register_interval=500ms", "--register_ttl=5s"])
+
+        def registered():
+            return any(files for _, _, files in os.walk(live)) if os.path.isdir(live) else False
+
+        errors = LineReader(server, server.stderr)
+        wait_until(registered, "the greeter's registration in the file registry", 10)
+        os.rename(live, live + ".moved")
+        open(live, "w").close()
+        failed = errors.wait_for(lambda l: "re-register failed" in l,
+                                 "a failed refresh to be logged", 10)
+        check(live in failed, f"the failed refresh was logged, naming the path: {failed[:300]}")
+        wait_until(lambda: sum("re-register failed" in l for l in errors.snapshot()) >= 2,
+                   "a second failed refresh", 10)
+        check(server.poll() is None, "the server keeps running while its registry is unwritable")
+        os.remove(live)
+        shutil.rmtree(live + ".moved")
+        os.mkdir(live)  # back, and empty: the next refresh writes the registration again
+        wait_until(registered, "the registration to come back by itself", 10)
+        check(True, "the registration came back by itself once the directory was writable again")
+        client = group.start([args.client, registry, "3"])
+        out, err = client.communicate(timeout=20)
+        check(client.returncode == 0 and out.count("Hello") == 3,
+              f"a new client finds the greeter and calls it: {err.strip()[:200]}")
+        stop(server)
+        check(server.returncode == 0, f"the server stopped cleanly (exit {server.returncode})")
+
 
 # --- http: slowloris, idle connections, a storm, garbage --------------------------------------
 def http_attack(args):

@@ -40,13 +40,14 @@ def rss_kib(pid):
 
 
 class LineReader:
-    """Collects a process's stdout lines on a thread, so a test can wait for one without
-    blocking on the pipe."""
+    """Collects a process's stdout lines (or `stream`'s, say its stderr) on a thread, so a test
+    can wait for one without blocking on the pipe."""
 
-    def __init__(self, process):
+    def __init__(self, process, stream=None):
         self.lines = []
         self._lock = threading.Lock()
-        self._thread = threading.Thread(target=self._read, args=(process.stdout,), daemon=True)
+        self._thread = threading.Thread(target=self._read,
+                                        args=(stream if stream else process.stdout,), daemon=True)
         self._thread.start()
 
     def _read(self, stream):
