@@ -1,6 +1,6 @@
-// Wrapper plugins (log, metrics) loaded through the plugin loader and composed with
-// micro::WrapperChains: configured order (first = outermost), exactly one call of `next`,
-// responses passed through, and what they write.
+// Wrapper plugins (log, metrics; trace for the log's trace ids) loaded through the plugin loader
+// and composed with micro::WrapperChains: configured order (first = outermost), exactly one call of
+// `next`, responses passed through, and what they write.
 #include <doctest/doctest.h>
 
 #include <unistd.h>
@@ -22,6 +22,7 @@
 
 #include <micro/error.hpp>
 #include <micro/plugin_loader.hpp>
+#include <micro/trace.hpp>
 #include <micro/wrapper.hpp>
 
 #include "support/wait.hpp"
@@ -518,4 +519,72 @@ TEST_CASE("log and metrics composed: each calls next exactly once") {
   REQUIRE(report.size() == 1);
   CHECK(starts_with(report[0],
                     "[micro] metrics handler greeter Greeter.Hello requests=1000 errors=0 "));
+}
+
+TEST_CASE("log: a traced call's lines carry its trace_id and span_id, in either wrapper order") {
+  TemporaryFile log_file;
+  auto log = load_wrapper("log", {{"stream", log_file.path.string()}});
+  auto trace = load_wrapper("trace", {{"exporter", "none"}, {"sampler", "always_on"}});
+  const std::string caller_trace = "4bf92f3577b34da6a3ce929d0e0e4736";
+  const std::string caller_span = "00f067aa0ba902b7";
+  auto traced_request = [&] {
+    micro::RequestPtr request = request_for("greeter", "Greeter.Hello");
+    request->context.metadata().set("traceparent",
+                                    "00-" + caller_trace + "-" + caller_span + "-01");
+    return request;
+  };
+  auto field = [](const std::string& line, const std::string& name) {
+    auto at = line.find(" " + name + "=");
+    if (at == std::string::npos) return std::string();
+    at += name.size() + 2;
+    return line.substr(at, line.find(' ', at) - at);
+  };
+  for (bool trace_outer : {true, false}) {
+    CAPTURE(trace_outer);
+    const std::size_t before = log_file.lines().size();  // the file stays open: count on
+    micro::WrapperChains chains;
+    if (trace_outer) chains.add(trace->wrappers(scope));
+    chains.add(log->wrappers(scope));
+    if (!trace_outer) chains.add(trace->wrappers(scope));
+    std::string handler_span;
+    auto handler =
+        chains.wrap_handler([&](const micro::RequestPtr& request, micro::ResponseHandler respond) {
+          REQUIRE(request->context.span());
+          handler_span = request->context.span()->context().span_id.to_hex();
+          respond(ok_response("hi"));
+        });
+    handler(traced_request(), [](micro::Response&&) {});
+    auto client =
+        chains.wrap_client([](const micro::RequestPtr&, const micro::CallOptions&,
+                              micro::ResponseHandler done) { done(ok_response("charged")); });
+    micro::RequestPtr call = request_for("billing", "Billing.Charge");
+    client(call, micro::CallOptions{}, [](micro::Response&&) {});
+    auto all = log_file.lines();
+    std::vector<std::string> lines(all.begin() + static_cast<std::ptrdiff_t>(before), all.end());
+    REQUIRE(lines.size() == 2);
+    // The handler's line: the caller's trace, the SERVER span's own id (not the caller's).
+    CHECK(starts_with(lines[0], "[micro] handler greeter Greeter.Hello ok "));
+    CHECK(field(lines[0], "trace_id") == caller_trace);
+    CHECK(field(lines[0], "span_id") == handler_span);
+    CHECK(field(lines[0], "span_id") != caller_span);
+    // The client's line: a new root trace, its CLIENT span.
+    REQUIRE(call->context.span());
+    CHECK(field(lines[1], "trace_id") == call->context.span()->context().trace_id.to_hex());
+    CHECK(field(lines[1], "span_id") == call->context.span()->context().span_id.to_hex());
+  }
+
+  // Without a trace wrapper: the trace the request came with, and no span id of ours.
+  const std::size_t before = log_file.lines().size();
+  micro::WrapperChains untraced;
+  untraced.add(log->wrappers(scope));
+  auto handler = untraced.wrap_handler(
+      [](const micro::RequestPtr&, micro::ResponseHandler respond) { respond(ok_response("hi")); });
+  handler(traced_request(), [](micro::Response&&) {});
+  handler(request_for("greeter", "Greeter.Hello"), [](micro::Response&&) {});
+  auto all = log_file.lines();
+  std::vector<std::string> lines(all.begin() + static_cast<std::ptrdiff_t>(before), all.end());
+  REQUIRE(lines.size() == 2);
+  CHECK(field(lines[0], "trace_id") == caller_trace);
+  CHECK(field(lines[0], "span_id").empty());
+  CHECK(ends_with_duration(lines[1]));  // an untraced call's line is as before
 }

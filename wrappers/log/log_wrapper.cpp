@@ -8,6 +8,13 @@
 //   [micro] stream-client prices Prices.Watch open
 //   [micro] stream-client prices Prices.Watch ok sent=1 received=250 2003.114ms
 //   [micro] stream-handler prices Prices.Watch error 499 cancelled sent=250 received=1 2003.020ms
+// A traced call's lines end with its ids, so logs and traces join on them (OTel's log
+// correlation fields):
+//   [micro] handler greeter Greeter.Hello ok 0.153ms trace_id=4bf9…4736 span_id=00f0…02b7
+// The ids are the call's span (the handler's SERVER span, the logical call's CLIENT span, a
+// delivery's CONSUMER span) whatever the order of `trace` and `log` in the chain, sampled or
+// not; without a span of its own, the trace the request or message arrived with (trace_id
+// only: the span id there is the caller's).
 // A stream gets a line when it opens and one when it ends, with the messages counted each
 // way; a client's end line waits until its reader has seen the end (or let the stream go),
 // since messages that arrived before the end are still read after it.
@@ -27,6 +34,7 @@
 #include <micro/error.hpp>
 #include <micro/plugin.hpp>
 #include <micro/stream.hpp>
+#include <micro/trace.hpp>
 #include <micro/wrapper.hpp>
 
 namespace {
@@ -64,7 +72,7 @@ class Output {
   // never interleave. Flushed at once, so the log and the program's own output keep
   // their order.
   void write(std::string_view kind, std::string_view subject, std::string_view outcome,
-             Clock::duration elapsed) {
+             Clock::duration elapsed, std::string_view trace = {}) {
     char duration[32];
     double milliseconds = std::chrono::duration<double, std::milli>(elapsed).count();
     std::snprintf(duration, sizeof duration, "%.3fms", milliseconds);
@@ -74,18 +82,21 @@ class Output {
     line.append(kind).push_back(' ');
     line.append(subject).push_back(' ');
     line.append(outcome).push_back(' ');
-    line.append(duration).push_back('\n');
+    line.append(duration);
+    line.append(trace).push_back('\n');
     std::fwrite(line.data(), 1, line.size(), file_);
     std::fflush(file_);
   }
 
   // A line without an outcome or a duration (a stream's open).
-  void write(std::string_view kind, std::string_view subject, std::string_view event) {
+  void write_event(std::string_view kind, std::string_view subject, std::string_view event,
+                   std::string_view trace = {}) {
     std::string line;
     if (!prefix_.empty()) line.append(prefix_).push_back(' ');
     line.append(kind).push_back(' ');
     line.append(subject).push_back(' ');
-    line.append(event).push_back('\n');
+    line.append(event);
+    line.append(trace).push_back('\n');
     std::fwrite(line.data(), 1, line.size(), file_);
     std::fflush(file_);
   }
@@ -95,6 +106,22 @@ class Output {
   std::FILE* file_ = nullptr;
   bool owned_ = false;
 };
+
+// " trace_id=… span_id=…" of the context's span, else " trace_id=…" of the traceparent in
+// `carried` (request metadata, message headers); "" when the call is not traced.
+std::string trace_fields(const micro::Context& context, const micro::Metadata& carried) {
+  if (const auto& span = context.span()) {
+    const micro::trace::SpanContext& ids = span->context();
+    if (ids.valid())
+      return " trace_id=" + ids.trace_id.to_hex() + " span_id=" + ids.span_id.to_hex();
+  }
+  if (auto remote = micro::trace::extract(carried)) return " trace_id=" + remote->trace_id.to_hex();
+  return {};
+}
+
+std::string trace_fields(const micro::Context& context) {
+  return trace_fields(context, context.metadata());
+}
 
 std::string outcome_of(const micro::Response& response) {
   return response.error ? "error " + response.error->message() : std::string("ok");
@@ -120,17 +147,21 @@ void run_logged(const std::shared_ptr<Output>& output, std::string_view kind, st
                 const Arguments&... arguments) {
   auto start = Clock::now();
   auto answered = std::make_shared<std::atomic<bool>>(false);
-  auto on_response = [output, kind, subject, start, answered,
+  // The line is written when the answer passes, by when a trace wrapper inside this one has
+  // set the call's span on the request's context too.
+  auto on_response = [output, kind, subject, start, answered, request,
                       done = std::move(done)](micro::Response&& response) {
     answered->store(true);
-    output->write(kind, subject, outcome_of(response), Clock::now() - start);
+    output->write(kind, subject, outcome_of(response), Clock::now() - start,
+                  trace_fields(request->context));
     done(std::move(response));
   };
   try {
     next(request, arguments..., std::move(on_response));
   } catch (...) {
     if (!answered->load())
-      output->write(kind, subject, outcome_of(std::current_exception()), Clock::now() - start);
+      output->write(kind, subject, outcome_of(std::current_exception()), Clock::now() - start,
+                    trace_fields(request->context));
     throw;
   }
 }
@@ -144,10 +175,11 @@ void run_logged_message(const std::shared_ptr<Output>& output, std::string_view 
   try {
     next(context, message);
   } catch (...) {
-    output->write(kind, topic, outcome_of(std::current_exception()), Clock::now() - start);
+    output->write(kind, topic, outcome_of(std::current_exception()), Clock::now() - start,
+                  trace_fields(context, message.headers));
     throw;
   }
-  output->write(kind, topic, "ok", Clock::now() - start);
+  output->write(kind, topic, "ok", Clock::now() - start, trace_fields(context, message.headers));
 }
 
 // One logged stream: counts its messages and writes the end line once the stream has ended
@@ -155,14 +187,23 @@ void run_logged_message(const std::shared_ptr<Output>& output, std::string_view 
 // which must not hold the stream (the stream holds its callbacks).
 class StreamLog {
  public:
+  // `trace`: the stream's trace_fields, known when it opens.
   StreamLog(std::shared_ptr<Output> output, std::string_view kind, std::string subject,
-            bool waits_for_reader)
+            bool waits_for_reader, std::string trace)
       : output_(std::move(output)),
         kind_(kind),
         subject_(std::move(subject)),
+        trace_(std::move(trace)),
         start_(Clock::now()),
         reader_done_(!waits_for_reader) {
-    output_->write(kind_, subject_, "open");
+    output_->write_event(kind_, subject_, "open", trace_);
+  }
+
+  // A client stream's ids, once it opened (a trace wrapper inside this one has set its span
+  // by then); before any end.
+  void set_trace(std::string trace) {
+    std::lock_guard lock(mutex_);
+    trace_ = std::move(trace);
   }
 
   void sent() { sent_.fetch_add(1, std::memory_order_relaxed); }
@@ -186,13 +227,15 @@ class StreamLog {
     written_ = true;
     std::string outcome = outcome_ + " sent=" + std::to_string(sent_.load()) +
                           " received=" + std::to_string(received_.load());
+    std::string trace = trace_;
     lock.unlock();
-    output_->write(kind_, subject_, outcome, Clock::now() - start_);
+    output_->write(kind_, subject_, outcome, Clock::now() - start_, trace);
   }
 
   std::shared_ptr<Output> output_;
   std::string_view kind_;
   std::string subject_;
+  std::string trace_;
   Clock::time_point start_;
   std::atomic<std::uint64_t> sent_{0}, received_{0};
   std::mutex mutex_;
@@ -272,9 +315,9 @@ class LogWrapper final : public micro::Wrapper {
     set.handler_stream = [output, service = scope.service_name](micro::StreamHandlerFunction next) {
       return micro::StreamHandlerFunction(
           [output, service, next = std::move(next)](const micro::MessageStreamPtr& stream) {
-            auto log = std::make_shared<StreamLog>(output, "stream-handler",
-                                                   service + " " + stream->request().endpoint,
-                                                   /*waits_for_reader=*/false);
+            auto log = std::make_shared<StreamLog>(
+                output, "stream-handler", service + " " + stream->request().endpoint,
+                /*waits_for_reader=*/false, trace_fields(stream->request().context));
             next(std::make_shared<LoggedStream>(stream, std::move(log)));
           });
     };
@@ -283,12 +326,13 @@ class LogWrapper final : public micro::Wrapper {
           [output, next = std::move(next)](const micro::RequestPtr& request,
                                            const micro::CallOptions& options,
                                            micro::OpenStreamHandler done) {
-            auto log = std::make_shared<StreamLog>(output, "stream-client",
-                                                   request->service + " " + request->endpoint,
-                                                   /*waits_for_reader=*/true);
+            auto log = std::make_shared<StreamLog>(
+                output, "stream-client", request->service + " " + request->endpoint,
+                /*waits_for_reader=*/true, trace_fields(request->context));
             next(request, options,
-                 [log, done = std::move(done)](micro::MessageStreamPtr stream,
-                                               std::optional<micro::Error> error) {
+                 [log, request, done = std::move(done)](micro::MessageStreamPtr stream,
+                                                        std::optional<micro::Error> error) {
+                   log->set_trace(trace_fields(request->context));
                    if (!stream) {
                      log->ended(micro::Response::failure(
                          error ? *error : micro::internal_error(error_id, "stream not opened")));
