@@ -12,7 +12,7 @@
 // correlation fields):
 //   [micro] handler greeter Greeter.Hello ok 0.153ms trace_id=4bf9…4736 span_id=00f0…02b7
 // The ids are the call's span (the handler's SERVER span, the logical call's CLIENT span, a
-// delivery's CONSUMER span) whatever the order of `trace` and `log` in the chain, sampled or
+// delivery's CONSUMER span; a publish has the trace_id its message carries) whatever the order of `trace` and `log` in the chain, sampled or
 // not; without a span of its own, the trace the request or message arrived with (trace_id
 // only: the span id there is the caller's).
 // A stream gets a line when it opens and one when it ends, with the messages counted each
