@@ -1,6 +1,7 @@
 // bench/span_bench.cpp — the cost of one span start+end through the global tracer: tracing
 // off (the API's no-op), unsampled (SDK, parent-based always_off), and sampled with four
-// attributes (SDK, always_on, batch processor with an exporter that discards). Prints
+// attributes (SDK, always_on, batch processor with an exporter that discards), and the same
+// span under sampler=deferred, recorded and then discarded at its end. Prints
 // `name value unit` lines: ns per span and heap allocations per span, counted by a global
 // operator new. The SDK sources are compiled in (see bench/meson.build).
 #include <atomic>
@@ -16,6 +17,7 @@
 #include <micro/trace.hpp>
 
 #include "batch_processor.hpp"
+#include "deferred_processor.hpp"
 #include "samplers.hpp"
 #include "sdk_tracer.hpp"
 
@@ -74,7 +76,8 @@ void measure(const char* name, int iterations, Body body) {
 
 }  // namespace
 
-// span_bench [iterations, default 2000000] [off|unsampled|sampled: only that one, to profile]
+// span_bench [iterations, default 2000000] [off|unsampled|sampled|deferred: only that one, to
+// profile]
 int main(int argc, char** argv) {
   int iterations = argc > 1 ? std::atoi(argv[1]) : 2000000;
   std::string only = argc > 2 ? argv[2] : "";
@@ -109,8 +112,21 @@ int main(int argc, char** argv) {
       span->set_attribute("cache.hit", true);
       span->end();
     });
-  processor->shutdown();
+  // sampler=deferred, each span a clean local root that ratio 0 discards: recorded, held
+  // until its end, decided, its data given back.
+  auto deferred = std::make_shared<DeferredProcessor>(processor, DeferredSettings{});
+  set_tracer(std::make_shared<SdkTracer>(make_deferred_sampler(0.0), deferred));
+  if (wanted("deferred"))
+    measure("deferred_discarded_4_attributes", iterations, [&] {
+      auto span = start_span("Cache.Get", context);
+      span->set_attribute("db.system", std::string("redis"));
+      span->set_attribute("db.operation", std::string("GET"));
+      span->set_attribute("server.port", std::int64_t{6379});
+      span->set_attribute("cache.hit", true);
+      span->end();
+    });
   set_tracer(nullptr);
+  processor->shutdown();
   auto after = statistics();
   std::printf("span_sampled_dropped %llu count\n",
               static_cast<unsigned long long>(after.spans_dropped - before.spans_dropped));

@@ -1,7 +1,8 @@
 // The trace plugin's SDK half, compiled straight into this test: samplers (ratio statistics,
 // parent-based, rules, environment and option precedence, bad values), span limits and
 // redaction, the resource from the environment, the batch processor (batch size, delay,
-// full queue, flush on shutdown, stuck exporter), span parentage and unsampled spans.
+// full queue, flush on shutdown, stuck exporter), span parentage and unsampled spans, and
+// deferred sampling (sampler=deferred: keep by error, latency and ratio at the local root).
 #include <doctest/doctest.h>
 
 #include <unistd.h>
@@ -26,6 +27,7 @@
 #include <micro/trace.hpp>
 
 #include "batch_processor.hpp"
+#include "deferred_processor.hpp"
 #include "resource.hpp"
 #include "samplers.hpp"
 #include "sdk_tracer.hpp"
@@ -380,7 +382,7 @@ TEST_CASE("bad sampler names and ratios name their source") {
   ScopedEnvironment argument_variable("OTEL_TRACES_SAMPLER_ARG", nullptr);
   const std::string expected_names =
       "(expected one of always_on, always_off, traceidratio, parentbased_always_on, "
-      "parentbased_always_off, parentbased_traceidratio)";
+      "parentbased_always_off, parentbased_traceidratio, deferred)";
   CHECK(error_detail([] {
           SamplerSettings::from(arguments({{"sampler", "sometimes"}}));
         }) == "trace: option sampler: unknown sampler \"sometimes\" " + expected_names);
@@ -1109,4 +1111,150 @@ TEST_CASE("random flag rule: a continued trace keeps the incoming flag, set or u
     CHECK(outgoing.get("tracestate") == "rojo=00f067aa0ba902b7");
     span->end();
   }
+}
+
+TEST_CASE("deferred: an error deep in a local trace keeps all of it; a clean trace is discarded") {
+  auto collected = std::make_shared<CollectingProcessor>();
+  auto deferred = std::make_shared<DeferredProcessor>(collected, DeferredSettings{});
+  SdkTracer tracer(make_deferred_sampler(0.0), deferred);
+  CHECK(tracer.may_record(nullptr));
+  auto tree = [&](bool fail_deepest) {
+    const std::size_t before = collected->spans().size();
+    micro::Context context;
+    auto root = tracer.start_span("Greeter.Hello", context);
+    CHECK(root->recording());                // every span records…
+    CHECK_FALSE(root->context().sampled());  // …but ratio 0 sends sampled=0 on
+    micro::Context in_root;
+    in_root.set_span(root);
+    auto child = tracer.start_span("Store.Get", in_root);
+    micro::Context in_child;
+    in_child.set_span(child);
+    auto deepest = tracer.start_span("Disk.Read", in_child);
+    if (fail_deepest) deepest->set_status(StatusCode::error, "disk on fire");
+    deepest->end();
+    child->end();
+    CHECK(collected->spans().size() == before);  // held until the root ends
+    root->end();
+    return root->context().trace_id;
+  };
+  TraceId failed = tree(true);
+  auto spans = collected->spans();
+  REQUIRE(spans.size() == 3);
+  for (const auto& span : spans) CHECK(span.context.trace_id == failed);
+  tree(false);
+  CHECK(collected->spans().size() == 3);  // the clean tree went nowhere
+  auto counts = deferred->counts();
+  CHECK(counts.traces_kept == 1);
+  CHECK(counts.traces_discarded == 1);
+  CHECK(counts.spans_kept == 3);
+  CHECK(counts.spans_discarded == 3);
+}
+
+TEST_CASE(
+    "deferred: slow spans keep their trace; the ratio keeps its share; flags follow parents") {
+  auto collected = std::make_shared<CollectingProcessor>();
+  DeferredSettings settings;
+  settings.slower_than = 250ms;
+  auto deferred = std::make_shared<DeferredProcessor>(collected, settings);
+  SdkTracer tracer(make_deferred_sampler(0.0), deferred);
+  micro::Context context;
+  auto slow = tracer.start_span("Report.Build", context);
+  slow->end(std::chrono::system_clock::now() + 300ms);  // lasted 300 ms
+  auto quick = tracer.start_span("Report.Build", context);
+  quick->end();
+  REQUIRE(collected->spans().size() == 1);
+  CHECK(collected->spans()[0].context == slow->context());
+
+  // A caller's sampled flag is kept (and sent on), and keeps the trace; an unsampled caller's
+  // clean trace is discarded.
+  SpanContext sampled_caller{random_trace_id(), random_span_id(), flag_sampled, "", true};
+  SpanContext unsampled_caller{random_trace_id(), random_span_id(), 0, "", true};
+  for (const SpanContext* caller : {&sampled_caller, &unsampled_caller}) {
+    StartOptions options;
+    options.kind = SpanKind::server;
+    options.parent = caller;
+    auto server = tracer.start_span("Greeter.Hello", context, options);
+    CHECK(server->recording());
+    CHECK(server->context().sampled() == caller->sampled());
+    server->end();
+  }
+  REQUIRE(collected->spans().size() == 2);
+  CHECK(collected->spans()[1].context.trace_id == sampled_caller.trace_id);
+
+  // ratio 0.25 of clean new traces kept: exactly those whose id the ratio decision takes.
+  auto share = std::make_shared<CollectingProcessor>();
+  auto quarter = std::make_shared<DeferredProcessor>(share, DeferredSettings{});
+  SdkTracer quarter_tracer(make_deferred_sampler(0.25), quarter);
+  int flagged = 0;
+  for (int i = 0; i < 4000; ++i) {
+    auto span = quarter_tracer.start_span("x", context);
+    flagged += span->context().sampled();
+    CHECK(span->context().sampled() == trace_id_ratio_decision(span->context().trace_id, 0.25));
+    span->end();
+  }
+  CHECK(share->spans().size() == static_cast<std::size_t>(flagged));
+  CHECK(flagged > 800);
+  CHECK(flagged < 1200);
+}
+
+TEST_CASE("deferred: late spans follow the decision; the buffer is bounded; shutdown decides") {
+  auto collected = std::make_shared<CollectingProcessor>();
+  DeferredSettings settings;
+  settings.max_buffered = 4;
+  auto deferred = std::make_shared<DeferredProcessor>(collected, settings);
+  SdkTracer tracer(make_deferred_sampler(0.0), deferred);
+  micro::Context context;
+
+  // Async work that outlives its root: a clean late child is discarded with its trace, a
+  // failing one is kept (and keeps what comes after).
+  auto root = tracer.start_span("Job.Start", context);
+  micro::Context in_root;
+  in_root.set_span(root);
+  auto late_clean = tracer.start_span("Job.Step", in_root);
+  auto late_failing = tracer.start_span("Job.Step", in_root);
+  root->end();
+  late_clean->end();
+  CHECK(collected->spans().empty());
+  late_failing->set_status(StatusCode::error, "step failed");
+  late_failing->end();
+  REQUIRE(collected->spans().size() == 1);
+  CHECK(collected->spans()[0].context == late_failing->context());
+
+  // Roots that never end: at most 4 spans wait; past that the oldest trace is decided (by
+  // what it has: here an error, so kept).
+  std::vector<std::shared_ptr<Span>> open_roots, children;
+  for (int i = 0; i < 5; ++i) {
+    open_roots.push_back(tracer.start_span("Open.Root", context));
+    micro::Context inside;
+    inside.set_span(open_roots.back());
+    children.push_back(tracer.start_span("Open.Child", inside));
+    if (i == 0) children.back()->set_status(StatusCode::error, "first");
+    children.back()->end();
+  }
+  CHECK(deferred->counts().traces_forced == 1);
+  REQUIRE(collected->spans().size() == 2);
+  CHECK(collected->spans()[1].context == children[0]->context());
+  // Shutdown decides the rest (clean, ratio 0: discarded) and loses nothing kept.
+  deferred->shutdown();
+  CHECK(collected->spans().size() == 2);
+  CHECK(deferred->counts().traces_discarded == 1 + 4);
+}
+
+TEST_CASE("deferred sampler settings: its options, and the ones that need it") {
+  ScopedEnvironment sampler_variable("OTEL_TRACES_SAMPLER", nullptr);
+  ScopedEnvironment argument_variable("OTEL_TRACES_SAMPLER_ARG", nullptr);
+  auto settings = SamplerSettings::from(arguments({{"sampler", "deferred"},
+                                                   {"ratio", "0.01"},
+                                                   {"keep_errors", "false"},
+                                                   {"slower_than", "250ms"}}));
+  CHECK(settings.name == "deferred");
+  CHECK(settings.ratio == 0.01);
+  CHECK_FALSE(settings.keep_errors);
+  CHECK(settings.slower_than == 250ms);
+  CHECK(make_sampler(settings)->description().rfind("Deferred{ratio=0.01", 0) == 0);
+  CHECK_THROWS_WITH_AS(SamplerSettings::from(arguments({{"slower_than", "1s"}})),
+                       doctest::Contains("need sampler=deferred"), micro::Exception);
+  CHECK_THROWS_WITH_AS(
+      SamplerSettings::from(arguments({{"sampler", "deferred"}, {"rules", "a.*=1"}})),
+      doctest::Contains("does not combine with sampler=deferred"), micro::Exception);
 }

@@ -59,6 +59,24 @@ class AlwaysOnSampler final : public Sampler {
   Shortcut shortcut() const noexcept override { return {false, Shortcut::Root::always_on}; }
 };
 
+class DeferredSampler final : public Sampler {
+ public:
+  explicit DeferredSampler(double ratio) : ratio_(ratio) {}
+  bool should_sample(const SamplingParameters&) const noexcept override { return true; }
+  std::string description() const override {
+    return "Deferred{ratio=" + std::to_string(ratio_) + "}";
+  }
+  Shortcut shortcut() const noexcept override {
+    Shortcut shortcut{false, Shortcut::Root::always_on};
+    shortcut.deferred = true;
+    shortcut.deferred_ratio = ratio_;
+    return shortcut;
+  }
+
+ private:
+  double ratio_;
+};
+
 class AlwaysOffSampler final : public Sampler {
  public:
   bool should_sample(const SamplingParameters&) const noexcept override { return false; }
@@ -182,16 +200,22 @@ std::optional<std::string> environment(const char* name) {
 
 bool known_sampler(std::string_view name) {
   for (std::string_view known : {"always_on", "always_off", "traceidratio", "parentbased_always_on",
-                                 "parentbased_always_off", "parentbased_traceidratio"})
+                                 "parentbased_always_off", "parentbased_traceidratio", "deferred"})
     if (name == known) return true;
   return false;
 }
 
 constexpr const char* known_sampler_list =
     "always_on, always_off, traceidratio, parentbased_always_on, parentbased_always_off, "
-    "parentbased_traceidratio";
+    "parentbased_traceidratio, deferred";
 
 }  // namespace
+
+std::shared_ptr<Sampler> make_deferred_sampler(double ratio) {
+  if (!(ratio >= 0 && ratio <= 1))
+    fail("trace: sampling ratio must be within 0..1, got " + std::to_string(ratio));
+  return std::make_shared<DeferredSampler>(ratio);
+}
 
 bool trace_id_ratio_decision(const TraceId& trace_id, double ratio) noexcept {
   if (ratio >= 1) return true;
@@ -310,11 +334,28 @@ SamplerSettings SamplerSettings::from(const PluginArguments& arguments) {
     if (!named) settings.name = "parentbased_traceidratio";
   } else if (auto value = environment("OTEL_TRACES_SAMPLER_ARG")) {
     // The argument only means something to the ratio samplers; others ignore it (per spec).
-    if (settings.name.find("traceidratio") != std::string::npos)
+    if (settings.name.find("traceidratio") != std::string::npos || settings.name == "deferred")
       settings.ratio = parse_ratio(*value, "trace: OTEL_TRACES_SAMPLER_ARG");
   }
 
   if (arguments.has("rules")) settings.rules = parse_sampling_rules(arguments.get_string("rules"));
+  bool deferred_option =
+      arguments.has("keep_errors") || arguments.has("slower_than") || arguments.has("max_buffered");
+  if (settings.name == "deferred") {
+    if (!settings.rules.empty())
+      fail(
+          "trace: option rules does not combine with sampler=deferred (rules choose head "
+          "samplers' ratios; deferred keeps by error, latency and ratio)");
+    if (arguments.has("keep_errors")) settings.keep_errors = arguments.get_bool("keep_errors");
+    if (arguments.has("slower_than")) settings.slower_than = arguments.get_duration("slower_than");
+    if (arguments.has("max_buffered"))
+      settings.max_buffered = static_cast<std::size_t>(arguments.get_int("max_buffered"));
+  } else if (deferred_option) {
+    fail(
+        "trace: options keep_errors, slower_than and max_buffered need sampler=deferred (got "
+        "sampler " +
+        settings.name + ")");
+  }
   return settings;
 }
 
@@ -330,6 +371,8 @@ std::shared_ptr<Sampler> make_sampler(const SamplerSettings& settings,
     root = make_always_off_sampler();
   } else if (root_name == "traceidratio") {
     root = make_trace_id_ratio_sampler(settings.ratio);
+  } else if (name == "deferred") {
+    return make_deferred_sampler(settings.ratio);
   } else {
     fail("trace: unknown sampler \"" + name + "\" (expected one of " + known_sampler_list + ")");
   }

@@ -3,6 +3,8 @@
 // options and OTEL_TRACES_SAMPLER / OTEL_TRACES_SAMPLER_ARG choose among them.
 #pragma once
 
+#include <chrono>
+#include <cstddef>
 #include <cstdint>
 #include <memory>
 #include <optional>
@@ -39,6 +41,11 @@ class Sampler {
     enum class Root : std::uint8_t { ask, always_on, always_off };
     bool follows_parent = false;  // a valid parent's sampled flag decides
     Root root = Root::ask;        // without a parent (or when not following it)
+    // sampler=deferred: every span records, and the keep-or-drop decision is the
+    // DeferredProcessor's at the end of the local root span. The sampled flag sent on is the
+    // parent's, or for a new trace the traceidratio decision at `deferred_ratio`.
+    bool deferred = false;
+    double deferred_ratio = 1.0;
   };
   virtual Shortcut shortcut() const noexcept { return {}; }
 };
@@ -73,11 +80,20 @@ std::shared_ptr<Sampler> make_rule_sampler(std::vector<SamplingRule> rules,
                                            std::shared_ptr<Sampler> fallback,
                                            std::string service_name);
 
+// sampler=deferred ("tail in process"): records every span and keeps a local trace when it
+// has an error (keep_errors), a span at least `slower_than` long (0: off), or its trace id
+// falls within `ratio`; see DeferredProcessor.
+std::shared_ptr<Sampler> make_deferred_sampler(double ratio);
+
 // Which sampler, after options, environment and defaults are merged.
 struct SamplerSettings {
   std::string name = "parentbased_always_on";
   double ratio = 1.0;
   std::vector<SamplingRule> rules;
+  // sampler=deferred only.
+  bool keep_errors = true;
+  std::chrono::nanoseconds slower_than{0};
+  std::size_t max_buffered = 16384;  // spans of undecided traces held at once
 
   // Explicit plugin options (sampler, ratio, rules) win over OTEL_TRACES_SAMPLER and
   // OTEL_TRACES_SAMPLER_ARG, which win over the defaults. A `ratio` with no sampler

@@ -696,6 +696,24 @@ std::shared_ptr<Span> SdkTracer::start_span(std::string_view name, const Context
   }
   while (ids.span == 0) ids.span = id_generator.next();
 
+  // Deferred: every span records; the flag sent on is the parent's, or for a new trace the
+  // ratio decision, and the DeferredProcessor keeps or drops the local trace at its root's end.
+  if (shortcut_.deferred) {
+    bool flagged;
+    if (parent != nullptr) {
+      flagged = parent->sampled();
+    } else {
+      TraceId trace_id;
+      store_word(trace_id.bytes.data(), ids.trace_high);
+      store_word(trace_id.bytes.data() + 8, ids.trace_low);
+      flagged = trace_id_ratio_decision(trace_id, shortcut_.deferred_ratio);
+    }
+    count_span_started();
+    return std::allocate_shared<RecordingSpan>(
+        PoolAllocator<RecordingSpan>{}, core_, ids,
+        static_cast<std::uint8_t>(flags | (flagged ? flag_sampled : 0)), parent, name, options);
+  }
+
   // The built-in samplers decide here, without a virtual call or building parameters.
   bool sampled;
   if (parent != nullptr && shortcut_.follows_parent) {
@@ -725,6 +743,7 @@ std::shared_ptr<Span> SdkTracer::start_span(std::string_view name, const Context
 bool SdkTracer::may_record(const SpanContext* parent) const noexcept {
   // The same order start_span decides in; samplers that must see the span (ratio, rules)
   // are "unsure".
+  if (shortcut_.deferred) return true;
   if (parent != nullptr && parent->valid() && shortcut_.follows_parent) return parent->sampled();
   return shortcut_.root != Sampler::Shortcut::Root::always_off;
 }

@@ -16,6 +16,7 @@
 #include <micro/wrapper.hpp>
 
 #include "batch_processor.hpp"
+#include "deferred_processor.hpp"
 #include "exporters.hpp"
 #include "resource.hpp"
 #include "samplers.hpp"
@@ -30,8 +31,17 @@ using namespace micro::trace::sdk;
 const micro::PluginOption trace_options[] = {
     {"sampler", "string", nullptr,
      "always_on, always_off, traceidratio, parentbased_always_on (default), "
-     "parentbased_always_off, parentbased_traceidratio"},
-    {"ratio", "double", nullptr, "sampling ratio 0..1 for the traceidratio samplers", "0", "1"},
+     "parentbased_always_off, parentbased_traceidratio, deferred (tail in process)"},
+    {"ratio", "double", nullptr,
+     "sampling ratio 0..1 for the traceidratio samplers; for deferred, of the traces with no "
+     "error and no slow span",
+     "0", "1"},
+    {"keep_errors", "bool", nullptr,
+     "sampler=deferred: keep every local trace with a span in error (default true)"},
+    {"slower_than", "duration", nullptr,
+     "sampler=deferred: keep every local trace with a span at least this long (default off)"},
+    {"max_buffered", "int", nullptr,
+     "sampler=deferred: spans of undecided traces held at once (default 16384)", "1"},
     {"rules", "string", nullptr, "per-subject ratios, e.g. payment.*=1.0;topic:audit.*=0"},
     {"redact", "string", nullptr, "comma list of sensitive key fragments (replaces the default)"},
     {"exporter", "string", nullptr, "otlp (default), console, file or none"},
@@ -82,6 +92,12 @@ class TraceWrapper final : public micro::Wrapper {
     tracer_.reset();
     processor_->shutdown();
     auto line = format_statistics(statistics());
+    if (deferred_) {
+      auto counts = deferred_->counts();
+      line += " deferred_traces_kept=" + std::to_string(counts.traces_kept) +
+              " deferred_traces_discarded=" + std::to_string(counts.traces_discarded) +
+              " deferred_traces_forced=" + std::to_string(counts.traces_forced);
+    }
     micro::log::info("trace",
                      line + " retries=" + std::to_string(exporter_statistics_->retries.load()));
   }
@@ -105,6 +121,12 @@ class TraceWrapper final : public micro::Wrapper {
     const std::string* resolved_name = find_attribute(resource, "service.name");
     auto sampler = make_sampler(sampler_settings_, resolved_name ? *resolved_name : service_name);
     processor_ = std::make_shared<BatchProcessor>(std::move(exporter), batch_settings_);
+    if (sampler_settings_.name == "deferred") {
+      deferred_ = std::make_shared<DeferredProcessor>(
+          processor_, DeferredSettings{sampler_settings_.keep_errors, sampler_settings_.slower_than,
+                                       sampler_settings_.max_buffered});
+      processor_ = deferred_;
+    }
     tracer_ = std::make_shared<SdkTracer>(std::move(sampler), processor_, limits_, redactor_);
     micro::trace::set_tracer(tracer_);
     installed_by = this;
@@ -131,7 +153,8 @@ class TraceWrapper final : public micro::Wrapper {
   std::string service_name_;
 
   std::shared_ptr<ExporterStatistics> exporter_statistics_;
-  std::shared_ptr<BatchProcessor> processor_;
+  std::shared_ptr<SpanProcessor> processor_;
+  std::shared_ptr<DeferredProcessor> deferred_;  // sampler=deferred: in front of the batch one
   std::shared_ptr<SdkTracer> tracer_;
   micro::metrics::Registration metrics_;
 };
