@@ -2,7 +2,11 @@
 // POST /v1/traces (http/protobuf or http/json) on loopback, counts the spans and answers 200
 // with an empty ExportTraceServiceResponse, keeping connections alive. One thread.
 //
-//   otlp_receiver [port, default 0 = a free one]
+//   otlp_receiver [port, default 0 = a free one] [--discard]
+//
+// --discard reads each body and answers 200 without walking it (spans are not counted): the
+// cost a collector on another machine puts on this one is nothing, and benchmarks of the
+// exporter alone should not pay for a receiver's parsing on the same cores.
 //
 // Prints `listening 127.0.0.1:PORT` once ready; on SIGTERM/SIGINT prints
 // `otlp_receiver_spans_received N spans` and `otlp_receiver_requests N count` and exits 0.
@@ -32,6 +36,7 @@ using tcp = asio::ip::tcp;
 
 std::uint64_t spans_received = 0;
 std::uint64_t requests_received = 0;
+bool discard_bodies = false;
 
 // Reads a varint at `position`; nullopt when truncated or longer than 10 bytes.
 std::optional<std::uint64_t> read_varint(std::string_view data, std::size_t& position) {
@@ -131,8 +136,10 @@ class Connection : public std::enable_shared_from_this<Connection> {
       auto header = request[http::field::content_type];
       std::string_view type(header.data(), header.size());
       std::string_view body = request.body();
-      auto count = type.starts_with("application/json") ? count_json_spans(body)
-                                                        : count_protobuf_spans(body);
+      std::optional<std::uint64_t> count = std::uint64_t{0};
+      if (!discard_bodies)
+        count = type.starts_with("application/json") ? count_json_spans(body)
+                                                     : count_protobuf_spans(body);
       if (count) {
         ++requests_received;
         spans_received += *count;
@@ -170,7 +177,13 @@ void accept(tcp::acceptor& acceptor) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  auto port = static_cast<unsigned short>(argc > 1 ? std::atoi(argv[1]) : 0);
+  unsigned short port = 0;
+  for (int i = 1; i < argc; ++i) {
+    if (std::string_view(argv[i]) == "--discard")
+      discard_bodies = true;
+    else
+      port = static_cast<unsigned short>(std::atoi(argv[i]));
+  }
   asio::io_context io;
   tcp::acceptor acceptor(io, tcp::endpoint(asio::ip::make_address("127.0.0.1"), port));
   asio::signal_set signals(io, SIGTERM, SIGINT);
