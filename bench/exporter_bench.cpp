@@ -106,7 +106,9 @@ std::vector<SpanData> make_batch() {
   std::vector<SpanData> batch(512);
   auto now = std::chrono::system_clock::now();
   for (auto& span : batch) {
-    span.context = SpanContext{random_trace_id(), random_span_id(), flag_sampled | flag_random};
+    span.context.trace_id = random_trace_id();
+    span.context.span_id = random_span_id();
+    span.context.flags = flag_sampled | flag_random;
     span.parent_span_id = random_span_id();
     span.parent_remote = true;
     span.name = "Greeter.Hello";
@@ -149,8 +151,8 @@ int main(int argc, char** argv) try {
   settings.endpoint = "http://" + receiver.address + "/v1/traces";
   settings.max_attempts = 1;
   auto statistics = std::make_shared<ExporterStatistics>();
-  auto exporter = make_exporter(settings, make_resource("bench", "1.0"), {"micro-cpp", "bench"},
-                                statistics);
+  auto exporter =
+      make_exporter(settings, make_resource("bench", "1.0"), {"micro-cpp", "bench"}, statistics);
   auto batch = make_batch();
   // Warm-up: the connection, the encoder's buffer.
   for (int i = 0; i < 20; ++i) exporter->export_spans(std::span<const SpanData>(batch));

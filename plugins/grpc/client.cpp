@@ -299,7 +299,7 @@ void ClientCall::async_write(std::string message, StreamWriteHandler handler) {
 }
 
 void ClientCall::close_send() {
-  connection_->on_strand([self = shared_from_this()] {
+  connection_->start_operation([self = shared_from_this()] {
     if (self->send_closed) return;
     self->send_closed = true;
     self->out_eof = true;

@@ -125,9 +125,10 @@ class UnaryCall final : public ServerCall {
  protected:
   void send(Response&& response) override {
     auto connection = std::static_pointer_cast<ServerConnection>(stream_->connection());
-    connection->on_strand([connection, stream = stream_, response = std::move(response)]() mutable {
-      connection->answer(stream, std::move(response));
-    });
+    connection->start_operation(
+        [connection, stream = stream_, response = std::move(response)]() mutable {
+          connection->answer(stream, std::move(response));
+        });
   }
 
  private:
@@ -155,7 +156,7 @@ class StreamingCall final : public StreamCall {
     });
   }
   void close_send() override {
-    stream_->connection()->on_strand([stream = stream_] { stream->send_closed = true; });
+    stream_->connection()->start_operation([stream = stream_] { stream->send_closed = true; });
   }
   bool ended() const override { return stream_->is_ended(); }
   Response status() const override { return stream_->final_status(); }
@@ -164,9 +165,10 @@ class StreamingCall final : public StreamCall {
  protected:
   void send(Response&& response) override {
     auto connection = std::static_pointer_cast<ServerConnection>(stream_->connection());
-    connection->on_strand([connection, stream = stream_, response = std::move(response)]() mutable {
-      connection->answer(stream, std::move(response));
-    });
+    connection->start_operation(
+        [connection, stream = stream_, response = std::move(response)]() mutable {
+          connection->answer(stream, std::move(response));
+        });
   }
 
  private:
@@ -351,7 +353,7 @@ int ServerConnection::on_header(std::int32_t stream_id, std::string_view name,
   } else if (name == "grpc-encoding") {
     stream->encoding = value;
   } else if (name == "grpc-accept-encoding") {
-    stream->peer_accepts_gzip = accepts_gzip(value);
+    stream->peer_accepts_gzip = stream->peer_accepts_gzip || accepts_gzip(value);
   } else if (name == "micro-call") {
     stream->call_kind = value;
   } else if (name == "micro-key-case") {

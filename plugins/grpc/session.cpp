@@ -257,20 +257,29 @@ void H2Connection::read_more() {
 }
 
 void H2Connection::flush() {
-  if (closed_ || !session_) return;
+  // Called again from a callback of the loop below (a stream closed while sending): the loop
+  // itself goes on taking frames until nghttp2 has none, so there is nothing to do here.
+  if (closed_ || !session_ || in_send_) return;
   // nghttp2's frames are taken into `pending_` even while a write is in flight (up to a bound):
   // a stream writer whose message nghttp2 took hears so at once and queues its next, and
   // everything taken meanwhile leaves in the next write. Waiting for the socket write first
   // would cost one write round trip per message on a single busy stream.
+  in_send_ = true;
+  ssize_t failed = 0;
   while (pending_.size() < max_pending) {
     const std::uint8_t* data = nullptr;
     ssize_t size = nghttp2_session_mem_send(session_, &data);
     if (size < 0) {
-      abort(std::string("HTTP/2 send failed: ") + nghttp2_strerror(static_cast<int>(size)));
-      return;
+      failed = size;
+      break;
     }
     if (size == 0) break;
     pending_.append(reinterpret_cast<const char*>(data), static_cast<std::size_t>(size));
+  }
+  in_send_ = false;
+  if (failed < 0) {
+    abort(std::string("HTTP/2 send failed: ") + nghttp2_strerror(static_cast<int>(failed)));
+    return;
   }
   if (writing_ || draining_) return;  // on_written, or the end of drain(), flushes again
   if (pending_.empty()) {

@@ -142,9 +142,18 @@ class H2Connection : public std::enable_shared_from_this<H2Connection> {
   void add_stream(std::int32_t id, H2StreamPtr stream);
   std::unordered_map<std::int32_t, H2StreamPtr> take_streams();
 
+  // Runs `work` on the strand, never inside this call. From the strand itself it is deferred
+  // (a continuation: this thread runs it next, no wake-up of another); from anywhere else it
+  // is posted, so a caller that blocks afterwards never holds it up.
   template <class Work>
   void on_strand(Work work) {
-    asio::defer(strand_, [self = shared_from_this(), work = std::move(work)]() mutable { work(); });
+    auto job = [self = shared_from_this(), work = std::move(work)]() mutable {
+      work();
+    };
+    if (strand_.running_in_this_thread())
+      asio::defer(strand_, std::move(job));
+    else
+      asio::post(strand_, std::move(job));
   }
   // An application's stream operation: run now when the caller is already on the strand
   // (in drain(), or a handler of its own) outside nghttp2's callbacks (a completion reading or
@@ -152,7 +161,7 @@ class H2Connection : public std::enable_shared_from_this<H2Connection> {
   // way, never run inside the call.
   template <class Work>
   void start_operation(Work work) {
-    if (!in_session_ && strand_.running_in_this_thread())
+    if (!in_session_ && !in_send_ && strand_.running_in_this_thread())
       work();
     else
       on_strand(std::move(work));
@@ -202,7 +211,8 @@ class H2Connection : public std::enable_shared_from_this<H2Connection> {
   std::vector<std::uint8_t> read_buffer_;
   std::string pending_, sending_;
   bool writing_ = false;
-  bool in_session_ = false;                  // inside nghttp2_session_mem_recv (its callbacks run)
+  bool in_session_ = false;  // inside nghttp2_session_mem_recv (its callbacks run)
+  bool in_send_ = false;     // inside flush()'s nghttp2_session_mem_send loop (ditto)
   std::deque<std::function<void()>> ready_;  // complete_soon's queue
   bool draining_ = false, drain_posted_ = false;
   void drain();

@@ -1258,3 +1258,37 @@ TEST_CASE("deferred sampler settings: its options, and the ones that need it") {
       SamplerSettings::from(arguments({{"sampler", "deferred"}, {"rules", "a.*=1"}})),
       doctest::Contains("does not combine with sampler=deferred"), micro::Exception);
 }
+
+TEST_CASE("deferred: one trace entering the process twice is decided per local root") {
+  auto collected = std::make_shared<CollectingProcessor>();
+  auto deferred = std::make_shared<DeferredProcessor>(collected, DeferredSettings{});
+  SdkTracer tracer(make_deferred_sampler(0.0), deferred);
+  SpanContext caller{random_trace_id(), random_span_id(), 0, "", true};
+  auto serve = [&](const char* name) {
+    StartOptions options;
+    options.kind = SpanKind::server;
+    options.parent = &caller;
+    micro::Context context;
+    return tracer.start_span(name, context, options);
+  };
+  auto child_of = [&](const std::shared_ptr<Span>& parent) {
+    micro::Context context;
+    context.set_span(parent);
+    return tracer.start_span("Store.Get", context);
+  };
+  auto first = serve("Greeter.Hello");
+  auto second = serve("Greeter.Hello");
+  auto first_child = child_of(first);
+  auto second_child = child_of(second);
+  second_child->end();
+  second->end();  // a clean part: discarded
+  CHECK(collected->spans().empty());
+  first_child->set_status(StatusCode::error, "store down");
+  first_child->end();
+  first->end();  // its own part, with the error: kept, all of it
+  auto spans = collected->spans();
+  REQUIRE(spans.size() == 2);
+  CHECK(spans[0].context == first_child->context());
+  CHECK(spans[1].context == first->context());
+  CHECK(spans[0].local_root == first->context().span_id);
+}

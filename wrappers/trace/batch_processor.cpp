@@ -262,6 +262,7 @@ void clear_span_data(SpanData& data) noexcept {
   data.context = SpanContext{};
   data.parent_span_id = SpanId{};
   data.parent_remote = false;
+  data.local_root = SpanId{};
   if (data.name.capacity() > max_kept_text) data.name = std::string();
   data.name.clear();
   data.kind = SpanKind::internal;

@@ -2,13 +2,38 @@
 #include "deferred_processor.hpp"
 
 #include <cstring>
+#include <random>
 
 namespace micro::trace::sdk {
 
-std::size_t DeferredProcessor::TraceIdHash::operator()(const TraceId& id) const noexcept {
-  std::uint64_t low = 0;  // the random half of the id
-  std::memcpy(&low, id.bytes.data() + 8, sizeof low);
-  return static_cast<std::size_t>(low);
+namespace {
+const std::uint64_t hash_seed = [] {
+  std::random_device device;
+  return (std::uint64_t{device()} << 32) | device();
+}();
+}  // namespace
+
+std::size_t DeferredProcessor::LocalTraceHash::operator()(const LocalTrace& key) const noexcept {
+  std::uint64_t high = 0, low = 0, root = 0;
+  std::memcpy(&high, key.trace_id.bytes.data(), sizeof high);
+  std::memcpy(&low, key.trace_id.bytes.data() + 8, sizeof low);
+  std::memcpy(&root, key.root.bytes.data(), sizeof root);
+  std::uint64_t x = (high ^ hash_seed) * 0x9E3779B97F4A7C15ull;
+  x = (x ^ low ^ (x >> 29)) * 0xBF58476D1CE4E5B9ull;
+  x = (x ^ root ^ (x >> 32)) * 0x94D049BB133111EBull;
+  return static_cast<std::size_t>(x ^ (x >> 31));
+}
+
+DeferredProcessor::LocalTrace DeferredProcessor::local_trace_of(const SpanData& span,
+                                                                bool& local_root) noexcept {
+  if (span.local_root.valid()) {
+    local_root = span.local_root == span.context.span_id;
+    return {span.context.trace_id, span.local_root};
+  }
+  // Span data from elsewhere (no local root recorded): a root without a parent or with a
+  // remote one; a child keyed by its parent (right for one level of children).
+  local_root = !span.parent_span_id.valid() || span.parent_remote;
+  return {span.context.trace_id, local_root ? span.context.span_id : span.parent_span_id};
 }
 
 DeferredProcessor::DeferredProcessor(std::shared_ptr<SpanProcessor> next, DeferredSettings settings)
@@ -31,8 +56,8 @@ void DeferredProcessor::on_end(SpanData&& span) noexcept {
 }
 
 void DeferredProcessor::end_span(SpanData* data) noexcept {
-  const TraceId trace_id = data->context.trace_id;
-  const bool local_root = !data->parent_span_id.valid() || data->parent_remote;
+  bool local_root = false;
+  const LocalTrace trace_id = local_trace_of(*data, local_root);
   const bool notable = interesting(*data);
   std::vector<SpanData*> decided, forced;
   SpanData* single = nullptr;  // decided alone, without a vector
@@ -90,12 +115,7 @@ void DeferredProcessor::end_span(SpanData* data) noexcept {
         pending_.erase(stale);
         break;
       }
-      // Entries of decided traces pile up at the front of pending_order_; drop them.
-      while (!pending_order_.empty()) {
-        auto found = pending_.find(pending_order_.front().second);
-        if (found != pending_.end() && found->second.order == pending_order_.front().first) break;
-        pending_order_.pop_front();
-      }
+      tidy_order();
     }
   }
   if (single != nullptr) {
@@ -108,7 +128,23 @@ void DeferredProcessor::end_span(SpanData* data) noexcept {
   settle(forced, forced_keep);
 }
 
-std::vector<SpanData*> DeferredProcessor::decide(const TraceId& trace_id, Pending& pending,
+void DeferredProcessor::tidy_order() {
+  auto current = [this](const std::pair<std::uint64_t, LocalTrace>& entry) {
+    auto found = pending_.find(entry.second);
+    return found != pending_.end() && found->second.order == entry.first;
+  };
+  // Entries of decided traces pile up at the front; drop them.
+  while (!pending_order_.empty() && !current(pending_order_.front())) pending_order_.pop_front();
+  // Behind an undecided oldest trace they pile up too: rebuild when most are stale.
+  if (pending_order_.size() > 2 * pending_.size() + 64) {
+    std::deque<std::pair<std::uint64_t, LocalTrace>> live;
+    for (const auto& entry : pending_order_)
+      if (current(entry)) live.push_back(entry);
+    pending_order_.swap(live);
+  }
+}
+
+std::vector<SpanData*> DeferredProcessor::decide(const LocalTrace& trace_id, Pending& pending,
                                                  bool keep) {
   std::vector<SpanData*> spans = std::move(pending.spans);
   buffered_ -= spans.size();
@@ -118,14 +154,14 @@ std::vector<SpanData*> DeferredProcessor::decide(const TraceId& trace_id, Pendin
   return spans;
 }
 
-DeferredProcessor::Decided* DeferredProcessor::find_decided(const TraceId& trace_id) noexcept {
-  Decided& slot = decided_[TraceIdHash{}(trace_id) % decided_slots];
-  return slot.trace_id == trace_id ? &slot : nullptr;
+DeferredProcessor::Decided* DeferredProcessor::find_decided(const LocalTrace& key) noexcept {
+  Decided& slot = decided_[LocalTraceHash{}(key) % decided_slots];
+  return slot.key == key && key.trace_id.valid() ? &slot : nullptr;
 }
 
-void DeferredProcessor::remember(const TraceId& trace_id, bool keep) {
-  Decided& slot = decided_[TraceIdHash{}(trace_id) % decided_slots];
-  slot.trace_id = trace_id;
+void DeferredProcessor::remember(const LocalTrace& key, bool keep) {
+  Decided& slot = decided_[LocalTraceHash{}(key) % decided_slots];
+  slot.key = key;
   slot.keep = keep;
 }
 

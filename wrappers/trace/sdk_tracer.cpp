@@ -304,11 +304,17 @@ std::uint32_t limited_attributes(std::vector<Attribute>& out, std::vector<Attrib
 
 class RecordingSpan final : public Span {
  public:
+  // `local_root` (sampler=deferred): the local root's id, or null when this span is one.
   RecordingSpan(std::shared_ptr<const SdkCore> core, const IdWords& ids, std::uint8_t flags,
-                const SpanContext* parent, std::string_view name, const StartOptions& options)
+                const SpanContext* parent, std::string_view name, const StartOptions& options,
+                const SpanId* local_root = nullptr, bool deferred = false)
       : core_(std::move(core)), data_(core_->processor->acquire_span_data()) {
     try {
       start(ids, flags, parent, name, options);
+      if (deferred) {
+        local_root_ = local_root != nullptr ? *local_root : context_.span_id;
+        data_->local_root = local_root_;
+      }
     } catch (...) {
       core_->processor->release_span_data(data_);  // no destructor runs for a failed constructor
       throw;
@@ -324,6 +330,9 @@ class RecordingSpan final : public Span {
 
   const SpanContext& context() const noexcept override { return context_; }
   bool recording() const noexcept override { return !ended_.load(std::memory_order_relaxed); }
+  // sampler=deferred: the local root of this span's local trace (kept past end(), for
+  // children started later).
+  const SpanId& local_root() const noexcept { return local_root_; }
 
   void set_attribute(std::string_view key, AttributeValue value) override {
     std::lock_guard lock(lock_);
@@ -427,6 +436,7 @@ class RecordingSpan final : public Span {
 
   std::shared_ptr<const SdkCore> core_;
   SpanContext context_;  // outlives end(): children and propagation still read it
+  SpanId local_root_;
   SpinLock lock_;
   std::atomic<bool> ended_{false};
   SpanData* data_;  // lent by the processor; given back by end() or the destructor
@@ -708,10 +718,21 @@ std::shared_ptr<Span> SdkTracer::start_span(std::string_view name, const Context
       store_word(trace_id.bytes.data() + 8, ids.trace_low);
       flagged = trace_id_ratio_decision(trace_id, shortcut_.deferred_ratio);
     }
+    // The local root: this span when it has no parent or a remote one; else its parent's
+    // local root when the parent is the context's span from this tracer; else (a local parent
+    // given by hand) the parent itself.
+    const SpanId* local_root = nullptr;
+    if (parent != nullptr && !parent->remote) {
+      local_root = &parent->span_id;
+      if (const auto& active = context.span(); active && parent == &active->context())
+        if (auto* recording = dynamic_cast<const RecordingSpan*>(active.get()))
+          local_root = &recording->local_root();
+    }
     count_span_started();
     return std::allocate_shared<RecordingSpan>(
         PoolAllocator<RecordingSpan>{}, core_, ids,
-        static_cast<std::uint8_t>(flags | (flagged ? flag_sampled : 0)), parent, name, options);
+        static_cast<std::uint8_t>(flags | (flagged ? flag_sampled : 0)), parent, name, options,
+        local_root, /*deferred=*/true);
   }
 
   // The built-in samplers decide here, without a virtual call or building parameters.

@@ -32,6 +32,9 @@ struct SpanData {
   SpanContext context;
   SpanId parent_span_id;  // invalid (all zero) for a root
   bool parent_remote = false;
+  // sampler=deferred: the local root of this span's local trace (itself for a root: no
+  // parent, or a remote one); invalid under other samplers.
+  SpanId local_root;
   std::string name;
   SpanKind kind = SpanKind::internal;
   std::chrono::system_clock::time_point start_time;
